@@ -1,0 +1,189 @@
+// Package codec is the object pipeline shared by WAL and backups:
+// raw bytes -> compress -> encrypt on the way in, and the reverse, detected
+// from the object's own first bytes, on the way out. Objects therefore
+// describe themselves: changing compression or turning encryption on never
+// strands what was stored before.
+package codec
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"filippo.io/age"
+	"github.com/klauspost/compress/zstd"
+	"github.com/pierrec/lz4/v4"
+
+	"github.com/walvault/walvault/crypto"
+)
+
+// Compression names an algorithm.
+type Compression string
+
+// The supported algorithms.
+const (
+	LZ4  Compression = "lz4"
+	Zstd Compression = "zstd"
+	None Compression = "none"
+)
+
+var (
+	lz4Magic  = []byte{0x04, 0x22, 0x4d, 0x18}
+	zstdMagic = []byte{0x28, 0xb5, 0x2f, 0xfd}
+)
+
+// ErrCorrupt marks an object whose bytes do not decode: truncated, altered,
+// or not written by walvault.
+var ErrCorrupt = errors.New("object is corrupt or truncated")
+
+// ParseCompression checks a --compression value.
+func ParseCompression(s string) (Compression, error) {
+	switch c := Compression(s); c {
+	case LZ4, Zstd, None:
+		return c, nil
+	case "":
+		return LZ4, nil
+	}
+	return "", fmt.Errorf("unknown compression %q: use lz4, zstd or none", s)
+}
+
+// Settings say how objects are written.
+type Settings struct {
+	Compression Compression
+	Level       int // 0: the algorithm's default; lz4 1-9, zstd 1-22
+	Recipients  []age.Recipient
+	// Concurrency lets the compressor use several goroutines for one
+	// stream; 1 keeps it to one.
+	Concurrency int
+}
+
+type multiCloser struct {
+	io.Writer
+	closers []io.Closer
+}
+
+// Close closes the compressor before the encryptor: order matters.
+func (m *multiCloser) Close() error {
+	var first error
+	for _, c := range m.closers {
+		if err := c.Close(); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// NewWriter returns a writer whose input is compressed, encrypted and
+// written to dst. Close flushes and finishes both layers (not dst).
+func NewWriter(dst io.Writer, s Settings) (io.WriteCloser, error) {
+	out := &multiCloser{Writer: dst}
+	if len(s.Recipients) > 0 {
+		ew, err := crypto.Encrypt(dst, s.Recipients)
+		if err != nil {
+			return nil, err
+		}
+		out.Writer = ew
+		out.closers = append(out.closers, ew)
+	}
+	switch s.Compression {
+	case LZ4, "":
+		zw := lz4.NewWriter(out.Writer)
+		opts := []lz4.Option{lz4.ChecksumOption(true), lz4.BlockSizeOption(lz4.Block4Mb)}
+		if s.Level > 0 {
+			opts = append(opts, lz4.CompressionLevelOption(lz4Level(s.Level)))
+		}
+		if s.Concurrency != 1 {
+			opts = append(opts, lz4.ConcurrencyOption(s.Concurrency))
+		}
+		if err := zw.Apply(opts...); err != nil {
+			return nil, err
+		}
+		out.closers = append([]io.Closer{zw}, out.closers...)
+		out.Writer = zw
+	case Zstd:
+		level := zstd.SpeedDefault
+		if s.Level > 0 {
+			level = zstd.EncoderLevelFromZstd(s.Level)
+		}
+		conc := s.Concurrency
+		if conc <= 0 {
+			conc = 2
+		}
+		zw, err := zstd.NewWriter(out.Writer, zstd.WithEncoderLevel(level), zstd.WithEncoderCRC(true), zstd.WithEncoderConcurrency(conc))
+		if err != nil {
+			return nil, err
+		}
+		out.closers = append([]io.Closer{zw}, out.closers...)
+		out.Writer = zw
+	case None:
+	default:
+		return nil, fmt.Errorf("unknown compression %q", s.Compression)
+	}
+	return out, nil
+}
+
+func lz4Level(l int) lz4.CompressionLevel {
+	levels := []lz4.CompressionLevel{lz4.Fast, lz4.Level1, lz4.Level2, lz4.Level3, lz4.Level4, lz4.Level5, lz4.Level6, lz4.Level7, lz4.Level8, lz4.Level9}
+	return levels[max(0, min(l, 9))]
+}
+
+type reader struct {
+	io.Reader
+	close func()
+}
+
+func (r *reader) Read(p []byte) (int, error) {
+	n, err := r.Reader.Read(p)
+	if err != nil && err != io.EOF && !errors.Is(err, ErrCorrupt) && !isContextErr(err) {
+		err = fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	return n, err
+}
+
+func (r *reader) Close() error {
+	if r.close != nil {
+		r.close()
+	}
+	return nil
+}
+
+// NewReader returns the plaintext of an object read from src, detecting
+// encryption and compression from the object's first bytes. Decryption
+// needs identities only when the object is encrypted. Errors while reading
+// wrap ErrCorrupt (or crypto's errors) so callers can name the object.
+func NewReader(src io.Reader, identities []age.Identity) (io.ReadCloser, error) {
+	br := bufio.NewReaderSize(src, 64<<10)
+	head, _ := br.Peek(len(crypto.Header))
+	var r io.Reader = br
+	if crypto.IsEncrypted(head) {
+		dr, err := crypto.Decrypt(br, identities)
+		if err != nil {
+			if errors.Is(err, crypto.ErrNoIdentity) || errors.Is(err, crypto.ErrWrongKey) {
+				return nil, err
+			}
+			return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+		}
+		br = bufio.NewReaderSize(dr, 64<<10)
+		r = br
+		head, _ = br.Peek(4)
+	}
+	switch {
+	case bytes.HasPrefix(head, lz4Magic):
+		zr := lz4.NewReader(r)
+		return &reader{Reader: zr}, nil
+	case bytes.HasPrefix(head, zstdMagic):
+		zr, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true))
+		if err != nil {
+			return nil, err
+		}
+		return &reader{Reader: zr, close: zr.Close}, nil
+	}
+	return &reader{Reader: r}, nil
+}
+
+func isContextErr(err error) bool {
+	return err != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded))
+}

@@ -1,0 +1,312 @@
+package archive
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/walvault/walvault/archive/codec"
+	"github.com/walvault/walvault/cloud"
+)
+
+// PushOptions tune wal-push.
+type PushOptions struct {
+	// Concurrency is how many files one wal-push uploads at once: the one
+	// PostgreSQL asked for plus up to Concurrency-1 others already marked
+	// .ready in archive_status.
+	Concurrency int
+	// SpoolDir is walvault's own directory for "pushed ahead" markers;
+	// default: .walvault beside the file (pg_wal/.walvault).
+	SpoolDir string
+}
+
+// PushResult says what happened to one file.
+type PushResult struct {
+	Name        string
+	Already     bool // the archive already held identical content
+	Ahead       bool // an earlier wal-push had pushed it ahead
+	RawBytes    int64
+	StoredBytes int64
+}
+
+// PushWAL archives the file at path (as archive_command's %p), and while
+// doing so pushes ahead other segments PostgreSQL has marked ready. It
+// returns nil only once path's content is durable in the store.
+func PushWAL(ctx context.Context, cfg *Config, path string, opts PushOptions) (PushResult, error) {
+	name := filepath.Base(path)
+	wf, err := ParseWALName(name)
+	if err != nil {
+		return PushResult{}, fmt.Errorf("%w: %s: %w", ErrBadInput, path, err)
+	}
+	walDir := filepath.Dir(path)
+	spool := opts.SpoolDir
+	if spool == "" {
+		spool = filepath.Join(walDir, ".walvault")
+	}
+	pushedDir := filepath.Join(spool, "pushed")
+	if err := os.MkdirAll(pushedDir, 0o700); err != nil {
+		slog.Warn("spool directory unusable, pushing without it", "dir", spool, "err", err)
+		spool, pushedDir = "", ""
+	}
+
+	st, err := os.Stat(path)
+	if err != nil {
+		return PushResult{}, fmt.Errorf("%w: cannot read %s: %w", ErrBadInput, path, err)
+	}
+	if pushedDir != "" && consumeMarker(pushedDir, name, st, cfg.Store) {
+		return PushResult{Name: name, Ahead: true, RawBytes: st.Size()}, nil
+	}
+
+	var others []string
+	if opts.Concurrency > 1 && pushedDir != "" {
+		others = readyToPushAhead(walDir, pushedDir, name, opts.Concurrency-1)
+	}
+	var wg sync.WaitGroup
+	for _, other := range others {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p := filepath.Join(walDir, other)
+			owf, err := ParseWALName(other)
+			if err == nil {
+				_, err = pushFile(ctx, cfg, p, owf, spool)
+			}
+			if err != nil {
+				// PostgreSQL will ask for it in its turn and see the error then.
+				slog.Warn("push ahead failed", "file", other, "err", err)
+				return
+			}
+			if ost, err := os.Stat(p); err == nil {
+				writeMarker(pushedDir, other, ost, cfg.Store)
+			}
+		}()
+	}
+	res, err := pushFile(ctx, cfg, path, wf, spool)
+	wg.Wait()
+	return res, err
+}
+
+// A marker in pushed/ says "this file, with this size and mtime, is whole in
+// the store". It is written only after the upload returned, so a crash can
+// lose a marker (and cost a re-check) but never create a false one.
+// It also names the store, so a changed --store never trusts old markers.
+func markerText(st os.FileInfo, store cloud.Store) string {
+	return fmt.Sprintf("%d %d %s\n", st.Size(), st.ModTime().UnixNano(), store)
+}
+
+func writeMarker(dir, name string, st os.FileInfo, store cloud.Store) {
+	if err := writeFileAtomic(filepath.Join(dir, name), []byte(markerText(st, store)), false); err != nil {
+		slog.Warn("cannot record pushed-ahead file", "file", name, "err", err)
+	}
+}
+
+func consumeMarker(dir, name string, st os.FileInfo, store cloud.Store) bool {
+	p := filepath.Join(dir, name)
+	b, err := os.ReadFile(p) // #nosec G304 -- our spool
+	if err != nil {
+		return false
+	}
+	_ = os.Remove(p)
+	return string(b) == markerText(st, store)
+}
+
+// readyToPushAhead lists up to n files PostgreSQL has marked ready, oldest
+// first, that are not the current one and not already pushed ahead. It only
+// reads archive_status: PostgreSQL's own files are never touched. Markers
+// whose file is gone are removed.
+func readyToPushAhead(walDir, pushedDir, current string, n int) []string {
+	ents, err := os.ReadDir(filepath.Join(walDir, "archive_status"))
+	if err != nil {
+		return nil
+	}
+	pushed := map[string]bool{}
+	if ms, err := os.ReadDir(pushedDir); err == nil {
+		for _, m := range ms {
+			if strings.Contains(m.Name(), ".tmp") {
+				continue
+			}
+			pushed[m.Name()] = true
+		}
+	}
+	var ready []string
+	for _, e := range ents {
+		name, ok := strings.CutSuffix(e.Name(), ".ready")
+		if !ok || name == current || pushed[name] {
+			continue
+		}
+		if _, err := ParseWALName(name); err != nil {
+			continue
+		}
+		ready = append(ready, name)
+	}
+	// History files first (a new timeline is useless without one), then by
+	// name, which orders segments by timeline and position.
+	sort.Slice(ready, func(i, j int) bool {
+		hi, hj := strings.HasSuffix(ready[i], ".history"), strings.HasSuffix(ready[j], ".history")
+		if hi != hj {
+			return hi
+		}
+		return ready[i] < ready[j]
+	})
+	// Forget markers of files PostgreSQL has since recycled or removed.
+	for m := range pushed {
+		if _, err := os.Stat(filepath.Join(walDir, m)); errors.Is(err, os.ErrNotExist) {
+			_ = os.Remove(filepath.Join(pushedDir, m))
+		}
+	}
+	if len(ready) > n {
+		ready = ready[:n]
+	}
+	return ready
+}
+
+// pushFile stores one pg_wal file, idempotently.
+func pushFile(ctx context.Context, cfg *Config, path string, wf WALFile, spool string) (PushResult, error) {
+	res := PushResult{Name: wf.Name}
+	f, err := os.Open(path) // #nosec G304 -- the file PostgreSQL asked us to archive
+	if err != nil {
+		return res, fmt.Errorf("%w: cannot read %s: %w", ErrBadInput, path, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return res, err
+	}
+	if !fi.Mode().IsRegular() {
+		return res, fmt.Errorf("%w: %s is not a regular file", ErrBadInput, path)
+	}
+	res.RawBytes = fi.Size()
+
+	// Hash first: the checksum travels as metadata, which most stores need
+	// before the body. The file was just written, so this reads page cache.
+	h := sha256.New()
+	var head [LongHeaderLen]byte
+	n, err := io.ReadFull(f, head[:])
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+		return res, fmt.Errorf("%w: cannot read %s: %w", ErrBadInput, path, err)
+	}
+	h.Write(head[:n])
+	if _, err := io.Copy(h, f); err != nil {
+		return res, fmt.Errorf("%w: cannot read %s: %w", ErrBadInput, path, err)
+	}
+	sum := hex.EncodeToString(h.Sum(nil))
+
+	if wf.Kind == KindSegment || wf.Kind == KindPartial {
+		ph, err := ParsePageHeader(head[:n])
+		if err != nil {
+			return res, fmt.Errorf("%w: %s is not a WAL segment: %v", ErrBadInput, path, err)
+		}
+		if wf.Kind == KindSegment && fi.Size() != ph.SegmentSize {
+			return res, fmt.Errorf("%w: %s is %d bytes, its header says segments are %d: refusing a truncated segment", ErrBadInput, path, fi.Size(), ph.SegmentSize)
+		}
+		if want := wf.StartLSN(ph.SegmentSize); ph.PageAddr != want {
+			return res, fmt.Errorf("%w: %s holds WAL from %s, its name says %s: refusing a misnamed segment", ErrBadInput, path, ph.PageAddr, want)
+		}
+		if err := ensureCluster(ctx, cfg.Store, ph.SystemID, spool); err != nil {
+			return res, err
+		}
+	}
+
+	key := WALKey(wf)
+	if same, err := compareStored(ctx, cfg.Store, key, sum); err == nil {
+		if same {
+			res.Already = true
+			return res, nil
+		}
+	} else if !errors.Is(err, cloud.ErrNotFound) {
+		return res, err
+	}
+
+	meta := map[string]string{MetaSHA256: sum, MetaSize: strconv.FormatInt(fi.Size(), 10)}
+	var stored int64
+	err = cloud.Retry(ctx, cloud.DefaultRetry, "push "+wf.Name, func() error {
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			return cloud.Permanent(err)
+		}
+		var err error
+		stored, err = putEncoded(ctx, cfg, key, f, cloud.PutOptions{Metadata: meta, IfAbsent: true, SizeHint: fi.Size()})
+		return err
+	})
+	if errors.Is(err, cloud.ErrExists) {
+		// Another writer won the race; it is fine if it wrote the same thing.
+		same, cerr := compareStored(ctx, cfg.Store, key, sum)
+		if cerr != nil {
+			return res, cerr
+		}
+		if !same {
+			return res, conflictError(cfg.Store, key, wf.Name)
+		}
+		res.Already = true
+		return res, nil
+	}
+	if err != nil {
+		return res, asStoreErr(fmt.Errorf("%s: uploading %s: %w", cfg.Store, wf.Name, err))
+	}
+	res.StoredBytes = stored
+	return res, nil
+}
+
+func conflictError(st cloud.Store, key, name string) error {
+	return fmt.Errorf("%w: %s already has %s with a different checksum: the stored copy is kept; if this server was restored or re-initialized, archive it to a new store prefix", ErrConflict, st, name)
+}
+
+// compareStored reports whether key holds content with checksum sum; a
+// stored object with another checksum is a conflict error.
+func compareStored(ctx context.Context, st cloud.Store, key, sum string) (bool, error) {
+	info, err := st.Stat(ctx, key)
+	if err != nil {
+		if errors.Is(err, cloud.ErrNotFound) {
+			return false, err
+		}
+		return false, asStoreErr(err)
+	}
+	if info.Metadata[MetaSHA256] == sum {
+		return true, nil
+	}
+	return false, conflictError(st, key, filepath.Base(key))
+}
+
+// putEncoded streams r through the codec into the store and returns the
+// number of bytes stored.
+func putEncoded(ctx context.Context, cfg *Config, key string, r io.Reader, opts cloud.PutOptions) (int64, error) {
+	pr, pw := io.Pipe()
+	counter := &countingReader{r: pr}
+	go func() {
+		w, err := codec.NewWriter(pw, cfg.Codec)
+		if err == nil {
+			_, err = io.Copy(w, r)
+			if cerr := w.Close(); err == nil {
+				err = cerr
+			}
+		}
+		pw.CloseWithError(err)
+	}()
+	err := cfg.Store.Put(ctx, key, counter, opts)
+	pr.CloseWithError(errors.New("upload ended")) // unblock the encoder if Put gave up early
+	return counter.n, err
+}
+
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// sinceMs is a duration in milliseconds for logs.
+func sinceMs(t time.Time) float64 { return float64(time.Since(t).Microseconds()) / 1000 }

@@ -1,0 +1,154 @@
+package cloud
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"time"
+)
+
+// RetryPolicy says how often and how patiently to retry transient failures.
+type RetryPolicy struct {
+	Attempts int           // total tries, including the first
+	Base     time.Duration // first back-off; doubles each time
+	Max      time.Duration // cap on one back-off
+}
+
+// DefaultRetry rides out a few seconds of network trouble; the SDKs retry
+// within each attempt as well.
+var DefaultRetry = RetryPolicy{Attempts: 4, Base: 250 * time.Millisecond, Max: 4 * time.Second}
+
+type permanentError struct{ err error }
+
+func (e permanentError) Error() string { return e.err.Error() }
+func (e permanentError) Unwrap() error { return e.err }
+
+// Permanent marks err as not worth retrying (bad request, wrong bucket...).
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return permanentError{err}
+}
+
+// IsTransient reports whether err may go away on a retry.
+func IsTransient(err error) bool {
+	if err == nil {
+		return false
+	}
+	var p permanentError
+	switch {
+	case errors.As(err, &p),
+		errors.Is(err, ErrNotFound), errors.Is(err, ErrExists), errors.Is(err, ErrAccess),
+		errors.Is(err, ErrBadURL),
+		errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return false
+	}
+	return true
+}
+
+// Retry calls op until it succeeds, fails permanently, or the policy runs
+// out. Callers that can regenerate a stream (wal-push re-reads the file) use
+// it directly around a whole upload.
+func Retry(ctx context.Context, p RetryPolicy, what string, op func() error) error {
+	var err error
+	delay := p.Base
+	for attempt := 1; ; attempt++ {
+		err = op()
+		if err == nil || !IsTransient(err) || attempt >= p.Attempts {
+			return err
+		}
+		sleep := delay/2 + rand.N(delay/2+1)
+		slog.Debug("transient store error, retrying", "op", what, "attempt", attempt, "in", sleep.Round(time.Millisecond), "err", err)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(sleep):
+		}
+		delay = min(delay*2, p.Max)
+	}
+}
+
+type retryStore struct {
+	Store
+	p RetryPolicy
+}
+
+// WithRetry decorates s so that transient failures are retried. A Put is
+// retried only when its reader can be rewound (io.Seeker); a List only when
+// no entry has been delivered yet; a Get only while opening.
+func WithRetry(s Store, p RetryPolicy) Store {
+	if _, ok := s.(*retryStore); ok {
+		return s
+	}
+	return &retryStore{Store: s, p: p}
+}
+
+// Unwrap gives the decorated store.
+func (r *retryStore) Unwrap() Store { return r.Store }
+
+func (r *retryStore) Close() error { return Close(r.Store) }
+
+func (r *retryStore) Put(ctx context.Context, key string, body io.Reader, opts PutOptions) error {
+	seeker, ok := body.(io.Seeker)
+	if !ok {
+		return r.Store.Put(ctx, key, body, opts)
+	}
+	start, err := seeker.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return r.Store.Put(ctx, key, body, opts)
+	}
+	first := true
+	return Retry(ctx, r.p, "put "+key, func() error {
+		if !first {
+			if _, err := seeker.Seek(start, io.SeekStart); err != nil {
+				return Permanent(err)
+			}
+		}
+		first = false
+		return r.Store.Put(ctx, key, body, opts)
+	})
+}
+
+func (r *retryStore) Get(ctx context.Context, key string) (rc io.ReadCloser, info ObjectInfo, err error) {
+	err = Retry(ctx, r.p, "get "+key, func() error {
+		var e error
+		rc, info, e = r.Store.Get(ctx, key)
+		return e
+	})
+	return rc, info, err
+}
+
+func (r *retryStore) Stat(ctx context.Context, key string) (info ObjectInfo, err error) {
+	err = Retry(ctx, r.p, "stat "+key, func() error {
+		var e error
+		info, e = r.Store.Stat(ctx, key)
+		return e
+	})
+	return info, err
+}
+
+func (r *retryStore) List(ctx context.Context, prefix string, opts ListOptions, fn func(ObjectInfo) error) error {
+	delivered := false
+	var fnErr error
+	return Retry(ctx, r.p, "list "+prefix, func() error {
+		err := r.Store.List(ctx, prefix, opts, func(o ObjectInfo) error {
+			delivered = true
+			if e := fn(o); e != nil {
+				fnErr = e
+				return e
+			}
+			return nil
+		})
+		if err != nil && (delivered || fnErr != nil) {
+			return Permanent(err)
+		}
+		return err
+	})
+}
+
+func (r *retryStore) Delete(ctx context.Context, key string) error {
+	return Retry(ctx, r.p, "delete "+key, func() error { return r.Store.Delete(ctx, key) })
+}

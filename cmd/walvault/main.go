@@ -1,0 +1,275 @@
+// Command walvault archives PostgreSQL WAL and base backups to object
+// storage and restores them. See README.md for the commands.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+	"github.com/urfave/cli/v2/altsrc"
+
+	"github.com/walvault/walvault/archive"
+	"github.com/walvault/walvault/archive/codec"
+	"github.com/walvault/walvault/cloud"
+	"github.com/walvault/walvault/crypto"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+// errUsage marks command-line mistakes.
+var errUsage = errors.New("usage error")
+
+func usageError(format string, a ...any) error {
+	return fmt.Errorf("%w: %s", errUsage, fmt.Sprintf(format, a...))
+}
+
+// commands is filled by the init functions of the files beside this one,
+// one file per group of commands.
+var commands []*cli.Command
+
+func register(cmds ...*cli.Command) { commands = append(commands, cmds...) }
+
+func main() {
+	os.Exit(run(os.Args, os.Stdout, os.Stderr))
+}
+
+func newApp(stdout, stderr io.Writer) *cli.App {
+	sort.SliceStable(commands, func(i, j int) bool { return commands[i].Name < commands[j].Name })
+	for _, c := range commands {
+		if hasFlag(c.Flags, "config") {
+			c.Before = chain(altsrc.InitInputSourceWithContext(c.Flags, configSource), c.Before)
+		}
+	}
+	return &cli.App{
+		Name:                 "walvault",
+		Usage:                "PostgreSQL continuous archiving and point-in-time recovery to object storage",
+		Version:              version,
+		Commands:             commands,
+		Writer:               stdout,
+		ErrWriter:            stderr,
+		HideVersion:          true,
+		EnableBashCompletion: false,
+		ExitErrHandler:       func(*cli.Context, error) {}, // run() maps errors to codes
+		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
+			return usageError("%v", err)
+		},
+		CommandNotFound: func(c *cli.Context, name string) {
+			fmt.Fprintf(stderr, "walvault: unknown command %q: run 'walvault help' for the list\n", name)
+		},
+	}
+}
+
+func configSource(c *cli.Context) (altsrc.InputSourceContext, error) {
+	src, err := altsrc.NewYamlSourceFromFlagFunc("config")(c)
+	if err != nil {
+		return nil, usageError("config file %s cannot be read: %s", c.String("config"), oneLine(err.Error()))
+	}
+	return src, nil
+}
+
+func chain(fns ...cli.BeforeFunc) cli.BeforeFunc {
+	return func(c *cli.Context) error {
+		for _, f := range fns {
+			if f == nil {
+				continue
+			}
+			if err := f(c); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+}
+
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(s), " ")
+}
+
+func run(args []string, stdout, stderr io.Writer) (code int) {
+	defer func() {
+		// A bug must not look like success, nor like "file not found" (1) or a
+		// fatal signal (>125) to PostgreSQL.
+		if r := recover(); r != nil {
+			fmt.Fprintf(stderr, "walvault: internal error: %v\n", r)
+			code = exitFailure
+		}
+	}()
+	app := newApp(stdout, stderr)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := app.RunContext(ctx, reorderArgs(app, args))
+	if err == nil {
+		return exitOK
+	}
+	name := "walvault"
+	if len(args) > 1 {
+		name += " " + args[1]
+	}
+	var quiet quietError
+	if errors.As(err, &quiet) {
+		fmt.Fprintf(stderr, "%s: %s\n", name, oneLine(err.Error()))
+		return exitCode(err)
+	}
+	if strings.HasPrefix(err.Error(), "flag provided but not defined") || strings.Contains(err.Error(), "invalid value") {
+		err = usageError("%v", err)
+	}
+	fmt.Fprintf(stderr, "%s: %s\n", name, oneLine(err.Error()))
+	return exitCode(err)
+}
+
+// quietError is an expected outcome (a missing WAL file) reported in one
+// line, not as a failure.
+type quietError struct{ error }
+
+func (q quietError) Unwrap() error { return q.error }
+
+// reorderArgs moves a subcommand's flags in front of its positional
+// arguments, so "restore /data --target-time T" works: urfave/cli stops
+// reading flags at the first argument and would otherwise take
+// "--target-time" for a second path.
+func reorderArgs(app *cli.App, args []string) []string {
+	if len(args) < 3 {
+		return args
+	}
+	cmd := app.Command(args[1])
+	if cmd == nil || len(cmd.Subcommands) > 0 {
+		return args
+	}
+	takesValue := map[string]bool{}
+	for _, f := range cmd.Flags {
+		tv := false
+		if v, ok := f.(interface{ TakesValue() bool }); ok {
+			tv = v.TakesValue()
+		}
+		for _, n := range f.Names() {
+			takesValue[n] = tv
+		}
+	}
+	var flags, pos []string
+	rest := args[2:]
+	for i := 0; i < len(rest); i++ {
+		a := rest[i]
+		if a == "--" {
+			pos = append(pos, rest[i+1:]...)
+			break
+		}
+		if len(a) < 2 || a[0] != '-' {
+			pos = append(pos, a)
+			continue
+		}
+		flags = append(flags, a)
+		name := strings.TrimLeft(a, "-")
+		if strings.Contains(name, "=") {
+			continue
+		}
+		if takesValue[name] && i+1 < len(rest) {
+			flags = append(flags, rest[i+1])
+			i++
+		}
+	}
+	out := append([]string{args[0], args[1]}, flags...)
+	if len(pos) > 0 {
+		out = append(out, "--")
+		out = append(out, pos...)
+	}
+	return out
+}
+
+func hasFlag(flags []cli.Flag, name string) bool {
+	for _, f := range flags {
+		for _, n := range f.Names() {
+			if n == name {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// setupLogging sends one line per event to stderr, where PostgreSQL's
+// logging collector picks it up.
+func setupLogging(c *cli.Context) error {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
+		return usageError("--log-level %q: use debug, info, warn or error", c.String("log-level"))
+	}
+	h := slog.NewTextHandler(c.App.ErrWriter, &slog.HandlerOptions{Level: level,
+		ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+			if a.Key == slog.TimeKey {
+				return slog.Attr{}
+			}
+			return a
+		}})
+	slog.SetDefault(slog.New(h).With("cmd", c.Command.Name))
+	return nil
+}
+
+func storeOptions(c *cli.Context) cloud.Options {
+	return cloud.Options{
+		S3Endpoint:           c.String("s3-endpoint"),
+		S3PathStyle:          c.Bool("s3-path-style"),
+		S3Region:             c.String("s3-region"),
+		S3StorageClass:       c.String("s3-storage-class"),
+		S3SSEKMSKeyID:        c.String("s3-sse-kms-key-id"),
+		GCSStorageClass:      c.String("gcs-storage-class"),
+		GCSKMSKeyName:        c.String("gcs-kms-key-name"),
+		AzureEndpoint:        c.String("azure-endpoint"),
+		AzureAccessTier:      c.String("azure-access-tier"),
+		AzureEncryptionScope: c.String("azure-encryption-scope"),
+	}
+}
+
+// openArchive builds the archive configuration shared by the commands.
+// Identities are loaded only when needDecrypt (a pushing node may hold only
+// the public key); recipients only when the command writes.
+func openArchive(c *cli.Context, needDecrypt bool) (*archive.Config, error) {
+	if err := setupLogging(c); err != nil {
+		return nil, err
+	}
+	cfg := &archive.Config{}
+	if hasFlag(c.Command.Flags, "compression") {
+		comp, err := codec.ParseCompression(c.String("compression"))
+		if err != nil {
+			return nil, usageError("--compression: %v", err)
+		}
+		recips, err := crypto.ParseRecipients(c.StringSlice("recipient"))
+		if err != nil {
+			return nil, err
+		}
+		cfg.Codec = codec.Settings{Compression: comp, Level: c.Int("compression-level"), Recipients: recips}
+		if n := c.Int("upload-concurrency"); n < 1 || n > 256 {
+			return nil, usageError("--upload-concurrency %d: use 1 to 256", n)
+		}
+	}
+	if needDecrypt && c.String("identity-file") != "" {
+		ids, err := crypto.LoadIdentities(c.String("identity-file"), c.Bool("allow-insecure-identity"))
+		if err != nil {
+			return nil, err
+		}
+		cfg.Identities = ids
+	}
+	st, err := cloud.Open(c.Context, c.String("store"), storeOptions(c))
+	if err != nil {
+		return nil, err
+	}
+	cfg.Store = st
+	return cfg, nil
+}
+
+// wantArgs checks the number of positional arguments.
+func wantArgs(c *cli.Context, n int, names string) error {
+	if c.NArg() != n {
+		return usageError("expected %s, got %d argument(s) %q: run 'walvault %s --help'", names, c.NArg(), c.Args().Slice(), c.Command.Name)
+	}
+	return nil
+}

@@ -1,0 +1,191 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/walvault/walvault/archive"
+	"github.com/walvault/walvault/cloud"
+	"github.com/walvault/walvault/crypto"
+)
+
+func init() {
+	register(
+		&cli.Command{
+			Name:      "wal-push",
+			Usage:     "archive one WAL file (archive_command = 'walvault wal-push %p')",
+			ArgsUsage: "PATH",
+			Flags: join(storeFlags(), writeFlags(), []cli.Flag{
+				stringFlag("spool-dir", "walvault's own working directory (default: pg_wal/.walvault)", ""),
+			}),
+			Action: walPush,
+		},
+		&cli.Command{
+			Name:      "wal-fetch",
+			Usage:     "restore one archived WAL file (restore_command = 'walvault wal-fetch %f %p')",
+			ArgsUsage: "NAME DEST",
+			Flags: join(storeFlags(), []cli.Flag{
+				intFlag("prefetch", "segments to download ahead in the background (0: off)", 8),
+				intFlag("download-concurrency", "parallel downloads", 4),
+				stringFlag("spool-dir", "walvault's own working directory (default: pg_wal/.walvault)", ""),
+			}),
+			Action: walFetch,
+		},
+		&cli.Command{
+			Name:      "wal-prefetch",
+			Hidden:    true, // started by wal-fetch in the background
+			ArgsUsage: "NAME SEGMENT-SIZE SPOOL",
+			Flags: join(storeFlags(), []cli.Flag{
+				intFlag("prefetch", "", 8),
+				intFlag("download-concurrency", "", 4),
+				stringFlag("spool-dir", "", ""),
+			}),
+			Action: walPrefetch,
+		},
+		&cli.Command{
+			Name:      "keygen",
+			Usage:     "create an age identity (private key) file and print its public key",
+			ArgsUsage: "FILE",
+			Action: func(c *cli.Context) error {
+				if err := wantArgs(c, 1, "the identity file to create"); err != nil {
+					return err
+				}
+				r, err := crypto.Generate(c.Args().First())
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(c.App.ErrWriter, "walvault: wrote identity %s (mode 0600): keep a copy off this server; restores need it\n", c.Args().First())
+				fmt.Fprintln(c.App.Writer, r)
+				return nil
+			},
+		},
+		&cli.Command{
+			Name:  "version",
+			Usage: "print the version",
+			Action: func(c *cli.Context) error {
+				fmt.Fprintln(c.App.Writer, "walvault", version)
+				return nil
+			},
+		},
+	)
+}
+
+func walPush(c *cli.Context) error {
+	if err := wantArgs(c, 1, "the WAL file path (%p)"); err != nil {
+		return err
+	}
+	start := time.Now()
+	cfg, err := openArchive(c, false)
+	if err != nil {
+		return err
+	}
+	defer cloud.Close(cfg.Store)
+	res, err := archive.PushWAL(c.Context, cfg, c.Args().First(), archive.PushOptions{
+		Concurrency: c.Int("upload-concurrency"),
+		SpoolDir:    c.String("spool-dir"),
+	})
+	if err != nil {
+		return err
+	}
+	ms := float64(time.Since(start).Microseconds()) / 1000
+	switch {
+	case res.Ahead:
+		slog.Debug("already pushed ahead", "file", res.Name, "ms", ms)
+	case res.Already:
+		slog.Info("already archived with identical content", "file", res.Name, "ms", ms)
+	default:
+		slog.Debug("archived", "file", res.Name, "bytes", res.RawBytes, "stored", res.StoredBytes, "ms", ms)
+	}
+	return nil
+}
+
+func walFetch(c *cli.Context) error {
+	if err := wantArgs(c, 2, "NAME (%f) and DEST (%p)"); err != nil {
+		return err
+	}
+	cfg, err := openArchive(c, true)
+	if err != nil {
+		return err
+	}
+	defer cloud.Close(cfg.Store)
+	name, dest := c.Args().Get(0), c.Args().Get(1)
+	spool := c.String("spool-dir")
+	if spool == "" {
+		spool = filepath.Join(filepath.Dir(dest), ".walvault")
+	}
+	res, err := archive.FetchWAL(c.Context, cfg, name, dest, archive.FetchOptions{SpoolDir: spool})
+	if err != nil {
+		if isNotInArchive(err) {
+			return quietError{err}
+		}
+		return err
+	}
+	slog.Debug("fetched", "file", name, "bytes", res.Size, "prefetched", res.Prefetched)
+	if n := c.Int("prefetch"); n > 0 {
+		if wf, err := archive.ParseWALName(name); err == nil && wf.Kind == archive.KindSegment {
+			startPrefetcher(c, name, res.Size, spool)
+		}
+	}
+	return nil
+}
+
+// startPrefetcher re-runs this binary, detached in its own session, as
+// "wal-prefetch" with the same settings. PostgreSQL does not wait for it.
+func startPrefetcher(c *cli.Context, name string, segSize int64, spool string) {
+	exe, err := os.Executable()
+	if err != nil {
+		return
+	}
+	args := []string{"wal-prefetch"}
+	for _, f := range c.Command.Flags {
+		n := f.Names()[0]
+		if c.IsSet(n) && n != "config" {
+			for _, v := range flagValues(c, n) {
+				args = append(args, "--"+n+"="+v)
+			}
+		}
+	}
+	if cf := c.String("config"); cf != "" {
+		args = append(args, "--config="+cf)
+	}
+	args = append(args, "--", name, strconv.FormatInt(segSize, 10), spool)
+	cmd := exec.Command(exe, args...) // #nosec G204 -- our own binary and settings
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = nil, nil, nil
+	if err := cmd.Start(); err != nil {
+		slog.Debug("prefetcher did not start", "err", err)
+		return
+	}
+	_ = cmd.Process.Release()
+}
+
+func flagValues(c *cli.Context, name string) []string {
+	if v := c.StringSlice(name); len(v) > 0 {
+		return v
+	}
+	return []string{fmt.Sprint(c.Value(name))}
+}
+
+func walPrefetch(c *cli.Context) error {
+	if err := wantArgs(c, 3, "NAME SEGMENT-SIZE SPOOL"); err != nil {
+		return err
+	}
+	cfg, err := openArchive(c, true)
+	if err != nil {
+		return err
+	}
+	defer cloud.Close(cfg.Store)
+	size, err := strconv.ParseInt(c.Args().Get(1), 10, 64)
+	if err != nil {
+		return usageError("segment size %q", c.Args().Get(1))
+	}
+	return archive.Prefetch(c.Context, cfg, c.Args().Get(0), size, c.Int("prefetch"), c.Int("download-concurrency"), c.Args().Get(2))
+}
