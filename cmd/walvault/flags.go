@@ -36,12 +36,14 @@ func durationFlag(name, usage string, value string) cli.Flag {
 }
 
 // configFlag is not itself read from the file.
-var configFlag = &cli.StringFlag{Name: "config", Usage: "YAML file with settings (keys are flag names)", EnvVars: []string{"WALVAULT_CONFIG"}}
+func configFlag() cli.Flag {
+	return &cli.StringFlag{Name: "config", Usage: "YAML file with settings (keys are flag names)", EnvVars: []string{"WALVAULT_CONFIG"}}
+}
 
 // storeFlags reach and read the archive; every archive command takes them.
 func storeFlags() []cli.Flag {
 	return []cli.Flag{
-		configFlag,
+		configFlag(),
 		stringFlag("store", "where the archive lives: file:///path, s3://bucket/prefix, gs://bucket/prefix, azure://container/prefix", ""),
 		stringFlag("identity-file", "age identity (private key) file used to decrypt", ""),
 		boolFlag("allow-insecure-identity", "accept an identity file readable by group or others"),

@@ -33,21 +33,26 @@ func usageError(format string, a ...any) error {
 	return fmt.Errorf("%w: %s", errUsage, fmt.Sprintf(format, a...))
 }
 
-// commands is filled by the init functions of the files beside this one,
-// one file per group of commands.
-var commands []*cli.Command
+// commandMakers is filled by the init functions of the files beside this
+// one, one file per group of commands. Commands are built afresh for every
+// App because urfave/cli keeps parsed values in its flag structs.
+var commandMakers []func() []*cli.Command
 
-func register(cmds ...*cli.Command) { commands = append(commands, cmds...) }
+func register(make func() []*cli.Command) { commandMakers = append(commandMakers, make) }
 
 func main() {
 	os.Exit(run(os.Args, os.Stdout, os.Stderr))
 }
 
 func newApp(stdout, stderr io.Writer) *cli.App {
+	var commands []*cli.Command
+	for _, mk := range commandMakers {
+		commands = append(commands, mk()...)
+	}
 	sort.SliceStable(commands, func(i, j int) bool { return commands[i].Name < commands[j].Name })
 	for _, c := range commands {
 		if hasFlag(c.Flags, "config") {
-			c.Before = chain(altsrc.InitInputSourceWithContext(c.Flags, configSource), c.Before)
+			c.Before = chain(applyConfigFile, c.Before)
 		}
 	}
 	return &cli.App{
@@ -69,12 +74,24 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 	}
 }
 
-func configSource(c *cli.Context) (altsrc.InputSourceContext, error) {
-	src, err := altsrc.NewYamlSourceFromFlagFunc("config")(c)
-	if err != nil {
-		return nil, usageError("config file %s cannot be read: %s", c.String("config"), oneLine(err.Error()))
+// applyConfigFile fills the flags neither given nor set in the environment
+// from the YAML file named by --config / WALVAULT_CONFIG.
+func applyConfigFile(c *cli.Context) error {
+	path := c.String("config")
+	if path == "" {
+		return nil
 	}
-	return src, nil
+	if _, err := os.Stat(path); err != nil {
+		return usageError("config file %s cannot be read: %v (fix --config / WALVAULT_CONFIG)", path, errors.Unwrap(err))
+	}
+	src, err := altsrc.NewYamlSourceFromFile(path)
+	if err != nil {
+		return usageError("config file %s is not valid YAML with flag names as keys: %s", path, oneLine(err.Error()))
+	}
+	if err := altsrc.ApplyInputSourceValues(c, src, c.Command.Flags); err != nil {
+		return usageError("config file %s: %s", path, oneLine(err.Error()))
+	}
+	return nil
 }
 
 func chain(fns ...cli.BeforeFunc) cli.BeforeFunc {

@@ -18,8 +18,12 @@ import (
 )
 
 func init() {
-	register(
-		&cli.Command{
+	register(walCommands)
+}
+
+func walCommands() []*cli.Command {
+	return []*cli.Command{
+		{
 			Name:      "wal-push",
 			Usage:     "archive one WAL file (archive_command = 'walvault wal-push %p')",
 			ArgsUsage: "PATH",
@@ -28,7 +32,7 @@ func init() {
 			}),
 			Action: walPush,
 		},
-		&cli.Command{
+		{
 			Name:      "wal-fetch",
 			Usage:     "restore one archived WAL file (restore_command = 'walvault wal-fetch %f %p')",
 			ArgsUsage: "NAME DEST",
@@ -39,7 +43,7 @@ func init() {
 			}),
 			Action: walFetch,
 		},
-		&cli.Command{
+		{
 			Name:      "wal-prefetch",
 			Hidden:    true, // started by wal-fetch in the background
 			ArgsUsage: "NAME SEGMENT-SIZE SPOOL",
@@ -50,7 +54,7 @@ func init() {
 			}),
 			Action: walPrefetch,
 		},
-		&cli.Command{
+		{
 			Name:      "keygen",
 			Usage:     "create an age identity (private key) file and print its public key",
 			ArgsUsage: "FILE",
@@ -67,7 +71,7 @@ func init() {
 				return nil
 			},
 		},
-		&cli.Command{
+		{
 			Name:  "version",
 			Usage: "print the version",
 			Action: func(c *cli.Context) error {
@@ -75,7 +79,7 @@ func init() {
 				return nil
 			},
 		},
-	)
+	}
 }
 
 func walPush(c *cli.Context) error {

@@ -1,0 +1,154 @@
+package codec
+
+import (
+	"bytes"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"testing"
+
+	"filippo.io/age"
+
+	"github.com/walvault/walvault/crypto"
+)
+
+// sample is compressible like WAL: repeated structure with some noise.
+func sample(t testing.TB, n int) []byte {
+	b := make([]byte, n)
+	noise := make([]byte, n/16+1)
+	if _, err := rand.Read(noise); err != nil {
+		t.Fatal(err)
+	}
+	for i := range b {
+		if i%16 == 0 {
+			b[i] = noise[i/16]
+		} else {
+			b[i] = byte(i / 4096)
+		}
+	}
+	return b
+}
+
+func encode(t testing.TB, s Settings, plain []byte) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	w, err := NewWriter(&buf, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(plain); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+func decode(stored []byte, ids []age.Identity) ([]byte, error) {
+	r, err := NewReader(bytes.NewReader(stored), ids)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	return io.ReadAll(r)
+}
+
+func TestRoundTripEveryCombination(t *testing.T) {
+	id, err := age.GenerateX25519Identity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, size := range []int{0, 1, 100_000, 5 << 20} {
+		plain := sample(t, size)
+		for _, comp := range []Compression{LZ4, Zstd, None} {
+			for _, encrypted := range []bool{false, true} {
+				t.Run(fmt.Sprintf("%d/%s/enc=%v", size, comp, encrypted), func(t *testing.T) {
+					s := Settings{Compression: comp}
+					var ids []age.Identity
+					if encrypted {
+						s.Recipients = []age.Recipient{id.Recipient()}
+						ids = []age.Identity{id}
+					}
+					stored := encode(t, s, plain)
+					if encrypted != crypto.IsEncrypted(stored) {
+						t.Fatalf("encrypted=%v but header says %v", encrypted, crypto.IsEncrypted(stored))
+					}
+					if !encrypted && comp != None && size > 0 && !bytes.HasPrefix(stored, map[Compression][]byte{LZ4: lz4Magic, Zstd: zstdMagic}[comp]) {
+						t.Fatalf("no %s frame magic", comp)
+					}
+					if size >= 100_000 && comp != None && len(stored) >= len(plain) {
+						t.Fatalf("%s did not compress: %d -> %d", comp, len(plain), len(stored))
+					}
+					got, err := decode(stored, ids)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if !bytes.Equal(got, plain) {
+						t.Fatalf("round trip changed the data (%d -> %d bytes)", len(plain), len(got))
+					}
+				})
+			}
+		}
+	}
+}
+
+func TestLevels(t *testing.T) {
+	plain := sample(t, 1<<20)
+	for _, s := range []Settings{{Compression: LZ4, Level: 9}, {Compression: Zstd, Level: 19}, {Compression: Zstd, Level: 1}, {Compression: LZ4, Level: 1, Concurrency: 1}} {
+		got, err := decode(encode(t, s, plain), nil)
+		if err != nil || !bytes.Equal(got, plain) {
+			t.Fatalf("%+v: %v", s, err)
+		}
+	}
+}
+
+func TestCorruptionIsDetected(t *testing.T) {
+	id, _ := age.GenerateX25519Identity()
+	other, _ := age.GenerateX25519Identity()
+	plain := sample(t, 300_000)
+	for _, comp := range []Compression{LZ4, Zstd} {
+		for _, encrypted := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/enc=%v", comp, encrypted), func(t *testing.T) {
+				s := Settings{Compression: comp}
+				var ids []age.Identity
+				if encrypted {
+					s.Recipients = []age.Recipient{id.Recipient()}
+					ids = []age.Identity{id}
+				}
+				stored := encode(t, s, plain)
+				flipped := append([]byte(nil), stored...)
+				flipped[len(flipped)*2/3] ^= 0x01
+				if got, err := decode(flipped, ids); err == nil && bytes.Equal(got, plain) {
+					t.Fatal("a flipped byte went unnoticed and the data is unchanged?")
+				} else if err == nil {
+					t.Fatal("a flipped byte decoded without error into different data")
+				}
+				truncated := stored[:len(stored)-len(stored)/3]
+				if _, err := decode(truncated, ids); err == nil {
+					t.Fatal("a truncated object decoded without error")
+				}
+				if encrypted {
+					if _, err := decode(stored, []age.Identity{other}); !errors.Is(err, crypto.ErrWrongKey) {
+						t.Fatalf("wrong identity: got %v, want ErrWrongKey", err)
+					}
+					if _, err := decode(stored, nil); !errors.Is(err, crypto.ErrNoIdentity) {
+						t.Fatalf("no identity: got %v, want ErrNoIdentity", err)
+					}
+				}
+			})
+		}
+	}
+}
+
+func TestParseCompression(t *testing.T) {
+	for in, want := range map[string]Compression{"": LZ4, "lz4": LZ4, "zstd": Zstd, "none": None} {
+		if got, err := ParseCompression(in); err != nil || got != want {
+			t.Errorf("ParseCompression(%q) = %q, %v", in, got, err)
+		}
+	}
+	if _, err := ParseCompression("gzip"); err == nil {
+		t.Error("gzip accepted")
+	}
+}
