@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs what the tests need and the machine may lack: PostgreSQL 15 from
+# Debian's packages, and the pinned storage servers (into the cache dir).
+# Idempotent and quiet when everything is already there.
+set -euo pipefail
+cache="${1:-$(cd "$(dirname "$0")/.." && pwd)/.cache}"
+mkdir -p "$cache"
+
+pg_bindir() {
+  for d in "${PG_BINDIR:-}" "$(pg_config --bindir 2>/dev/null || true)" /usr/lib/postgresql/15/bin; do
+    [ -n "$d" ] && [ -x "$d/initdb" ] && [ -x "$d/pgbench" ] && { echo "$d"; return 0; }
+  done
+  return 1
+}
+
+if ! pg_bindir >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing PostgreSQL 15 from Debian's packages..."
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 postgresql-client-15 >/dev/null
+  else
+    echo "PostgreSQL 15 server binaries (initdb, pgbench) not found: install postgresql-15, or set PG_BINDIR" >&2
+    exit 1
+  fi
+fi
+if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
+  echo "running as root, the tests need the 'postgres' user (it comes with postgresql-15)" >&2
+  exit 1
+fi
+
+bash "$(dirname "$0")/install-test-servers.sh" "$cache"
