@@ -1,0 +1,193 @@
+package integration
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/walvault/walvault/archive"
+	"github.com/walvault/walvault/integration/pgtest"
+)
+
+// archivingCluster starts PostgreSQL 15 with 1 MiB segments (so pgbench
+// fills dozens cheaply) archiving through walvault wal-push to tg,
+// encrypted to a fresh key. It keeps its WAL (wal_keep_size) so tests can
+// compare the archive with the originals.
+func archivingCluster(t *testing.T, tg *target, extraEnv ...string) (*pgtest.Cluster, string, string) {
+	t.Helper()
+	work := pgtest.WorkDir(t)
+	identity, recipient := keygen(t, work)
+	env := append(append([]string{"WALVAULT_RECIPIENT=" + recipient, "AWS_EC2_METADATA_DISABLED=true"}, tg.Env...), extraEnv...)
+	c := pgtest.New(t, pgtest.Options{
+		InitdbArgs: []string{"--wal-segsize=1"},
+		Env:        env,
+		Conf: []string{
+			"archive_mode = on",
+			fmt.Sprintf("archive_command = '%s wal-push %%p'", pgtest.Walvault(t)),
+			"wal_keep_size = '1GB'",
+			"checkpoint_timeout = '1h'",
+		},
+	})
+	c.Start()
+	return c, identity, recipient
+}
+
+// archivedSegments lists the segments PostgreSQL has marked archived.
+func archivedSegments(t *testing.T, c *pgtest.Cluster) []string {
+	t.Helper()
+	ents, err := os.ReadDir(filepath.Join(c.Data, "pg_wal", "archive_status"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		if n, ok := strings.CutSuffix(e.Name(), ".done"); ok {
+			if f, err := archive.ParseWALName(n); err == nil && f.Kind == archive.KindSegment {
+				names = append(names, n)
+			}
+		}
+	}
+	sort.Strings(names)
+	return names
+}
+
+// checkArchiveMatches fetches every archived segment with wal-fetch and
+// compares it with PostgreSQL's own copy.
+func checkArchiveMatches(t *testing.T, tg *target, c *pgtest.Cluster, identity string, names []string) {
+	t.Helper()
+	out := pgtest.WorkDir(t)
+	for _, n := range names {
+		dest := filepath.Join(out, n)
+		code, _, stderr := tg.walvault(t, []string{"WALVAULT_IDENTITY_FILE=" + identity}, "wal-fetch", "--prefetch", "0", n, dest)
+		if code != 0 {
+			t.Fatalf("wal-fetch %s: exit %d: %s", n, code, stderr)
+		}
+		got, _ := os.ReadFile(dest)
+		want, err := os.ReadFile(filepath.Join(c.Data, "pg_wal", n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("%s: fetched copy differs from PostgreSQL's (%d vs %d bytes)", n, len(got), len(want))
+		}
+		_ = os.Remove(dest)
+	}
+}
+
+func TestWALArchiving(t *testing.T) {
+	for _, kind := range []string{"file", "s3"} {
+		t.Run(kind, func(t *testing.T) { testWALArchiving(t, newTarget(t, kind)) })
+	}
+}
+
+func testWALArchiving(t *testing.T, tg *target) {
+	c, identity, _ := archivingCluster(t, tg)
+	c.Run("pgbench", "-i", "-s", "2", "-q")
+	last := c.SwitchWAL()
+	c.WaitArchived(last, 90*time.Second)
+	count, _ := strconv.Atoi(c.Psql("SELECT archived_count FROM pg_stat_archiver"))
+	if failed := c.Psql("SELECT failed_count FROM pg_stat_archiver"); failed != "0" {
+		t.Fatalf("%s archive_command failures:\n%s", failed, c.LogTail(20))
+	}
+	names := archivedSegments(t, c)
+	if count < 20 || len(names) < 20 {
+		t.Fatalf("only %d segments archived (%d marked done); the test wants at least 20", count, len(names))
+	}
+	checkArchiveMatches(t, tg, c, identity, names)
+
+	seg := names[len(names)/2]
+	key := archive.WALKey(archive.WALFile{Name: seg, Kind: archive.KindSegment})
+	orig, _ := os.ReadFile(filepath.Join(c.Data, "pg_wal", seg))
+	scratch := pgtest.WorkDir(t)
+	copyPath := filepath.Join(scratch, seg)
+	if err := os.WriteFile(copyPath, orig, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	recipientEnv := []string{"WALVAULT_IDENTITY_FILE=" + identity}
+
+	t.Run("same content again succeeds", func(t *testing.T) {
+		code, _, stderr := tg.walvault(t, nil, "wal-push", copyPath)
+		if code != 0 || !strings.Contains(stderr, "identical content") {
+			t.Fatalf("exit %d: %s", code, stderr)
+		}
+	})
+	t.Run("different content fails and changes nothing", func(t *testing.T) {
+		altered := append([]byte(nil), orig...)
+		altered[len(altered)/2] ^= 0xff
+		if err := os.WriteFile(copyPath, altered, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		code, _, stderr := tg.walvault(t, nil, "wal-push", copyPath)
+		if code != 5 || !strings.Contains(stderr, "different checksum") {
+			t.Fatalf("exit %d (want 5): %s", code, stderr)
+		}
+		checkArchiveMatches(t, tg, c, identity, []string{seg})
+	})
+	t.Run("missing file exits 1", func(t *testing.T) {
+		code, _, stderr := tg.walvault(t, recipientEnv, "wal-fetch", "--prefetch", "0", "00000009.history", filepath.Join(scratch, "h"))
+		if code != 1 || strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
+			t.Fatalf("exit %d (want 1), stderr %q (want one line)", code, stderr)
+		}
+	})
+	t.Run("wrong identity fails, DEST absent", func(t *testing.T) {
+		wrong, _ := keygen(t, pgtest.WorkDir(t))
+		dest := filepath.Join(scratch, "wrong")
+		code, _, stderr := tg.walvault(t, []string{"WALVAULT_IDENTITY_FILE=" + wrong}, "wal-fetch", "--prefetch", "0", seg, dest)
+		if code != 4 || !strings.Contains(stderr, "identity") {
+			t.Fatalf("exit %d (want 4): %s", code, stderr)
+		}
+		if _, err := os.Stat(dest); err == nil {
+			t.Fatal("DEST written")
+		}
+	})
+	t.Run("flipped byte in the store fails, DEST absent", func(t *testing.T) {
+		flipByte(t, tg.ObjectPath(key))
+		dest := filepath.Join(scratch, "corrupt")
+		code, _, stderr := tg.walvault(t, recipientEnv, "wal-fetch", "--prefetch", "0", seg, dest)
+		if code != 4 || !strings.Contains(stderr, seg) {
+			t.Fatalf("exit %d (want 4): %s", code, stderr)
+		}
+		if _, err := os.Stat(dest); err == nil {
+			t.Fatal("DEST written")
+		}
+	})
+}
+
+// TestWALServerOutage stops the S3 server while PostgreSQL archives:
+// wal-push must fail (PostgreSQL keeps the segment and retries), and once
+// the server is back every segment arrives, none lost.
+func TestWALServerOutage(t *testing.T) {
+	tg := newTarget(t, "s3")
+	c, identity, _ := archivingCluster(t, tg)
+	c.Run("pgbench", "-i", "-s", "1", "-q")
+	c.WaitArchived(c.SwitchWAL(), 60*time.Second)
+
+	if err := tg.Server.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	c.Run("pgbench", "-t", "300", "-c", "2", "-n")
+	last := c.SwitchWAL()
+	deadline := time.Now().Add(60 * time.Second)
+	for c.Psql("SELECT failed_count FROM pg_stat_archiver") == "0" {
+		if time.Now().After(deadline) {
+			t.Fatalf("archiving did not fail while the S3 server was down:\n%s", c.LogTail(20))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	log := c.LogTail(200)
+	if !strings.Contains(log, "archive command failed with exit code 3") {
+		t.Fatalf("want wal-push to exit 3 (store unreachable); server log:\n%s", log)
+	}
+	if err := tg.Server.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	c.WaitArchived(last, 120*time.Second)
+	names := archivedSegments(t, c)
+	checkArchiveMatches(t, tg, c, identity, names)
+}
