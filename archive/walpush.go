@@ -1,6 +1,7 @@
 package archive
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -188,19 +189,40 @@ func pushFile(ctx context.Context, cfg *Config, path string, wf WALFile, spool s
 	}
 	res.RawBytes = fi.Size()
 
-	// Hash first: the checksum travels as metadata, which most stores need
-	// before the body. The file was just written, so this reads page cache.
-	h := sha256.New()
 	var head [LongHeaderLen]byte
 	n, err := io.ReadFull(f, head[:])
 	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
 		return res, fmt.Errorf("%w: cannot read %s: %w", ErrBadInput, path, err)
 	}
-	h.Write(head[:n])
-	if _, err := io.Copy(h, f); err != nil {
-		return res, fmt.Errorf("%w: cannot read %s: %w", ErrBadInput, path, err)
+	// The checksum travels as metadata, which most stores need before the
+	// body. One pass over the file hashes it and, in the compressor's own
+	// goroutines, encodes it into memory; WAL compresses several-fold, so
+	// the encoded object is small. Only when it is not (no compression,
+	// random data) is the file encoded again, streaming, during the upload.
+	// The pass runs while the store answers the cluster and existence checks,
+	// which on a cloud store are round trips.
+	type pass struct {
+		sum     string
+		encoded []byte // nil when over encodeInMemoryLimit
+		err     error
 	}
-	sum := hex.EncodeToString(h.Sum(nil))
+	passDone := make(chan pass, 1)
+	go func() {
+		sum, enc, err := hashAndEncode(io.NewSectionReader(f, 0, fi.Size()), cfg.Codec)
+		passDone <- pass{sum, enc, err}
+	}()
+	var once *pass
+	result := func() (pass, error) {
+		if once == nil {
+			p := <-passDone
+			once = &p
+		}
+		if once.err != nil {
+			return *once, fmt.Errorf("%w: cannot read %s: %w", ErrBadInput, path, once.err)
+		}
+		return *once, nil
+	}
+	defer func() { _, _ = result() }() // never leave the pass reading a closed file
 
 	if wf.Kind == KindSegment || wf.Kind == KindPartial {
 		ph, err := ParsePageHeader(head[:n])
@@ -219,23 +241,32 @@ func pushFile(ctx context.Context, cfg *Config, path string, wf WALFile, spool s
 	}
 
 	key := WALKey(wf)
-	if same, err := compareStored(ctx, cfg.Store, key, sum); err == nil {
-		if same {
-			res.Already = true
-			return res, nil
-		}
-	} else if !errors.Is(err, cloud.ErrNotFound) {
+	info, statErr := cfg.Store.Stat(ctx, key)
+	p, err := result()
+	if err != nil {
 		return res, err
+	}
+	sum := p.sum
+	switch {
+	case statErr == nil && info.Metadata[MetaSHA256] == sum:
+		res.Already = true
+		return res, nil
+	case statErr == nil:
+		return res, conflictError(cfg.Store, key, wf.Name)
+	case !errors.Is(statErr, cloud.ErrNotFound):
+		return res, asStoreErr(statErr)
 	}
 
 	meta := map[string]string{MetaSHA256: sum, MetaSize: strconv.FormatInt(fi.Size(), 10)}
 	var stored int64
+	opts := cloud.PutOptions{Metadata: meta, IfAbsent: true, SizeHint: fi.Size()}
 	err = cloud.Retry(ctx, cloud.DefaultRetry, "push "+wf.Name, func() error {
-		if _, err := f.Seek(0, io.SeekStart); err != nil {
-			return cloud.Permanent(err)
+		if p.encoded != nil {
+			stored = int64(len(p.encoded))
+			return cfg.Store.Put(ctx, key, bytes.NewReader(p.encoded), opts)
 		}
 		var err error
-		stored, err = putEncoded(ctx, cfg, key, f, cloud.PutOptions{Metadata: meta, IfAbsent: true, SizeHint: fi.Size()})
+		stored, err = putEncoded(ctx, cfg, key, io.NewSectionReader(f, 0, fi.Size()), opts)
 		return err
 	})
 	if errors.Is(err, cloud.ErrExists) {
@@ -275,6 +306,54 @@ func compareStored(ctx context.Context, st cloud.Store, key, sum string) (bool, 
 		return true, nil
 	}
 	return false, conflictError(st, key, filepath.Base(key))
+}
+
+// encodeInMemoryLimit bounds the encoded copy hashAndEncode keeps.
+const encodeInMemoryLimit = 8 << 20
+
+var errTooBig = errors.New("encoded object over the in-memory limit")
+
+type boundedBuffer struct{ bytes.Buffer }
+
+func (b *boundedBuffer) Write(p []byte) (int, error) {
+	if b.Len()+len(p) > encodeInMemoryLimit {
+		return 0, errTooBig
+	}
+	return b.Buffer.Write(p)
+}
+
+// hashAndEncode reads r once, returning its SHA-256 and, when it fits in
+// encodeInMemoryLimit, its encoded form.
+func hashAndEncode(r io.Reader, s codec.Settings) (string, []byte, error) {
+	h := sha256.New()
+	var buf boundedBuffer
+	enc, err := codec.NewWriter(&buf, s)
+	if err != nil {
+		return "", nil, err
+	}
+	chunk := make([]byte, 1<<20)
+	for {
+		n, rerr := io.ReadFull(r, chunk)
+		if n > 0 {
+			h.Write(chunk[:n])
+			if enc != nil {
+				if _, err := enc.Write(chunk[:n]); err != nil {
+					enc = nil // too big: the upload encodes while streaming
+				}
+			}
+		}
+		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
+			break
+		}
+		if rerr != nil {
+			return "", nil, rerr
+		}
+	}
+	sum := hex.EncodeToString(h.Sum(nil))
+	if enc == nil || enc.Close() != nil {
+		return sum, nil, nil
+	}
+	return sum, buf.Bytes(), nil
 }
 
 // putEncoded streams r through the codec into the store and returns the

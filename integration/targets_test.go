@@ -30,7 +30,7 @@ type target struct {
 }
 
 // newTarget starts (or reuses) the server of kind and makes a fresh bucket.
-func newTarget(t *testing.T, kind string) *target {
+func newTarget(t testing.TB, kind string) *target {
 	t.Helper()
 	switch kind {
 	case "file":
@@ -60,7 +60,7 @@ func newTarget(t *testing.T, kind string) *target {
 
 // walvault runs the binary as root (the test user) with the target's
 // environment plus extra variables, returning exit code and output.
-func (tg *target) walvault(t *testing.T, env []string, args ...string) (int, string, string) {
+func (tg *target) walvault(t testing.TB, env []string, args ...string) (int, string, string) {
 	t.Helper()
 	cmd := exec.Command(pgtest.Walvault(t), args...)
 	cmd.Env = append(append(append(os.Environ(), "AWS_EC2_METADATA_DISABLED=true"), tg.Env...), env...)
@@ -80,7 +80,7 @@ func (tg *target) walvault(t *testing.T, env []string, args ...string) (int, str
 
 // keygen makes an identity file readable by the server owner and returns
 // its path and recipient.
-func keygen(t *testing.T, dir string) (string, string) {
+func keygen(t testing.TB, dir string) (string, string) {
 	t.Helper()
 	path := filepath.Join(dir, "walvault.key")
 	cmd := exec.Command(pgtest.Walvault(t), "keygen", path)
@@ -94,7 +94,7 @@ func keygen(t *testing.T, dir string) (string, string) {
 }
 
 // flipByte alters one byte of a file near its end.
-func flipByte(t *testing.T, path string) {
+func flipByte(t testing.TB, path string) {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {

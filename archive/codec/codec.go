@@ -91,7 +91,7 @@ func NewWriter(dst io.Writer, s Settings) (io.WriteCloser, error) {
 	switch s.Compression {
 	case LZ4, "":
 		zw := lz4.NewWriter(out.Writer)
-		opts := []lz4.Option{lz4.ChecksumOption(true), lz4.BlockSizeOption(lz4.Block4Mb)}
+		opts := []lz4.Option{lz4.ChecksumOption(true), lz4.BlockSizeOption(lz4.Block1Mb)}
 		if s.Level > 0 {
 			opts = append(opts, lz4.CompressionLevelOption(lz4Level(s.Level)))
 		}

@@ -107,7 +107,15 @@ func TestLevels(t *testing.T) {
 func TestCorruptionIsDetected(t *testing.T) {
 	id, _ := age.GenerateX25519Identity()
 	other, _ := age.GenerateX25519Identity()
-	plain := sample(t, 300_000)
+	// Mostly random, so that a flipped byte cannot land in a back-reference
+	// that happens to copy identical bytes (then the output would be right).
+	plain := make([]byte, 300_000)
+	if _, err := rand.Read(plain); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < len(plain); i += 3 {
+		plain[i] = 0
+	}
 	for _, comp := range []Compression{LZ4, Zstd} {
 		for _, encrypted := range []bool{false, true} {
 			t.Run(fmt.Sprintf("%s/enc=%v", comp, encrypted), func(t *testing.T) {
@@ -120,10 +128,8 @@ func TestCorruptionIsDetected(t *testing.T) {
 				stored := encode(t, s, plain)
 				flipped := append([]byte(nil), stored...)
 				flipped[len(flipped)*2/3] ^= 0x01
-				if got, err := decode(flipped, ids); err == nil && bytes.Equal(got, plain) {
-					t.Fatal("a flipped byte went unnoticed and the data is unchanged?")
-				} else if err == nil {
-					t.Fatal("a flipped byte decoded without error into different data")
+				if _, err := decode(flipped, ids); err == nil {
+					t.Fatal("a flipped byte decoded without error")
 				}
 				truncated := stored[:len(stored)-len(stored)/3]
 				if _, err := decode(truncated, ids); err == nil {
