@@ -120,7 +120,7 @@ func drain(b *testing.B, tg *target, conc, n int) time.Duration {
 	})
 	c.Start()
 	// Real WAL: pgbench's load writes about one 16 MiB segment per scale unit.
-	c.Run("pgbench", "-i", "-s", strconv.Itoa(n+8), "-q")
+	c.Run("pgbench", "-i", "-s", strconv.Itoa(n*4/3+8), "-q")
 	last := c.SwitchWAL()
 	ready, _ := filepath.Glob(filepath.Join(c.Data, "pg_wal", "archive_status", "*.ready"))
 	if len(ready) < n {

@@ -191,3 +191,60 @@ func TestWALServerOutage(t *testing.T) {
 	names := archivedSegments(t, c)
 	checkArchiveMatches(t, tg, c, identity, names)
 }
+
+// TestWALBadStore: a wrong secret, a missing bucket and an endpoint where
+// nothing listens each fail wal-push and wal-fetch with exit 3 and one line
+// naming the store, promptly, without printing the secret.
+func TestWALBadStore(t *testing.T) {
+	tg := newTarget(t, "s3")
+	dir := pgtest.WorkDir(t)
+	c := pgtest.New(t, pgtest.Options{InitdbArgs: []string{"--wal-segsize=1"}})
+	first, err := filepath.Glob(filepath.Join(c.Data, "pg_wal", "0000000100000000000000*"))
+	if err != nil || len(first) == 0 {
+		t.Fatalf("no WAL segment after initdb: %v", err)
+	}
+	name := filepath.Base(first[0])
+	seg := filepath.Join(dir, name)
+	data, err := os.ReadFile(first[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(seg, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const badSecret = "not-the-secret-3c9e1f"
+	closed := fmt.Sprintf("http://127.0.0.1:%d", pgtest.FreePort(t))
+	cases := []struct {
+		name string
+		env  []string
+		msg  string
+	}{
+		{"wrong secret", []string{"AWS_SECRET_ACCESS_KEY=" + badSecret}, "AWS_SECRET_ACCESS_KEY"},
+		{"missing bucket", []string{"WALVAULT_STORE=s3://no-such-bucket-wv/x"}, "no-such-bucket-wv"},
+		{"nothing listening", []string{"AWS_ENDPOINT_URL_S3=" + closed, "AWS_ENDPOINT_URL=" + closed}, "127.0.0.1"},
+	}
+	for _, cs := range cases {
+		t.Run(cs.name, func(t *testing.T) {
+			for _, args := range [][]string{
+				{"wal-push", seg},
+				{"wal-fetch", "--prefetch", "0", name, filepath.Join(dir, "out")},
+			} {
+				start := time.Now()
+				code, stdout, stderr := tg.walvault(t, cs.env, args...)
+				took := time.Since(start)
+				if code != 3 || !strings.Contains(stderr, cs.msg) || strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
+					t.Fatalf("%s: exit %d (want 3), stderr %q (want one line mentioning %q)", args[0], code, stderr, cs.msg)
+				}
+				if strings.Contains(stdout+stderr, badSecret) || strings.Contains(stdout+stderr, "walvault-test-secret") {
+					t.Fatalf("%s printed a secret: %q", args[0], stderr)
+				}
+				if took > 20*time.Second {
+					t.Fatalf("%s took %s to give up; PostgreSQL would wait that long per segment", args[0], took)
+				}
+				if _, err := os.Stat(filepath.Join(dir, "out")); err == nil {
+					t.Fatal("DEST written")
+				}
+			}
+		})
+	}
+}

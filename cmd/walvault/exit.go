@@ -42,10 +42,7 @@ func exitCode(err error) int {
 		return exitPostgres
 	case errors.Is(err, archive.ErrVerifyFailed):
 		return exitVerify
-	case errors.Is(err, cloud.ErrAccess), errors.Is(err, cloud.ErrNotFound):
-		return exitStore
-	}
-	if cloud.IsTransient(err) && errors.Is(err, archive.ErrStore) {
+	case errors.Is(err, cloud.ErrAccess), errors.Is(err, cloud.ErrNotFound), errors.Is(err, archive.ErrStore):
 		return exitStore
 	}
 	return exitFailure
