@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"os"
 	"strings"
 	"syscall"
 )
@@ -111,4 +112,14 @@ func describeUnreachable(host string, err error) string {
 		host = "the storage endpoint"
 	}
 	return fmt.Sprintf("cannot reach endpoint %s (%s)", host, why)
+}
+
+// stalled reports whether err is an idle connection timing out (see
+// ioTimeout), and words it. The SDK has retried it already; retrying again
+// would multiply the wait, so the error is permanent for the decorator.
+func stalled(what string, err error) (error, bool) {
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		return nil, false
+	}
+	return Permanent(newStoreError(fmt.Sprintf("%s: no data moved for %s: the connection or the server stalled", what, ioTimeout), err)), true
 }

@@ -59,6 +59,9 @@ func (s *fileStore) Put(ctx context.Context, key string, r io.Reader, opts PutOp
 	if err != nil {
 		return err
 	}
+	if err := checkMetadata(opts.Metadata); err != nil {
+		return Permanent(fmt.Errorf("%s: put %s: %w", s, key, err))
+	}
 	dir := filepath.Dir(dst)
 	if err := mkdirAllSync(dir); err != nil {
 		return fmt.Errorf("%s: %w", s, err)

@@ -20,6 +20,7 @@ type Options struct {
 	S3StorageClass string
 	S3SSEKMSKeyID  string
 	// GCS
+	GCSEndpoint     string // custom JSON API endpoint; http:// means an emulator, no auth
 	GCSStorageClass string
 	GCSKMSKeyName   string
 	// Azure

@@ -1,0 +1,567 @@
+package cloud
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/aws/smithy-go"
+)
+
+// The s3:// backend, for AWS S3 and S3-compatible servers.
+func init() { Register("s3", openS3) }
+
+const (
+	s3DefaultPartSize = 16 << 20
+	s3MinPartSize     = 5 << 20 // S3's minimum for all parts but the last
+	s3MaxPartSize     = 5 << 30
+	s3MaxParts        = 10000
+	// s3Slack lets an object slightly larger than one part (a 16 MiB WAL
+	// segment plus compression or encryption framing) go up in one PUT
+	// instead of a multipart upload with a tiny second part.
+	s3Slack = 1 << 20
+	// s3Concurrency parts are uploaded at once; with the one being filled,
+	// a Put buffers at most (s3Concurrency+1)*partSize bytes.
+	s3Concurrency = 4
+)
+
+type s3Store struct {
+	client   *s3.Client
+	bucket   string
+	prefix   string
+	partSize int64
+	checksum types.ChecksumAlgorithm // "" when the user asked for when_required
+	class    types.StorageClass
+	kmsKey   string
+}
+
+func openS3(ctx context.Context, loc Location, opts Options) (Store, error) {
+	name := "s3://" + strings.TrimSuffix(loc.Bucket+"/"+loc.Prefix, "/")
+	var loadOpts []func(*config.LoadOptions) error
+	if opts.S3Region != "" {
+		loadOpts = append(loadOpts, config.WithRegion(opts.S3Region))
+	}
+	// Bounded connect time and stall detection (see transport.go).
+	httpClient := awshttp.NewBuildableClient().WithTransportOptions(func(tr *http.Transport) {
+		tr.DialContext = idleDialer(ioTimeout)
+		tr.IdleConnTimeout = min(tr.IdleConnTimeout, ioTimeout/2)
+	})
+	loadOpts = append(loadOpts, config.WithHTTPClient(httpClient))
+	// Reads only environment and shared config files: no network.
+	cfg, err := config.LoadDefaultConfig(ctx, loadOpts...)
+	if err != nil {
+		return nil, Permanent(fmt.Errorf("%s: loading AWS configuration: %w", name, err))
+	}
+	if cfg.Region == "" {
+		cfg.Region = "us-east-1"
+	}
+	if cfg.Credentials != nil {
+		cfg.Credentials = taggedCredentials{cfg.Credentials}
+	}
+	maxAttempts := 3
+	if cfg.RetryMaxAttempts > 0 {
+		maxAttempts = cfg.RetryMaxAttempts
+	}
+	endpoint := opts.S3Endpoint
+	if endpoint != "" && !strings.Contains(endpoint, "://") {
+		endpoint = "https://" + endpoint
+	}
+	client := s3.NewFromConfig(cfg, func(o *s3.Options) {
+		if endpoint != "" {
+			o.BaseEndpoint = aws.String(endpoint) // the flag beats AWS_ENDPOINT_URL*
+		}
+		o.UsePathStyle = opts.S3PathStyle
+		// Multipart objects carry no whole-object checksum to validate; the
+		// SDK would warn about it on stderr for every such Get.
+		o.DisableLogOutputChecksumValidationSkipped = true
+		o.Retryer = retry.NewStandard(func(so *retry.StandardOptions) {
+			so.MaxAttempts = maxAttempts
+			so.MaxBackoff = 2 * time.Second
+		})
+	})
+	s := &s3Store{
+		client:   client,
+		bucket:   loc.Bucket,
+		prefix:   loc.Prefix,
+		partSize: s3DefaultPartSize,
+		checksum: types.ChecksumAlgorithmCrc32,
+		class:    types.StorageClass(opts.S3StorageClass),
+		kmsKey:   opts.S3SSEKMSKeyID,
+	}
+	if cfg.RequestChecksumCalculation == aws.RequestChecksumCalculationWhenRequired {
+		s.checksum = ""
+	}
+	if opts.PartSize > 0 {
+		s.partSize = min(max(opts.PartSize, s3MinPartSize), s3MaxPartSize)
+	}
+	return s, nil
+}
+
+func (s *s3Store) String() string {
+	if s.prefix == "" {
+		return "s3://" + s.bucket
+	}
+	return "s3://" + s.bucket + "/" + s.prefix
+}
+
+func (s *s3Store) key(k string) string { return JoinKey(s.prefix, k) }
+
+// partSizeFor grows the part size when the expected size would not fit in
+// S3's 10,000 parts (with 10% headroom for a wrong hint).
+func (s *s3Store) partSizeFor(hint int64) int64 {
+	ps := s.partSize
+	if hint > 0 {
+		need := (hint + hint/10) / (s3MaxParts - 1)
+		need = (need + 1<<20 - 1) &^ (1<<20 - 1) // whole MiB
+		ps = min(max(ps, need), s3MaxPartSize)
+	}
+	return ps
+}
+
+func (s *s3Store) Put(ctx context.Context, key string, r io.Reader, opts PutOptions) error {
+	if err := checkMetadata(opts.Metadata); err != nil {
+		return Permanent(fmt.Errorf("%s: put %s: %w", s, key, err))
+	}
+	partSize := s.partSizeFor(opts.SizeHint)
+	first, eof, err := readFirst(ctx, r, partSize+s3Slack, opts.SizeHint)
+	if err != nil {
+		return fmt.Errorf("%s: put %s: reading the data: %w", s, key, err)
+	}
+	if eof {
+		in := &s3.PutObjectInput{
+			Bucket:        aws.String(s.bucket),
+			Key:           aws.String(s.key(key)),
+			Body:          bytes.NewReader(first),
+			ContentLength: aws.Int64(int64(len(first))),
+			Metadata:      opts.Metadata,
+			StorageClass:  s.class,
+		}
+		if opts.IfAbsent {
+			in.IfNoneMatch = aws.String("*")
+		}
+		s.applyKMS(&in.ServerSideEncryption, &in.SSEKMSKeyId)
+		if _, err := s.client.PutObject(ctx, in); err != nil {
+			return s.mapErr(ctx, "put", key, err)
+		}
+		return nil
+	}
+	return s.putMultipart(ctx, key, r, opts, partSize, first)
+}
+
+func (s *s3Store) applyKMS(sse *types.ServerSideEncryption, id **string) {
+	if s.kmsKey != "" {
+		*sse = types.ServerSideEncryptionAwsKms
+		*id = aws.String(s.kmsKey)
+	}
+}
+
+// readFirst reads up to limit bytes, growing its buffer as data arrives so
+// that a small object never costs a whole part's memory. eof reports that
+// the stream ended within limit.
+func readFirst(ctx context.Context, r io.Reader, limit, hint int64) ([]byte, bool, error) {
+	size := int64(256 << 10)
+	if hint > 0 {
+		size = hint + 1 // +1 to see EOF without growing
+	}
+	buf := make([]byte, 0, min(size, limit))
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, false, err
+		}
+		if len(buf) == cap(buf) {
+			if int64(len(buf)) >= limit {
+				return buf, false, nil
+			}
+			// Grow by hand: slices.Grow may round capacity past limit.
+			nb := make([]byte, len(buf), min(int64(2*cap(buf)), limit))
+			copy(nb, buf)
+			buf = nb
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if errors.Is(err, io.EOF) {
+			return buf, true, nil
+		}
+		if err != nil {
+			return nil, false, err
+		}
+	}
+}
+
+// fill reads into buf until it is full or the stream ends.
+func fill(ctx context.Context, r io.Reader, buf []byte) (int, bool, error) {
+	n := 0
+	for n < len(buf) {
+		if err := ctx.Err(); err != nil {
+			return n, false, err
+		}
+		m, err := r.Read(buf[n:])
+		n += m
+		if errors.Is(err, io.EOF) {
+			return n, true, nil
+		}
+		if err != nil {
+			return n, false, err
+		}
+	}
+	return n, false, nil
+}
+
+// putMultipart streams the rest of r as a multipart upload. Memory is
+// bounded by a fixed pool of part buffers; any failure aborts the upload so
+// that no parts (and no object) are left behind.
+func (s *s3Store) putMultipart(ctx context.Context, key string, r io.Reader, opts PutOptions, partSize int64, first []byte) (err error) {
+	k := s.key(key)
+	create := &s3.CreateMultipartUploadInput{
+		Bucket:            aws.String(s.bucket),
+		Key:               aws.String(k),
+		Metadata:          opts.Metadata,
+		StorageClass:      s.class,
+		ChecksumAlgorithm: s.checksum,
+	}
+	s.applyKMS(&create.ServerSideEncryption, &create.SSEKMSKeyId)
+	out, err := s.client.CreateMultipartUpload(ctx, create)
+	if err != nil {
+		return s.mapErr(ctx, "put", key, err)
+	}
+	uploadID := out.UploadId
+	defer func() {
+		if err != nil {
+			s.abort(ctx, k, uploadID)
+		}
+	}()
+
+	upCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		parts []types.CompletedPart
+		free  = make(chan []byte, s3Concurrency+1)
+		slots = make(chan struct{}, s3Concurrency)
+	)
+	send := func(num int32, data, buf []byte) {
+		defer wg.Done()
+		defer func() { <-slots; free <- buf }()
+		resp, err := s.client.UploadPart(upCtx, &s3.UploadPartInput{
+			Bucket:            aws.String(s.bucket),
+			Key:               aws.String(k),
+			UploadId:          uploadID,
+			PartNumber:        aws.Int32(num),
+			Body:              bytes.NewReader(data),
+			ContentLength:     aws.Int64(int64(len(data))),
+			ChecksumAlgorithm: s.checksum,
+		})
+		if err != nil {
+			cancel(err)
+			return
+		}
+		mu.Lock()
+		parts = append(parts, types.CompletedPart{
+			PartNumber:        aws.Int32(num),
+			ETag:              resp.ETag,
+			ChecksumCRC32:     resp.ChecksumCRC32,
+			ChecksumCRC32C:    resp.ChecksumCRC32C,
+			ChecksumCRC64NVME: resp.ChecksumCRC64NVME,
+			ChecksumSHA1:      resp.ChecksumSHA1,
+			ChecksumSHA256:    resp.ChecksumSHA256,
+		})
+		mu.Unlock()
+	}
+	start := func(num int32, data, buf []byte) bool {
+		select {
+		case slots <- struct{}{}:
+		case <-upCtx.Done():
+			return false
+		}
+		wg.Add(1)
+		go send(num, data, buf)
+		return true
+	}
+	allocated := 1
+	getBuf := func() []byte {
+		select {
+		case b := <-free:
+			return b
+		default:
+		}
+		if allocated <= s3Concurrency {
+			allocated++
+			return make([]byte, partSize)
+		}
+		select {
+		case b := <-free:
+			return b
+		case <-upCtx.Done():
+			return nil
+		}
+	}
+
+	// Part 1 is the head of the first buffer; the rest carries over.
+	carry := bytes.Clone(first[partSize:])
+	num := int32(1)
+	var readErr error
+	if start(num, first[:partSize], first) {
+		for {
+			buf := getBuf()
+			if buf == nil {
+				break
+			}
+			buf = buf[:partSize]
+			c := copy(buf, carry)
+			carry = nil
+			n, eof, rerr := fill(upCtx, r, buf[c:])
+			n += c
+			if rerr != nil {
+				if upCtx.Err() == nil { // else an upload failed or ctx ended: reported below
+					readErr = rerr
+					cancel(rerr)
+				}
+				free <- buf
+				break
+			}
+			if n > 0 {
+				if num++; num > s3MaxParts {
+					readErr = Permanent(fmt.Errorf("object larger than %d parts of %d MiB: raise the part size", s3MaxParts, partSize>>20))
+					cancel(readErr)
+					free <- buf
+					break
+				}
+				if !start(num, buf[:n], buf) {
+					free <- buf
+					break
+				}
+			} else {
+				free <- buf
+			}
+			if eof {
+				break
+			}
+		}
+	}
+	wg.Wait()
+	if readErr != nil {
+		return fmt.Errorf("%s: put %s: reading the data: %w", s, key, readErr)
+	}
+	if cause := context.Cause(upCtx); cause != nil {
+		return s.mapErr(ctx, "put", key, cause)
+	}
+	slices.SortFunc(parts, func(a, b types.CompletedPart) int { return int(*a.PartNumber - *b.PartNumber) })
+	complete := &s3.CompleteMultipartUploadInput{
+		Bucket:          aws.String(s.bucket),
+		Key:             aws.String(k),
+		UploadId:        uploadID,
+		MultipartUpload: &types.CompletedMultipartUpload{Parts: parts},
+	}
+	if opts.IfAbsent {
+		complete.IfNoneMatch = aws.String("*")
+	}
+	if _, err := s.client.CompleteMultipartUpload(ctx, complete); err != nil {
+		return s.mapErr(ctx, "put", key, err)
+	}
+	return nil
+}
+
+// abort cleans up a failed multipart upload, even when ctx was cancelled:
+// left-over parts are invisible but billed.
+func (s *s3Store) abort(ctx context.Context, k string, uploadID *string) {
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	_, _ = s.client.AbortMultipartUpload(actx, &s3.AbortMultipartUploadInput{
+		Bucket: aws.String(s.bucket), Key: aws.String(k), UploadId: uploadID,
+	})
+}
+
+func (s *s3Store) Get(ctx context.Context, key string) (io.ReadCloser, ObjectInfo, error) {
+	out, err := s.client.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(s.key(key))})
+	if err != nil {
+		return nil, ObjectInfo{}, s.mapErr(ctx, "get", key, err)
+	}
+	return out.Body, ObjectInfo{
+		Key:      key,
+		Size:     aws.ToInt64(out.ContentLength),
+		ModTime:  aws.ToTime(out.LastModified),
+		Metadata: lowerKeys(out.Metadata),
+	}, nil
+}
+
+func (s *s3Store) Stat(ctx context.Context, key string) (ObjectInfo, error) {
+	out, err := s.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(s.key(key))})
+	if err != nil {
+		return ObjectInfo{}, s.mapErr(ctx, "stat", key, err)
+	}
+	return ObjectInfo{
+		Key:      key,
+		Size:     aws.ToInt64(out.ContentLength),
+		ModTime:  aws.ToTime(out.LastModified),
+		Metadata: lowerKeys(out.Metadata),
+	}, nil
+}
+
+func lowerKeys(m map[string]string) map[string]string {
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[strings.ToLower(k)] = v
+	}
+	return out
+}
+
+func (s *s3Store) List(ctx context.Context, prefix string, opts ListOptions, fn func(ObjectInfo) error) error {
+	base := ""
+	if s.prefix != "" {
+		base = s.prefix + "/"
+	}
+	in := &s3.ListObjectsV2Input{Bucket: aws.String(s.bucket), Prefix: aws.String(base + prefix)}
+	if opts.Delimiter != "" {
+		in.Delimiter = aws.String(opts.Delimiter)
+	}
+	p := s3.NewListObjectsV2Paginator(s.client, in)
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return s.mapErr(ctx, "list", prefix, err)
+		}
+		// Objects and common prefixes come as two sorted lists; merge them
+		// so fn sees one lexical order.
+		entries := make([]ObjectInfo, 0, len(page.Contents)+len(page.CommonPrefixes))
+		for _, o := range page.Contents {
+			entries = append(entries, ObjectInfo{
+				Key:     strings.TrimPrefix(aws.ToString(o.Key), base),
+				Size:    aws.ToInt64(o.Size),
+				ModTime: aws.ToTime(o.LastModified),
+			})
+		}
+		for _, cp := range page.CommonPrefixes {
+			entries = append(entries, ObjectInfo{Key: strings.TrimPrefix(aws.ToString(cp.Prefix), base), IsPrefix: true})
+		}
+		slices.SortFunc(entries, func(a, b ObjectInfo) int { return strings.Compare(a.Key, b.Key) })
+		for _, e := range entries {
+			if err := fn(e); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (s *s3Store) Delete(ctx context.Context, key string) error {
+	_, err := s.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(s.key(key))})
+	if err != nil {
+		err = s.mapErr(ctx, "delete", key, err)
+		if errors.Is(err, ErrNotFound) {
+			return nil
+		}
+		return err
+	}
+	return nil
+}
+
+// mapErr turns an SDK error into one line naming the store, the operation
+// and the fix, wrapping the sentinel errors callers test for.
+func (s *s3Store) mapErr(ctx context.Context, op, key string, err error) error {
+	what := fmt.Sprintf("%s: %s %s", s, op, key)
+	if key == "" {
+		what = fmt.Sprintf("%s: %s", s, op)
+	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("%s: %w", what, ctx.Err())
+	}
+	status := 0
+	var re *awshttp.ResponseError
+	if errors.As(err, &re) {
+		status = re.HTTPStatusCode()
+	}
+	code := ""
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		code = ae.ErrorCode()
+	}
+	var se *v4.SigningError
+	var ce *credentialsError
+	switch {
+	case errors.As(err, &se), errors.As(err, &ce):
+		return newStoreError(fmt.Sprintf("%s: %v: no usable AWS credentials: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE", what, ErrAccess), ErrAccess, err)
+	case code == "NoSuchBucket":
+		return s.noBucket(what, err)
+	case code == "NoSuchKey" || code == "NotFound" || status == http.StatusNotFound:
+		if op == "stat" && s.bucketMissing(ctx) {
+			return s.noBucket(what, err)
+		}
+		return newStoreError(fmt.Sprintf("%s: %v", what, ErrNotFound), ErrNotFound, err)
+	case code == "PreconditionFailed" || code == "ConditionalRequestConflict" ||
+		(op == "put" && status == http.StatusPreconditionFailed):
+		return newStoreError(fmt.Sprintf("%s: %v", what, ErrExists), ErrExists, err)
+	case code == "InvalidAccessKeyId" || code == "SignatureDoesNotMatch":
+		return newStoreError(fmt.Sprintf("%s: %v (%s): check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY", what, ErrAccess, code), ErrAccess, err)
+	case code == "ExpiredToken" || code == "InvalidToken" || code == "TokenRefreshRequired":
+		return newStoreError(fmt.Sprintf("%s: %v (%s): refresh the session credentials (AWS_SESSION_TOKEN, AWS_PROFILE)", what, ErrAccess, code), ErrAccess, err)
+	case status == http.StatusForbidden || code == "AccessDenied":
+		return newStoreError(fmt.Sprintf("%s: %v: the credentials may not %s objects in bucket %q; check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY and the bucket policy", what, ErrAccess, op, s.bucket), ErrAccess, err)
+	case code == "PermanentRedirect" || code == "AuthorizationHeaderMalformed" || status == http.StatusMovedPermanently:
+		region := ""
+		if re != nil && re.Response != nil {
+			region = re.Response.Header.Get("X-Amz-Bucket-Region")
+		}
+		if region != "" {
+			return Permanent(newStoreError(fmt.Sprintf("%s: bucket %q is in region %s: set AWS_REGION=%s", what, s.bucket, region, region), err))
+		}
+		return Permanent(newStoreError(fmt.Sprintf("%s: bucket %q is in another region: set AWS_REGION (%s)", what, s.bucket, code), err))
+	}
+	if host, ok := unreachable(err); ok {
+		return newStoreError(fmt.Sprintf("%s: %s: is the server running? check --s3-endpoint / AWS_ENDPOINT_URL_S3", what, describeUnreachable(host, err)), err)
+	}
+	if e, ok := stalled(what, err); ok {
+		return e
+	}
+	if status >= 400 && status < 500 && status != http.StatusRequestTimeout && status != http.StatusTooManyRequests {
+		return Permanent(fmt.Errorf("%s: %w", what, err))
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+func (s *s3Store) noBucket(what string, err error) error {
+	return Permanent(newStoreError(fmt.Sprintf("%s: bucket %q does not exist: create it or fix the store URL", what, s.bucket), err))
+}
+
+// bucketMissing tells a missing bucket from a missing object after a HEAD
+// answered 404 without a body. It costs a request only on that path.
+func (s *s3Store) bucketMissing(ctx context.Context) bool {
+	_, err := s.client.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: aws.String(s.bucket)})
+	if err == nil {
+		return false
+	}
+	var re *awshttp.ResponseError
+	var nb *types.NotFound
+	return errors.As(err, &nb) || errors.As(err, &re) && re.HTTPStatusCode() == http.StatusNotFound
+}
+
+// credentialsError marks a failure to find or refresh credentials, which the
+// SDK reports only as text.
+type credentialsError struct{ err error }
+
+func (e *credentialsError) Error() string { return e.err.Error() }
+func (e *credentialsError) Unwrap() error { return e.err }
+
+type taggedCredentials struct{ aws.CredentialsProvider }
+
+func (c taggedCredentials) Retrieve(ctx context.Context) (aws.Credentials, error) {
+	cr, err := c.CredentialsProvider.Retrieve(ctx)
+	if err != nil {
+		return cr, &credentialsError{err}
+	}
+	return cr, nil
+}

@@ -1,0 +1,102 @@
+package cloud
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"net"
+	"net/http"
+	"os"
+	"sync/atomic"
+	"time"
+)
+
+// ioTimeout fails a connection on which nothing moves for this long. The
+// SDKs have no such limit by default, and a stalled upload or a server that
+// never answers would hang wal-push, and PostgreSQL's archiver with it. It
+// plays the part of pgBackRest's io-timeout (also 60 s by default).
+var ioTimeout = 60 * time.Second
+
+// dialTimeout bounds connecting: an unreachable endpoint must fail in
+// seconds so PostgreSQL retries, not after the usual 30 s per attempt.
+const dialTimeout = 5 * time.Second
+
+// idleConn extends its deadline on every read and write, so only a
+// connection that makes no progress at all times out. Both directions share
+// one deadline: a request being written means an answer is due, which
+// keeps an earlier pending read (the transport's) from firing early.
+type idleConn struct {
+	net.Conn
+	timeout time.Duration
+	// timedOut is set once the deadline fired. The transport then closes
+	// the connection, and the other direction sees "use of closed network
+	// connection": report that as the timeout it is.
+	timedOut atomic.Bool
+}
+
+// maxWriteChunk splits big writes so that each piece, not the whole buffer,
+// has to make it within the timeout on a slow link.
+const maxWriteChunk = 256 << 10
+
+func (c *idleConn) Read(p []byte) (int, error) {
+	_ = c.Conn.SetDeadline(time.Now().Add(c.timeout))
+	n, err := c.Conn.Read(p)
+	return n, c.check("read", err)
+}
+
+func (c *idleConn) Write(p []byte) (int, error) {
+	n := 0
+	for n < len(p) {
+		_ = c.Conn.SetDeadline(time.Now().Add(c.timeout))
+		m, err := c.Conn.Write(p[n:min(len(p), n+maxWriteChunk)])
+		n += m
+		if err != nil {
+			return n, c.check("write", err)
+		}
+	}
+	return n, nil
+}
+
+func (c *idleConn) check(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		c.timedOut.Store(true)
+		return err
+	}
+	if c.timedOut.Load() {
+		return &net.OpError{Op: op, Net: "tcp", Addr: c.RemoteAddr(), Err: os.ErrDeadlineExceeded}
+	}
+	return err
+}
+
+// idleDialer dials with dialTimeout and wraps connections in idleConn.
+func idleDialer(timeout time.Duration) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	d := &net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return &idleConn{Conn: c, timeout: timeout}, nil
+	}
+}
+
+// newHTTPTransport is the transport for backends whose SDK takes one. Idle
+// connections are dropped well before their deadline could fire.
+func newHTTPTransport() *http.Transport {
+	return &http.Transport{
+		Proxy:       http.ProxyFromEnvironment,
+		DialContext: idleDialer(ioTimeout),
+		// HTTP/1.1 only: object stores speak it, and one stream per
+		// connection is what makes the idle deadline mean "stalled".
+		ForceAttemptHTTP2:     false,
+		MaxIdleConns:          100,
+		MaxIdleConnsPerHost:   16,
+		IdleConnTimeout:       min(30*time.Second, ioTimeout/2),
+		TLSHandshakeTimeout:   10 * time.Second,
+		ExpectContinueTimeout: time.Second,
+		TLSClientConfig:       &tls.Config{MinVersion: tls.VersionTLS12},
+	}
+}
