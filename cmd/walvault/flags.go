@@ -31,10 +31,6 @@ func sliceFlag(name, usage string) cli.Flag {
 	return altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: name, Usage: usage, EnvVars: envName(name)})
 }
 
-func durationFlag(name, usage string, value string) cli.Flag {
-	return stringFlag(name, usage+" (e.g. 30s, 5m)", value)
-}
-
 // configFlag is not itself read from the file.
 func configFlag() cli.Flag {
 	return &cli.StringFlag{Name: "config", Usage: "YAML file with settings (keys are flag names)", EnvVars: []string{"WALVAULT_CONFIG"}}
@@ -53,6 +49,7 @@ func storeFlags() []cli.Flag {
 		stringFlag("s3-region", "S3 region (default: AWS_REGION or us-east-1)", ""),
 		stringFlag("s3-storage-class", "S3 storage class for new objects (e.g. STANDARD_IA)", ""),
 		stringFlag("s3-sse-kms-key-id", "encrypt new S3 objects server-side with this KMS key", ""),
+		stringFlag("gcs-endpoint", "GCS JSON API endpoint (emulators; STORAGE_EMULATOR_HOST also works)", ""),
 		stringFlag("gcs-storage-class", "GCS storage class for new objects (e.g. NEARLINE)", ""),
 		stringFlag("gcs-kms-key-name", "GCS Cloud KMS key for new objects", ""),
 		stringFlag("azure-endpoint", "Azure Blob service URL (Azurite, sovereign clouds)", ""),
@@ -77,4 +74,8 @@ func join(sets ...[]cli.Flag) []cli.Flag {
 		out = append(out, s...)
 	}
 	return out
+}
+
+func durationFlag(name, usage string, value string) cli.Flag {
+	return stringFlag(name, usage+" (e.g. 30s, 5m)", value)
 }

@@ -238,6 +238,7 @@ func storeOptions(c *cli.Context) cloud.Options {
 		S3Region:             c.String("s3-region"),
 		S3StorageClass:       c.String("s3-storage-class"),
 		S3SSEKMSKeyID:        c.String("s3-sse-kms-key-id"),
+		GCSEndpoint:          c.String("gcs-endpoint"),
 		GCSStorageClass:      c.String("gcs-storage-class"),
 		GCSKMSKeyName:        c.String("gcs-kms-key-name"),
 		AzureEndpoint:        c.String("azure-endpoint"),
