@@ -1,0 +1,200 @@
+package archive
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"errors"
+	"hash/crc32"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/walvault/walvault/cloud"
+)
+
+// pushTestBackup stores a backup of src the way PushBackup does, minus
+// PostgreSQL: parts, then the manifest.
+func pushTestBackup(t *testing.T, cfg *Config, src, name string, mutate func(*Manifest)) *Manifest {
+	t.Helper()
+	ctx := context.Background()
+	w, err := walkDataDir(src, "PG_15_1", map[uint32]string{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := &backupRun{cfg: cfg, name: name, prog: newProgress("test", w.Total, nil, 0)}
+	parts, files, err := run.uploadParts(ctx, planParts(w, 64), 3)
+	run.prog.done()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := time.Now().UTC()
+	m := &Manifest{Format: ManifestFormat, Name: name, PGVersion: 150004, SystemIdentifier: "1", Timeline: 1,
+		StartLSN: "0/2000028", StopLSN: "0/2000100", StartWAL: "000000010000000000000002", StopWAL: "000000010000000000000002",
+		StartTime: stop, StopTime: stop, SegmentSize: 16 << 20, Tablespaces: w.Tablespaces, Parts: parts, Files: files, FileCount: len(files)}
+	if mutate != nil {
+		mutate(m)
+	}
+	body, err := encodeManifest(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Store.Put(ctx, BackupKey(name, ManifestFile), bytes.NewReader(body), cloud.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func TestRestoreSynthetic(t *testing.T) {
+	ctx := context.Background()
+	root := t.TempDir()
+	src, spc := filepath.Join(root, "src"), filepath.Join(root, "spc")
+	big := strings.Repeat("relation data ", 20)
+	writeTree(t, src, map[string]string{
+		"PG_VERSION": "15\n", "global/pg_control": "control", "base/1/1259": big, "base/1/1249": "x",
+		"postgresql.auto.conf": "# auto\n", "pg_wal/archive_status/.keep": "", "pg_tblspc/.keep": "",
+	})
+	writeTree(t, spc, map[string]string{"PG_15_1/1/16390": "in a tablespace"})
+	if err := os.Symlink(spc, filepath.Join(src, "pg_tblspc", "16390")); err != nil {
+		t.Fatal(err)
+	}
+	st, err := cloud.Open(ctx, "file://"+filepath.Join(root, "store"), cloud.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := &Config{Store: st}
+	if err := st.Put(ctx, WALKey(WALFile{Name: "000000010000000000000002"}), strings.NewReader("wal"), cloud.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	m := pushTestBackup(t, cfg, src, "base_1", nil)
+	if len(m.Parts) < 3 {
+		t.Fatalf("want several parts, got %d", len(m.Parts))
+	}
+
+	dest := filepath.Join(root, "dest")
+	moved := filepath.Join(root, "moved")
+	opts := RestoreOptions{Dest: dest, FetchArgv: []string{"/bin/walvault", "wal-fetch"}, Concurrency: 2,
+		TablespaceMap: map[string]string{"16390": moved}, Target: Target{Name: "rp"}}
+	res, err := Restore(ctx, cfg, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p, want := range map[string]string{"base/1/1259": big, "global/pg_control": "control", "pg_tblspc/16390/PG_15_1/1/16390": "in a tablespace", "recovery.signal": ""} {
+		got, err := os.ReadFile(filepath.Join(dest, p))
+		if err != nil || string(got) != want {
+			t.Errorf("%s: %q, %v", p, got, err)
+		}
+	}
+	if link, _ := os.Readlink(filepath.Join(dest, "pg_tblspc", "16390")); link != moved {
+		t.Errorf("tablespace link -> %q, want %q", link, moved)
+	}
+	auto, _ := os.ReadFile(filepath.Join(dest, "postgresql.auto.conf"))
+	if !strings.HasPrefix(string(auto), "# auto\n") || !strings.Contains(string(auto), "restore_command = '/bin/walvault wal-fetch %f %p'") ||
+		!strings.Contains(string(auto), "recovery_target_name = 'rp'") {
+		t.Errorf("postgresql.auto.conf:\n%s", auto)
+	}
+	if st, _ := os.Stat(dest); st.Mode().Perm() != 0o700 {
+		t.Errorf("DEST mode %o, want 0700", st.Mode().Perm())
+	}
+	if _, err := os.Stat(filepath.Join(dest, "pg_wal", "archive_status")); err != nil {
+		t.Error("pg_wal/archive_status missing")
+	}
+	if res.Manifest.Name != "base_1" {
+		t.Errorf("restored %s", res.Manifest.Name)
+	}
+
+	// A second restore into the same place is refused, and writes nothing.
+	before, _ := os.ReadFile(filepath.Join(dest, "postgresql.auto.conf"))
+	if _, err := Restore(ctx, cfg, opts); !errors.Is(err, ErrBadInput) || !strings.Contains(err.Error(), "not empty") {
+		t.Fatalf("restore into a used DEST: %v", err)
+	}
+	if after, _ := os.ReadFile(filepath.Join(dest, "postgresql.auto.conf")); !bytes.Equal(before, after) {
+		t.Fatal("a refused restore changed DEST")
+	}
+	// --force overwrites the backup's files and leaves the rest alone.
+	if err := os.WriteFile(filepath.Join(dest, "base/1/1259"), []byte("changed"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dest, "mine.txt"), []byte("mine"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	opts.Force = true
+	if _, err := Restore(ctx, cfg, opts); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(filepath.Join(dest, "base/1/1259")); string(got) != big {
+		t.Error("--force did not restore base/1/1259")
+	}
+	if _, err := os.Stat(filepath.Join(dest, "mine.txt")); err != nil {
+		t.Error("--force deleted a file it did not write")
+	}
+
+	// A backup whose WAL is not archived can never become consistent: it is
+	// refused before anything is written.
+	pushTestBackup(t, cfg, src, "base_0", func(m *Manifest) {
+		m.StopWAL, m.StopLSN, m.StopTime = "000000010000000000000003", "0/3000100", m.StopTime.Add(-time.Hour)
+	})
+	nowal := filepath.Join(root, "nowal")
+	_, err = Restore(ctx, cfg, RestoreOptions{Dest: nowal, Backup: "base_0", FetchArgv: []string{"x"}})
+	if !errors.Is(err, ErrIntegrity) || !strings.Contains(err.Error(), "cannot be made consistent") {
+		t.Fatalf("backup without its WAL: %v", err)
+	}
+	if _, err := os.Stat(nowal); err == nil {
+		t.Fatal("DEST created for a backup that cannot be restored")
+	}
+
+	// A manifest whose checksum disagrees with the data: the restore fails
+	// naming the file and part, and leaves no pg_control to start from.
+	pushTestBackup(t, cfg, src, "base_2", func(m *Manifest) {
+		for i := range m.Files {
+			if m.Files[i].Path == "base/1/1259" {
+				m.Files[i].CRC32C = "00000000"
+			}
+		}
+	})
+	bad := filepath.Join(root, "bad")
+	_, err = Restore(ctx, cfg, RestoreOptions{Dest: bad, Backup: "base_2", FetchArgv: []string{"x"}, TablespaceMap: map[string]string{"16390": filepath.Join(root, "moved2")}})
+	if !errors.Is(err, ErrIntegrity) || !strings.Contains(err.Error(), "base/1/1259") || !strings.Contains(err.Error(), "part-") {
+		t.Fatalf("corrupt file: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(bad, "global", "pg_control")); err == nil {
+		t.Fatal("a failed restore left global/pg_control")
+	}
+	if _, err := os.Stat(filepath.Join(bad, "recovery.signal")); err == nil {
+		t.Fatal("a failed restore wrote recovery settings")
+	}
+}
+
+func TestWriteTarVanishedAndGrown(t *testing.T) {
+	dir := t.TempDir()
+	writeTree(t, dir, map[string]string{"a": "1234", "b": "gone soon", "c": "grows"})
+	var ents []walkEntry
+	for _, n := range []string{"a", "b", "c"} {
+		ents = append(ents, walkEntry{Path: n, Abs: filepath.Join(dir, n), Type: TypeFile, Size: 4, Mode: 0o600})
+	}
+	if err := os.Remove(filepath.Join(dir, "b")); err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	files, err := writeTar(context.Background(), &buf, ents, 0, make([]byte, 3), func(int64) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) != 2 || files[0].Path != "a" || files[1].Path != "c" || files[1].Size != 5 {
+		t.Fatalf("files %+v: the vanished file must be left out, the grown one read at its size when opened", files)
+	}
+	tr := tar.NewReader(&buf)
+	for _, f := range files {
+		hdr, err := tr.Next()
+		if err != nil || hdr.Name != f.Path || hdr.Size != f.Size {
+			t.Fatalf("entry %+v, %v; want %s", hdr, err, f.Path)
+		}
+		data, _ := io.ReadAll(tr)
+		if crcHex(crc32.Checksum(data, castagnoli)) != f.CRC32C {
+			t.Fatalf("%s: checksum does not match its data", f.Path)
+		}
+	}
+}
