@@ -38,7 +38,8 @@ demo: build
 	bash integration/demo.sh "$(CURDIR)/bin/walvault"
 
 bench: build test-deps
-	bash integration/bench.sh "$(CURDIR)/bin/walvault"
+	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x -timeout 30m ./integration/
+	bash bench/backup.sh "$(CURDIR)/bin/walvault"
 
 clean:
 	rm -rf bin
