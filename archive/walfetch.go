@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -54,7 +55,16 @@ func FetchWAL(ctx context.Context, cfg *Config, name, dest string, opts FetchOpt
 		return res, syncDir(destDir)
 	}
 	tmp := tempBeside(dest)
-	_, size, err := download(ctx, cfg, WALKey(wf), name, tmp)
+	var size int64
+	// A download the network cut short is tried again: PostgreSQL takes a
+	// failed restore_command for the end of the archive.
+	_ = cloud.Retry(ctx, cloud.DefaultRetry, "fetch "+name, func() error {
+		_, size, err = download(ctx, cfg, WALKey(wf), name, tmp)
+		if errors.Is(err, errInterrupted) && !errors.Is(err, os.ErrDeadlineExceeded) {
+			return err // a stall already waited out the I/O timeout
+		}
+		return nil
+	})
 	if err != nil {
 		return res, err
 	}
@@ -94,14 +104,21 @@ func download(ctx context.Context, cfg *Config, key, name, tmp string) (sum stri
 			_ = os.Remove(tmp)
 		}
 	}()
-	dec, err := codec.NewReader(rc, cfg.Identities)
+	body := &transportReader{r: rc}
+	dec, err := codec.NewReader(body, cfg.Identities)
 	if err != nil {
+		if body.broke(ctx) {
+			return "", 0, interrupted(cfg.Store, name, body.err)
+		}
 		return "", 0, fmt.Errorf("%s in %s: %w", name, cfg.Store, err)
 	}
 	defer dec.Close()
 	h := sha256.New()
 	size, err = io.Copy(io.MultiWriter(f, h), dec)
 	if err != nil {
+		if body.broke(ctx) {
+			return "", 0, interrupted(cfg.Store, name, body.err)
+		}
 		if errors.Is(err, codec.ErrCorrupt) {
 			return "", 0, fmt.Errorf("%w: %s in %s: %w", ErrIntegrity, name, cfg.Store, err)
 		}
@@ -120,6 +137,39 @@ func download(ctx context.Context, cfg *Config, key, name, tmp string) (sum stri
 		return "", 0, err
 	}
 	return sum, size, nil
+}
+
+// errInterrupted marks a download the network cut short, as opposed to an
+// object that does not decode: the decoder sees both as an early end.
+var errInterrupted = errors.New("the download was interrupted")
+
+func interrupted(st cloud.Store, name string, err error) error {
+	return asStoreErr(fmt.Errorf("%s: reading %s: %w: %w", st, name, errInterrupted, err))
+}
+
+// transportReader remembers the error of the stream under the decoder.
+type transportReader struct {
+	r   io.Reader
+	err error
+}
+
+func (t *transportReader) Read(p []byte) (int, error) {
+	n, err := t.r.Read(p)
+	if err != nil && err != io.EOF && t.err == nil {
+		t.err = err
+	}
+	return n, err
+}
+
+// broke reports whether the network cut the stream short or reset it (not
+// a cancellation, nor a checksum mismatch, which is the object's fault).
+func (t *transportReader) broke(ctx context.Context) bool {
+	if t.err == nil || ctx.Err() != nil {
+		return false
+	}
+	var ne net.Error
+	return errors.Is(t.err, io.ErrUnexpectedEOF) || errors.As(t.err, &ne) ||
+		errors.Is(t.err, syscall.ECONNRESET) || errors.Is(t.err, syscall.EPIPE)
 }
 
 // Prefetched files are named NAME.SHA256 in the prefetch directory and

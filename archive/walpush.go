@@ -372,7 +372,7 @@ func putEncoded(ctx context.Context, cfg *Config, key string, r io.Reader, opts 
 		pw.CloseWithError(err)
 	}()
 	err := cfg.Store.Put(ctx, key, counter, opts)
-	pr.CloseWithError(errors.New("upload ended")) // unblock the encoder if Put gave up early
+	_ = pr.CloseWithError(errors.New("upload ended")) // unblock the encoder if Put gave up early
 	return counter.n, err
 }
 

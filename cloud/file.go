@@ -69,7 +69,7 @@ func (s *fileStore) Put(ctx context.Context, key string, r io.Reader, opts PutOp
 	var rnd [8]byte
 	_, _ = rand.Read(rnd[:])
 	tmp := filepath.Join(dir, fileTmpPrefix+filepath.Base(dst)+"-"+hex.EncodeToString(rnd[:]))
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o640) // #nosec G304 -- path built from a validated key
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o640) // #nosec G304 G302 -- path built from a validated key; group-readable like its 0750 directory, for a backup group
 	if err != nil {
 		return fmt.Errorf("%s: %w", s, err)
 	}
@@ -183,12 +183,12 @@ func (s *fileStore) open(key string) (*os.File, ObjectInfo, error) {
 		err = fmt.Errorf("%s: %s: %w", s, key, ErrNotFound)
 	}
 	if err != nil {
-		f.Close()
+		_ = f.Close()
 		return nil, ObjectInfo{}, err
 	}
 	meta, off, err := readHeader(f, key)
 	if err != nil {
-		f.Close()
+		_ = f.Close()
 		return nil, ObjectInfo{}, Permanent(err)
 	}
 	return f, ObjectInfo{Key: key, Size: st.Size() - off, ModTime: st.ModTime(), Metadata: meta}, nil
@@ -207,7 +207,7 @@ func (s *fileStore) Stat(_ context.Context, key string) (ObjectInfo, error) {
 	if err != nil {
 		return ObjectInfo{}, err
 	}
-	f.Close()
+	_ = f.Close()
 	return info, nil
 }
 
@@ -265,7 +265,7 @@ func (s *fileStore) List(ctx context.Context, prefix string, opts ListOptions, f
 	for _, k := range keys {
 		if !k.IsPrefix {
 			if f, info, err := s.open(k.Key); err == nil {
-				f.Close()
+				_ = f.Close()
 				k = info
 			}
 		}

@@ -60,7 +60,7 @@ func Retry(ctx context.Context, p RetryPolicy, what string, op func() error) err
 		if err == nil || !IsTransient(err) || attempt >= p.Attempts {
 			return err
 		}
-		sleep := delay/2 + rand.N(delay/2+1)
+		sleep := delay/2 + rand.N(delay/2+1) // #nosec G404 -- back-off jitter, not a secret
 		slog.Debug("transient store error, retrying", "op", what, "attempt", attempt, "in", sleep.Round(time.Millisecond), "err", err)
 		select {
 		case <-ctx.Done():

@@ -50,12 +50,15 @@ func ParseRecipients(specs []string) ([]age.Recipient, error) {
 				out = append(out, r)
 				continue
 			}
+			if keyLike(s) {
+				return nil, fmt.Errorf("%w: a recipient is an age secret key: give its public key (age1..., printed by 'walvault keygen'); the secret key belongs only where restores run", ErrBadKey)
+			}
 			f, err := os.Open(s) // #nosec G304 -- a path the operator configured
 			if err != nil {
 				return nil, fmt.Errorf("%w: recipient %q is neither an age public key (age1...) nor a readable file: %v", ErrBadKey, short(s), err)
 			}
 			rs, err := age.ParseRecipients(f)
-			f.Close()
+			_ = f.Close()
 			if err != nil {
 				return nil, fmt.Errorf("%w: recipients file %s: %v", ErrBadKey, s, err)
 			}
@@ -63,6 +66,13 @@ func ParseRecipients(specs []string) ([]age.Recipient, error) {
 		}
 	}
 	return out, nil
+}
+
+// keyLike reports whether s is an age secret key given where a file name
+// or a public key belongs. Messages must not echo it: they end up in
+// PostgreSQL's log.
+func keyLike(s string) bool {
+	return strings.HasPrefix(strings.ToUpper(strings.TrimSpace(s)), "AGE-SECRET-KEY-")
 }
 
 func short(s string) string {
@@ -75,6 +85,9 @@ func short(s string) string {
 // LoadIdentities reads an age identity file. Files readable by group or
 // others are refused unless allowInsecure: a leaked key opens every archive.
 func LoadIdentities(path string, allowInsecure bool) ([]age.Identity, error) {
+	if keyLike(path) {
+		return nil, fmt.Errorf("%w: the identity file setting holds an age secret key, not a file name: put the key in a file (mode 0600) and give its path", ErrBadKey)
+	}
 	st, err := os.Stat(path)
 	if err != nil {
 		return nil, fmt.Errorf("%w: identity file %s: %v", ErrBadKey, path, err)
@@ -138,11 +151,11 @@ func Generate(path string) (string, error) {
 	w := bufio.NewWriter(f)
 	fmt.Fprintf(w, "# created: %s\n# public key: %s\n%s\n", time.Now().UTC().Format(time.RFC3339), id.Recipient(), id)
 	if err := w.Flush(); err != nil {
-		f.Close()
+		_ = f.Close()
 		return "", err
 	}
 	if err := f.Sync(); err != nil {
-		f.Close()
+		_ = f.Close()
 		return "", err
 	}
 	return id.Recipient().String(), f.Close()

@@ -23,7 +23,7 @@ func realSegments(b *testing.B, n int) (string, []string) {
 	b.Helper()
 	c := pgtest.New(b, pgtest.Options{Conf: []string{"max_wal_size = '4GB'", "wal_keep_size = '4GB'"}})
 	c.Start()
-	c.Run("pgbench", "-i", "-s", strconv.Itoa(n + 3), "-q")
+	c.Run("pgbench", "-i", "-s", strconv.Itoa(n+3), "-q")
 	c.SwitchWAL()
 	ents, _ := os.ReadDir(filepath.Join(c.Data, "pg_wal"))
 	dir := pgtest.WorkDir(b)

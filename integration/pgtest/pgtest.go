@@ -33,7 +33,7 @@ func BinDir() (string, error) {
 		if d == "" {
 			continue
 		}
-		if _, err := os.Stat(filepath.Join(d, "initdb")); err == nil {
+		if _, err := os.Stat(filepath.Join(d, "initdb")); err == nil { // #nosec G703 -- candidate directories of the test run's own configuration
 			return d, nil
 		}
 	}
@@ -73,7 +73,7 @@ func ServerOwner() (Owner, error) {
 
 // Cmd prepares a command that runs as the server owner.
 func (o Owner) Cmd(ctx context.Context, name string, args ...string) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, name, args...)
+	cmd := exec.CommandContext(ctx, name, args...) // #nosec G204 -- PostgreSQL's own binaries, run by the tests
 	if o.AsOther {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(o.Uid), Gid: uint32(o.Gid)}} // #nosec G115 -- ids from /etc/passwd
 	}
@@ -89,7 +89,7 @@ func (o Owner) Chown(path string) error {
 		if err != nil {
 			return err
 		}
-		return os.Lchown(p, o.Uid, o.Gid)
+		return os.Lchown(p, o.Uid, o.Gid) // #nosec G122 -- a test's own fresh directory: nobody else writes there
 	})
 }
 
@@ -105,7 +105,7 @@ func WorkDir(t testing.TB) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Chmod(dir, 0o755); err != nil {
+	if err := os.Chmod(dir, 0o755); err != nil { // #nosec G302 -- the server owner must traverse it
 		t.Fatal(err)
 	}
 	if err := o.Chown(dir); err != nil {
@@ -143,19 +143,19 @@ func Walvault(t testing.TB) string {
 			buildErr = err
 			return
 		}
-		_ = os.Chmod(dir, 0o755)
+		_ = os.Chmod(dir, 0o755) // #nosec G302 -- the server owner runs the binary in it
 		buildPath = filepath.Join(dir, "walvault")
 		if src := os.Getenv("WALVAULT_BIN"); src != "" {
-			data, err := os.ReadFile(src) // #nosec G304 -- test input
+			data, err := os.ReadFile(src) // #nosec G304 G703 -- WALVAULT_BIN, the tester's choice
 			if err == nil {
-				err = os.WriteFile(buildPath, data, 0o755) // #nosec G306 -- an executable
+				err = os.WriteFile(buildPath, data, 0o755) // #nosec G306 G703 -- an executable, in our own temporary directory
 			}
 			buildErr = err
 			return
 		}
 		_, here, _, _ := runtime.Caller(0)
 		root := filepath.Join(filepath.Dir(here), "..", "..")
-		cmd := exec.Command("go", "build", "-o", buildPath, "./cmd/walvault")
+		cmd := exec.Command("go", "build", "-o", buildPath, "./cmd/walvault") // #nosec G204 -- builds this repository's command
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("building walvault: %v\n%s", err, out)
@@ -214,7 +214,7 @@ func New(t testing.TB, opts Options) *Cluster {
 		c.Data = filepath.Join(work, "data")
 	}
 	for _, d := range []string{c.Sock} {
-		if err := os.Mkdir(d, 0o755); err != nil {
+		if err := os.Mkdir(d, 0o755); err != nil { // #nosec G301 -- the server owner must traverse it
 			t.Fatal(err)
 		}
 		_ = o.Chown(d)
@@ -330,7 +330,7 @@ func (c *Cluster) Psql(sql string) string {
 
 // TryPsql is Psql returning the error.
 func (c *Cluster) TryPsql(sql string) (string, error) {
-	cmd := exec.Command(filepath.Join(c.Bin, "psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", c.ConnString(""), "-c", sql)
+	cmd := exec.Command(filepath.Join(c.Bin, "psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", c.ConnString(""), "-c", sql) // #nosec G204 -- psql of the cluster under test, SQL from the test
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -343,7 +343,7 @@ func (c *Cluster) TryPsql(sql string) (string, error) {
 // Run runs a client binary (pgbench, pg_dump, ...) against the cluster.
 func (c *Cluster) Run(name string, args ...string) string {
 	c.t.Helper()
-	cmd := exec.Command(filepath.Join(c.Bin, name), args...)
+	cmd := exec.Command(filepath.Join(c.Bin, name), args...) // #nosec G204 -- client binaries of the cluster under test
 	cmd.Env = append(os.Environ(), c.PGEnv()...)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
