@@ -126,7 +126,9 @@ func download(ctx context.Context, cfg *Config, key, name, tmp string) (sum stri
 	}
 	sum = hex.EncodeToString(h.Sum(nil))
 	if want := info.Metadata[MetaSHA256]; want == "" {
-		slog.Warn("object has no checksum metadata; relying on the codec's own checks", "file", name)
+		// Every object walvault writes has one; without it nothing can vouch
+		// for the content (a damaged frame header reads as raw data).
+		return "", 0, fmt.Errorf("%w: %s in %s has no %s metadata: it was not written by walvault or its metadata was lost in a copy", ErrIntegrity, name, cfg.Store, MetaSHA256)
 	} else if want != sum {
 		return "", 0, fmt.Errorf("%w: %s in %s: content checksum %.12s… does not match the recorded %.12s…: the stored object is damaged", ErrIntegrity, name, cfg.Store, sum, want)
 	}

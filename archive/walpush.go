@@ -260,15 +260,18 @@ func pushFile(ctx context.Context, cfg *Config, path string, wf WALFile, spool s
 	meta := map[string]string{MetaSHA256: sum, MetaSize: strconv.FormatInt(fi.Size(), 10)}
 	var stored int64
 	opts := cloud.PutOptions{Metadata: meta, IfAbsent: true, SizeHint: fi.Size()}
-	err = cloud.Retry(ctx, cloud.DefaultRetry, "push "+wf.Name, func() error {
-		if p.encoded != nil {
-			stored = int64(len(p.encoded))
-			return cfg.Store.Put(ctx, key, bytes.NewReader(p.encoded), opts)
-		}
-		var err error
-		stored, err = putEncoded(ctx, cfg, key, io.NewSectionReader(f, 0, fi.Size()), opts)
-		return err
-	})
+	if p.encoded != nil {
+		// A seekable body: the store's retry decorator retries it.
+		stored = int64(len(p.encoded))
+		err = cfg.Store.Put(ctx, key, bytes.NewReader(p.encoded), opts)
+	} else {
+		// A stream the decorator cannot rewind: retry here, re-reading the file.
+		err = cloud.Retry(ctx, cloud.DefaultRetry, "push "+wf.Name, func() error {
+			var err error
+			stored, err = putEncoded(ctx, cfg, key, io.NewSectionReader(f, 0, fi.Size()), opts)
+			return err
+		})
+	}
 	if errors.Is(err, cloud.ErrExists) {
 		// Another writer won the race; it is fine if it wrote the same thing.
 		same, cerr := compareStored(ctx, cfg.Store, key, sum)
@@ -282,7 +285,7 @@ func pushFile(ctx context.Context, cfg *Config, path string, wf WALFile, spool s
 		return res, nil
 	}
 	if err != nil {
-		return res, asStoreErr(fmt.Errorf("%s: uploading %s: %w", cfg.Store, wf.Name, err))
+		return res, asStoreErr(fmt.Errorf("uploading %s: %w", wf.Name, err))
 	}
 	res.StoredBytes = stored
 	return res, nil

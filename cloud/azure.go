@@ -148,7 +148,7 @@ func openAzure(_ context.Context, loc Location, opts Options) (Store, error) {
 	copts := &container.ClientOptions{ClientOptions: azcore.ClientOptions{
 		// Bounded retries: a dead endpoint must fail wal-push in seconds.
 		Retry:     policy.RetryOptions{MaxRetries: 2, RetryDelay: 100 * time.Millisecond, MaxRetryDelay: 2 * time.Second},
-		Transport: &http.Client{Transport: newHTTPTransport()}, // stall detection, see transport.go
+		Transport: &http.Client{Transport: newHTTPTransport(opts.idleTimeout())}, // stall detection, see transport.go
 	}}
 	containerURL := st.endpoint + "/" + url.PathEscape(loc.Bucket)
 	var client *container.Client

@@ -121,5 +121,5 @@ func stalled(what string, err error) (error, bool) {
 	if !errors.Is(err, os.ErrDeadlineExceeded) {
 		return nil, false
 	}
-	return Permanent(newStoreError(fmt.Sprintf("%s: no data moved for %s: the connection or the server stalled", what, ioTimeout), err)), true
+	return Permanent(newStoreError(fmt.Sprintf("%s: no data moved within the I/O timeout (--io-timeout): the connection or the server stalled", what), err)), true
 }

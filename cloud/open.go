@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 )
 
 // Options carries the settings backends read besides the URL. Credentials
@@ -31,6 +32,17 @@ type Options struct {
 	// PartSize bounds the bytes a backend buffers per upload part; 0 picks
 	// the backend's default.
 	PartSize int64
+	// IOTimeout fails a connection on which no data moves for this long;
+	// 0 means 60 s.
+	IOTimeout time.Duration
+}
+
+// idleTimeout is the I/O timeout in force.
+func (o Options) idleTimeout() time.Duration {
+	if o.IOTimeout > 0 {
+		return o.IOTimeout
+	}
+	return ioTimeout
 }
 
 // Location is a parsed store URL: scheme://bucket/prefix.

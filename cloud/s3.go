@@ -57,8 +57,8 @@ func openS3(ctx context.Context, loc Location, opts Options) (Store, error) {
 	}
 	// Bounded connect time and stall detection (see transport.go).
 	httpClient := awshttp.NewBuildableClient().WithTransportOptions(func(tr *http.Transport) {
-		tr.DialContext = idleDialer(ioTimeout)
-		tr.IdleConnTimeout = min(tr.IdleConnTimeout, ioTimeout/2)
+		tr.DialContext = idleDialer(opts.idleTimeout())
+		tr.IdleConnTimeout = min(tr.IdleConnTimeout, opts.idleTimeout()/2)
 	})
 	loadOpts = append(loadOpts, config.WithHTTPClient(httpClient))
 	// Reads only environment and shared config files: no network.

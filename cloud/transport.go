@@ -11,7 +11,8 @@ import (
 	"time"
 )
 
-// ioTimeout fails a connection on which nothing moves for this long. The
+// ioTimeout, the default of Options.IOTimeout, fails a connection on which
+// nothing moves for this long. The
 // SDKs have no such limit by default, and a stalled upload or a server that
 // never answers would hang wal-push, and PostgreSQL's archiver with it. It
 // plays the part of pgBackRest's io-timeout (also 60 s by default).
@@ -85,16 +86,16 @@ func idleDialer(timeout time.Duration) func(ctx context.Context, network, addr s
 
 // newHTTPTransport is the transport for backends whose SDK takes one. Idle
 // connections are dropped well before their deadline could fire.
-func newHTTPTransport() *http.Transport {
+func newHTTPTransport(timeout time.Duration) *http.Transport {
 	return &http.Transport{
 		Proxy:       http.ProxyFromEnvironment,
-		DialContext: idleDialer(ioTimeout),
+		DialContext: idleDialer(timeout),
 		// HTTP/1.1 only: object stores speak it, and one stream per
 		// connection is what makes the idle deadline mean "stalled".
 		ForceAttemptHTTP2:     false,
 		MaxIdleConns:          100,
 		MaxIdleConnsPerHost:   16,
-		IdleConnTimeout:       min(30*time.Second, ioTimeout/2),
+		IdleConnTimeout:       min(30*time.Second, timeout/2),
 		TLSHandshakeTimeout:   10 * time.Second,
 		ExpectContinueTimeout: time.Second,
 		TLSClientConfig:       &tls.Config{MinVersion: tls.VersionTLS12},

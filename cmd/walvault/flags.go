@@ -44,6 +44,7 @@ func storeFlags() []cli.Flag {
 		stringFlag("identity-file", "age identity (private key) file used to decrypt", ""),
 		boolFlag("allow-insecure-identity", "accept an identity file readable by group or others"),
 		stringFlag("log-level", "debug, info, warn or error", "info"),
+		durationFlag("io-timeout", "give up on a store connection on which no data moves for this long", "60s"),
 		stringFlag("s3-endpoint", "S3-compatible endpoint URL (default: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, or AWS)", ""),
 		boolFlag("s3-path-style", "path-style S3 addressing (most S3-compatible servers need it)"),
 		stringFlag("s3-region", "S3 region (default: AWS_REGION or us-east-1)", ""),

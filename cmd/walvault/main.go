@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/urfave/cli/v2"
 	"github.com/urfave/cli/v2/altsrc"
@@ -232,7 +233,9 @@ func setupLogging(c *cli.Context) error {
 }
 
 func storeOptions(c *cli.Context) cloud.Options {
+	timeout, _ := time.ParseDuration(c.String("io-timeout")) // checked by openArchive; 0 is the default
 	return cloud.Options{
+		IOTimeout:            timeout,
 		S3Endpoint:           c.String("s3-endpoint"),
 		S3PathStyle:          c.Bool("s3-path-style"),
 		S3Region:             c.String("s3-region"),
@@ -253,6 +256,9 @@ func storeOptions(c *cli.Context) cloud.Options {
 func openArchive(c *cli.Context, needDecrypt bool) (*archive.Config, error) {
 	if err := setupLogging(c); err != nil {
 		return nil, err
+	}
+	if d, err := time.ParseDuration(c.String("io-timeout")); err != nil || d <= 0 {
+		return nil, usageError("--io-timeout %q: use a positive duration such as 30s or 2m", c.String("io-timeout"))
 	}
 	cfg := &archive.Config{}
 	if hasFlag(c.Command.Flags, "compression") {

@@ -265,7 +265,10 @@ func (c *Cluster) TryStart() error {
 	cmd := c.Owner.Cmd(context.Background(), filepath.Join(c.Bin, "pg_ctl"), "-D", c.Data, "-l", c.Log, "-o", opts, "-w", "-t", "120", "start")
 	cmd.Env = append(os.Environ(), c.Env...)
 	if c.Owner.AsOther {
-		_ = os.WriteFile(c.Log, nil, 0o644) // #nosec G306 -- test log
+		// Create the log for the server's user; keep it across restarts.
+		if f, err := os.OpenFile(c.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644); err == nil { // #nosec G302,G304 -- test log
+			_ = f.Close()
+		}
 		_ = os.Chown(c.Log, c.Owner.Uid, c.Owner.Gid)
 	}
 	out, err := cmd.CombinedOutput()
