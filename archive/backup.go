@@ -347,7 +347,7 @@ func (r *backupRun) uploadPart(ctx context.Context, idx int, spc uint32, sizeHin
 		c.Store = &teeStore{Store: r.cfg.Store, h: sha256.New(), prog: r.prog}
 		c.Codec.Concurrency = codecConcurrency()
 		stored, err := putEncoded(ctx, &c, key, pr, cloud.PutOptions{IfAbsent: true, SizeHint: sizeHint})
-		pr.CloseWithError(errPartAborted)
+		_ = pr.CloseWithError(errPartAborted)
 		perr := <-done
 		if perr != nil && !errors.Is(perr, errPartAborted) {
 			return perr // the cause, e.g. a file that cannot be read

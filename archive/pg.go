@@ -57,7 +57,7 @@ func connectPG(ctx context.Context, dsn string) (*pgServer, error) {
 	}
 	s := &pgServer{conn: conn}
 	if err := s.load(ctx); err != nil {
-		conn.Close(context.Background())
+		_ = conn.Close(context.Background())
 		return nil, err
 	}
 	return s, nil

@@ -297,13 +297,13 @@ func (x *extractor) openRoots(dest string, spcs []Tablespace) error {
 	open := func(oid uint32, dir string) error {
 		// Parents as a packaged PostgreSQL has them (traversable), the
 		// directory itself private.
-		if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil { // #nosec G301 -- the parent of a tablespace directory: other users may need to traverse it, as for any directory above PGDATA
 			return err
 		}
 		if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 			return err
 		}
-		if err := os.Chmod(dir, 0o700); err != nil {
+		if err := os.Chmod(dir, 0o700); err != nil { // #nosec G302 -- a directory, 0700 as PostgreSQL requires
 			return err
 		}
 		r, err := os.OpenRoot(dir)
@@ -536,7 +536,7 @@ func (x *extractor) writeFile(oid uint32, root *os.Root, rel string, f *File, hd
 		if k > 0 {
 			crc = crc32.Update(crc, castagnoli, buf[:k])
 			if _, err := out.Write(buf[:k]); err != nil {
-				out.Close()
+				_ = out.Close()
 				return fmt.Errorf("writing %s: %w", out.Name(), err)
 			}
 			n += int64(k)
@@ -546,22 +546,22 @@ func (x *extractor) writeFile(oid uint32, root *os.Root, rel string, f *File, hd
 			break
 		}
 		if rerr != nil {
-			out.Close()
+			_ = out.Close()
 			return rerr
 		}
 	}
 	if n != f.Size || crcHex(crc) != f.CRC32C {
-		out.Close()
+		_ = out.Close()
 		return fmt.Errorf("%w: %s fails its checksum (CRC-32C %s over %d bytes, the manifest says %s over %d)", ErrIntegrity, f.Path, crcHex(crc), n, f.CRC32C, f.Size)
 	}
 	if perm&0o077 != 0 || x.force {
 		if err := out.Chmod(perm); err != nil { // umask or an old file may differ
-			out.Close()
+			_ = out.Close()
 			return err
 		}
 	}
 	if err := root.Chtimes(rel, f.MTime, f.MTime); err != nil {
-		out.Close()
+		_ = out.Close()
 		return err
 	}
 	syncq <- out
@@ -680,11 +680,11 @@ func writeRecovery(root *os.Root, s recoverySettings, m *Manifest) error {
 		return fmt.Errorf("writing %s: %w", s.File, err)
 	}
 	if _, err := f.WriteString(text); err != nil {
-		f.Close()
+		_ = f.Close()
 		return err
 	}
 	if err := f.Sync(); err != nil {
-		f.Close()
+		_ = f.Close()
 		return err
 	}
 	if err := f.Close(); err != nil {

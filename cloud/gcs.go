@@ -177,7 +177,7 @@ func (s *gcsStore) Get(ctx context.Context, key string) (io.ReadCloser, ObjectIn
 	res := <-ac
 	if res.err != nil {
 		if rd != nil {
-			rd.Close()
+			_ = rd.Close()
 		}
 		return nil, ObjectInfo{}, s.mapErr(ctx, "get", key, res.err)
 	}
@@ -185,7 +185,7 @@ func (s *gcsStore) Get(ctx context.Context, key string) (io.ReadCloser, ObjectIn
 		return rd, gcsInfo(key, res.a), nil
 	}
 	if rd != nil {
-		rd.Close()
+		_ = rd.Close()
 	}
 	rd, err := obj.Generation(res.a.Generation).NewReader(ctx)
 	if err != nil {

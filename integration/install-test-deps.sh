@@ -29,3 +29,13 @@ if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
 fi
 
 bash "$(dirname "$0")/install-test-servers.sh" "$cache"
+
+# Linters CI runs, pinned, through the Go module proxy.
+if [[ ! -x $cache/bin/gosec ]]; then
+  echo "installing gosec v2.30.0 into $cache/bin"
+  GOBIN="$cache/bin" go install github.com/securego/gosec/v2/cmd/gosec@v2.30.0
+fi
+if [[ ! -x $cache/bin/staticcheck ]]; then
+  echo "installing staticcheck v0.8.2 into $cache/bin"
+  GOBIN="$cache/bin" go install honnef.co/go/tools/cmd/staticcheck@v0.8.2
+fi

@@ -139,7 +139,7 @@ func testRetry(t *testing.T, s cloud.Store, h Hooks) {
 	if err != nil {
 		t.Fatalf("Get through a transient failure: %v", err)
 	}
-	rc.Close()
+	_ = rc.Close()
 	if info.Size != int64(len(data)) {
 		t.Errorf("Get info size %d", info.Size)
 	}

@@ -93,7 +93,7 @@ func ctxT(t *testing.T) context.Context {
 // pattern returns a deterministic stream of n bytes for seed.
 func pattern(seed uint64, n int64) io.Reader {
 	var s [32]byte
-	s[0], s[1] = byte(seed), byte(seed>>8)
+	s[0], s[1] = byte(seed), byte(seed>>8) // #nosec G115 -- truncation intended: a test pattern
 	return io.LimitReader(rand.NewChaCha8(s), n)
 }
 
@@ -130,7 +130,7 @@ func mustNotExist(t *testing.T, s cloud.Store, key string) {
 	}
 	if rc, _, err := s.Get(ctxT(t), key); !errors.Is(err, cloud.ErrNotFound) {
 		if rc != nil {
-			rc.Close()
+			_ = rc.Close()
 		}
 		t.Fatalf("Get(%q) error = %v; want ErrNotFound", key, err)
 	}
@@ -146,7 +146,7 @@ func checkModTime(t *testing.T, what string, m time.Time) {
 func testRoundTripSmall(t *testing.T, s cloud.Store, h Hooks) {
 	for _, n := range []int64{0, 1, 4097, 1 << 20} {
 		key := fmt.Sprintf("small/%d", n)
-		want := patternBytes(uint64(n), n)
+		want := patternBytes(uint64(n), n) // #nosec G115 -- n is a small positive size
 		put(t, s, key, want, cloud.PutOptions{})
 		got, info := get(t, s, key)
 		if !bytes.Equal(got, want) {
@@ -186,7 +186,7 @@ type hashingReader struct {
 
 func (hr *hashingReader) Read(p []byte) (int, error) {
 	n, err := hr.r.Read(p)
-	hr.h.Write(p[:n])
+	_, _ = hr.h.Write(p[:n]) // hash.Hash.Write never fails
 	hr.n += int64(n)
 	return n, err
 }
@@ -257,7 +257,7 @@ func testMetadata(t *testing.T, s cloud.Store, h Hooks) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		rc.Close()
+		_ = rc.Close()
 		if !maps.Equal(info.Metadata, meta) {
 			t.Errorf("%s: Get metadata = %v; want %v", tc.key, info.Metadata, meta)
 		}
@@ -309,7 +309,7 @@ func testNotFound(t *testing.T, s cloud.Store, h Hooks) {
 	rc, _, err := s.Get(ctxT(t), "no/such/key")
 	if !errors.Is(err, cloud.ErrNotFound) {
 		if rc != nil {
-			rc.Close()
+			_ = rc.Close()
 		}
 		t.Fatalf("Get of a missing key: %v; want ErrNotFound", err)
 	}

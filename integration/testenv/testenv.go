@@ -52,7 +52,7 @@ const (
 // loopback only and live as long as a test.
 const (
 	S3AccessKey    = "walvault-test"
-	S3SecretKey    = "walvault-test-secret-9f3c1e7a"
+	S3SecretKey    = "walvault-test-secret-9f3c1e7a" // #nosec G101 -- a throwaway credential for a loopback test server
 	S3Region       = "us-east-1"
 	AzureAccount   = "devstoreaccount1"
 	AzureKey       = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
@@ -162,7 +162,7 @@ func Start(kind Kind, dir string) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{Kind: kind, DataDir: filepath.Join(dir, "data"), LogFile: filepath.Join(dir, string(kind)+".log"), bin: bin}
-	if err := os.MkdirAll(s.DataDir, 0o755); err != nil {
+	if err := os.MkdirAll(s.DataDir, 0o755); err != nil { // #nosec G301 -- test data, readable for debugging
 		return nil, fmt.Errorf("testenv: %w", err)
 	}
 	setProcessCredentials(kind)
@@ -230,7 +230,7 @@ func (s *Server) configure(port int) {
 }
 
 func (s *Server) start() error {
-	logf, err := os.OpenFile(s.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	logf, err := os.OpenFile(s.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644) // #nosec G302 -- a test server log
 	if err != nil {
 		return fmt.Errorf("testenv: %w", err)
 	}
@@ -240,10 +240,10 @@ func (s *Server) start() error {
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = sysProcAttr()
 	if err := cmd.Start(); err != nil {
-		logf.Close()
+		_ = logf.Close()
 		return fmt.Errorf("testenv: starting %s: %w", s.bin, err)
 	}
-	logf.Close()
+	_ = logf.Close()
 	done := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(done) }()
 	s.mu.Lock()
@@ -276,7 +276,7 @@ func (s *Server) waitReady(done <-chan struct{}) error {
 		}
 		resp, err := client.Get(url)
 		if err == nil {
-			resp.Body.Close()
+			_ = resp.Body.Close()
 			if s.Kind == Azure || resp.StatusCode == http.StatusOK {
 				return nil
 			}
