@@ -73,6 +73,13 @@ func PushWAL(ctx context.Context, cfg *Config, path string, opts PushOptions) (P
 	if opts.Concurrency > 1 && pushedDir != "" {
 		others = readyToPushAhead(walDir, pushedDir, name, opts.Concurrency-1)
 	}
+	if len(others) > 0 {
+		// Parallelism comes from the files; one compressor goroutine per
+		// file keeps memory (and peak RSS) in proportion.
+		c := *cfg
+		c.Codec.Concurrency = 1
+		cfg = &c
+	}
 	var wg sync.WaitGroup
 	for _, other := range others {
 		wg.Add(1)
@@ -331,12 +338,12 @@ func hashAndEncode(r io.Reader, size int64, s codec.Settings) (string, []byte, e
 	h := sha256.New()
 	var buf boundedBuffer
 	// Room for a 4:1 ratio up front saves the buffer's copies as it grows.
-	buf.Grow(int(min(size/4+64<<10, encodeInMemoryLimit)))
+	buf.Grow(int(min(size/6+64<<10, encodeInMemoryLimit)))
 	enc, err := codec.NewWriter(&buf, s)
 	if err != nil {
 		return "", nil, err
 	}
-	chunk := make([]byte, 1<<20)
+	chunk := make([]byte, 256<<10)
 	for {
 		n, rerr := io.ReadFull(r, chunk)
 		if n > 0 {

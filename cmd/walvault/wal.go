@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime/debug"
 	"strconv"
 	"syscall"
 	"time"
@@ -88,7 +87,6 @@ func walPush(c *cli.Context) error {
 		return err
 	}
 	start := time.Now()
-	shortLivedGC()
 	cfg, err := openArchive(c, false)
 	if err != nil {
 		return err
@@ -117,7 +115,6 @@ func walFetch(c *cli.Context) error {
 	if err := wantArgs(c, 2, "NAME (%f) and DEST (%p)"); err != nil {
 		return err
 	}
-	shortLivedGC()
 	cfg, err := openArchive(c, true)
 	if err != nil {
 		return err
@@ -172,15 +169,6 @@ func startPrefetcher(c *cli.Context, name string, segSize int64, spool string) {
 		return
 	}
 	_ = cmd.Process.Release()
-}
-
-// shortLivedGC trades the collector's work for a bounded heap: archive and
-// restore commands live for tens of milliseconds, in which the default
-// collector would run many cycles over a heap that only grows to a few tens
-// of MiB. The memory limit keeps peak RSS bounded all the same.
-func shortLivedGC() {
-	debug.SetGCPercent(-1)
-	debug.SetMemoryLimit(48 << 20)
 }
 
 func flagValues(c *cli.Context, name string) []string {
