@@ -109,13 +109,15 @@ func BenchmarkArchiverDrain64(b *testing.B) {
 	}
 }
 
-// drain lets n or more segments pile up as .ready with archiving switched off, then
-// turns walvault on and times the archiver until the last one is stored.
+// drain lets n or more segments pile up as .ready (archive_mode on with an
+// empty archive_command: PostgreSQL waits without failing, so no retry
+// back-off pollutes the timing), then sets walvault as archive_command and
+// times the archiver until the last one is stored.
 func drain(b *testing.B, tg *target, conc, n int) time.Duration {
 	bin := pgtest.Walvault(b)
 	c := pgtest.New(b, pgtest.Options{
 		Env: append(tg.Env, "AWS_EC2_METADATA_DISABLED=true", fmt.Sprintf("WALVAULT_UPLOAD_CONCURRENCY=%d", conc)),
-		Conf: []string{"archive_mode = on", "archive_command = '/bin/false'", "max_wal_size = '4GB'",
+		Conf: []string{"archive_mode = on", "archive_command = ''", "max_wal_size = '4GB'",
 			"log_min_messages = fatal"},
 	})
 	c.Start()
