@@ -42,6 +42,7 @@ FUZZTIME ?= 5s
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseWALName$$' -fuzztime $(FUZZTIME) ./archive
 	$(GO) test -run '^$$' -fuzz '^FuzzParsePageHeader$$' -fuzztime $(FUZZTIME) ./archive
+	$(GO) test -run '^$$' -fuzz '^FuzzManifest$$' -fuzztime $(FUZZTIME) ./archive
 	$(GO) test -run '^$$' -fuzz '^FuzzNewReader$$' -fuzztime $(FUZZTIME) ./archive/codec
 	$(GO) test -run '^$$' -fuzz '^FuzzCodecIntegrity$$' -fuzztime $(FUZZTIME) ./archive/codec
 

@@ -108,6 +108,9 @@ func Restore(ctx context.Context, cfg *Config, opts RestoreOptions) (*RestoreRes
 	if m.Encrypted && len(cfg.Identities) == 0 {
 		return nil, fmt.Errorf("%w: backup %s is encrypted: give the identity file with --identity-file", ErrBadInput, m.Name)
 	}
+	if err := CheckWALReachable(ctx, cfg, m, opts.Target); err != nil {
+		return nil, err
+	}
 	spcs, err := mapTablespaces(m, opts.TablespaceMap, dest, opts.Force)
 	if err != nil {
 		return nil, err
@@ -673,6 +676,9 @@ func (x *extractor) chownAll(spcs []Tablespace) error {
 // writeRecovery writes the signal file and appends the recovery settings.
 func writeRecovery(root *os.Root, s recoverySettings, m *Manifest) error {
 	o := m.Owner
+	if err := disableOldRecovery(root, s.File); err != nil {
+		return err
+	}
 	text := fmt.Sprintf("\n# Added by walvault restore of backup %s at %s.\n%s\n",
 		m.Name, time.Now().UTC().Format(time.RFC3339), strings.Join(s.Lines, "\n"))
 	f, err := root.OpenFile(s.File, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
@@ -708,4 +714,32 @@ func writeRecovery(root *os.Root, s recoverySettings, m *Manifest) error {
 		}
 	}
 	return nil
+}
+
+// disableOldRecovery comments out the recovery settings an earlier restore
+// left in the settings file: a backup taken from a restored server carries
+// them in postgresql.auto.conf, and a stale recovery_target_time would stop
+// this recovery short of what it was asked for.
+func disableOldRecovery(root *os.Root, file string) error {
+	b, err := root.ReadFile(file)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("reading %s: %w", file, err)
+	}
+	lines := strings.Split(string(b), "\n")
+	changed := false
+	for i, l := range lines {
+		k, _, ok := strings.Cut(strings.TrimSpace(l), "=")
+		k = strings.TrimSpace(k)
+		if ok && (k == "restore_command" || k == "standby_mode" || strings.HasPrefix(k, "recovery_target")) {
+			lines[i] = "# disabled by walvault restore: " + l
+			changed = true
+		}
+	}
+	if !changed {
+		return nil
+	}
+	return root.WriteFile(file, []byte(strings.Join(lines, "\n")), 0o600)
 }

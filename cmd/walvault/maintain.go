@@ -1,0 +1,466 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/urfave/cli/v2"
+	"github.com/urfave/cli/v2/altsrc"
+
+	"filippo.io/age"
+
+	"github.com/walvault/walvault/archive"
+	"github.com/walvault/walvault/cloud"
+	"github.com/walvault/walvault/crypto"
+)
+
+// Maintenance commands: retention (delete, backup-mark), verify, check.
+
+func init() {
+	register(maintainCommands)
+}
+
+func maintainCommands() []*cli.Command {
+	return []*cli.Command{
+		{
+			Name:  "delete",
+			Usage: "apply a retention policy: delete old backups and the WAL no kept backup needs (dry run unless --confirm)",
+			Description: "Every rule given keeps some backups; a backup is deleted only when no rule keeps it. The newest backup,\n" +
+				"permanent backups (and the WAL that makes them consistent) and the newest backup that can restore to the\n" +
+				"latest archived WAL are always kept. Backups are ordered by the time they finished, never by timeline.\n" +
+				"WAL goes when no kept backup needs it and it is older than the kept backups; history files stay.\n" +
+				"Without --confirm nothing is deleted: the plan is printed, with the reason for every decision.",
+			Flags: join(storeFlags(), []cli.Flag{
+				intFlag("retain-full", "keep the N newest backups", 0),
+				stringFlag("before", "keep the backups that finished at or after this time (e.g. '2026-11-01 00:00:00+00'); older ones may go", ""),
+				stringFlag("retain-window", "keep every backup needed to restore to any moment of this last period (e.g. 7d, 2w, 36h)", ""),
+				intFlag("min-keep", "never keep fewer than the N newest backups", 0),
+				durationFlag("orphan-age", "delete a backup folder without manifest (interrupted backup) only once it is this old", "24h"),
+				boolFlag("confirm", "delete (without it: a dry run that only prints the plan)"),
+				boolFlag("json", "print the plan (and the result) as JSON"),
+			}),
+			Action: deleteCmd,
+		},
+		{
+			Name:      "backup-mark",
+			Usage:     "mark a backup permanent (never deleted by retention) or not",
+			ArgsUsage: "NAME",
+			Flags: join(storeFlags(), []cli.Flag{
+				boolFlag("permanent", "mark the backup permanent"),
+				boolFlag("no-permanent", "clear the mark: retention rules apply to the backup again"),
+			}),
+			Action: backupMark,
+		},
+		{
+			Name:  "verify",
+			Usage: "check that backups and the WAL they need are whole; exit 0 only if everything checked is",
+			Description: "For every backup (or --backup NAME): each part is in the store with its recorded size; with --full\n" +
+				"(the default for a single backup) each part is downloaded, decrypted and decompressed, and its SHA-256\n" +
+				"and every file's CRC-32C are checked against the manifest. Then WAL continuity: from each backup's start\n" +
+				"to the newest archived segment on every timeline it can follow (through the history files), with every\n" +
+				"gap as a range, and for each backup the latest point it can be restored to. Exit 7 when anything is\n" +
+				"missing or damaged.",
+			Flags: join(storeFlags(), []cli.Flag{
+				stringFlag("backup", "check only this backup (and then fully, unless --full=false)", ""),
+				boolFlag("full", "download and check every part's and every file's checksum (needs --identity-file for encrypted backups)"),
+				intFlag("download-concurrency", "parts read at once with --full", 4),
+				boolFlag("json", "print the report as JSON"),
+			}),
+			Action: verifyCmd,
+		},
+		{
+			Name:  "check",
+			Usage: "check the set-up: PostgreSQL's archiving settings, archive_command, the store, the keys, and a real segment reaching the store",
+			Description: "Connects like psql (PGHOST, ... or --dbname) and to the store. Prints each check as ok, FAIL (with the\n" +
+				"fix), warn (could not tell) or skip. Exit 7 if any check FAILs.",
+			Flags: join(storeFlags(), []cli.Flag{
+				stringFlag("dbname", "libpq connection string or URI (default: the PG* environment variables)", ""),
+				sliceFlag("recipient", "age public key or recipients file archive_command encrypts to, when check cannot see it"),
+				durationFlag("timeout", "how long to wait for the switched segment to reach the store", "60s"),
+				boolFlag("no-switch", "do not force a WAL segment switch"),
+				boolFlag("json", "print the results as JSON"),
+			}),
+			Action: checkCmd,
+		},
+	}
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func deleteCmd(c *cli.Context) error {
+	if err := wantArgs(c, 0, "no arguments"); err != nil {
+		return err
+	}
+	pol := archive.RetentionPolicy{RetainFull: c.Int("retain-full"), MinKeep: c.Int("min-keep")}
+	if pol.RetainFull < 0 || pol.MinKeep < 0 {
+		return usageError("--retain-full and --min-keep take a positive number")
+	}
+	if s := c.String("before"); s != "" {
+		t, err := archive.ParseTargetTime(s)
+		if err != nil {
+			return usageError("--before %q: expected a time such as '2026-11-01 00:00:00+00' or 2026-11-01", s)
+		}
+		pol.Before = &t
+	}
+	if s := c.String("retain-window"); s != "" {
+		d, err := archive.ParseWindow(s)
+		if err != nil {
+			return usageError("--retain-window %q: expected a duration such as 7d, 2w, 36h or 1d12h", s)
+		}
+		pol.RetainWindow = d
+	}
+	if pol.RetainFull == 0 && pol.Before == nil && pol.RetainWindow == 0 {
+		return usageError("give a retention rule: --retain-full N, --before TIME or --retain-window DURATION (e.g. delete --retain-full 7)")
+	}
+	age, err := durationValue(c, "orphan-age")
+	if err != nil {
+		return err
+	}
+	pol.OrphanAge = age
+	cfg, err := openArchive(c, true)
+	if err != nil {
+		return err
+	}
+	defer cloud.Close(cfg.Store)
+	plan, err := archive.PlanRetention(c.Context, cfg, pol)
+	if err != nil {
+		return err
+	}
+	confirm := c.Bool("confirm")
+	if !confirm {
+		if c.Bool("json") {
+			return printJSON(c.App.Writer, map[string]any{"dry_run": true, "plan": plan})
+		}
+		printPlan(c.App.Writer, plan, true)
+		return nil
+	}
+	if !c.Bool("json") {
+		printPlan(c.App.Writer, plan, false)
+	}
+	res, err := archive.ApplyRetention(c.Context, cfg, plan)
+	if c.Bool("json") {
+		if jerr := printJSON(c.App.Writer, map[string]any{"dry_run": false, "plan": plan, "result": res}); err == nil {
+			err = jerr
+		}
+		return err
+	}
+	if res != nil {
+		fmt.Fprintf(c.App.Writer, "deleted: %d backups, %d incomplete backup folders, %d WAL objects (%d objects in all)\n",
+			res.Backups, res.Folders, res.WALObjects, res.Objects)
+		for _, s := range res.Skipped {
+			fmt.Fprintf(c.App.Writer, "skipped %s: it changed since the plan was made (run delete again)\n", s)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("%w (run walvault delete again to finish: what is done stays done)", err)
+	}
+	return nil
+}
+
+func verb(del bool) string {
+	if del {
+		return "DELETE"
+	}
+	return "KEEP"
+}
+
+func printPlan(w io.Writer, p *archive.RetentionPlan, dry bool) {
+	if dry {
+		fmt.Fprintln(w, "DRY RUN: nothing is deleted; run again with --confirm to delete what is marked DELETE")
+	}
+	fmt.Fprintf(w, "store %s\n\nbackups, oldest first:\n", p.Store)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, b := range p.Backups {
+		perm := ""
+		if b.Permanent {
+			perm = " permanent"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\tfinished %s\tTL %d%s\t%s\t%s\n", verb(b.Delete), b.Name, b.StopTime.UTC().Format("2006-01-02 15:04:05"),
+			b.Timeline, perm, archive.HumanBytes(b.StoredSize), strings.Join(b.Reasons, "; "))
+	}
+	_ = tw.Flush()
+	if len(p.Incomplete) > 0 {
+		fmt.Fprintln(w, "\nbackup folders without a manifest (not backups):")
+		for _, f := range p.Incomplete {
+			fmt.Fprintf(tw, "  %s\t%s%s/\t%d objects, %s\t%s\n", verb(f.Delete), archive.BackupPrefix, f.Name, f.Objects, archive.HumanBytes(f.Size), f.Reason)
+		}
+		_ = tw.Flush()
+	}
+	fmt.Fprintln(w, "\nWAL:")
+	for _, r := range p.WAL {
+		span := r.First
+		if r.Last != r.First {
+			span += " - " + r.Last
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%d objects, %s\t%s\n", verb(r.Delete), span, r.Objects, archive.HumanBytes(r.Bytes), r.Reason)
+	}
+	if p.History > 0 {
+		fmt.Fprintf(tw, "  KEEP\t%d history files\t\talways kept\n", p.History)
+	}
+	_ = tw.Flush()
+	for _, n := range p.Notes {
+		fmt.Fprintf(w, "note: %s\n", n)
+	}
+	d, k := p.Delete, p.Keep
+	would := "deletes"
+	if dry {
+		would = "would delete"
+	}
+	fmt.Fprintf(w, "\n%s %d backups, %d incomplete folders, %d WAL objects (%s); keeps %d backups, %d WAL objects (%s)\n",
+		would, d.Backups, d.Folders, d.WALObjects, archive.HumanBytes(d.Bytes), k.Backups, k.WALObjects, archive.HumanBytes(k.Bytes))
+}
+
+func backupMark(c *cli.Context) error {
+	if err := wantArgs(c, 1, "the backup's NAME"); err != nil {
+		return err
+	}
+	on, off := c.Bool("permanent"), c.Bool("no-permanent")
+	if on == off {
+		return usageError("give exactly one of --permanent and --no-permanent")
+	}
+	cfg, err := openArchive(c, true)
+	if err != nil {
+		return err
+	}
+	defer cloud.Close(cfg.Store)
+	name := c.Args().First()
+	m, changed, err := archive.MarkPermanent(c.Context, cfg, name, on)
+	if err != nil {
+		return err
+	}
+	switch {
+	case !changed && on:
+		fmt.Fprintf(c.App.Writer, "backup %s is already permanent; nothing changed\n", name)
+	case !changed:
+		fmt.Fprintf(c.App.Writer, "backup %s is not permanent; nothing changed\n", name)
+	case on:
+		fmt.Fprintf(c.App.Writer, "backup %s is now permanent: delete keeps it, and the WAL that makes it consistent (%s to %s)\n", name, m.StartWAL, m.StopWAL)
+	default:
+		fmt.Fprintf(c.App.Writer, "backup %s is no longer permanent: the retention rules apply to it again\n", name)
+	}
+	return nil
+}
+
+func verifyCmd(c *cli.Context) error {
+	if err := wantArgs(c, 0, "no arguments (use --backup NAME for one backup)"); err != nil {
+		return err
+	}
+	opts := archive.VerifyOptions{Backup: c.String("backup"), Full: c.Bool("full"), Concurrency: c.Int("download-concurrency")}
+	if opts.Backup != "" && !c.IsSet("full") {
+		opts.Full = true
+	}
+	if opts.Concurrency < 1 || opts.Concurrency > 256 {
+		return usageError("--download-concurrency %d: use 1 to 256", opts.Concurrency)
+	}
+	cfg, err := openArchive(c, true)
+	if err != nil {
+		return err
+	}
+	defer cloud.Close(cfg.Store)
+	rep, err := archive.Verify(c.Context, cfg, opts)
+	if err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		if err := printJSON(c.App.Writer, rep); err != nil {
+			return err
+		}
+	} else {
+		printVerify(c.App.Writer, rep)
+	}
+	if !rep.OK {
+		return fmt.Errorf("%w: %d problem(s) in %s; the first: %s", archive.ErrVerifyFailed, len(rep.Problems), cfg.Store, rep.Problems[0])
+	}
+	return nil
+}
+
+func printVerify(w io.Writer, r *archive.VerifyReport) {
+	fmt.Fprintf(w, "store %s\n", r.Store)
+	for _, b := range r.Backups {
+		status := "ok"
+		if !b.OK {
+			status = "FAIL"
+		}
+		perm := ""
+		if b.Permanent {
+			perm = ", permanent"
+		}
+		fmt.Fprintf(w, "%-4s  backup %s (timeline %d, finished %s%s)\n", status, b.Name, b.Timeline, b.StopTime.UTC().Format("2006-01-02 15:04:05"), perm)
+		what := fmt.Sprintf("%d parts present with their recorded sizes (%s)", b.Parts, archive.HumanBytes(b.StoredSize))
+		if b.Checked == "full" {
+			what = fmt.Sprintf("%d parts read back (%s): SHA-256 of every part and CRC-32C of %d files checked", b.Parts, archive.HumanBytes(b.StoredSize), b.FilesChecked)
+		}
+		fmt.Fprintf(w, "      %s\n", what)
+		if b.Consistent {
+			fmt.Fprintf(w, "      WAL %s to %s archived: the backup can be made consistent\n", b.StartWAL, b.StopWAL)
+		}
+		for _, t := range b.Timelines {
+			to := "nothing"
+			if t.RestorableTo != nil {
+				to = fmt.Sprintf("%s (end of %s)", t.RestorableTo.LSN, t.RestorableTo.Segment)
+			}
+			line := fmt.Sprintf("restorable to %s on timeline %d", to, t.Timeline)
+			if t.Gap != nil {
+				line += fmt.Sprintf(", stopped by the gap %s; the timeline goes on to %s", t.Gap, t.Newest)
+				if b.Permanent {
+					line += " (a permanent backup keeps only its own WAL: not a problem)"
+				}
+			}
+			fmt.Fprintf(w, "      %s\n", line)
+		}
+		for _, p := range b.Problems {
+			fmt.Fprintf(w, "      FAIL %s\n", p)
+		}
+	}
+	for _, t := range r.Timelines {
+		var spans []string
+		for _, x := range t.Ranges {
+			if x.First == x.Last {
+				spans = append(spans, x.First)
+			} else {
+				spans = append(spans, x.First+" - "+x.Last)
+			}
+		}
+		if len(t.Gaps) == 0 {
+			fmt.Fprintf(w, "ok    WAL timeline %d: %s whole (%d segments)\n", t.Timeline, strings.Join(spans, ", "), t.Segments)
+			continue
+		}
+		fmt.Fprintf(w, "FAIL  WAL timeline %d: %s has %d gap(s):\n", t.Timeline, strings.Join(spans, ", "), len(t.Gaps))
+		for _, g := range t.Gaps {
+			fmt.Fprintf(w, "      GAP %s\n", g)
+		}
+	}
+	if len(r.Incomplete) > 0 {
+		fmt.Fprintf(w, "note  backup folders without a manifest (interrupted or running backups; not backups, not checked): %s\n", strings.Join(r.Incomplete, ", "))
+	}
+	for _, p := range r.General() {
+		fmt.Fprintf(w, "FAIL  %s\n", p)
+	}
+	if r.OK {
+		fmt.Fprintf(w, "verify: OK: %d backups and the WAL of %d timelines checked; nothing missing or damaged\n", len(r.Backups), len(r.Timelines))
+	} else {
+		fmt.Fprintf(w, "verify: FAILED: %d problem(s)\n", len(r.Problems))
+	}
+}
+
+func checkCmd(c *cli.Context) error {
+	if err := wantArgs(c, 0, "no arguments"); err != nil {
+		return err
+	}
+	timeout, err := durationValue(c, "timeout")
+	if err != nil {
+		return err
+	}
+	if err := setupLogging(c); err != nil {
+		return err
+	}
+	recips, err := crypto.ParseRecipients(c.StringSlice("recipient"))
+	if err != nil {
+		return err
+	}
+	cfg := &archive.Config{}
+	if p := c.String("identity-file"); p != "" {
+		ids, err := crypto.LoadIdentities(p, c.Bool("allow-insecure-identity"))
+		if err != nil {
+			return err
+		}
+		cfg.Identities = ids
+	}
+	storeURL := c.String("store")
+	opts := archive.CheckOptions{DSN: c.String("dbname"), Timeout: timeout, NoSwitch: c.Bool("no-switch"), StoreURL: storeURL,
+		Recipients: recips, ReadConfig: readConfigFile,
+		ParseRecipients: func(s []string) ([]age.Recipient, error) { return crypto.ParseRecipients(s) }}
+	if _, err := cloud.ParseURL(storeURL); err != nil {
+		return err
+	}
+	st, err := cloud.Open(c.Context, storeURL, storeOptions(c))
+	if err != nil {
+		if errors.Is(err, cloud.ErrBadURL) {
+			return err
+		}
+		opts.StoreErr = err
+	} else {
+		cfg.Store = st
+		defer cloud.Close(st)
+	}
+	opts.Endpoint = archive.EffectiveEndpoint(storeURL, endpointFlag(c, storeURL), os.Getenv)
+	rep := archive.Check(c.Context, cfg, opts)
+	if c.Bool("json") {
+		if err := printJSON(c.App.Writer, rep); err != nil {
+			return err
+		}
+	} else {
+		tw := tabwriter.NewWriter(c.App.Writer, 0, 0, 2, ' ', 0)
+		for _, r := range rep.Results {
+			fmt.Fprintf(tw, "%s\t%s\t%s\n", r.Status, r.Name, r.Detail)
+			if r.Fix != "" && r.Status != archive.CheckOK {
+				fmt.Fprintf(tw, "\t\tfix: %s\n", r.Fix)
+			}
+		}
+		_ = tw.Flush()
+	}
+	if rep.Failed > 0 {
+		var names []string
+		for _, r := range rep.Results {
+			if r.Status == archive.CheckFail {
+				names = append(names, r.Name)
+			}
+		}
+		return fmt.Errorf("%w: %d check(s) failed: %s", archive.ErrVerifyFailed, rep.Failed, strings.Join(names, ", "))
+	}
+	if !c.Bool("json") {
+		fmt.Fprintf(c.App.Writer, "check: all %d checks passed or were skipped\n", len(rep.Results))
+	}
+	return nil
+}
+
+// endpointFlag is the endpoint flag that applies to the store's scheme.
+func endpointFlag(c *cli.Context, storeURL string) string {
+	loc, err := cloud.ParseURL(storeURL)
+	if err != nil {
+		return ""
+	}
+	switch loc.Scheme {
+	case "s3":
+		return c.String("s3-endpoint")
+	case "gs":
+		return c.String("gcs-endpoint")
+	case "azure":
+		return c.String("azure-endpoint")
+	}
+	return ""
+}
+
+// readConfigFile reads the settings check needs from a walvault config
+// file, as the commands themselves would.
+func readConfigFile(path string) (map[string][]string, error) {
+	if _, err := os.Stat(path); err != nil {
+		return nil, errors.Unwrap(err)
+	}
+	src, err := altsrc.NewYamlSourceFromFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("not valid YAML: %s", oneLine(err.Error()))
+	}
+	out := map[string][]string{}
+	for _, k := range []string{"store", "s3-endpoint", "gcs-endpoint", "azure-endpoint", "recipient"} {
+		if v, err := src.String(k); err == nil {
+			if v != "" {
+				out[k] = []string{v}
+			}
+			continue
+		}
+		if v, err := src.StringSlice(k); err == nil && len(v) > 0 {
+			out[k] = v
+		}
+	}
+	return out, nil
+}
