@@ -15,6 +15,12 @@ import (
 	"github.com/walvault/walvault/integration/testenv"
 )
 
+func TestMain(m *testing.M) {
+	code := m.Run()
+	pgtest.Cleanup()
+	os.Exit(code)
+}
+
 // target is a store under test: its URL, the environment a walvault
 // process needs to reach it, and a way to reach its objects behind its back.
 type target struct {

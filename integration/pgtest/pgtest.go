@@ -132,6 +132,14 @@ var (
 	buildErr  error
 )
 
+// Cleanup removes what outlives single tests (the walvault build). Call it
+// from TestMain after m.Run.
+func Cleanup() {
+	if buildPath != "" {
+		_ = os.RemoveAll(filepath.Dir(buildPath))
+	}
+}
+
 // Walvault builds cmd/walvault once per test binary into a directory the
 // server owner can reach (archive_command runs it) and returns its path.
 // WALVAULT_BIN overrides the build with an existing binary.
