@@ -265,21 +265,6 @@ func verifyParts(ctx context.Context, cfg *Config, backups []*Manifest, out []*B
 	return nil
 }
 
-// streamErr remembers a failure of the stream under the decoder, so a
-// network failure is not taken for a damaged object.
-type streamErr struct {
-	r   io.Reader
-	err error
-}
-
-func (s *streamErr) Read(p []byte) (int, error) {
-	n, err := s.r.Read(p)
-	if err != nil && err != io.EOF && s.err == nil {
-		s.err = err
-	}
-	return n, err
-}
-
 // verifyPart streams one part: stored bytes -> SHA-256, decrypt,
 // decompress, tar -> CRC-32C of each file, compared with the manifest.
 // Memory stays bounded whatever the part's size. It returns the number of
@@ -302,7 +287,7 @@ func verifyPart(ctx context.Context, cfg *Config, m *Manifest, idx int, files ma
 	}
 	defer rc.Close()
 	h := sha256.New()
-	body := &streamErr{r: rc}
+	body := &transportReader{r: rc} // a network failure is not a damaged object
 	raw := &countingReader{r: io.TeeReader(body, h)}
 	// A failure of the transport is the store's, not the object's; but
 	// the store's own checksum failing on the object is the object's.

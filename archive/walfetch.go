@@ -149,7 +149,8 @@ func interrupted(st cloud.Store, name string, err error) error {
 	return asStoreErr(fmt.Errorf("%s: reading %s: %w: %w", st, name, errInterrupted, err))
 }
 
-// transportReader remembers the error of the stream under the decoder.
+// transportReader remembers the error of the stream under a decoder, so a
+// network failure is not taken for a damaged object.
 type transportReader struct {
 	r   io.Reader
 	err error
