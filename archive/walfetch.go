@@ -56,14 +56,16 @@ func FetchWAL(ctx context.Context, cfg *Config, name, dest string, opts FetchOpt
 	}
 	tmp := tempBeside(dest)
 	var size int64
-	// A download the network cut short is tried again: PostgreSQL takes a
-	// failed restore_command for the end of the archive.
-	_ = cloud.Retry(ctx, cloud.DefaultRetry, "fetch "+name, func() error {
-		_, size, err = download(ctx, cfg, WALKey(wf), name, tmp)
-		if errors.Is(err, errInterrupted) && !errors.Is(err, os.ErrDeadlineExceeded) {
-			return err // a stall already waited out the I/O timeout
+	// Only a download the network cut short is tried again (a stall has
+	// already waited out the I/O timeout): PostgreSQL takes a failed
+	// restore_command for the end of the archive.
+	err = cloud.Retry(ctx, cloud.DefaultRetry, "fetch "+name, func() error {
+		var e error
+		_, size, e = download(ctx, cfg, WALKey(wf), name, tmp)
+		if e != nil && (!errors.Is(e, errInterrupted) || errors.Is(e, os.ErrDeadlineExceeded)) {
+			return cloud.Permanent(e)
 		}
-		return nil
+		return e
 	})
 	if err != nil {
 		return res, err
@@ -252,24 +254,24 @@ func Prefetch(ctx context.Context, cfg *Config, name string, segSize int64, n, c
 	var wg sync.WaitGroup
 	var missing sync.Once
 	stop := make(chan struct{})
+loop:
 	for _, nm := range names {
 		select {
-		case <-stop:
+		case <-stop: // the archive ends here; nothing after it exists yet
+			break loop
 		case sem <- struct{}{}:
-			wg.Add(1)
-			go func() {
-				defer func() { <-sem; wg.Done() }()
-				if err := prefetchOne(ctx, cfg, dir, nm); err != nil {
-					if errors.Is(err, ErrNotInArchive) {
-						missing.Do(func() { close(stop) })
-						return
-					}
-					slog.Warn("prefetch failed", "file", nm, "err", err)
-				}
-			}()
-			continue
 		}
-		break
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			if err := prefetchOne(ctx, cfg, dir, nm); err != nil {
+				if errors.Is(err, ErrNotInArchive) {
+					missing.Do(func() { close(stop) })
+					return
+				}
+				slog.Warn("prefetch failed", "file", nm, "err", err)
+			}
+		}()
 	}
 	wg.Wait()
 	return nil
