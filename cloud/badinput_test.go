@@ -238,7 +238,7 @@ func TestAzureWrongKey(t *testing.T) {
 	srv := server(t, testenv.Azure)
 	tg := srv.NewTarget(t)
 	bad := base64.StdEncoding.EncodeToString([]byte("this is not the account key of devstoreaccount1!"))
-	for _, how := range []string{"key", "connection string", "sas"} {
+	for _, how := range []string{"key", "connection string", "sas", "expired sas"} {
 		t.Run(how, func(t *testing.T) {
 			t.Setenv("AZURE_STORAGE_CONNECTION_STRING", "")
 			t.Setenv("AZURE_STORAGE_SAS_TOKEN", "")
@@ -252,7 +252,11 @@ func TestAzureWrongKey(t *testing.T) {
 				opts.AzureEndpoint = ""
 			case "sas":
 				t.Setenv("AZURE_STORAGE_KEY", "")
-				secret = badSAS(t, bad)
+				secret = badSAS(t, bad, tg.Bucket, time.Hour)
+				t.Setenv("AZURE_STORAGE_SAS_TOKEN", secret)
+			case "expired sas": // signed with the right key, expired an hour ago
+				t.Setenv("AZURE_STORAGE_KEY", "")
+				secret = badSAS(t, testenv.AzureKey, tg.Bucket, -time.Hour)
 				t.Setenv("AZURE_STORAGE_SAS_TOKEN", secret)
 			}
 			st := openURL(t, tg.URL, opts)
@@ -267,16 +271,17 @@ func TestAzureWrongKey(t *testing.T) {
 	}
 }
 
-// badSAS signs a container SAS with a wrong key.
-func badSAS(t *testing.T, key string) string {
+// badSAS signs a container SAS with key, valid until now+valid.
+func badSAS(t *testing.T, key, container string, valid time.Duration) string {
 	cred, err := azblob.NewSharedKeyCredential(testenv.AzureAccount, key)
 	if err != nil {
 		t.Fatal(err)
 	}
 	q, err := sas.BlobSignatureValues{
 		Protocol:      sas.ProtocolHTTPSandHTTP,
-		ExpiryTime:    time.Now().Add(time.Hour),
-		ContainerName: "whatever",
+		StartTime:     time.Now().Add(-2 * time.Hour),
+		ExpiryTime:    time.Now().Add(valid),
+		ContainerName: container,
 		Permissions:   (&sas.ContainerPermissions{Read: true, Write: true, List: true, Delete: true, Create: true}).String(),
 	}.SignWithSharedKey(cred)
 	if err != nil {
