@@ -170,7 +170,7 @@ func TestKillWALPush(t *testing.T) {
 	p := fp.Start(t, srv.Addr)
 	// 2 MiB/s per upload: a compressed 1 MiB segment takes ~100-200 ms.
 	p.SetRule(fp.Always(fp.Match("PUT", "/wal/"), fp.Fault{Kind: fp.Throttle, Dir: fp.Up, Rate: 2 << 20}))
-	c, identity, _ := archivingCluster(t, tg, "AWS_ENDPOINT_URL_S3="+p.URL(), "WALVAULT_UPLOAD_CONCURRENCY=4")
+	c, identity, recipient := archivingCluster(t, tg, "AWS_ENDPOINT_URL_S3="+p.URL(), "WALVAULT_UPLOAD_CONCURRENCY=4")
 	bin := pgtest.Walvault(t)
 	pgWal := filepath.Join(c.Data, "pg_wal")
 	pushedDir := filepath.Join(pgWal, ".walvault", "pushed")
@@ -221,6 +221,8 @@ func TestKillWALPush(t *testing.T) {
 	c.Psql(fmt.Sprintf("ALTER SYSTEM SET archive_command = '%s %%p'", wrapper))
 	c.Psql("SELECT pg_reload_conf()")
 	c.Run("pgbench", "-i", "-s", "1", "-q")
+	// A base backup before the kills, for the PITR restore at the end.
+	mustWalvault(t, tg, backupEnv(c, recipient), "backup-push", "--fast-checkpoint")
 	benchCtx, stopBench := context.WithCancel(ctx)
 	defer stopBench()
 	var benchWG sync.WaitGroup
@@ -332,4 +334,13 @@ func TestKillWALPush(t *testing.T) {
 	if len(leftover) > 0 {
 		t.Errorf("wal-push left files in pg_wal: %v", leftover)
 	}
+
+	// The archive the kills left behind restores: the backup from before
+	// them, replayed to the end of the archive, has every committed row.
+	want := tableChecksums(t, c)
+	c.WaitArchived(c.SwitchWAL(), 90*time.Second)
+	r := restoreInto(t, tg, tg.Env, identity)
+	r.AppendConf("archive_mode = off")
+	startAndRecover(t, r.Cluster)
+	compareChecksums(t, tableChecksums(t, r.Cluster), want)
 }
