@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 )
 
 // The file:// backend: the embedded default, no server and no credentials.
@@ -30,14 +31,35 @@ const (
 	maxMetaLen    = 1 << 20
 )
 
-type fileStore struct{ root string }
+type fileStore struct {
+	root     string
+	uid, gid int // owner of new files and folders; -1: the process's
+}
 
 func openFile(_ context.Context, loc Location, _ Options) (Store, error) {
 	root := filepath.Clean(loc.Path)
 	if err := os.MkdirAll(root, 0o750); err != nil {
 		return nil, fmt.Errorf("file store %s: cannot create the directory: %w", root, err)
 	}
-	return &fileStore{root: root}, nil
+	s := &fileStore{root: root, uid: -1, gid: -1}
+	// Run as root (a backup from cron, a restore by hand) in a store that
+	// belongs to someone else (postgres, who runs archive_command), new
+	// files and folders go to that owner: otherwise wal-push, as postgres,
+	// could no longer read cluster.json or write into a folder root made.
+	if st, err := os.Stat(root); err == nil && os.Geteuid() == 0 {
+		if sys, ok := st.Sys().(*syscall.Stat_t); ok && sys.Uid != 0 {
+			s.uid, s.gid = int(sys.Uid), int(sys.Gid)
+		}
+	}
+	return s, nil
+}
+
+// own hands a new file or folder to the store's owner (see openFile).
+func (s *fileStore) own(path string) error {
+	if s.uid < 0 {
+		return nil
+	}
+	return os.Lchown(path, s.uid, s.gid)
 }
 
 func (s *fileStore) String() string { return "file://" + s.root }
@@ -63,7 +85,7 @@ func (s *fileStore) Put(ctx context.Context, key string, r io.Reader, opts PutOp
 		return Permanent(fmt.Errorf("%s: put %s: %w", s, key, err))
 	}
 	dir := filepath.Dir(dst)
-	if err := mkdirAllSync(dir); err != nil {
+	if err := s.mkdirAllSync(dir); err != nil {
 		return fmt.Errorf("%s: %w", s, err)
 	}
 	var rnd [8]byte
@@ -79,6 +101,9 @@ func (s *fileStore) Put(ctx context.Context, key string, r io.Reader, opts PutOp
 			_ = os.Remove(tmp)
 		}
 	}()
+	if err = s.own(tmp); err != nil {
+		return err
+	}
 	meta, err := json.Marshal(opts.Metadata)
 	if err != nil {
 		return err
@@ -120,17 +145,23 @@ func (s *fileStore) Put(ctx context.Context, key string, r io.Reader, opts PutOp
 	return syncDir(dir)
 }
 
-func mkdirAllSync(dir string) error {
+func (s *fileStore) mkdirAllSync(dir string) error {
 	if _, err := os.Stat(dir); err == nil {
 		return nil
 	}
 	parent := filepath.Dir(dir)
 	if parent != dir {
-		if err := mkdirAllSync(parent); err != nil {
+		if err := s.mkdirAllSync(parent); err != nil {
 			return err
 		}
 	}
-	if err := os.Mkdir(dir, 0o750); err != nil && !errors.Is(err, fs.ErrExist) {
+	if err := os.Mkdir(dir, 0o750); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return nil
+		}
+		return err
+	}
+	if err := s.own(dir); err != nil {
 		return err
 	}
 	return syncDir(parent)
