@@ -11,7 +11,7 @@ export WALVAULT_TEST_CACHE := $(CACHE)
 # Nothing in tests may leave this machine: no cloud metadata probes.
 export AWS_EC2_METADATA_DISABLED := true
 
-.PHONY: build test test-deps unit lint fuzz demo bench clean
+.PHONY: build test test-deps unit lint fuzz demo bench clean bin/walvault
 
 build: bin/walvault
 
@@ -47,6 +47,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzCodecIntegrity$$' -fuzztime $(FUZZTIME) ./archive/codec
 
 demo: build
+	bash integration/install-test-deps.sh --postgres-only "$(CACHE)"
 	bash integration/demo.sh "$(CURDIR)/bin/walvault"
 
 bench: build test-deps

@@ -2,7 +2,10 @@
 # Installs what the tests need and the machine may lack: PostgreSQL 15 from
 # Debian's packages, and the pinned storage servers (into the cache dir).
 # Idempotent and quiet when everything is already there.
+# With --postgres-only (make demo), only PostgreSQL.
 set -euo pipefail
+pg_only=false
+if [ "${1:-}" = --postgres-only ]; then pg_only=true; shift; fi
 cache="${1:-$(cd "$(dirname "$0")/.." && pwd)/.cache}"
 mkdir -p "$cache"
 
@@ -27,6 +30,8 @@ if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
   echo "running as root, the tests need the 'postgres' user (it comes with postgresql-15)" >&2
   exit 1
 fi
+
+$pg_only && exit 0
 
 bash "$(dirname "$0")/install-test-servers.sh" "$cache"
 
