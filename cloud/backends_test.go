@@ -12,6 +12,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/walvault/walvault/cloud"
+	"github.com/walvault/walvault/cloud/all"
 	"github.com/walvault/walvault/cloud/storetest"
 	"github.com/walvault/walvault/integration/testenv"
 )
@@ -59,6 +60,7 @@ func isolate() {
 
 func TestMain(m *testing.M) {
 	isolate()
+	all.Register() // the SDK backends, as cmd/walvault registers them
 	dir, err := os.MkdirTemp("", "walvault-cloud-test-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -119,18 +121,12 @@ func TestFileConformance(t *testing.T) {
 }
 
 func TestS3Conformance(t *testing.T) {
-	t.Parallel()
-	srv := server(t, testenv.S3)
-	storetest.Run(t, func(t *testing.T) cloud.Store {
-		return srv.NewTarget(t).Open(t)
-	}, storetest.Hooks{
-		Open:      func(t *testing.T, url string) cloud.Store { return openURL(t, url, srv.Options()) },
-		Leftovers: func(t *testing.T, st cloud.Store) []string { return s3Leftovers(t, srv, st) },
-	})
+	conformance(t, testenv.S3, storetest.Hooks{Leftovers: s3Leftovers})
 }
 
 // s3Leftovers lists unfinished multipart uploads in the store's bucket.
-func s3Leftovers(t *testing.T, srv *testenv.Server, st cloud.Store) []string {
+func s3Leftovers(t *testing.T, st cloud.Store) []string {
+	srv := server(t, testenv.S3)
 	bucket := strings.SplitN(strings.TrimPrefix(st.String(), "s3://"), "/", 2)[0]
 	out, err := srv.S3Client().ListMultipartUploads(context.Background(), &s3.ListMultipartUploadsInput{Bucket: aws.String(bucket)})
 	if err != nil {
@@ -143,22 +139,17 @@ func s3Leftovers(t *testing.T, srv *testenv.Server, st cloud.Store) []string {
 	return l
 }
 
-func TestGCSConformance(t *testing.T) {
-	t.Parallel()
-	srv := server(t, testenv.GCS)
-	storetest.Run(t, func(t *testing.T) cloud.Store {
-		return srv.NewTarget(t).Open(t)
-	}, storetest.Hooks{
-		Open: func(t *testing.T, url string) cloud.Store { return openURL(t, url, srv.Options()) },
-	})
-}
+func TestGCSConformance(t *testing.T) { conformance(t, testenv.GCS, storetest.Hooks{}) }
 
-func TestAzureConformance(t *testing.T) {
+func TestAzureConformance(t *testing.T) { conformance(t, testenv.Azure, storetest.Hooks{}) }
+
+// conformance runs the storetest suite on the shared server of kind, each
+// test in a fresh bucket.
+func conformance(t *testing.T, kind testenv.Kind, hooks storetest.Hooks) {
 	t.Parallel()
-	srv := server(t, testenv.Azure)
+	srv := server(t, kind)
+	hooks.Open = func(t *testing.T, url string) cloud.Store { return openURL(t, url, srv.Options()) }
 	storetest.Run(t, func(t *testing.T) cloud.Store {
 		return srv.NewTarget(t).Open(t)
-	}, storetest.Hooks{
-		Open: func(t *testing.T, url string) cloud.Store { return openURL(t, url, srv.Options()) },
-	})
+	}, hooks)
 }

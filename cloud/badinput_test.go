@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -102,39 +103,12 @@ func TestS3MissingCredentials(t *testing.T) {
 }
 
 func TestS3MissingBucket(t *testing.T) {
-	srv := server(t, testenv.S3)
-	url := srv.URL("no-such-bucket-walvault", "p")
-	st := openURL(t, url, srv.Options())
-	for op, err := range allOps(t.Context(), st, "k") {
-		if op == "delete" && err == nil {
-			continue // S3 may answer a delete in a missing bucket with 204
-		}
-		if err == nil || errors.Is(err, cloud.ErrNotFound) || !strings.Contains(err.Error(), `bucket "no-such-bucket-walvault" does not exist`) {
-			t.Errorf("%s in a missing bucket: %v; want a 'bucket does not exist' error that is not ErrNotFound", op, err)
-			continue
-		}
-		if cloud.IsTransient(err) {
-			t.Errorf("%s: missing bucket is transient: %v", op, err)
-		}
-		checkMessage(t, err, url)
-	}
+	checkMissingBucket(t, server(t, testenv.S3), "bucket")
 }
 
 func TestS3ServerDown(t *testing.T) {
 	addr := closedPort(t)
-	url := "s3://bucket/prefix"
-	st := openURL(t, url, cloud.Options{S3Endpoint: "http://" + addr, S3PathStyle: true})
-	start := time.Now()
-	err := st.Put(t.Context(), "k", strings.NewReader("x"), cloud.PutOptions{})
-	d := time.Since(start)
-	if err == nil || !strings.Contains(err.Error(), "cannot reach endpoint http://"+addr) {
-		t.Fatalf("Put to a closed port: %v; want 'cannot reach endpoint'", err)
-	}
-	checkMessage(t, err, url)
-	t.Logf("failed after %s", d.Round(time.Millisecond))
-	if d > 8*time.Second {
-		t.Errorf("a down server took %s to report; want a few seconds", d)
-	}
+	checkServerDown(t, "s3://bucket/prefix", cloud.Options{S3Endpoint: "http://" + addr, S3PathStyle: true}, "cannot reach endpoint http://"+addr)
 }
 
 // TestS3Restart stops the server under a store and starts it again on the
@@ -166,40 +140,12 @@ func TestS3Restart(t *testing.T) {
 }
 
 func TestGCSMissingBucket(t *testing.T) {
-	srv := server(t, testenv.GCS)
-	url := srv.URL("no-such-bucket-walvault", "p")
-	st := openURL(t, url, srv.Options())
-	for op, err := range allOps(t.Context(), st, "k") {
-		if op == "delete" && err == nil {
-			continue
-		}
-		if err == nil || errors.Is(err, cloud.ErrNotFound) || !strings.Contains(err.Error(), `bucket "no-such-bucket-walvault" does not exist`) {
-			t.Errorf("%s in a missing bucket: %v; want a 'bucket does not exist' error that is not ErrNotFound", op, err)
-			continue
-		}
-		if cloud.IsTransient(err) {
-			t.Errorf("%s: missing bucket is transient: %v", op, err)
-		}
-		checkMessage(t, err, url)
-	}
+	checkMissingBucket(t, server(t, testenv.GCS), "bucket")
 }
 
 func TestGCSServerDown(t *testing.T) {
-	addr := closedPort(t)
-	t.Setenv("STORAGE_EMULATOR_HOST", addr)
-	url := "gs://bucket/prefix"
-	st := openURL(t, url, cloud.Options{})
-	start := time.Now()
-	err := st.Put(t.Context(), "k", strings.NewReader("x"), cloud.PutOptions{})
-	d := time.Since(start)
-	if err == nil || !strings.Contains(err.Error(), "cannot reach endpoint") {
-		t.Fatalf("Put to a closed port: %v; want 'cannot reach endpoint'", err)
-	}
-	checkMessage(t, err, url)
-	t.Logf("failed after %s", d.Round(time.Millisecond))
-	if d > 8*time.Second {
-		t.Errorf("a down server took %s to report; want a few seconds", d)
-	}
+	t.Setenv("STORAGE_EMULATOR_HOST", closedPort(t))
+	checkServerDown(t, "gs://bucket/prefix", cloud.Options{}, "cannot reach endpoint")
 }
 
 // TestGCSEmulatorNoMetadataProbe checks that with an emulator the client
@@ -291,35 +237,50 @@ func badSAS(t *testing.T, key, container string, valid time.Duration) string {
 }
 
 func TestAzureMissingContainer(t *testing.T) {
-	srv := server(t, testenv.Azure)
-	url := srv.URL("no-such-container-walvault", "p")
+	checkMissingBucket(t, server(t, testenv.Azure), "container", testenv.AzureKey)
+}
+
+// checkMissingBucket: every operation in a bucket that does not exist
+// (noun: "bucket", or Azure's "container") fails permanently, naming it,
+// and is not taken for a missing object.
+func checkMissingBucket(t *testing.T, srv *testenv.Server, noun string, secrets ...string) {
+	t.Helper()
+	name := "no-such-" + noun + "-walvault"
+	url := srv.URL(name, "p")
 	st := openURL(t, url, srv.Options())
 	for op, err := range allOps(t.Context(), st, "k") {
 		if op == "delete" && err == nil {
-			continue
+			continue // a delete in a missing bucket may succeed (S3: 204)
 		}
-		if err == nil || errors.Is(err, cloud.ErrNotFound) || !strings.Contains(err.Error(), `container "no-such-container-walvault" does not exist`) {
-			t.Errorf("%s in a missing container: %v; want a 'container does not exist' error that is not ErrNotFound", op, err)
+		if err == nil || errors.Is(err, cloud.ErrNotFound) || !strings.Contains(err.Error(), fmt.Sprintf("%s %q does not exist", noun, name)) {
+			t.Errorf("%s in a missing %s: %v; want a '%s does not exist' error that is not ErrNotFound", op, noun, err, noun)
 			continue
 		}
 		if cloud.IsTransient(err) {
-			t.Errorf("%s: missing container is transient: %v", op, err)
+			t.Errorf("%s: missing %s is transient: %v", op, noun, err)
 		}
-		checkMessage(t, err, url, testenv.AzureKey)
+		checkMessage(t, err, url, secrets...)
 	}
 }
 
 func TestAzureServerDown(t *testing.T) {
 	addr := closedPort(t)
-	url := "azure://container/prefix"
-	st := openURL(t, url, cloud.Options{AzureEndpoint: "http://" + addr + "/devstoreaccount1"})
+	checkServerDown(t, "azure://container/prefix", cloud.Options{AzureEndpoint: "http://" + addr + "/devstoreaccount1"}, "cannot reach endpoint http://"+addr, testenv.AzureKey)
+}
+
+// checkServerDown: a Put to a server that is not running fails within a
+// few seconds with one line that names the store and says (want) that the
+// endpoint cannot be reached.
+func checkServerDown(t *testing.T, url string, opts cloud.Options, want string, secrets ...string) {
+	t.Helper()
+	st := openURL(t, url, opts)
 	start := time.Now()
 	err := st.Put(t.Context(), "k", strings.NewReader("x"), cloud.PutOptions{})
 	d := time.Since(start)
-	if err == nil || !strings.Contains(err.Error(), "cannot reach endpoint http://"+addr) {
+	if err == nil || !strings.Contains(err.Error(), want) {
 		t.Fatalf("Put to a closed port: %v; want 'cannot reach endpoint'", err)
 	}
-	checkMessage(t, err, url, testenv.AzureKey)
+	checkMessage(t, err, url, secrets...)
 	t.Logf("failed after %s", d.Round(time.Millisecond))
 	if d > 8*time.Second {
 		t.Errorf("a down server took %s to report; want a few seconds", d)

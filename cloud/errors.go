@@ -1,14 +1,22 @@
 package cloud
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"strings"
 	"syscall"
 )
+
+// ErrChecksum: the stored object fails the store's own checksum, which the
+// SDK checks while reading: the bytes are damaged, in the store or on the
+// way, rather than cut short by the network.
+var ErrChecksum = errors.New("stored object fails the store's own checksum")
 
 // storeError is an error with a hand-written one-line message that still
 // unwraps to the sentinel (ErrNotFound, ...) and the SDK's own error, so
@@ -21,7 +29,10 @@ type storeError struct {
 func (e *storeError) Error() string   { return e.msg }
 func (e *storeError) Unwrap() []error { return e.errs }
 
-func newStoreError(msg string, errs ...error) error {
+// NewStoreError returns an error whose text is msg alone and which unwraps
+// to errs: the sentinel callers test for and the SDK's own error, whose text
+// is too long, spans lines or quotes secrets.
+func NewStoreError(msg string, errs ...error) error {
 	return &storeError{msg: msg, errs: errs}
 }
 
@@ -29,12 +40,12 @@ func newStoreError(msg string, errs ...error) error {
 // (S3: 2 KiB), so an object that fits one fits them all.
 const maxMetadataBytes = 2048
 
-// checkMetadata enforces PutOptions.Metadata's contract the same way on
+// CheckMetadata enforces PutOptions.Metadata's contract the same way on
 // every backend: a key is a lower case letter followed by lower case
 // letters, digits and '-' (Azure needs keys to be identifiers, which the
 // '-' <-> '_' mapping keeps them); a value is printable ASCII without
 // surrounding blanks (HTTP headers would trim them).
-func checkMetadata(m map[string]string) error {
+func CheckMetadata(m map[string]string) error {
 	total := 0
 	for k, v := range m {
 		total += len(k) + len(v)
@@ -121,5 +132,75 @@ func stalled(what string, err error) (error, bool) {
 	if !errors.Is(err, os.ErrDeadlineExceeded) {
 		return nil, false
 	}
-	return Permanent(newStoreError(fmt.Sprintf("%s: no data moved within the I/O timeout (--io-timeout): the connection or the server stalled", what), err)), true
+	return Permanent(NewStoreError(fmt.Sprintf("%s: no data moved within the I/O timeout (--io-timeout): the connection or the server stalled", what), err)), true
+}
+
+// IgnoreNotFound returns err, a Delete's mapped error, unless it says the
+// key was missing: deleting a missing key is not an error.
+func IgnoreNotFound(err error) error {
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	return err
+}
+
+// Describe names an operation on store for error messages: "STORE: OP KEY",
+// or "STORE: OP" when there is no key.
+func Describe(store fmt.Stringer, op, key string) string {
+	if key == "" {
+		return fmt.Sprintf("%s: %s", store, op)
+	}
+	return fmt.Sprintf("%s: %s %s", store, op, key)
+}
+
+// Ended returns ctx's error under what once ctx has ended, else nil.
+// Backends check it before anything else: a cancelled request fails in
+// SDK-specific ways (a token that could not be fetched, a connection
+// closed under a request) that must not be taken for the store's answer.
+func Ended(ctx context.Context, what string) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return nil
+}
+
+// MapError words the failures every backend shares, once the backend's
+// mapErr has ruled out its SDK's own (missing object, access, ...): an
+// endpoint that cannot be reached (hint says what to check), a stalled
+// connection, and otherwise err itself under what. status is the HTTP
+// status of the answer, 0 without one: a 4xx other than 408 and 429 will
+// not change on a retry, so the error is permanent.
+func MapError(what string, err error, status int, hint string) error {
+	if host, ok := unreachable(err); ok {
+		return NewStoreError(fmt.Sprintf("%s: %s: is the server running? %s", what, describeUnreachable(host, err), hint), err)
+	}
+	if e, ok := stalled(what, err); ok {
+		return e
+	}
+	err = fmt.Errorf("%s: %w", what, err)
+	if status >= 400 && status < 500 && status != http.StatusRequestTimeout && status != http.StatusTooManyRequests {
+		return Permanent(err)
+	}
+	return err
+}
+
+// MarkChecksum wraps a Get body so that a read error whose text contains
+// marker (how the SDK words a failed validation of the store's checksum,
+// which it reports only as text) also unwraps to ErrChecksum. The SDK's
+// error stays in the chain and its text in the message.
+func MarkChecksum(body io.ReadCloser, marker string) io.ReadCloser {
+	return &checksumBody{ReadCloser: body, marker: marker}
+}
+
+type checksumBody struct {
+	io.ReadCloser
+	marker string
+}
+
+func (b *checksumBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && err != io.EOF && strings.Contains(err.Error(), b.marker) {
+		err = fmt.Errorf("%w: %w", ErrChecksum, err)
+	}
+	return n, err
 }

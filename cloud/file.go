@@ -81,7 +81,7 @@ func (s *fileStore) Put(ctx context.Context, key string, r io.Reader, opts PutOp
 	if err != nil {
 		return err
 	}
-	if err := checkMetadata(opts.Metadata); err != nil {
+	if err := CheckMetadata(opts.Metadata); err != nil {
 		return Permanent(fmt.Errorf("%s: put %s: %w", s, key, err))
 	}
 	dir := filepath.Dir(dst)

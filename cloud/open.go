@@ -37,8 +37,9 @@ type Options struct {
 	IOTimeout time.Duration
 }
 
-// idleTimeout is the I/O timeout in force.
-func (o Options) idleTimeout() time.Duration {
+// IdleTimeout is the I/O timeout in force: IOTimeout, or 60 s when unset.
+// Backends hand it to IdleDialer or NewHTTPTransport.
+func (o Options) IdleTimeout() time.Duration {
 	if o.IOTimeout > 0 {
 		return o.IOTimeout
 	}
@@ -62,8 +63,10 @@ var (
 	registry   = map[string]Opener{}
 )
 
-// Register makes a backend available under scheme. Backends call it from
-// init, so adding one is a matter of one file.
+// Register makes a backend available under scheme. The file:// backend
+// registers itself; the SDK backends are registered by cloud/all, called
+// by the program, so that code which needs only the Store interface links
+// no SDK.
 func Register(scheme string, open Opener) {
 	registryMu.Lock()
 	defer registryMu.Unlock()
@@ -151,7 +154,8 @@ func Redact(raw string) string {
 	return u.String()
 }
 
-// JoinKey joins a store prefix and a key.
+// JoinKey joins a store prefix and a key: the object name a backend sends
+// for key in a store opened with prefix.
 func JoinKey(prefix, key string) string {
 	if prefix == "" {
 		return key

@@ -92,24 +92,58 @@ func (r *retryStore) Unwrap() Store { return r.Store }
 func (r *retryStore) Close() error { return Close(r.Store) }
 
 func (r *retryStore) Put(ctx context.Context, key string, body io.Reader, opts PutOptions) error {
-	seeker, ok := body.(io.Seeker)
+	rewind, ok := rewinder(body)
 	if !ok {
-		return r.Store.Put(ctx, key, body, opts)
-	}
-	start, err := seeker.Seek(0, io.SeekCurrent)
-	if err != nil {
 		return r.Store.Put(ctx, key, body, opts)
 	}
 	first := true
 	return Retry(ctx, r.p, "put "+key, func() error {
 		if !first {
-			if _, err := seeker.Seek(start, io.SeekStart); err != nil {
+			if err := rewind(); err != nil {
 				return Permanent(err)
 			}
 		}
 		first = false
 		return r.Store.Put(ctx, key, body, opts)
 	})
+}
+
+// Rewinder is a Put body that can start over, such as an encoder that
+// re-reads its source: the retry decorator calls Rewind before trying
+// again. An error from Rewind ends the retries and is returned: it is the
+// cause (a source that cannot be read again), not the store's failure.
+type Rewinder interface {
+	io.Reader
+	Rewind() error
+}
+
+// rewinder returns how to start body over, if it can be.
+func rewinder(body io.Reader) (func() error, bool) {
+	if rw, ok := body.(Rewinder); ok {
+		return rw.Rewind, true
+	}
+	seeker, ok := body.(io.Seeker)
+	if !ok {
+		return nil, false
+	}
+	start, err := seeker.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return nil, false
+	}
+	return func() error {
+		_, err := seeker.Seek(start, io.SeekStart)
+		return err
+	}, true
+}
+
+// load is Load with retries: a connection that broke while fn read is
+// opened again and fn called anew.
+func (r *retryStore) load(ctx context.Context, key string, fn func(io.Reader, ObjectInfo) error) error {
+	err := Retry(ctx, r.p, "load "+key, func() error { return loadOnce(ctx, r.Store, key, fn) })
+	if fe, ok := asFnErr(err); ok {
+		return fe
+	}
+	return err
 }
 
 func (r *retryStore) Get(ctx context.Context, key string) (rc io.ReadCloser, info ObjectInfo, err error) {

@@ -1,6 +1,9 @@
-// Package cloud is walvault's storage layer: one small Store interface, a
-// backend per file (file://, s3://, ...), and decorators for cross-cutting
-// concerns such as retries. It knows nothing about PostgreSQL.
+// Package cloud is walvault's storage layer: one small Store interface, the
+// file:// backend, URL parsing, and decorators for cross-cutting concerns
+// such as retries. The SDK backends live in cloud/s3, cloud/gcs and
+// cloud/azure, registered by the program that wants them (cloud/all), so
+// nothing that only needs the interface links an SDK. It knows nothing
+// about PostgreSQL.
 package cloud
 
 import (

@@ -72,8 +72,11 @@ func (c *idleConn) check(op string, err error) error {
 	return err
 }
 
-// idleDialer dials with dialTimeout and wraps connections in idleConn.
-func idleDialer(timeout time.Duration) func(ctx context.Context, network, addr string) (net.Conn, error) {
+// IdleDialer returns a DialContext for an SDK's own HTTP transport: it
+// gives up connecting after a few seconds, and fails a connection on which
+// no data moves for timeout (Options.IdleTimeout), so an unreachable or
+// stalled server cannot hang wal-push and PostgreSQL's archiver with it.
+func IdleDialer(timeout time.Duration) func(ctx context.Context, network, addr string) (net.Conn, error) {
 	d := &net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		c, err := d.DialContext(ctx, network, addr)
@@ -84,12 +87,13 @@ func idleDialer(timeout time.Duration) func(ctx context.Context, network, addr s
 	}
 }
 
-// newHTTPTransport is the transport for backends whose SDK takes one. Idle
-// connections are dropped well before their deadline could fire.
-func newHTTPTransport(timeout time.Duration) *http.Transport {
+// NewHTTPTransport is the transport for backends whose SDK takes one:
+// IdleDialer's bounded connect and stall detection, HTTP/1.1, and idle
+// connections dropped well before their deadline could fire.
+func NewHTTPTransport(timeout time.Duration) *http.Transport {
 	return &http.Transport{
 		Proxy:       http.ProxyFromEnvironment,
-		DialContext: idleDialer(timeout),
+		DialContext: IdleDialer(timeout),
 		// HTTP/1.1 only: object stores speak it, and one stream per
 		// connection is what makes the idle deadline mean "stalled".
 		ForceAttemptHTTP2:     false,

@@ -11,11 +11,13 @@ import (
 	"testing"
 
 	"github.com/walvault/walvault/cloud"
+	"github.com/walvault/walvault/cloud/all"
 	"github.com/walvault/walvault/integration/pgtest"
 	"github.com/walvault/walvault/integration/testenv"
 )
 
 func TestMain(m *testing.M) {
+	all.Register() // stores are opened in-process too, as cmd/walvault opens them
 	code := m.Run()
 	pgtest.Cleanup()
 	os.Exit(code)

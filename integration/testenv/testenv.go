@@ -36,6 +36,7 @@ import (
 	"time"
 
 	"github.com/walvault/walvault/cloud"
+	"github.com/walvault/walvault/cloud/all"
 )
 
 // Kind names a storage server.
@@ -151,8 +152,10 @@ func Binary(kind Kind) (string, error) {
 
 // Start starts a server of kind with its files under dir (created if
 // needed) and waits until it answers. The caller must Stop it; StartT is
-// the variant for a single test.
+// the variant for a single test. It registers the SDK backends with
+// package cloud (cloud/all), so that the server's stores open in-process.
 func Start(kind Kind, dir string) (*Server, error) {
+	all.Register()
 	bin, err := Binary(kind)
 	if err != nil {
 		return nil, err

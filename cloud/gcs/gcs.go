@@ -1,4 +1,6 @@
-package cloud
+// Package gcs is the gs:// backend of package cloud, for Google Cloud
+// Storage. cloud/all registers it.
+package gcs
 
 import (
 	"context"
@@ -7,7 +9,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"slices"
 	"strings"
 	"time"
 
@@ -16,17 +17,16 @@ import (
 	"google.golang.org/api/googleapi"
 	"google.golang.org/api/iterator"
 	"google.golang.org/api/option"
-)
 
-// The gs:// backend, for Google Cloud Storage.
-func init() { Register("gs", openGCS) }
+	"github.com/walvault/walvault/cloud"
+)
 
 const (
-	gcsDefaultChunk = 16 << 20
-	gcsChunkAlign   = 256 << 10 // the SDK rounds chunks up to this
+	defaultChunk = 16 << 20
+	chunkAlign   = 256 << 10 // the SDK rounds chunks up to this
 )
 
-type gcsStore struct {
+type store struct {
 	client *storage.Client
 	bucket *storage.BucketHandle
 	name   string
@@ -37,7 +37,10 @@ type gcsStore struct {
 	kmsKey string
 }
 
-func openGCS(ctx context.Context, loc Location, opts Options) (Store, error) {
+// Open opens the gs:// store loc names. It finds credentials now, from
+// the environment and gcloud's files; see the comment inside for when that
+// can mean a request.
+func Open(ctx context.Context, loc cloud.Location, opts cloud.Options) (cloud.Store, error) {
 	name := "gs://" + strings.TrimSuffix(loc.Bucket+"/"+loc.Prefix, "/")
 	var copts []option.ClientOption
 	switch ep := opts.GCSEndpoint; {
@@ -53,7 +56,7 @@ func openGCS(ctx context.Context, loc Location, opts Options) (Store, error) {
 	// neither exists and it has to ask whether this is a GCE machine.
 	client, err := storage.NewClient(ctx, copts...)
 	if err != nil {
-		return nil, Permanent(fmt.Errorf("%s: cannot create a GCS client: %w (set GOOGLE_APPLICATION_CREDENTIALS or run gcloud auth application-default login)", name, err))
+		return nil, cloud.Permanent(fmt.Errorf("%s: cannot create a GCS client: %w (set GOOGLE_APPLICATION_CREDENTIALS or run gcloud auth application-default login)", name, err))
 	}
 	// Bounded retries: a dead endpoint must fail wal-push within seconds.
 	// Writes are conditional or idempotent by key, so the default policy
@@ -62,13 +65,13 @@ func openGCS(ctx context.Context, loc Location, opts Options) (Store, error) {
 		storage.WithBackoff(gax.Backoff{Initial: 100 * time.Millisecond, Max: 2 * time.Second, Multiplier: 2}),
 		storage.WithMaxAttempts(3),
 	)
-	s := &gcsStore{
+	s := &store{
 		client: client,
 		bucket: client.Bucket(loc.Bucket),
 		name:   name,
 		bkt:    loc.Bucket,
 		prefix: loc.Prefix,
-		chunk:  gcsDefaultChunk,
+		chunk:  defaultChunk,
 		class:  opts.GCSStorageClass,
 		kmsKey: opts.GCSKMSKeyName,
 	}
@@ -78,45 +81,26 @@ func openGCS(ctx context.Context, loc Location, opts Options) (Store, error) {
 	return s, nil
 }
 
-func (s *gcsStore) String() string { return s.name }
+func (s *store) String() string { return s.name }
 
-func (s *gcsStore) Close() error { return s.client.Close() }
+func (s *store) Close() error { return s.client.Close() }
 
-func (s *gcsStore) key(k string) string { return JoinKey(s.prefix, k) }
+func (s *store) key(k string) string { return cloud.JoinKey(s.prefix, k) }
 
 // chunkFor picks the writer's buffer: a small object (by hint) gets a small
 // buffer, and an object slightly larger than one chunk (a WAL segment plus
 // framing) still goes up in a single request.
-func (s *gcsStore) chunkFor(hint int64) int {
-	c := s.chunk + s3Slack
-	if hint > 0 && hint+s3Slack < c {
-		c = hint + s3Slack
+func (s *store) chunkFor(hint int64) int {
+	c := s.chunk + cloud.PartSlack
+	if hint > 0 && hint+cloud.PartSlack < c {
+		c = hint + cloud.PartSlack
 	}
-	return int((c + gcsChunkAlign - 1) / gcsChunkAlign * gcsChunkAlign)
+	return int((c + chunkAlign - 1) / chunkAlign * chunkAlign)
 }
 
-// errReader remembers the source's error so that Put can tell it from the
-// upload's.
-type errReader struct {
-	ctx context.Context
-	r   io.Reader
-	err error
-}
-
-func (e *errReader) Read(p []byte) (int, error) {
-	if err := e.ctx.Err(); err != nil {
-		return 0, err
-	}
-	n, err := e.r.Read(p)
-	if err != nil && !errors.Is(err, io.EOF) {
-		e.err = err
-	}
-	return n, err
-}
-
-func (s *gcsStore) Put(ctx context.Context, key string, r io.Reader, opts PutOptions) error {
-	if err := checkMetadata(opts.Metadata); err != nil {
-		return Permanent(fmt.Errorf("%s: put %s: %w", s, key, err))
+func (s *store) Put(ctx context.Context, key string, r io.Reader, opts cloud.PutOptions) error {
+	if err := cloud.CheckMetadata(opts.Metadata); err != nil {
+		return cloud.Permanent(fmt.Errorf("%s: put %s: %w", s, key, err))
 	}
 	// Cancelling the writer's context is the only way to abandon an upload
 	// without finalizing the object; Close would commit what was written.
@@ -131,12 +115,12 @@ func (s *gcsStore) Put(ctx context.Context, key string, r io.Reader, opts PutOpt
 	w.Metadata = opts.Metadata
 	w.StorageClass = s.class
 	w.KMSKeyName = s.kmsKey
-	src := &errReader{ctx: ctx, r: r}
+	src := cloud.NewSourceReader(ctx, r)
 	if _, err := io.Copy(w, src); err != nil {
 		cancel()
 		_ = w.Close()
-		if src.err != nil {
-			return fmt.Errorf("%s: put %s: reading the data: %w", s, key, src.err)
+		if src.Err() != nil {
+			return fmt.Errorf("%s: put %s: reading the data: %w", s, key, src.Err())
 		}
 		return s.mapErr(ctx, "put", key, err)
 	}
@@ -151,18 +135,18 @@ func (s *gcsStore) Put(ctx context.Context, key string, r io.Reader, opts PutOpt
 	return nil
 }
 
-func gcsInfo(key string, a *storage.ObjectAttrs) ObjectInfo {
+func objectInfo(key string, a *storage.ObjectAttrs) cloud.ObjectInfo {
 	meta := make(map[string]string, len(a.Metadata))
 	for k, v := range a.Metadata {
 		meta[strings.ToLower(k)] = v
 	}
-	return ObjectInfo{Key: key, Size: a.Size, ModTime: a.Updated, Metadata: meta}
+	return cloud.ObjectInfo{Key: key, Size: a.Size, ModTime: a.Updated, Metadata: meta}
 }
 
 // Get opens the object and fetches its attributes at the same time: the
 // reader does not carry user metadata. Both name the same generation, or
 // the read is re-pinned to the generation the attributes describe.
-func (s *gcsStore) Get(ctx context.Context, key string) (io.ReadCloser, ObjectInfo, error) {
+func (s *store) Get(ctx context.Context, key string) (io.ReadCloser, cloud.ObjectInfo, error) {
 	obj := s.bucket.Object(s.key(key))
 	type attrsResult struct {
 		a   *storage.ObjectAttrs
@@ -179,30 +163,36 @@ func (s *gcsStore) Get(ctx context.Context, key string) (io.ReadCloser, ObjectIn
 		if rd != nil {
 			_ = rd.Close()
 		}
-		return nil, ObjectInfo{}, s.mapErr(ctx, "get", key, res.err)
+		return nil, cloud.ObjectInfo{}, s.mapErr(ctx, "get", key, res.err)
 	}
 	if rerr == nil && rd.Attrs.Generation == res.a.Generation {
-		return rd, gcsInfo(key, res.a), nil
+		return checksumBody(rd), objectInfo(key, res.a), nil
 	}
 	if rd != nil {
 		_ = rd.Close()
 	}
 	rd, err := obj.Generation(res.a.Generation).NewReader(ctx)
 	if err != nil {
-		return nil, ObjectInfo{}, s.mapErr(ctx, "get", key, err)
+		return nil, cloud.ObjectInfo{}, s.mapErr(ctx, "get", key, err)
 	}
-	return rd, gcsInfo(key, res.a), nil
+	return checksumBody(rd), objectInfo(key, res.a), nil
 }
 
-func (s *gcsStore) Stat(ctx context.Context, key string) (ObjectInfo, error) {
+// checksumBody marks the SDK's failed CRC32C check of a download, which it
+// reports only as text, with cloud.ErrChecksum.
+func checksumBody(body io.ReadCloser) io.ReadCloser {
+	return cloud.MarkChecksum(body, "bad CRC on read")
+}
+
+func (s *store) Stat(ctx context.Context, key string) (cloud.ObjectInfo, error) {
 	a, err := s.bucket.Object(s.key(key)).Attrs(ctx)
 	if err != nil {
-		return ObjectInfo{}, s.mapErr(ctx, "stat", key, err)
+		return cloud.ObjectInfo{}, s.mapErr(ctx, "stat", key, err)
 	}
-	return gcsInfo(key, a), nil
+	return objectInfo(key, a), nil
 }
 
-func (s *gcsStore) List(ctx context.Context, prefix string, opts ListOptions, fn func(ObjectInfo) error) error {
+func (s *store) List(ctx context.Context, prefix string, opts cloud.ListOptions, fn func(cloud.ObjectInfo) error) error {
 	base := ""
 	if s.prefix != "" {
 		base = s.prefix + "/"
@@ -218,20 +208,16 @@ func (s *gcsStore) List(ctx context.Context, prefix string, opts ListOptions, fn
 		if err != nil {
 			return s.mapErr(ctx, "list", prefix, err)
 		}
-		// A page lists objects, then prefixes: merge into lexical order.
-		entries := make([]ObjectInfo, 0, len(page))
+		entries := make([]cloud.ObjectInfo, 0, len(page))
 		for _, a := range page {
 			if a.Prefix != "" {
-				entries = append(entries, ObjectInfo{Key: strings.TrimPrefix(a.Prefix, base), IsPrefix: true})
+				entries = append(entries, cloud.ObjectInfo{Key: strings.TrimPrefix(a.Prefix, base), IsPrefix: true})
 			} else {
-				entries = append(entries, ObjectInfo{Key: strings.TrimPrefix(a.Name, base), Size: a.Size, ModTime: a.Updated})
+				entries = append(entries, cloud.ObjectInfo{Key: strings.TrimPrefix(a.Name, base), Size: a.Size, ModTime: a.Updated})
 			}
 		}
-		slices.SortFunc(entries, func(a, b ObjectInfo) int { return strings.Compare(a.Key, b.Key) })
-		for _, e := range entries {
-			if err := fn(e); err != nil {
-				return err
-			}
+		if err := cloud.EmitSorted(entries, fn); err != nil {
+			return err
 		}
 		if next == "" {
 			return nil
@@ -239,25 +225,20 @@ func (s *gcsStore) List(ctx context.Context, prefix string, opts ListOptions, fn
 	}
 }
 
-func (s *gcsStore) Delete(ctx context.Context, key string) error {
-	err := s.bucket.Object(s.key(key)).Delete(ctx)
-	if err == nil {
-		return nil
+func (s *store) Delete(ctx context.Context, key string) error {
+	if err := s.bucket.Object(s.key(key)).Delete(ctx); err != nil {
+		return cloud.IgnoreNotFound(s.mapErr(ctx, "delete", key, err))
 	}
-	err = s.mapErr(ctx, "delete", key, err)
-	if errors.Is(err, ErrNotFound) {
-		return nil
-	}
-	return err
+	return nil
 }
 
-func (s *gcsStore) mapErr(ctx context.Context, op, key string, err error) error {
-	what := fmt.Sprintf("%s: %s %s", s, op, key)
-	if key == "" {
-		what = fmt.Sprintf("%s: %s", s, op)
-	}
-	if ctx.Err() != nil {
-		return fmt.Errorf("%s: %w", what, ctx.Err())
+// mapErr words a client error in one line, wrapping the sentinels callers
+// test for. A missing object may be a missing bucket, which GCS reports
+// the same way: a miss on stat or get costs a look at the bucket.
+func (s *store) mapErr(ctx context.Context, op, key string, err error) error {
+	what := cloud.Describe(s, op, key)
+	if err := cloud.Ended(ctx, what); err != nil {
+		return err
 	}
 	var ge *googleapi.Error
 	code := 0
@@ -265,43 +246,34 @@ func (s *gcsStore) mapErr(ctx context.Context, op, key string, err error) error 
 		code = ge.Code
 	}
 	switch {
-	case errors.Is(err, storage.ErrBucketNotExist) || gcsBucketMissing(ge) ||
+	case errors.Is(err, storage.ErrBucketNotExist) || bucketMissingError(ge) ||
 		op == "put" && code == http.StatusNotFound: // an upload has no object to miss
-		return Permanent(newStoreError(fmt.Sprintf("%s: bucket %q does not exist: create it or fix the store URL", what, s.bkt), err))
+		return cloud.Permanent(cloud.NewStoreError(fmt.Sprintf("%s: bucket %q does not exist: create it or fix the store URL", what, s.bkt), err))
 	case errors.Is(err, storage.ErrObjectNotExist) || code == http.StatusNotFound:
 		if op == "stat" || op == "get" {
 			if s.bucketMissing(ctx) {
-				return Permanent(newStoreError(fmt.Sprintf("%s: bucket %q does not exist: create it or fix the store URL", what, s.bkt), err))
+				return cloud.Permanent(cloud.NewStoreError(fmt.Sprintf("%s: bucket %q does not exist: create it or fix the store URL", what, s.bkt), err))
 			}
 		}
-		return newStoreError(fmt.Sprintf("%s: %v", what, ErrNotFound), ErrNotFound, err)
+		return cloud.NewStoreError(fmt.Sprintf("%s: %v", what, cloud.ErrNotFound), cloud.ErrNotFound, err)
 	case code == http.StatusPreconditionFailed:
-		return newStoreError(fmt.Sprintf("%s: %v", what, ErrExists), ErrExists, err)
+		return cloud.NewStoreError(fmt.Sprintf("%s: %v", what, cloud.ErrExists), cloud.ErrExists, err)
 	case code == http.StatusUnauthorized || code == http.StatusForbidden:
-		return newStoreError(fmt.Sprintf("%s: %v: check GOOGLE_APPLICATION_CREDENTIALS and the account's roles on bucket %q", what, ErrAccess, s.bkt), ErrAccess, err)
+		return cloud.NewStoreError(fmt.Sprintf("%s: %v: check GOOGLE_APPLICATION_CREDENTIALS and the account's roles on bucket %q", what, cloud.ErrAccess, s.bkt), cloud.ErrAccess, err)
 	case strings.Contains(err.Error(), "credentials"):
 		// ADC found nothing usable when the first request needed a token.
-		return newStoreError(fmt.Sprintf("%s: %v: no usable Google credentials: set GOOGLE_APPLICATION_CREDENTIALS or run gcloud auth application-default login", what, ErrAccess), ErrAccess, err)
+		return cloud.NewStoreError(fmt.Sprintf("%s: %v: no usable Google credentials: set GOOGLE_APPLICATION_CREDENTIALS or run gcloud auth application-default login", what, cloud.ErrAccess), cloud.ErrAccess, err)
 	}
-	if e, ok := stalled(what, err); ok {
-		return e
+	hint := "check STORAGE_EMULATOR_HOST"
+	if os.Getenv("STORAGE_EMULATOR_HOST") == "" {
+		hint = "check the network"
 	}
-	if host, ok := unreachable(err); ok {
-		hint := "check STORAGE_EMULATOR_HOST"
-		if os.Getenv("STORAGE_EMULATOR_HOST") == "" {
-			hint = "check the network"
-		}
-		return newStoreError(fmt.Sprintf("%s: %s: is the server running? %s", what, describeUnreachable(host, err), hint), err)
-	}
-	if code >= 400 && code < 500 && code != http.StatusRequestTimeout && code != http.StatusTooManyRequests {
-		return Permanent(fmt.Errorf("%s: %w", what, err))
-	}
-	return fmt.Errorf("%s: %w", what, err)
+	return cloud.MapError(what, err, code, hint)
 }
 
-// gcsBucketMissing recognises GCS's answer for a missing bucket, which
+// bucketMissingError recognises GCS's answer for a missing bucket, which
 // the SDK reports as a missing object for object operations.
-func gcsBucketMissing(ge *googleapi.Error) bool {
+func bucketMissingError(ge *googleapi.Error) bool {
 	if ge == nil || ge.Code != http.StatusNotFound {
 		return false
 	}
@@ -312,7 +284,7 @@ func gcsBucketMissing(ge *googleapi.Error) bool {
 // bucketMissing checks, after an object was not found, whether the whole
 // bucket is missing: a wrong bucket must not look like an empty archive.
 // It costs one request, on misses only.
-func (s *gcsStore) bucketMissing(ctx context.Context) bool {
+func (s *store) bucketMissing(ctx context.Context) bool {
 	_, err := s.bucket.Attrs(ctx)
 	return errors.Is(err, storage.ErrBucketNotExist)
 }

@@ -1,4 +1,6 @@
-package cloud
+// Package s3 is the s3:// backend of package cloud, for AWS S3 and
+// S3-compatible servers. cloud/all registers it.
+package s3
 
 import (
 	"bytes"
@@ -17,30 +19,25 @@ import (
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/config"
-	"github.com/aws/aws-sdk-go-v2/service/s3"
+	awss3 "github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go"
-)
 
-// The s3:// backend, for AWS S3 and S3-compatible servers.
-func init() { Register("s3", openS3) }
+	"github.com/walvault/walvault/cloud"
+)
 
 const (
-	s3DefaultPartSize = 16 << 20
-	s3MinPartSize     = 5 << 20 // S3's minimum for all parts but the last
-	s3MaxPartSize     = 5 << 30
-	s3MaxParts        = 10000
-	// s3Slack lets an object slightly larger than one part (a 16 MiB WAL
-	// segment plus compression or encryption framing) go up in one PUT
-	// instead of a multipart upload with a tiny second part.
-	s3Slack = 1 << 20
-	// s3Concurrency parts are uploaded at once; with the one being filled,
-	// a Put buffers at most (s3Concurrency+1)*partSize bytes.
-	s3Concurrency = 4
+	defaultPartSize = 16 << 20
+	minPartSize     = 5 << 20 // S3's minimum for all parts but the last
+	maxPartSize     = 5 << 30
+	maxParts        = 10000
+	// concurrency parts are uploaded at once; with the one being filled,
+	// a Put buffers at most (concurrency+1)*partSize bytes.
+	concurrency = 4
 )
 
-type s3Store struct {
-	client   *s3.Client
+type store struct {
+	client   *awss3.Client
 	bucket   string
 	prefix   string
 	partSize int64
@@ -49,22 +46,24 @@ type s3Store struct {
 	kmsKey   string
 }
 
-func openS3(ctx context.Context, loc Location, opts Options) (Store, error) {
+// Open opens the s3:// store loc names. It reads configuration and
+// credentials from the environment and shared files only: no network.
+func Open(ctx context.Context, loc cloud.Location, opts cloud.Options) (cloud.Store, error) {
 	name := "s3://" + strings.TrimSuffix(loc.Bucket+"/"+loc.Prefix, "/")
 	var loadOpts []func(*config.LoadOptions) error
 	if opts.S3Region != "" {
 		loadOpts = append(loadOpts, config.WithRegion(opts.S3Region))
 	}
-	// Bounded connect time and stall detection (see transport.go).
+	// Bounded connect time and stall detection (see cloud.IdleDialer).
 	httpClient := awshttp.NewBuildableClient().WithTransportOptions(func(tr *http.Transport) {
-		tr.DialContext = idleDialer(opts.idleTimeout())
-		tr.IdleConnTimeout = min(tr.IdleConnTimeout, opts.idleTimeout()/2)
+		tr.DialContext = cloud.IdleDialer(opts.IdleTimeout())
+		tr.IdleConnTimeout = min(tr.IdleConnTimeout, opts.IdleTimeout()/2)
 	})
 	loadOpts = append(loadOpts, config.WithHTTPClient(httpClient))
 	// Reads only environment and shared config files: no network.
 	cfg, err := config.LoadDefaultConfig(ctx, loadOpts...)
 	if err != nil {
-		return nil, Permanent(fmt.Errorf("%s: loading AWS configuration: %w", name, err))
+		return nil, cloud.Permanent(fmt.Errorf("%s: loading AWS configuration: %w", name, err))
 	}
 	if cfg.Region == "" {
 		cfg.Region = "us-east-1"
@@ -80,7 +79,7 @@ func openS3(ctx context.Context, loc Location, opts Options) (Store, error) {
 	if endpoint != "" && !strings.Contains(endpoint, "://") {
 		endpoint = "https://" + endpoint
 	}
-	client := s3.NewFromConfig(cfg, func(o *s3.Options) {
+	client := awss3.NewFromConfig(cfg, func(o *awss3.Options) {
 		if endpoint != "" {
 			o.BaseEndpoint = aws.String(endpoint) // the flag beats AWS_ENDPOINT_URL*
 		}
@@ -93,11 +92,11 @@ func openS3(ctx context.Context, loc Location, opts Options) (Store, error) {
 			so.MaxBackoff = 2 * time.Second
 		})
 	})
-	s := &s3Store{
+	s := &store{
 		client:   client,
 		bucket:   loc.Bucket,
 		prefix:   loc.Prefix,
-		partSize: s3DefaultPartSize,
+		partSize: defaultPartSize,
 		checksum: types.ChecksumAlgorithmCrc32,
 		class:    types.StorageClass(opts.S3StorageClass),
 		kmsKey:   opts.S3SSEKMSKeyID,
@@ -106,43 +105,43 @@ func openS3(ctx context.Context, loc Location, opts Options) (Store, error) {
 		s.checksum = ""
 	}
 	if opts.PartSize > 0 {
-		s.partSize = min(max(opts.PartSize, s3MinPartSize), s3MaxPartSize)
+		s.partSize = min(max(opts.PartSize, minPartSize), maxPartSize)
 	}
 	return s, nil
 }
 
-func (s *s3Store) String() string {
+func (s *store) String() string {
 	if s.prefix == "" {
 		return "s3://" + s.bucket
 	}
 	return "s3://" + s.bucket + "/" + s.prefix
 }
 
-func (s *s3Store) key(k string) string { return JoinKey(s.prefix, k) }
+func (s *store) key(k string) string { return cloud.JoinKey(s.prefix, k) }
 
 // partSizeFor grows the part size when the expected size would not fit in
 // S3's 10,000 parts (with 10% headroom for a wrong hint).
-func (s *s3Store) partSizeFor(hint int64) int64 {
+func (s *store) partSizeFor(hint int64) int64 {
 	ps := s.partSize
 	if hint > 0 {
-		need := (hint + hint/10) / (s3MaxParts - 1)
+		need := (hint + hint/10) / (maxParts - 1)
 		need = (need + 1<<20 - 1) &^ (1<<20 - 1) // whole MiB
-		ps = min(max(ps, need), s3MaxPartSize)
+		ps = min(max(ps, need), maxPartSize)
 	}
 	return ps
 }
 
-func (s *s3Store) Put(ctx context.Context, key string, r io.Reader, opts PutOptions) error {
-	if err := checkMetadata(opts.Metadata); err != nil {
-		return Permanent(fmt.Errorf("%s: put %s: %w", s, key, err))
+func (s *store) Put(ctx context.Context, key string, r io.Reader, opts cloud.PutOptions) error {
+	if err := cloud.CheckMetadata(opts.Metadata); err != nil {
+		return cloud.Permanent(fmt.Errorf("%s: put %s: %w", s, key, err))
 	}
 	partSize := s.partSizeFor(opts.SizeHint)
-	first, eof, err := readFirst(ctx, r, partSize+s3Slack, opts.SizeHint)
+	first, eof, err := readFirst(ctx, r, partSize+cloud.PartSlack, opts.SizeHint)
 	if err != nil {
 		return fmt.Errorf("%s: put %s: reading the data: %w", s, key, err)
 	}
 	if eof {
-		in := &s3.PutObjectInput{
+		in := &awss3.PutObjectInput{
 			Bucket:        aws.String(s.bucket),
 			Key:           aws.String(s.key(key)),
 			Body:          bytes.NewReader(first),
@@ -162,7 +161,7 @@ func (s *s3Store) Put(ctx context.Context, key string, r io.Reader, opts PutOpti
 	return s.putMultipart(ctx, key, r, opts, partSize, first)
 }
 
-func (s *s3Store) applyKMS(sse *types.ServerSideEncryption, id **string) {
+func (s *store) applyKMS(sse *types.ServerSideEncryption, id **string) {
 	if s.kmsKey != "" {
 		*sse = types.ServerSideEncryptionAwsKms
 		*id = aws.String(s.kmsKey)
@@ -224,9 +223,9 @@ func fill(ctx context.Context, r io.Reader, buf []byte) (int, bool, error) {
 // putMultipart streams the rest of r as a multipart upload. Memory is
 // bounded by a fixed pool of part buffers; any failure aborts the upload so
 // that no parts (and no object) are left behind.
-func (s *s3Store) putMultipart(ctx context.Context, key string, r io.Reader, opts PutOptions, partSize int64, first []byte) (err error) {
+func (s *store) putMultipart(ctx context.Context, key string, r io.Reader, opts cloud.PutOptions, partSize int64, first []byte) (err error) {
 	k := s.key(key)
-	create := &s3.CreateMultipartUploadInput{
+	create := &awss3.CreateMultipartUploadInput{
 		Bucket:            aws.String(s.bucket),
 		Key:               aws.String(k),
 		Metadata:          opts.Metadata,
@@ -251,13 +250,13 @@ func (s *s3Store) putMultipart(ctx context.Context, key string, r io.Reader, opt
 		wg    sync.WaitGroup
 		mu    sync.Mutex
 		parts []types.CompletedPart
-		free  = make(chan []byte, s3Concurrency+1)
-		slots = make(chan struct{}, s3Concurrency)
+		free  = make(chan []byte, concurrency+1)
+		slots = make(chan struct{}, concurrency)
 	)
 	send := func(num int32, data, buf []byte) {
 		defer wg.Done()
 		defer func() { <-slots; free <- buf }()
-		resp, err := s.client.UploadPart(upCtx, &s3.UploadPartInput{
+		resp, err := s.client.UploadPart(upCtx, &awss3.UploadPartInput{
 			Bucket:            aws.String(s.bucket),
 			Key:               aws.String(k),
 			UploadId:          uploadID,
@@ -299,7 +298,7 @@ func (s *s3Store) putMultipart(ctx context.Context, key string, r io.Reader, opt
 			return b
 		default:
 		}
-		if allocated <= s3Concurrency {
+		if allocated <= concurrency {
 			allocated++
 			return make([]byte, partSize)
 		}
@@ -335,8 +334,8 @@ func (s *s3Store) putMultipart(ctx context.Context, key string, r io.Reader, opt
 				break
 			}
 			if n > 0 {
-				if num++; num > s3MaxParts {
-					readErr = Permanent(fmt.Errorf("object larger than %d parts of %d MiB: raise the part size", s3MaxParts, partSize>>20))
+				if num++; num > maxParts {
+					readErr = cloud.Permanent(fmt.Errorf("object larger than %d parts of %d MiB: raise the part size", maxParts, partSize>>20))
 					cancel(readErr)
 					free <- buf
 					break
@@ -361,7 +360,7 @@ func (s *s3Store) putMultipart(ctx context.Context, key string, r io.Reader, opt
 		return s.mapErr(ctx, "put", key, cause)
 	}
 	slices.SortFunc(parts, func(a, b types.CompletedPart) int { return int(*a.PartNumber - *b.PartNumber) })
-	complete := &s3.CompleteMultipartUploadInput{
+	complete := &awss3.CompleteMultipartUploadInput{
 		Bucket:          aws.String(s.bucket),
 		Key:             aws.String(k),
 		UploadId:        uploadID,
@@ -378,20 +377,20 @@ func (s *s3Store) putMultipart(ctx context.Context, key string, r io.Reader, opt
 
 // abort cleans up a failed multipart upload, even when ctx was cancelled:
 // left-over parts are invisible but billed.
-func (s *s3Store) abort(ctx context.Context, k string, uploadID *string) {
+func (s *store) abort(ctx context.Context, k string, uploadID *string) {
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	_, _ = s.client.AbortMultipartUpload(actx, &s3.AbortMultipartUploadInput{
+	_, _ = s.client.AbortMultipartUpload(actx, &awss3.AbortMultipartUploadInput{
 		Bucket: aws.String(s.bucket), Key: aws.String(k), UploadId: uploadID,
 	})
 }
 
-func (s *s3Store) Get(ctx context.Context, key string) (io.ReadCloser, ObjectInfo, error) {
-	out, err := s.client.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(s.key(key))})
+func (s *store) Get(ctx context.Context, key string) (io.ReadCloser, cloud.ObjectInfo, error) {
+	out, err := s.client.GetObject(ctx, &awss3.GetObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(s.key(key))})
 	if err != nil {
-		return nil, ObjectInfo{}, s.mapErr(ctx, "get", key, err)
+		return nil, cloud.ObjectInfo{}, s.mapErr(ctx, "get", key, err)
 	}
-	return out.Body, ObjectInfo{
+	return checksumBody(out.Body), cloud.ObjectInfo{
 		Key:      key,
 		Size:     aws.ToInt64(out.ContentLength),
 		ModTime:  aws.ToTime(out.LastModified),
@@ -399,12 +398,18 @@ func (s *s3Store) Get(ctx context.Context, key string) (io.ReadCloser, ObjectInf
 	}, nil
 }
 
-func (s *s3Store) Stat(ctx context.Context, key string) (ObjectInfo, error) {
-	out, err := s.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(s.key(key))})
+// checksumBody marks the SDK's failed validation of a response checksum,
+// which it reports only as text, with cloud.ErrChecksum.
+func checksumBody(body io.ReadCloser) io.ReadCloser {
+	return cloud.MarkChecksum(body, "checksum did not match")
+}
+
+func (s *store) Stat(ctx context.Context, key string) (cloud.ObjectInfo, error) {
+	out, err := s.client.HeadObject(ctx, &awss3.HeadObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(s.key(key))})
 	if err != nil {
-		return ObjectInfo{}, s.mapErr(ctx, "stat", key, err)
+		return cloud.ObjectInfo{}, s.mapErr(ctx, "stat", key, err)
 	}
-	return ObjectInfo{
+	return cloud.ObjectInfo{
 		Key:      key,
 		Size:     aws.ToInt64(out.ContentLength),
 		ModTime:  aws.ToTime(out.LastModified),
@@ -420,65 +425,53 @@ func lowerKeys(m map[string]string) map[string]string {
 	return out
 }
 
-func (s *s3Store) List(ctx context.Context, prefix string, opts ListOptions, fn func(ObjectInfo) error) error {
+func (s *store) List(ctx context.Context, prefix string, opts cloud.ListOptions, fn func(cloud.ObjectInfo) error) error {
 	base := ""
 	if s.prefix != "" {
 		base = s.prefix + "/"
 	}
-	in := &s3.ListObjectsV2Input{Bucket: aws.String(s.bucket), Prefix: aws.String(base + prefix)}
+	in := &awss3.ListObjectsV2Input{Bucket: aws.String(s.bucket), Prefix: aws.String(base + prefix)}
 	if opts.Delimiter != "" {
 		in.Delimiter = aws.String(opts.Delimiter)
 	}
-	p := s3.NewListObjectsV2Paginator(s.client, in)
+	p := awss3.NewListObjectsV2Paginator(s.client, in)
 	for p.HasMorePages() {
 		page, err := p.NextPage(ctx)
 		if err != nil {
 			return s.mapErr(ctx, "list", prefix, err)
 		}
-		// Objects and common prefixes come as two sorted lists; merge them
-		// so fn sees one lexical order.
-		entries := make([]ObjectInfo, 0, len(page.Contents)+len(page.CommonPrefixes))
+		entries := make([]cloud.ObjectInfo, 0, len(page.Contents)+len(page.CommonPrefixes))
 		for _, o := range page.Contents {
-			entries = append(entries, ObjectInfo{
+			entries = append(entries, cloud.ObjectInfo{
 				Key:     strings.TrimPrefix(aws.ToString(o.Key), base),
 				Size:    aws.ToInt64(o.Size),
 				ModTime: aws.ToTime(o.LastModified),
 			})
 		}
 		for _, cp := range page.CommonPrefixes {
-			entries = append(entries, ObjectInfo{Key: strings.TrimPrefix(aws.ToString(cp.Prefix), base), IsPrefix: true})
+			entries = append(entries, cloud.ObjectInfo{Key: strings.TrimPrefix(aws.ToString(cp.Prefix), base), IsPrefix: true})
 		}
-		slices.SortFunc(entries, func(a, b ObjectInfo) int { return strings.Compare(a.Key, b.Key) })
-		for _, e := range entries {
-			if err := fn(e); err != nil {
-				return err
-			}
+		if err := cloud.EmitSorted(entries, fn); err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
-func (s *s3Store) Delete(ctx context.Context, key string) error {
-	_, err := s.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(s.key(key))})
+func (s *store) Delete(ctx context.Context, key string) error {
+	_, err := s.client.DeleteObject(ctx, &awss3.DeleteObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(s.key(key))})
 	if err != nil {
-		err = s.mapErr(ctx, "delete", key, err)
-		if errors.Is(err, ErrNotFound) {
-			return nil
-		}
-		return err
+		return cloud.IgnoreNotFound(s.mapErr(ctx, "delete", key, err))
 	}
 	return nil
 }
 
 // mapErr turns an SDK error into one line naming the store, the operation
 // and the fix, wrapping the sentinel errors callers test for.
-func (s *s3Store) mapErr(ctx context.Context, op, key string, err error) error {
-	what := fmt.Sprintf("%s: %s %s", s, op, key)
-	if key == "" {
-		what = fmt.Sprintf("%s: %s", s, op)
-	}
-	if ctx.Err() != nil {
-		return fmt.Errorf("%s: %w", what, ctx.Err())
+func (s *store) mapErr(ctx context.Context, op, key string, err error) error {
+	what := cloud.Describe(s, op, key)
+	if err := cloud.Ended(ctx, what); err != nil {
+		return err
 	}
 	status := 0
 	var re *awshttp.ResponseError
@@ -494,53 +487,44 @@ func (s *s3Store) mapErr(ctx context.Context, op, key string, err error) error {
 	var ce *credentialsError
 	switch {
 	case errors.As(err, &se), errors.As(err, &ce):
-		return newStoreError(fmt.Sprintf("%s: %v: no usable AWS credentials: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE", what, ErrAccess), ErrAccess, err)
+		return cloud.NewStoreError(fmt.Sprintf("%s: %v: no usable AWS credentials: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE", what, cloud.ErrAccess), cloud.ErrAccess, err)
 	case code == "NoSuchBucket":
 		return s.noBucket(what, err)
 	case code == "NoSuchKey" || code == "NotFound" || status == http.StatusNotFound:
 		if op == "stat" && s.bucketMissing(ctx) {
 			return s.noBucket(what, err)
 		}
-		return newStoreError(fmt.Sprintf("%s: %v", what, ErrNotFound), ErrNotFound, err)
+		return cloud.NewStoreError(fmt.Sprintf("%s: %v", what, cloud.ErrNotFound), cloud.ErrNotFound, err)
 	case code == "PreconditionFailed" || code == "ConditionalRequestConflict" ||
 		(op == "put" && status == http.StatusPreconditionFailed):
-		return newStoreError(fmt.Sprintf("%s: %v", what, ErrExists), ErrExists, err)
+		return cloud.NewStoreError(fmt.Sprintf("%s: %v", what, cloud.ErrExists), cloud.ErrExists, err)
 	case code == "InvalidAccessKeyId" || code == "SignatureDoesNotMatch":
-		return newStoreError(fmt.Sprintf("%s: %v (%s): check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY", what, ErrAccess, code), ErrAccess, err)
+		return cloud.NewStoreError(fmt.Sprintf("%s: %v (%s): check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY", what, cloud.ErrAccess, code), cloud.ErrAccess, err)
 	case code == "ExpiredToken" || code == "InvalidToken" || code == "TokenRefreshRequired":
-		return newStoreError(fmt.Sprintf("%s: %v (%s): refresh the session credentials (AWS_SESSION_TOKEN, AWS_PROFILE)", what, ErrAccess, code), ErrAccess, err)
+		return cloud.NewStoreError(fmt.Sprintf("%s: %v (%s): refresh the session credentials (AWS_SESSION_TOKEN, AWS_PROFILE)", what, cloud.ErrAccess, code), cloud.ErrAccess, err)
 	case status == http.StatusForbidden || code == "AccessDenied":
-		return newStoreError(fmt.Sprintf("%s: %v: the credentials may not %s objects in bucket %q; check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY and the bucket policy", what, ErrAccess, op, s.bucket), ErrAccess, err)
+		return cloud.NewStoreError(fmt.Sprintf("%s: %v: the credentials may not %s objects in bucket %q; check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY and the bucket policy", what, cloud.ErrAccess, op, s.bucket), cloud.ErrAccess, err)
 	case code == "PermanentRedirect" || code == "AuthorizationHeaderMalformed" || status == http.StatusMovedPermanently:
 		region := ""
 		if re != nil && re.Response != nil {
 			region = re.Response.Header.Get("X-Amz-Bucket-Region")
 		}
 		if region != "" {
-			return Permanent(newStoreError(fmt.Sprintf("%s: bucket %q is in region %s: set AWS_REGION=%s", what, s.bucket, region, region), err))
+			return cloud.Permanent(cloud.NewStoreError(fmt.Sprintf("%s: bucket %q is in region %s: set AWS_REGION=%s", what, s.bucket, region, region), err))
 		}
-		return Permanent(newStoreError(fmt.Sprintf("%s: bucket %q is in another region: set AWS_REGION (%s)", what, s.bucket, code), err))
+		return cloud.Permanent(cloud.NewStoreError(fmt.Sprintf("%s: bucket %q is in another region: set AWS_REGION (%s)", what, s.bucket, code), err))
 	}
-	if host, ok := unreachable(err); ok {
-		return newStoreError(fmt.Sprintf("%s: %s: is the server running? check --s3-endpoint / AWS_ENDPOINT_URL_S3", what, describeUnreachable(host, err)), err)
-	}
-	if e, ok := stalled(what, err); ok {
-		return e
-	}
-	if status >= 400 && status < 500 && status != http.StatusRequestTimeout && status != http.StatusTooManyRequests {
-		return Permanent(fmt.Errorf("%s: %w", what, err))
-	}
-	return fmt.Errorf("%s: %w", what, err)
+	return cloud.MapError(what, err, status, "check --s3-endpoint / AWS_ENDPOINT_URL_S3")
 }
 
-func (s *s3Store) noBucket(what string, err error) error {
-	return Permanent(newStoreError(fmt.Sprintf("%s: bucket %q does not exist: create it or fix the store URL", what, s.bucket), err))
+func (s *store) noBucket(what string, err error) error {
+	return cloud.Permanent(cloud.NewStoreError(fmt.Sprintf("%s: bucket %q does not exist: create it or fix the store URL", what, s.bucket), err))
 }
 
 // bucketMissing tells a missing bucket from a missing object after a HEAD
 // answered 404 without a body. It costs a request only on that path.
-func (s *s3Store) bucketMissing(ctx context.Context) bool {
-	_, err := s.client.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: aws.String(s.bucket)})
+func (s *store) bucketMissing(ctx context.Context) bool {
+	_, err := s.client.HeadBucket(ctx, &awss3.HeadBucketInput{Bucket: aws.String(s.bucket)})
 	if err == nil {
 		return false
 	}

@@ -1,4 +1,6 @@
-package cloud
+// Package azure is the azure:// (alias azblob://) backend of package
+// cloud, for Azure Blob Storage. cloud/all registers it.
+package azure
 
 import (
 	"context"
@@ -8,33 +10,29 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"slices"
 	"strings"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blob"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/bloberror"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blockblob"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
-)
 
-// The azure:// (alias azblob://) backend, for Azure Blob Storage.
-func init() {
-	Register("azure", openAzure)
-	Register("azblob", openAzure)
-}
+	"github.com/walvault/walvault/cloud"
+)
 
 const (
-	azureDefaultBlock = 16 << 20
-	azureMaxBlocks    = 50000
-	azureMaxBlock     = 4000 << 20
-	azureConcurrency  = 4
+	defaultBlock = 16 << 20
+	maxBlocks    = 50000
+	maxBlock     = 4000 << 20
+	concurrency  = 4
 )
 
-type azureStore struct {
+type store struct {
 	client    *container.Client
 	name      string
 	container string
@@ -45,13 +43,13 @@ type azureStore struct {
 	credHint  string // which credentials are in use, for messages
 }
 
-// azureSettings gathers endpoint and credentials from the environment.
-type azureSettings struct {
+// settings gathers endpoint and credentials from the environment.
+type settings struct {
 	endpoint, account, key, sas, source string
 }
 
-func azureFromEnv(opts Options) (azureSettings, error) {
-	st := azureSettings{
+func settingsFromEnv(opts cloud.Options) (settings, error) {
+	st := settings{
 		account: os.Getenv("AZURE_STORAGE_ACCOUNT"),
 		key:     os.Getenv("AZURE_STORAGE_KEY"),
 		sas:     strings.TrimPrefix(os.Getenv("AZURE_STORAGE_SAS_TOKEN"), "?"),
@@ -88,7 +86,7 @@ func azureFromEnv(opts Options) (azureSettings, error) {
 	}
 	u, err := url.Parse(endpoint)
 	if err != nil || u.Scheme == "" || u.Host == "" {
-		return st, fmt.Errorf("invalid Azure endpoint %q: write https://ACCOUNT.blob.core.windows.net", Redact(endpoint))
+		return st, fmt.Errorf("invalid Azure endpoint %q: write https://ACCOUNT.blob.core.windows.net", cloud.Redact(endpoint))
 	}
 	u.RawQuery = "" // a SAS in the endpoint is a credential, not an address
 	st.endpoint = strings.TrimSuffix(u.String(), "/")
@@ -139,16 +137,18 @@ func parseConnectionString(s string) (connString, error) {
 	return cs, nil
 }
 
-func openAzure(_ context.Context, loc Location, opts Options) (Store, error) {
+// Open opens the azure:// store loc names, with credentials from the
+// environment. It only builds a client: tokens are fetched on first use.
+func Open(_ context.Context, loc cloud.Location, opts cloud.Options) (cloud.Store, error) {
 	name := "azure://" + strings.TrimSuffix(loc.Bucket+"/"+loc.Prefix, "/")
-	st, err := azureFromEnv(opts)
+	st, err := settingsFromEnv(opts)
 	if err != nil {
-		return nil, Permanent(fmt.Errorf("%s: %w", name, err))
+		return nil, cloud.Permanent(fmt.Errorf("%s: %w", name, err))
 	}
 	copts := &container.ClientOptions{ClientOptions: azcore.ClientOptions{
 		// Bounded retries: a dead endpoint must fail wal-push in seconds.
 		Retry:     policy.RetryOptions{MaxRetries: 2, RetryDelay: 100 * time.Millisecond, MaxRetryDelay: 2 * time.Second},
-		Transport: &http.Client{Transport: newHTTPTransport(opts.idleTimeout())}, // stall detection, see transport.go
+		Transport: &http.Client{Transport: cloud.NewHTTPTransport(opts.IdleTimeout())}, // stall detection
 	}}
 	containerURL := st.endpoint + "/" + url.PathEscape(loc.Bucket)
 	var client *container.Client
@@ -156,38 +156,38 @@ func openAzure(_ context.Context, loc Location, opts Options) (Store, error) {
 	case st.key != "":
 		cred, err := container.NewSharedKeyCredential(st.account, st.key)
 		if err != nil {
-			return nil, Permanent(fmt.Errorf("%s: the account key from %s is not valid base64", name, st.source))
+			return nil, cloud.Permanent(fmt.Errorf("%s: the account key from %s is not valid base64", name, st.source))
 		}
 		client, err = container.NewClientWithSharedKeyCredential(containerURL, cred, copts)
 		if err != nil {
-			return nil, Permanent(fmt.Errorf("%s: %w", name, err))
+			return nil, cloud.Permanent(fmt.Errorf("%s: %w", name, err))
 		}
 	case st.sas != "":
 		client, err = container.NewClientWithNoCredential(containerURL+"?"+st.sas, copts)
 		if err != nil {
-			return nil, Permanent(fmt.Errorf("%s: invalid SAS token from %s", name, st.source))
+			return nil, cloud.Permanent(fmt.Errorf("%s: invalid SAS token from %s", name, st.source))
 		}
 	default:
 		// Construction only: tokens are fetched on the first request.
 		cred, err := azidentity.NewDefaultAzureCredential(nil)
 		if err != nil {
-			return nil, Permanent(fmt.Errorf("%s: no Azure credentials: set AZURE_STORAGE_CONNECTION_STRING, AZURE_STORAGE_KEY or AZURE_STORAGE_SAS_TOKEN, or log in for Azure AD: %w", name, err))
+			return nil, cloud.Permanent(fmt.Errorf("%s: no Azure credentials: set AZURE_STORAGE_CONNECTION_STRING, AZURE_STORAGE_KEY or AZURE_STORAGE_SAS_TOKEN, or log in for Azure AD: %w", name, err))
 		}
 		client, err = container.NewClient(containerURL, cred, copts)
 		if err != nil {
-			return nil, Permanent(fmt.Errorf("%s: %w", name, err))
+			return nil, cloud.Permanent(fmt.Errorf("%s: %w", name, err))
 		}
 	}
-	s := &azureStore{
+	s := &store{
 		client:    client,
 		name:      name,
 		container: loc.Bucket,
 		prefix:    loc.Prefix,
-		block:     azureDefaultBlock,
+		block:     defaultBlock,
 		credHint:  st.source,
 	}
 	if opts.PartSize > 0 {
-		s.block = min(opts.PartSize, azureMaxBlock)
+		s.block = min(opts.PartSize, maxBlock)
 	}
 	if opts.AzureAccessTier != "" {
 		t := blob.AccessTier(opts.AzureAccessTier)
@@ -199,14 +199,14 @@ func openAzure(_ context.Context, loc Location, opts Options) (Store, error) {
 	return s, nil
 }
 
-func (s *azureStore) String() string { return s.name }
+func (s *store) String() string { return s.name }
 
-func (s *azureStore) key(k string) string { return JoinKey(s.prefix, k) }
+func (s *store) key(k string) string { return cloud.JoinKey(s.prefix, k) }
 
 // Azure metadata names must be C# identifiers: '-' is not allowed. Keys are
-// lower case letters, digits and '-' (checkMetadata), so '-' <-> '_' maps
+// lower case letters, digits and '-' (cloud.CheckMetadata), so '-' <-> '_' maps
 // them both ways; Azure may return names with changed case.
-func azureMetaOut(m map[string]string) map[string]*string {
+func metaOut(m map[string]string) map[string]*string {
 	if len(m) == 0 {
 		return nil
 	}
@@ -217,7 +217,7 @@ func azureMetaOut(m map[string]string) map[string]*string {
 	return out
 }
 
-func azureMetaIn(m map[string]*string) map[string]string {
+func metaIn(m map[string]*string) map[string]string {
 	out := make(map[string]string, len(m))
 	for k, v := range m {
 		if v != nil {
@@ -227,32 +227,32 @@ func azureMetaIn(m map[string]*string) map[string]string {
 	return out
 }
 
-func (s *azureStore) Put(ctx context.Context, key string, r io.Reader, opts PutOptions) error {
-	if err := checkMetadata(opts.Metadata); err != nil {
-		return Permanent(fmt.Errorf("%s: put %s: %w", s, key, err))
+func (s *store) Put(ctx context.Context, key string, r io.Reader, opts cloud.PutOptions) error {
+	if err := cloud.CheckMetadata(opts.Metadata); err != nil {
+		return cloud.Permanent(fmt.Errorf("%s: put %s: %w", s, key, err))
 	}
 	block := s.block
 	if opts.SizeHint > 0 {
-		need := (opts.SizeHint + opts.SizeHint/10) / (azureMaxBlocks - 1)
-		block = min(max(block, (need+1<<20-1)&^(1<<20-1)), azureMaxBlock)
+		need := (opts.SizeHint + opts.SizeHint/10) / (maxBlocks - 1)
+		block = min(max(block, (need+1<<20-1)&^(1<<20-1)), maxBlock)
 	}
 	uo := &blockblob.UploadStreamOptions{
 		// Anything below one block (plus framing slack) is a single Put
 		// Blob; larger objects are staged blocks, committed at the end, so a
 		// failed upload never becomes visible.
-		BlockSize:    block + s3Slack,
-		Concurrency:  azureConcurrency,
-		Metadata:     azureMetaOut(opts.Metadata),
+		BlockSize:    block + cloud.PartSlack,
+		Concurrency:  concurrency,
+		Metadata:     metaOut(opts.Metadata),
 		AccessTier:   s.tier,
 		CPKScopeInfo: s.scope,
 	}
 	if opts.IfAbsent {
 		uo.AccessConditions = &blob.AccessConditions{ModifiedAccessConditions: &blob.ModifiedAccessConditions{IfNoneMatch: to(azcore.ETagAny)}}
 	}
-	src := &errReader{ctx: ctx, r: r}
+	src := cloud.NewSourceReader(ctx, r)
 	_, err := s.client.NewBlockBlobClient(s.key(key)).UploadStream(ctx, src, uo)
-	if src.err != nil {
-		return fmt.Errorf("%s: put %s: reading the data: %w", s, key, src.err)
+	if src.Err() != nil {
+		return fmt.Errorf("%s: put %s: reading the data: %w", s, key, src.Err())
 	}
 	if err != nil {
 		return s.mapErr(ctx, "put", key, err)
@@ -262,12 +262,12 @@ func (s *azureStore) Put(ctx context.Context, key string, r io.Reader, opts PutO
 
 func to[T any](v T) *T { return &v }
 
-func (s *azureStore) Get(ctx context.Context, key string) (io.ReadCloser, ObjectInfo, error) {
+func (s *store) Get(ctx context.Context, key string) (io.ReadCloser, cloud.ObjectInfo, error) {
 	resp, err := s.client.NewBlobClient(s.key(key)).DownloadStream(ctx, nil)
 	if err != nil {
-		return nil, ObjectInfo{}, s.mapErr(ctx, "get", key, err)
+		return nil, cloud.ObjectInfo{}, s.mapErr(ctx, "get", key, err)
 	}
-	info := ObjectInfo{Key: key, Metadata: azureMetaIn(resp.Metadata)}
+	info := cloud.ObjectInfo{Key: key, Metadata: metaIn(resp.Metadata)}
 	if resp.ContentLength != nil {
 		info.Size = *resp.ContentLength
 	}
@@ -277,12 +277,12 @@ func (s *azureStore) Get(ctx context.Context, key string) (io.ReadCloser, Object
 	return resp.Body, info, nil
 }
 
-func (s *azureStore) Stat(ctx context.Context, key string) (ObjectInfo, error) {
+func (s *store) Stat(ctx context.Context, key string) (cloud.ObjectInfo, error) {
 	resp, err := s.client.NewBlobClient(s.key(key)).GetProperties(ctx, nil)
 	if err != nil {
-		return ObjectInfo{}, s.mapErr(ctx, "stat", key, err)
+		return cloud.ObjectInfo{}, s.mapErr(ctx, "stat", key, err)
 	}
-	info := ObjectInfo{Key: key, Metadata: azureMetaIn(resp.Metadata)}
+	info := cloud.ObjectInfo{Key: key, Metadata: metaIn(resp.Metadata)}
 	if resp.ContentLength != nil {
 		info.Size = *resp.ContentLength
 	}
@@ -292,69 +292,64 @@ func (s *azureStore) Stat(ctx context.Context, key string) (ObjectInfo, error) {
 	return info, nil
 }
 
-func (s *azureStore) List(ctx context.Context, prefix string, opts ListOptions, fn func(ObjectInfo) error) error {
+func (s *store) List(ctx context.Context, prefix string, opts cloud.ListOptions, fn func(cloud.ObjectInfo) error) error {
 	base := ""
 	if s.prefix != "" {
 		base = s.prefix + "/"
 	}
 	full := base + prefix
-	emit := func(entries []ObjectInfo) error {
-		// Blobs and prefixes come as two lists: merge into lexical order.
-		slices.SortFunc(entries, func(a, b ObjectInfo) int { return strings.Compare(a.Key, b.Key) })
-		for _, e := range entries {
-			if err := fn(e); err != nil {
-				return err
-			}
+	entries := func(blobs []*container.BlobItem, prefixes []*container.BlobPrefix) []cloud.ObjectInfo {
+		out := make([]cloud.ObjectInfo, 0, len(blobs)+len(prefixes))
+		for _, b := range blobs {
+			out = append(out, blobInfo(b, base))
 		}
-		return nil
-	}
-	blobInfo := func(b *container.BlobItem) ObjectInfo {
-		o := ObjectInfo{Key: strings.TrimPrefix(deref(b.Name), base)}
-		if b.Properties != nil {
-			if b.Properties.ContentLength != nil {
-				o.Size = *b.Properties.ContentLength
-			}
-			if b.Properties.LastModified != nil {
-				o.ModTime = *b.Properties.LastModified
-			}
+		for _, p := range prefixes {
+			out = append(out, cloud.ObjectInfo{Key: strings.TrimPrefix(deref(p.Name), base), IsPrefix: true})
 		}
-		return o
+		return out
 	}
+	mapErr := func(err error) error { return s.mapErr(ctx, "list", prefix, err) }
+	// The SDK has a pager per kind of listing, with a response type each.
 	if opts.Delimiter == "" {
 		pager := s.client.NewListBlobsFlatPager(&container.ListBlobsFlatOptions{Prefix: &full})
-		for pager.More() {
-			page, err := pager.NextPage(ctx)
-			if err != nil {
-				return s.mapErr(ctx, "list", prefix, err)
-			}
-			var entries []ObjectInfo
-			for _, b := range page.Segment.BlobItems {
-				entries = append(entries, blobInfo(b))
-			}
-			if err := emit(entries); err != nil {
-				return err
-			}
-		}
-		return nil
+		return eachPage(ctx, pager, func(page container.ListBlobsFlatResponse) []cloud.ObjectInfo {
+			return entries(page.Segment.BlobItems, nil)
+		}, fn, mapErr)
 	}
 	pager := s.client.NewListBlobsHierarchyPager(opts.Delimiter, &container.ListBlobsHierarchyOptions{Prefix: &full})
+	return eachPage(ctx, pager, func(page container.ListBlobsHierarchyResponse) []cloud.ObjectInfo {
+		return entries(page.Segment.BlobItems, page.Segment.BlobPrefixes)
+	}, fn, mapErr)
+}
+
+// eachPage runs pager to its end and hands the entries of every page to
+// fn (see cloud.EmitSorted). A page that cannot be fetched fails with
+// mapErr's wording of the error; fn's error is returned as is.
+func eachPage[T any](ctx context.Context, pager *runtime.Pager[T], entries func(T) []cloud.ObjectInfo, fn func(cloud.ObjectInfo) error, mapErr func(error) error) error {
 	for pager.More() {
 		page, err := pager.NextPage(ctx)
 		if err != nil {
-			return s.mapErr(ctx, "list", prefix, err)
+			return mapErr(err)
 		}
-		var entries []ObjectInfo
-		for _, b := range page.Segment.BlobItems {
-			entries = append(entries, blobInfo(b))
-		}
-		for _, p := range page.Segment.BlobPrefixes {
-			entries = append(entries, ObjectInfo{Key: strings.TrimPrefix(deref(p.Name), base), IsPrefix: true})
-		}
-		if err := emit(entries); err != nil {
+		if err := cloud.EmitSorted(entries(page), fn); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// blobInfo describes a listed blob; base is the store's prefix, with '/'.
+func blobInfo(b *container.BlobItem, base string) cloud.ObjectInfo {
+	o := cloud.ObjectInfo{Key: strings.TrimPrefix(deref(b.Name), base)}
+	if b.Properties != nil {
+		if b.Properties.ContentLength != nil {
+			o.Size = *b.Properties.ContentLength
+		}
+		if b.Properties.LastModified != nil {
+			o.ModTime = *b.Properties.LastModified
+		}
+	}
+	return o
 }
 
 func deref(p *string) string {
@@ -364,7 +359,7 @@ func deref(p *string) string {
 	return *p
 }
 
-func (s *azureStore) Delete(ctx context.Context, key string) error {
+func (s *store) Delete(ctx context.Context, key string) error {
 	_, err := s.client.NewBlobClient(s.key(key)).Delete(ctx, nil)
 	if err == nil || bloberror.HasCode(err, bloberror.BlobNotFound) {
 		return nil
@@ -375,13 +370,10 @@ func (s *azureStore) Delete(ctx context.Context, key string) error {
 // mapErr words Azure errors in one line. azcore's own error text spans many
 // lines and quotes the request URL, which may carry a SAS token, so it is
 // kept in the chain (errors.As still finds it) but never printed.
-func (s *azureStore) mapErr(ctx context.Context, op, key string, err error) error {
-	what := fmt.Sprintf("%s: %s %s", s, op, key)
-	if key == "" {
-		what = fmt.Sprintf("%s: %s", s, op)
-	}
-	if ctx.Err() != nil {
-		return fmt.Errorf("%s: %w", what, ctx.Err())
+func (s *store) mapErr(ctx context.Context, op, key string, err error) error {
+	what := cloud.Describe(s, op, key)
+	if err := cloud.Ended(ctx, what); err != nil {
+		return err
 	}
 	var re *azcore.ResponseError
 	status, code := 0, ""
@@ -391,39 +383,31 @@ func (s *azureStore) mapErr(ctx context.Context, op, key string, err error) erro
 	var authErr *azidentity.AuthenticationFailedError
 	switch {
 	case bloberror.HasCode(err, bloberror.ContainerNotFound, bloberror.ContainerBeingDeleted):
-		return Permanent(newStoreError(fmt.Sprintf("%s: container %q does not exist: create it or fix the store URL", what, s.container), err))
+		return cloud.Permanent(cloud.NewStoreError(fmt.Sprintf("%s: container %q does not exist: create it or fix the store URL", what, s.container), err))
 	case bloberror.HasCode(err, bloberror.BlobNotFound) || status == http.StatusNotFound && op != "list" && op != "put":
 		if status == http.StatusNotFound && code == "" && op == "stat" && s.containerMissing(ctx) {
-			return Permanent(newStoreError(fmt.Sprintf("%s: container %q does not exist: create it or fix the store URL", what, s.container), err))
+			return cloud.Permanent(cloud.NewStoreError(fmt.Sprintf("%s: container %q does not exist: create it or fix the store URL", what, s.container), err))
 		}
-		return newStoreError(fmt.Sprintf("%s: %v", what, ErrNotFound), ErrNotFound, err)
+		return cloud.NewStoreError(fmt.Sprintf("%s: %v", what, cloud.ErrNotFound), cloud.ErrNotFound, err)
 	case bloberror.HasCode(err, bloberror.BlobAlreadyExists, bloberror.ConditionNotMet) ||
 		op == "put" && (status == http.StatusConflict || status == http.StatusPreconditionFailed):
-		return newStoreError(fmt.Sprintf("%s: %v", what, ErrExists), ErrExists, err)
+		return cloud.NewStoreError(fmt.Sprintf("%s: %v", what, cloud.ErrExists), cloud.ErrExists, err)
 	case status == http.StatusUnauthorized || status == http.StatusForbidden:
-		return newStoreError(fmt.Sprintf("%s: %v (%s): check the credentials from %s", what, ErrAccess, orStatus(code, status), s.credHint), ErrAccess, err)
+		return cloud.NewStoreError(fmt.Sprintf("%s: %v (%s): check the credentials from %s", what, cloud.ErrAccess, orStatus(code, status), s.credHint), cloud.ErrAccess, err)
 	case errors.As(err, &authErr) || re == nil && strings.Contains(err.Error(), "Credential"):
-		return newStoreError(fmt.Sprintf("%s: %v: no usable Azure credentials: set AZURE_STORAGE_CONNECTION_STRING, AZURE_STORAGE_ACCOUNT with AZURE_STORAGE_KEY or AZURE_STORAGE_SAS_TOKEN, or log in for Azure AD", what, ErrAccess), ErrAccess, err)
+		return cloud.NewStoreError(fmt.Sprintf("%s: %v: no usable Azure credentials: set AZURE_STORAGE_CONNECTION_STRING, AZURE_STORAGE_ACCOUNT with AZURE_STORAGE_KEY or AZURE_STORAGE_SAS_TOKEN, or log in for Azure AD", what, cloud.ErrAccess), cloud.ErrAccess, err)
 	}
-	if host, ok := unreachable(err); ok {
-		return newStoreError(fmt.Sprintf("%s: %s: is the server running? check AZURE_STORAGE_ENDPOINT / the connection string", what, describeUnreachable(host, err)), err)
-	}
-	if e, ok := stalled(what, err); ok {
-		return e
-	}
-	if re != nil {
-		msg := fmt.Sprintf("%s: %s", what, orStatus(code, status))
-		if status >= 400 && status < 500 && status != http.StatusRequestTimeout && status != http.StatusTooManyRequests {
-			return Permanent(newStoreError(msg, err))
-		}
-		return newStoreError(msg, err)
-	}
+	// Keep azcore's text out of the message: in place of it, the error
+	// code, or for a request that got no answer, url.Error's text without
+	// the URL (and with it any SAS token).
 	var ue *url.Error
-	if errors.As(err, &ue) {
-		// url.Error's text includes the URL, and with it any SAS token.
-		return newStoreError(fmt.Sprintf("%s: %s: %v", what, ue.Op, ue.Err), err)
+	switch {
+	case re != nil:
+		err = cloud.NewStoreError(orStatus(code, status), err)
+	case errors.As(err, &ue):
+		err = cloud.NewStoreError(fmt.Sprintf("%s: %v", ue.Op, ue.Err), err)
 	}
-	return fmt.Errorf("%s: %w", what, err)
+	return cloud.MapError(what, err, status, "check AZURE_STORAGE_ENDPOINT / the connection string")
 }
 
 func orStatus(code string, status int) string {
@@ -435,7 +419,7 @@ func orStatus(code string, status int) string {
 
 // containerMissing tells a missing container from a missing blob after a
 // HEAD answered 404 without an error code. It costs a request on misses only.
-func (s *azureStore) containerMissing(ctx context.Context) bool {
+func (s *store) containerMissing(ctx context.Context) bool {
 	_, err := s.client.GetProperties(ctx, nil)
 	return bloberror.HasCode(err, bloberror.ContainerNotFound)
 }
