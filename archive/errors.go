@@ -1,6 +1,9 @@
 package archive
 
-import "errors"
+import (
+	"context"
+	"errors"
+)
 
 // Errors the CLI maps to exit codes with errors.Is.
 var (
@@ -31,9 +34,17 @@ func (e storeError) Unwrap() []error {
 	return []error{e.err, ErrStore}
 }
 
-func asStoreErr(err error) error {
+// StoreErr tags err as the store's failure (exit 3) without changing its
+// message; nil stays nil.
+func StoreErr(err error) error {
 	if err == nil {
 		return nil
 	}
 	return storeError{err}
+}
+
+// IsContextErr reports a cancellation or deadline: never the object's
+// fault, never worth a retry.
+func IsContextErr(err error) bool {
+	return err != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded))
 }

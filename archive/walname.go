@@ -1,6 +1,3 @@
-// Package archive is walvault's domain: WAL file names and LSN arithmetic,
-// wal-push and wal-fetch, base backups, the catalog, restore, retention and
-// verification. It talks to storage only through cloud.Store.
 package archive
 
 import (
@@ -13,25 +10,6 @@ import (
 
 // DefaultSegmentSize is PostgreSQL's default WAL segment size (16 MiB).
 const DefaultSegmentSize = 16 << 20
-
-// LSN is a WAL location.
-type LSN uint64
-
-// ParseLSN reads PostgreSQL's "X/Y" notation.
-func ParseLSN(s string) (LSN, error) {
-	hi, lo, ok := strings.Cut(s, "/")
-	if !ok {
-		return 0, fmt.Errorf("LSN %q: expected X/Y in hexadecimal", s)
-	}
-	h, err1 := strconv.ParseUint(hi, 16, 32)
-	l, err2 := strconv.ParseUint(lo, 16, 32)
-	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("LSN %q: expected X/Y in hexadecimal", s)
-	}
-	return LSN(h<<32 | l), nil
-}
-
-func (l LSN) String() string { return fmt.Sprintf("%X/%X", uint32(l>>32), uint32(l)) } // #nosec G115 -- splitting 64 bits in two
 
 // Kind is what a file in pg_wal is.
 type Kind int
@@ -185,4 +163,15 @@ func ParsePageHeader(b []byte) (PageHeader, error) {
 		return PageHeader{}, errors.New("WAL page header has impossible values")
 	}
 	return h, nil
+}
+
+// ParseWALDir reads the name of a WAL directory in the store, the first
+// 16 characters of its segments' names: timeline and log.
+func ParseWALDir(name string) (tli, log uint32, ok bool) {
+	if len(name) != 16 {
+		return 0, 0, false
+	}
+	tli, ok1 := parseHex8(name[:8])
+	log, ok2 := parseHex8(name[8:])
+	return tli, log, ok1 && ok2
 }

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/walvault/walvault/archive"
+	"github.com/walvault/walvault/archive/repo"
 	"github.com/walvault/walvault/integration/pgtest"
 )
 
@@ -75,7 +75,7 @@ func TestBackupFailures(t *testing.T) {
 			t.Fatal(err)
 		}
 		<-exited
-		if _, err := os.Stat(filepath.Join(backupsDir, killed, archive.ManifestFile)); err == nil {
+		if _, err := os.Stat(filepath.Join(backupsDir, killed, repo.ManifestFile)); err == nil {
 			t.Fatal("the killed backup has a manifest")
 		}
 		if got := listed(t); len(got) != 1 || got[0] != good {

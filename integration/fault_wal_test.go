@@ -17,6 +17,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/walvault/walvault/archive"
+	"github.com/walvault/walvault/archive/repo"
 	fp "github.com/walvault/walvault/integration/faultproxy"
 	"github.com/walvault/walvault/integration/pgtest"
 	"github.com/walvault/walvault/integration/testenv"
@@ -342,7 +343,7 @@ func TestFaultWALFetch(t *testing.T) {
 	// object's fault, not the network's: exit 4 at once, not retried as an
 	// interrupted download.
 	t.Run("corrupt-object-is-not-a-network-failure", func(t *testing.T) {
-		flipByte(t, raw.ObjectPath(archive.WALKey(archive.WALFile{Name: names[0], Kind: archive.KindSegment})))
+		flipByte(t, raw.ObjectPath(repo.WALKey(archive.WALFile{Name: names[0], Kind: archive.KindSegment})))
 		p := fp.Start(t, srv.Addr)
 		dest := filepath.Join(pgtest.WorkDir(t), names[0])
 		code, _, stderr := tg.walvault(t, []string{"AWS_ENDPOINT_URL_S3=" + p.URL(), "WALVAULT_IDENTITY_FILE=" + identity}, "wal-fetch", "--prefetch", "0", names[0], dest)

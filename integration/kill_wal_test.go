@@ -22,6 +22,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/walvault/walvault/archive"
+	"github.com/walvault/walvault/archive/repo"
 	"github.com/walvault/walvault/cloud"
 	fp "github.com/walvault/walvault/integration/faultproxy"
 	"github.com/walvault/walvault/integration/pgtest"
@@ -138,7 +139,7 @@ func storedChecksum(ctx context.Context, srv *testenv.Server, bucket, key string
 		return "", err
 	}
 	for k, v := range out.Metadata {
-		if strings.EqualFold(k, archive.MetaSHA256) {
+		if strings.EqualFold(k, repo.MetaSHA256) {
 			return v, nil
 		}
 	}
@@ -198,7 +199,7 @@ func TestKillWALPush(t *testing.T) {
 			if _, err := os.Stat(filepath.Join(pushedDir, name)); err != nil {
 				continue // consumed meanwhile
 			}
-			got, err := storedChecksum(ctx, srv, raw.Bucket, cloud.JoinKey(raw.Prefix, archive.WALKey(wf)))
+			got, err := storedChecksum(ctx, srv, raw.Bucket, cloud.JoinKey(raw.Prefix, repo.WALKey(wf)))
 			if err != nil {
 				t.Errorf("checking marker %s: %v", name, err)
 				continue

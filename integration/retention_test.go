@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/walvault/walvault/archive"
+	"github.com/walvault/walvault/archive/repo"
 	"github.com/walvault/walvault/cloud"
 	"github.com/walvault/walvault/integration/pgtest"
 	"github.com/walvault/walvault/integration/testenv"
@@ -215,8 +216,8 @@ func testRetention(t *testing.T, tg *target) {
 		t.Fatalf("backups after delete %v, want %v", names, wantNames)
 	}
 	for k := range before {
-		if strings.HasPrefix(k, archive.BackupPrefix) {
-			name := strings.SplitN(k[len(archive.BackupPrefix):], "/", 2)[0]
+		if strings.HasPrefix(k, repo.BackupPrefix) {
+			name := strings.SplitN(k[len(repo.BackupPrefix):], "/", 2)[0]
 			_, kept := left[name]
 			if _, there := after[k]; there != kept {
 				t.Errorf("%s: present %v after delete, backup kept %v", k, there, kept)
@@ -232,11 +233,11 @@ func testRetention(t *testing.T, tg *target) {
 	_, b4First := segOf(t, list[b4].StartWAL)
 	counts := map[string]int{}
 	for k := range before {
-		if !strings.HasPrefix(k, archive.WALPrefix) {
+		if !strings.HasPrefix(k, repo.WALPrefix) {
 			continue
 		}
 		keep := true
-		if !strings.HasPrefix(k, archive.HistoryPrefix) {
+		if !strings.HasPrefix(k, repo.HistoryPrefix) {
 			tli, s := segOf(t, path.Base(k))
 			switch {
 			case tli == 1 && s < b2First:

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/walvault/walvault/archive"
+	"github.com/walvault/walvault/archive/repo"
 	"github.com/walvault/walvault/integration/pgtest"
 )
 
@@ -141,7 +142,7 @@ func testVerifyAndDamage(t *testing.T, tg *target) {
 
 	t.Run("gap", func(t *testing.T) {
 		for _, s := range segs[2:4] {
-			defer moveAside(t, tg.ObjectPath(archive.WALKey(archive.WALFile{Name: s})))()
+			defer moveAside(t, tg.ObjectPath(repo.WALKey(archive.WALFile{Name: s})))()
 		}
 		badBackupInputs.Add(1)
 		code, out, stderr := run(nil, "verify")
@@ -180,7 +181,7 @@ func testVerifyAndDamage(t *testing.T, tg *target) {
 	})
 
 	t.Run("flipped byte in a part", func(t *testing.T) {
-		parts, _ := filepath.Glob(tg.ObjectPath(archive.BackupPrefix + b1 + "/part-*"))
+		parts, _ := filepath.Glob(tg.ObjectPath(repo.BackupPrefix + b1 + "/part-*"))
 		var big string
 		var size int64
 		for _, p := range parts {
@@ -193,7 +194,7 @@ func testVerifyAndDamage(t *testing.T, tg *target) {
 		}
 		flipByte(t, big)
 		defer flipByte(t, big)
-		key := archive.BackupKey(b1, filepath.Base(big))
+		key := repo.BackupKey(b1, filepath.Base(big))
 		for _, args := range [][]string{{"verify", "--backup", b1}, {"verify", "--full"}} {
 			badBackupInputs.Add(1)
 			code, out, stderr := run(idEnv, args...)
@@ -217,7 +218,7 @@ func testVerifyAndDamage(t *testing.T, tg *target) {
 	})
 
 	t.Run("truncated manifest", func(t *testing.T) {
-		path := tg.ObjectPath(archive.BackupKey(b2, archive.ManifestFile))
+		path := tg.ObjectPath(repo.BackupKey(b2, repo.ManifestFile))
 		orig, err := os.ReadFile(path)
 		if err != nil {
 			t.Fatal(err)
@@ -230,7 +231,7 @@ func testVerifyAndDamage(t *testing.T, tg *target) {
 				t.Fatal(err)
 			}
 		}()
-		key := archive.BackupKey(b2, archive.ManifestFile)
+		key := repo.BackupKey(b2, repo.ManifestFile)
 		for _, args := range [][]string{{"verify"}, {"verify", "--backup", b2}} {
 			badBackupInputs.Add(1)
 			code, out, stderr := run(idEnv, args...)

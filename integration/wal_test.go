@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/walvault/walvault/archive"
+	"github.com/walvault/walvault/archive/repo"
 	"github.com/walvault/walvault/integration/pgtest"
 )
 
@@ -102,7 +103,7 @@ func testWALArchiving(t *testing.T, tg *target) {
 	checkArchiveMatches(t, tg, c, identity, names)
 
 	seg := names[len(names)/2]
-	key := archive.WALKey(archive.WALFile{Name: seg, Kind: archive.KindSegment})
+	key := repo.WALKey(archive.WALFile{Name: seg, Kind: archive.KindSegment})
 	orig, _ := os.ReadFile(filepath.Join(c.Data, "pg_wal", seg))
 	scratch := pgtest.WorkDir(t)
 	copyPath := filepath.Join(scratch, seg)

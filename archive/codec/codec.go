@@ -8,7 +8,6 @@ package codec
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +16,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"github.com/pierrec/lz4/v4"
 
+	"github.com/walvault/walvault/archive"
 	"github.com/walvault/walvault/crypto"
 )
 
@@ -137,8 +137,8 @@ type reader struct {
 
 func (r *reader) Read(p []byte) (int, error) {
 	n, err := r.Reader.Read(p)
-	if err != nil && err != io.EOF && !errors.Is(err, ErrCorrupt) && !isContextErr(err) {
-		err = fmt.Errorf("%w: %v", ErrCorrupt, err)
+	if err != nil && err != io.EOF && !errors.Is(err, ErrCorrupt) && !archive.IsContextErr(err) {
+		err = fmt.Errorf("%w: %w", ErrCorrupt, err)
 	}
 	return n, err
 }
@@ -182,8 +182,4 @@ func NewReader(src io.Reader, identities []age.Identity) (io.ReadCloser, error) 
 		return &reader{Reader: zr, close: zr.Close}, nil
 	}
 	return &reader{Reader: r}, nil
-}
-
-func isContextErr(err error) bool {
-	return err != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded))
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/walvault/walvault/archive"
 	"github.com/walvault/walvault/archive/codec"
+	"github.com/walvault/walvault/archive/repo"
 	"github.com/walvault/walvault/cloud"
 	"github.com/walvault/walvault/crypto"
 )
@@ -39,7 +40,7 @@ func usageError(format string, a ...any) error {
 // App because urfave/cli keeps parsed values in its flag structs.
 var commandMakers []func() []*cli.Command
 
-func register(make func() []*cli.Command) { commandMakers = append(commandMakers, make) }
+func register(commands func() []*cli.Command) { commandMakers = append(commandMakers, commands) }
 
 func main() {
 	os.Exit(run(os.Args, os.Stdout, os.Stderr))
@@ -109,9 +110,7 @@ func chain(fns ...cli.BeforeFunc) cli.BeforeFunc {
 	}
 }
 
-func oneLine(s string) string {
-	return strings.Join(strings.Fields(s), " ")
-}
+func oneLine(s string) string { return archive.OneLine(s) }
 
 func run(args []string, stdout, stderr io.Writer) (code int) {
 	defer func() {
@@ -163,37 +162,10 @@ func reorderArgs(app *cli.App, args []string) []string {
 	if cmd == nil || len(cmd.Subcommands) > 0 {
 		return args
 	}
-	takesValue := map[string]bool{}
-	for _, f := range cmd.Flags {
-		tv := false
-		if v, ok := f.(interface{ TakesValue() bool }); ok {
-			tv = v.TakesValue()
-		}
-		for _, n := range f.Names() {
-			takesValue[n] = tv
-		}
-	}
-	var flags, pos []string
-	rest := args[2:]
-	for i := 0; i < len(rest); i++ {
-		a := rest[i]
-		if a == "--" {
-			pos = append(pos, rest[i+1:]...)
-			break
-		}
-		if len(a) < 2 || a[0] != '-' {
-			pos = append(pos, a)
-			continue
-		}
-		flags = append(flags, a)
-		name := strings.TrimLeft(a, "-")
-		if strings.Contains(name, "=") {
-			continue
-		}
-		if takesValue[name] && i+1 < len(rest) {
-			flags = append(flags, rest[i+1])
-			i++
-		}
+	words, pos := tableOf(cmd.Flags).split(args[2:], false)
+	var flags []string
+	for _, w := range words {
+		flags = append(flags, w...)
 	}
 	out := append([]string{args[0], args[1]}, flags...)
 	if len(pos) > 0 {
@@ -250,17 +222,17 @@ func storeOptions(c *cli.Context) cloud.Options {
 	}
 }
 
-// openArchive builds the archive configuration shared by the commands.
-// Identities are loaded only when needDecrypt (a pushing node may hold only
-// the public key); recipients only when the command writes.
-func openArchive(c *cli.Context, needDecrypt bool) (*archive.Config, error) {
+// openArchive opens the archive the commands share. Identities are loaded
+// only when needDecrypt (a pushing node may hold only the public key);
+// recipients only when the command writes.
+func openArchive(c *cli.Context, needDecrypt bool) (*repo.Repo, error) {
 	if err := setupLogging(c); err != nil {
 		return nil, err
 	}
 	if d, err := time.ParseDuration(c.String("io-timeout")); err != nil || d <= 0 {
 		return nil, usageError("--io-timeout %q: use a positive duration such as 30s or 2m", c.String("io-timeout"))
 	}
-	cfg := &archive.Config{}
+	cfg := &repo.Repo{}
 	if hasFlag(c.Command.Flags, "compression") {
 		comp, err := codec.ParseCompression(c.String("compression"))
 		if err != nil {

@@ -2,24 +2,22 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"text/tabwriter"
 
 	"github.com/urfave/cli/v2"
-	"github.com/urfave/cli/v2/altsrc"
-
-	"filippo.io/age"
 
 	"github.com/walvault/walvault/archive"
+	"github.com/walvault/walvault/archive/repo"
+	restorepkg "github.com/walvault/walvault/archive/restore" // func restore is the restore command
+	"github.com/walvault/walvault/archive/retention"
+	"github.com/walvault/walvault/archive/verify"
 	"github.com/walvault/walvault/cloud"
-	"github.com/walvault/walvault/crypto"
 )
 
-// Maintenance commands: retention (delete, backup-mark), verify, check.
+// Maintenance commands: retention (delete, backup-mark), verify.
 
 func init() {
 	register(maintainCommands)
@@ -73,20 +71,6 @@ func maintainCommands() []*cli.Command {
 			}),
 			Action: verifyCmd,
 		},
-		{
-			Name:  "check",
-			Usage: "check the set-up: PostgreSQL's archiving settings, archive_command, the store, the keys, and a real segment reaching the store",
-			Description: "Connects like psql (PGHOST, ... or --dbname) and to the store. Prints each check as ok, FAIL (with the\n" +
-				"fix), warn (could not tell) or skip. Exit 7 if any check FAILs.",
-			Flags: join(storeFlags(), []cli.Flag{
-				stringFlag("dbname", "libpq connection string or URI (default: the PG* environment variables)", ""),
-				sliceFlag("recipient", "age public key or recipients file archive_command encrypts to, when check cannot see it"),
-				durationFlag("timeout", "how long to wait for the switched segment to reach the store", "60s"),
-				boolFlag("no-switch", "do not force a WAL segment switch"),
-				boolFlag("json", "print the results as JSON"),
-			}),
-			Action: checkCmd,
-		},
 	}
 }
 
@@ -100,19 +84,19 @@ func deleteCmd(c *cli.Context) error {
 	if err := wantArgs(c, 0, "no arguments"); err != nil {
 		return err
 	}
-	pol := archive.RetentionPolicy{RetainFull: c.Int("retain-full"), MinKeep: c.Int("min-keep")}
+	pol := retention.Policy{RetainFull: c.Int("retain-full"), MinKeep: c.Int("min-keep")}
 	if pol.RetainFull < 0 || pol.MinKeep < 0 {
 		return usageError("--retain-full and --min-keep take a positive number")
 	}
 	if s := c.String("before"); s != "" {
-		t, err := archive.ParseTargetTime(s)
+		t, err := restorepkg.ParseTargetTime(s)
 		if err != nil {
 			return usageError("--before %q: expected a time such as '2026-11-01 00:00:00+00' or 2026-11-01", s)
 		}
 		pol.Before = &t
 	}
 	if s := c.String("retain-window"); s != "" {
-		d, err := archive.ParseWindow(s)
+		d, err := retention.ParseWindow(s)
 		if err != nil {
 			return usageError("--retain-window %q: expected a duration such as 7d, 2w, 36h or 1d12h", s)
 		}
@@ -131,7 +115,7 @@ func deleteCmd(c *cli.Context) error {
 		return err
 	}
 	defer cloud.Close(cfg.Store)
-	plan, err := archive.PlanRetention(c.Context, cfg, pol)
+	plan, err := retention.Decide(c.Context, cfg, pol)
 	if err != nil {
 		return err
 	}
@@ -146,7 +130,7 @@ func deleteCmd(c *cli.Context) error {
 	if !c.Bool("json") {
 		printPlan(c.App.Writer, plan, false)
 	}
-	res, err := archive.ApplyRetention(c.Context, cfg, plan)
+	res, err := retention.Apply(c.Context, cfg, plan)
 	if c.Bool("json") {
 		if jerr := printJSON(c.App.Writer, map[string]any{"dry_run": false, "plan": plan, "result": res}); err == nil {
 			err = jerr
@@ -173,7 +157,7 @@ func verb(del bool) string {
 	return "KEEP"
 }
 
-func printPlan(w io.Writer, p *archive.RetentionPlan, dry bool) {
+func printPlan(w io.Writer, p *retention.Plan, dry bool) {
 	if dry {
 		fmt.Fprintln(w, "DRY RUN: nothing is deleted; run again with --confirm to delete what is marked DELETE")
 	}
@@ -191,7 +175,7 @@ func printPlan(w io.Writer, p *archive.RetentionPlan, dry bool) {
 	if len(p.Incomplete) > 0 {
 		fmt.Fprintln(w, "\nbackup folders without a manifest (not backups):")
 		for _, f := range p.Incomplete {
-			fmt.Fprintf(tw, "  %s\t%s%s/\t%d objects, %s\t%s\n", verb(f.Delete), archive.BackupPrefix, f.Name, f.Objects, archive.HumanBytes(f.Size), f.Reason)
+			fmt.Fprintf(tw, "  %s\t%s%s/\t%d objects, %s\t%s\n", verb(f.Delete), repo.BackupPrefix, f.Name, f.Objects, archive.HumanBytes(f.Size), f.Reason)
 		}
 		_ = tw.Flush()
 	}
@@ -233,7 +217,7 @@ func backupMark(c *cli.Context) error {
 	}
 	defer cloud.Close(cfg.Store)
 	name := c.Args().First()
-	m, changed, err := archive.MarkPermanent(c.Context, cfg, name, on)
+	m, changed, err := retention.MarkPermanent(c.Context, cfg, name, on)
 	if err != nil {
 		return err
 	}
@@ -254,7 +238,7 @@ func verifyCmd(c *cli.Context) error {
 	if err := wantArgs(c, 0, "no arguments (use --backup NAME for one backup)"); err != nil {
 		return err
 	}
-	opts := archive.VerifyOptions{Backup: c.String("backup"), Full: c.Bool("full"), Concurrency: c.Int("download-concurrency")}
+	opts := verify.Options{Backup: c.String("backup"), Full: c.Bool("full"), Concurrency: c.Int("download-concurrency")}
 	if opts.Backup != "" && !c.IsSet("full") {
 		opts.Full = true
 	}
@@ -266,7 +250,7 @@ func verifyCmd(c *cli.Context) error {
 		return err
 	}
 	defer cloud.Close(cfg.Store)
-	rep, err := archive.Verify(c.Context, cfg, opts)
+	rep, err := verify.Run(c.Context, cfg, opts)
 	if err != nil {
 		return err
 	}
@@ -283,7 +267,7 @@ func verifyCmd(c *cli.Context) error {
 	return nil
 }
 
-func printVerify(w io.Writer, r *archive.VerifyReport) {
+func printVerify(w io.Writer, r *verify.Report) {
 	fmt.Fprintf(w, "store %s\n", r.Store)
 	for _, b := range r.Backups {
 		status := "ok"
@@ -350,117 +334,4 @@ func printVerify(w io.Writer, r *archive.VerifyReport) {
 	} else {
 		fmt.Fprintf(w, "verify: FAILED: %d problem(s)\n", len(r.Problems))
 	}
-}
-
-func checkCmd(c *cli.Context) error {
-	if err := wantArgs(c, 0, "no arguments"); err != nil {
-		return err
-	}
-	timeout, err := durationValue(c, "timeout")
-	if err != nil {
-		return err
-	}
-	if err := setupLogging(c); err != nil {
-		return err
-	}
-	recips, err := crypto.ParseRecipients(c.StringSlice("recipient"))
-	if err != nil {
-		return err
-	}
-	cfg := &archive.Config{}
-	if p := c.String("identity-file"); p != "" {
-		ids, err := crypto.LoadIdentities(p, c.Bool("allow-insecure-identity"))
-		if err != nil {
-			return err
-		}
-		cfg.Identities = ids
-	}
-	storeURL := c.String("store")
-	opts := archive.CheckOptions{DSN: c.String("dbname"), Timeout: timeout, NoSwitch: c.Bool("no-switch"), StoreURL: storeURL,
-		Recipients: recips, ReadConfig: readConfigFile,
-		ParseRecipients: func(s []string) ([]age.Recipient, error) { return crypto.ParseRecipients(s) }}
-	if _, err := cloud.ParseURL(storeURL); err != nil {
-		return err
-	}
-	st, err := cloud.Open(c.Context, storeURL, storeOptions(c))
-	if err != nil {
-		if errors.Is(err, cloud.ErrBadURL) {
-			return err
-		}
-		opts.StoreErr = err
-	} else {
-		cfg.Store = st
-		defer cloud.Close(st)
-	}
-	opts.Endpoint = archive.EffectiveEndpoint(storeURL, endpointFlag(c, storeURL), os.Getenv)
-	rep := archive.Check(c.Context, cfg, opts)
-	if c.Bool("json") {
-		if err := printJSON(c.App.Writer, rep); err != nil {
-			return err
-		}
-	} else {
-		tw := tabwriter.NewWriter(c.App.Writer, 0, 0, 2, ' ', 0)
-		for _, r := range rep.Results {
-			fmt.Fprintf(tw, "%s\t%s\t%s\n", r.Status, r.Name, r.Detail)
-			if r.Fix != "" && r.Status != archive.CheckOK {
-				fmt.Fprintf(tw, "\t\tfix: %s\n", r.Fix)
-			}
-		}
-		_ = tw.Flush()
-	}
-	if rep.Failed > 0 {
-		var names []string
-		for _, r := range rep.Results {
-			if r.Status == archive.CheckFail {
-				names = append(names, r.Name)
-			}
-		}
-		return fmt.Errorf("%w: %d check(s) failed: %s", archive.ErrVerifyFailed, rep.Failed, strings.Join(names, ", "))
-	}
-	if !c.Bool("json") {
-		fmt.Fprintf(c.App.Writer, "check: all %d checks passed or were skipped\n", len(rep.Results))
-	}
-	return nil
-}
-
-// endpointFlag is the endpoint flag that applies to the store's scheme.
-func endpointFlag(c *cli.Context, storeURL string) string {
-	loc, err := cloud.ParseURL(storeURL)
-	if err != nil {
-		return ""
-	}
-	switch loc.Scheme {
-	case "s3":
-		return c.String("s3-endpoint")
-	case "gs":
-		return c.String("gcs-endpoint")
-	case "azure":
-		return c.String("azure-endpoint")
-	}
-	return ""
-}
-
-// readConfigFile reads the settings check needs from a walvault config
-// file, as the commands themselves would.
-func readConfigFile(path string) (map[string][]string, error) {
-	if _, err := os.Stat(path); err != nil {
-		return nil, errors.Unwrap(err)
-	}
-	src, err := altsrc.NewYamlSourceFromFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("not valid YAML: %s", oneLine(err.Error()))
-	}
-	out := map[string][]string{}
-	for _, k := range []string{"store", "s3-endpoint", "gcs-endpoint", "azure-endpoint", "recipient"} {
-		if v, err := src.String(k); err == nil {
-			if v != "" {
-				out[k] = []string{v}
-			}
-			continue
-		}
-		if v, err := src.StringSlice(k); err == nil && len(v) > 0 {
-			out[k] = v
-		}
-	}
-	return out, nil
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/walvault/walvault/archive"
+	"github.com/walvault/walvault/archive/wal"
 	"github.com/walvault/walvault/cloud"
 	"github.com/walvault/walvault/crypto"
 )
@@ -87,12 +88,12 @@ func walPush(c *cli.Context) error {
 		return err
 	}
 	start := time.Now()
-	cfg, err := openArchive(c, false)
+	r, err := openArchive(c, false)
 	if err != nil {
 		return err
 	}
-	defer cloud.Close(cfg.Store)
-	res, err := archive.PushWAL(c.Context, cfg, c.Args().First(), archive.PushOptions{
+	defer cloud.Close(r.Store)
+	res, err := wal.Push(c.Context, r, c.Args().First(), wal.PushOptions{
 		Concurrency: c.Int("upload-concurrency"),
 		SpoolDir:    c.String("spool-dir"),
 	})
@@ -115,17 +116,17 @@ func walFetch(c *cli.Context) error {
 	if err := wantArgs(c, 2, "NAME (%f) and DEST (%p)"); err != nil {
 		return err
 	}
-	cfg, err := openArchive(c, true)
+	r, err := openArchive(c, true)
 	if err != nil {
 		return err
 	}
-	defer cloud.Close(cfg.Store)
+	defer cloud.Close(r.Store)
 	name, dest := c.Args().Get(0), c.Args().Get(1)
 	spool := c.String("spool-dir")
 	if spool == "" {
 		spool = filepath.Join(filepath.Dir(dest), ".walvault")
 	}
-	res, err := archive.FetchWAL(c.Context, cfg, name, dest, archive.FetchOptions{SpoolDir: spool})
+	res, err := wal.Fetch(c.Context, r, name, dest, wal.FetchOptions{SpoolDir: spool})
 	if err != nil {
 		if isNotInArchive(err) {
 			return quietError{err}
@@ -182,14 +183,14 @@ func walPrefetch(c *cli.Context) error {
 	if err := wantArgs(c, 3, "NAME SEGMENT-SIZE SPOOL"); err != nil {
 		return err
 	}
-	cfg, err := openArchive(c, true)
+	r, err := openArchive(c, true)
 	if err != nil {
 		return err
 	}
-	defer cloud.Close(cfg.Store)
+	defer cloud.Close(r.Store)
 	size, err := strconv.ParseInt(c.Args().Get(1), 10, 64)
 	if err != nil {
 		return usageError("segment size %q", c.Args().Get(1))
 	}
-	return archive.Prefetch(c.Context, cfg, c.Args().Get(0), size, c.Int("prefetch"), c.Int("download-concurrency"), c.Args().Get(2))
+	return wal.Prefetch(c.Context, r, c.Args().Get(0), size, c.Int("prefetch"), c.Int("download-concurrency"), c.Args().Get(2))
 }

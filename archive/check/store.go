@@ -1,0 +1,70 @@
+package check
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"time"
+
+	"github.com/walvault/walvault/archive/pg"
+	"github.com/walvault/walvault/archive/repo"
+	"github.com/walvault/walvault/cloud"
+)
+
+// checkProbe writes, reads back, and deletes an object.
+func checkProbe(ctx context.Context, st cloud.Store, rep *Report) bool {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	key := "walvault-check/probe-" + hex.EncodeToString(b[:8])
+	body := []byte("walvault check probe " + hex.EncodeToString(b[:]))
+	fix := "walvault needs to list, read, write and delete objects under the store's prefix: check the credentials and the bucket's permissions"
+	began := time.Now()
+	if err := st.Put(ctx, key, bytes.NewReader(body), cloud.PutOptions{IfAbsent: true, SizeHint: int64(len(body))}); err != nil {
+		rep.add("store", Fail, fmt.Sprintf("%s: writing a probe object %s: %v", st, key, err), fix)
+		return false
+	}
+	defer func() { _ = st.Delete(context.WithoutCancel(ctx), key) }()
+	rc, _, err := st.Get(ctx, key)
+	if err != nil {
+		rep.add("store", Fail, fmt.Sprintf("%s: reading back the probe object %s: %v", st, key, err), fix)
+		return false
+	}
+	got, err := io.ReadAll(io.LimitReader(rc, 1<<20))
+	_ = rc.Close()
+	if err != nil || !bytes.Equal(got, body) {
+		rep.add("store", Fail, fmt.Sprintf("%s: the probe object %s read back differs from what was written (%v)", st, key, err), "the store (or a proxy before it) alters objects: walvault cannot be used with it")
+		return false
+	}
+	if err := st.Delete(ctx, key); err != nil {
+		rep.add("store", Fail, fmt.Sprintf("%s: deleting the probe object %s: %v", st, key, err), fix+" (delete is needed by walvault delete)")
+		return false
+	}
+	if _, err := st.Stat(ctx, key); !errors.Is(err, cloud.ErrNotFound) {
+		rep.add("store", Fail, fmt.Sprintf("%s: the probe object %s is still there after delete (%v)", st, key, err), fix)
+		return false
+	}
+	rep.add("store", OK, fmt.Sprintf("%s: wrote, read back and deleted a probe object (%d ms)", st, time.Since(began).Milliseconds()), "")
+	return true
+}
+
+// checkCluster: a store prefix holds one cluster's WAL and backups.
+func checkCluster(ctx context.Context, rep *Report, r *repo.Repo, srv *pg.Server) {
+	ci, ok, err := r.ReadCluster(ctx)
+	want := strconv.FormatUint(srv.SystemID, 10)
+	switch {
+	case err != nil:
+		rep.add("cluster", Fail, "reading "+repo.ClusterKey+": "+err.Error(), "")
+	case !ok:
+		rep.add("cluster", OK, "the store is not claimed yet: the first wal-push records this cluster ("+want+") in "+repo.ClusterKey, "")
+	case ci.SystemIdentifier != want:
+		rep.add("cluster", Fail, fmt.Sprintf("%s belongs to the cluster with system identifier %s; this server is %s", r.Store, ci.SystemIdentifier, want),
+			"give this cluster its own store prefix (a store prefix holds one cluster's WAL and backups)")
+	default:
+		rep.add("cluster", OK, "the store belongs to this cluster ("+want+")", "")
+	}
+}

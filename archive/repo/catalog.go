@@ -1,0 +1,315 @@
+package repo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sort"
+	"strings"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/walvault/walvault/archive"
+	"github.com/walvault/walvault/archive/codec"
+	"github.com/walvault/walvault/cloud"
+)
+
+// WALScope says how much of wal/ a catalog lists.
+type WALScope int
+
+// The scopes.
+const (
+	// NoWAL lists no WAL.
+	NoWAL WALScope = iota
+	// WALOfBackups lists the WAL directories from the oldest backup's
+	// start on: what listing and restoring backups need.
+	WALOfBackups
+	// AllWAL lists every WAL directory, and what is not WAL.
+	AllWAL
+)
+
+// CatalogOptions say what a command needs of the bucket.
+type CatalogOptions struct {
+	// FullManifest says which backups' manifests are read whole, with
+	// their file lists (nil: only the summaries).
+	FullManifest func(name string) bool
+	// WAL is how much of wal/ to list.
+	WAL WALScope
+	// History reads the timeline history files (those that are encrypted
+	// need the identity).
+	History bool
+}
+
+// Catalog is what the bucket holds, read once per command: the backup
+// folders with their manifests, the WAL listing and the timeline
+// histories. Commands decide from it rather than list the store again, so
+// that backup-list, restore, verify and delete agree on what a backup is.
+type Catalog struct {
+	r *Repo
+	// Folders is every backups/<name>/ folder, by name.
+	Folders []*BackupFolder
+	wal     []cloud.ObjectInfo
+	hist    *histories
+	inv     *WALInventory
+}
+
+// BackupFolder is what the store holds under backups/<name>/.
+type BackupFolder struct {
+	Name    string
+	Objects map[string]cloud.ObjectInfo // by file name in the folder
+	// Manifest is nil when there is none (or it vanished); Err is set when
+	// it exists but cannot be read as one.
+	Manifest *Manifest
+	Err      error
+	Newest   time.Time // the newest object's modification time
+	Size     int64
+}
+
+// Has says whether the folder holds file.
+func (f *BackupFolder) Has(file string) bool { _, ok := f.Objects[file]; return ok }
+
+// histories are the timeline history files read from wal/history/.
+type histories struct {
+	parsed map[uint32][]archive.HistoryEntry
+	keys   map[uint32]string
+	errs   map[uint32]error // files that could not be read
+}
+
+// LoadCatalog lists backups/ once and reads every manifest (eight at a
+// time), then lists wal/ and reads the history files as opts says.
+func (r *Repo) LoadCatalog(ctx context.Context, opts CatalogOptions) (*Catalog, error) {
+	folders, err := r.scanBackupFolders(ctx, opts.FullManifest)
+	if err != nil {
+		return nil, err
+	}
+	c := &Catalog{r: r, Folders: folders, hist: &histories{parsed: map[uint32][]archive.HistoryEntry{}, keys: map[uint32]string{}, errs: map[uint32]error{}}}
+	if opts.WAL == NoWAL {
+		return c, nil
+	}
+	if err := c.LoadWAL(ctx, opts.WAL, opts.History); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// LoadWAL lists wal/ (as scope says) and, with history, reads the
+// timeline history files, for a catalog loaded without them: a command
+// that may decide from the backups alone need not read the WAL first.
+func (c *Catalog) LoadWAL(ctx context.Context, scope WALScope, history bool) error {
+	r := c.r
+	var dirOK func(tli, log uint32) bool
+	if scope == WALOfBackups {
+		minLog, any := uint32(0), false
+		for _, m := range c.Backups() {
+			if wf, err := archive.ParseWALName(m.StartWAL); err == nil && (!any || wf.Log < minLog) {
+				minLog, any = wf.Log, true
+			}
+		}
+		dirOK = func(_, log uint32) bool { return any && log >= minLog }
+	}
+	var err error
+	if c.wal, err = r.listWAL(ctx, dirOK); err != nil {
+		return err
+	}
+	c.inv = nil
+	for _, o := range c.wal {
+		name, ok := strings.CutPrefix(o.Key, HistoryPrefix)
+		if !ok {
+			continue
+		}
+		if wf, err := archive.ParseWALName(name); err == nil && wf.Kind == archive.KindHistory && wf.Timeline > 1 {
+			c.hist.keys[wf.Timeline] = o.Key
+		}
+	}
+	if !history {
+		return nil
+	}
+	for tli := range c.hist.keys {
+		h, err := r.ReadHistory(ctx, tli)
+		switch {
+		case err == nil:
+			c.hist.parsed[tli] = h
+		case isKeyErr(err):
+			return fmt.Errorf("%w (the timeline history files are encrypted: give --identity-file)", err)
+		case errors.Is(err, archive.ErrStore), archive.IsContextErr(err):
+			return err
+		default:
+			c.hist.errs[tli] = err
+		}
+	}
+	return nil
+}
+
+// Backups is every complete backup (one with a readable manifest), oldest
+// first by finish time. Damaged manifests are logged and left out.
+func (c *Catalog) Backups() []*Manifest {
+	var list []*Manifest
+	for _, f := range c.Folders {
+		switch {
+		case f.Manifest != nil:
+			list = append(list, f.Manifest)
+		case f.Err != nil:
+			slog.Warn("ignoring a backup whose manifest is damaged", "backup", f.Name, "err", f.Err)
+		case f.Has(ManifestFile):
+			slog.Debug("ignoring a backup whose manifest vanished", "backup", f.Name)
+		default:
+			slog.Debug("ignoring an incomplete backup (no manifest: interrupted, failed or still running)", "backup", f.Name)
+		}
+	}
+	SortBackups(list)
+	return list
+}
+
+// SortBackups orders backups oldest first by finish time, then name.
+func SortBackups(list []*Manifest) {
+	sort.SliceStable(list, func(i, j int) bool {
+		if !list[i].StopTime.Equal(list[j].StopTime) {
+			return list[i].StopTime.Before(list[j].StopTime)
+		}
+		return list[i].Name < list[j].Name
+	})
+}
+
+// WAL is the inventory of the listed WAL for segments of segSize.
+func (c *Catalog) WAL(segSize int64) *WALInventory {
+	if c.inv == nil || c.inv.SegSize != segSize {
+		c.inv = newInventory(c.wal, segSize, c.hist)
+	}
+	return c.inv
+}
+
+// LatestTimeline is the highest timeline with a history file in the
+// store, or 0 when there is none (everything is on one timeline).
+func (c *Catalog) LatestTimeline() uint32 {
+	var latest uint32
+	for tli := range c.hist.keys {
+		latest = max(latest, tli)
+	}
+	return latest
+}
+
+// History is the parsed history file of timeline tli (nil for timeline 1).
+func (c *Catalog) History(tli uint32) ([]archive.HistoryEntry, error) {
+	if tli <= 1 {
+		return nil, nil
+	}
+	if err := c.hist.errs[tli]; err != nil {
+		return nil, err
+	}
+	h, ok := c.hist.parsed[tli]
+	if !ok {
+		return nil, fmt.Errorf("%w: timeline %d has no history file %s", archive.ErrBadInput, tli, archive.HistoryName(tli))
+	}
+	return h, nil
+}
+
+// WALRange is the archived WAL a backup can replay: from its first
+// segment to the newest one reachable without a gap, on its timeline.
+type WALRange struct {
+	First string `json:"first,omitempty"`
+	Last  string `json:"last,omitempty"`
+	// Restorable: the range reaches the backup's stop segment, so the backup
+	// can be made consistent.
+	Restorable bool `json:"restorable"`
+}
+
+// Range is backup m's WAL range.
+func (inv *WALInventory) Range(m *Manifest) WALRange {
+	start, err1 := archive.ParseWALName(m.StartWAL)
+	stop, err2 := archive.ParseWALName(m.StopWAL)
+	if err1 != nil || err2 != nil || start.Kind != archive.KindSegment {
+		return WALRange{}
+	}
+	var r WALRange
+	seg := start.SegNo(m.SegmentSize)
+	for inv.Has(m.Timeline, seg) {
+		if r.First == "" {
+			r.First = m.StartWAL
+		}
+		r.Last = archive.SegmentName(m.Timeline, seg, m.SegmentSize)
+		seg++
+	}
+	r.Restorable = r.Last != "" && seg > stop.SegNo(m.SegmentSize)
+	return r
+}
+
+// maxHistoryBytes bounds a history file: one line per timeline switch.
+const maxHistoryBytes = 1 << 20
+
+// ReadHistory fetches and parses the history file of timeline tli.
+func (r *Repo) ReadHistory(ctx context.Context, tli uint32) ([]archive.HistoryEntry, error) {
+	if tli <= 1 {
+		return nil, nil
+	}
+	name := archive.HistoryName(tli)
+	var h []archive.HistoryEntry
+	err := r.Load(ctx, HistoryPrefix+name, Want{}, func(rd io.Reader, _ cloud.ObjectInfo) error {
+		b, err := io.ReadAll(io.LimitReader(rd, maxHistoryBytes))
+		if err != nil {
+			return err
+		}
+		if h, err = archive.ParseHistory(string(b)); err != nil {
+			return fmt.Errorf("%w: %s in %s: %w", archive.ErrIntegrity, name, r.Store, err)
+		}
+		return nil
+	})
+	if errors.Is(err, archive.ErrNotInArchive) {
+		return nil, fmt.Errorf("%w: timeline %d has no history file %s in %s", archive.ErrBadInput, tli, name, r.Store)
+	}
+	return h, err
+}
+
+// scanBackupFolders lists backups/ once and reads every manifest (whole
+// when full says so, else the summary), eight at a time.
+func (r *Repo) scanBackupFolders(ctx context.Context, full func(name string) bool) ([]*BackupFolder, error) {
+	byName := map[string]*BackupFolder{}
+	err := r.Store.List(ctx, BackupPrefix, cloud.ListOptions{}, func(o cloud.ObjectInfo) error {
+		name, file, ok := strings.Cut(o.Key[len(BackupPrefix):], "/")
+		if !ok || name == "" || file == "" {
+			return nil
+		}
+		f := byName[name]
+		if f == nil {
+			f = &BackupFolder{Name: name, Objects: map[string]cloud.ObjectInfo{}}
+			byName[name] = f
+		}
+		f.Objects[file] = o
+		f.Size += o.Size
+		if o.ModTime.After(f.Newest) {
+			f.Newest = o.ModTime
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, archive.StoreErr(fmt.Errorf("%s: listing %s: %w", r.Store, BackupPrefix, err))
+	}
+	folders := make([]*BackupFolder, 0, len(byName))
+	for _, f := range byName {
+		folders = append(folders, f)
+	}
+	sort.Slice(folders, func(i, j int) bool { return folders[i].Name < folders[j].Name })
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	for _, f := range folders {
+		if !f.Has(ManifestFile) {
+			continue
+		}
+		g.Go(func() error {
+			m, err := r.ReadManifest(gctx, f.Name, full == nil || !full(f.Name))
+			switch {
+			case err == nil:
+				f.Manifest = m
+			case errors.Is(err, archive.ErrNotInArchive):
+			case errors.Is(err, archive.ErrIntegrity), errors.Is(err, codec.ErrCorrupt):
+				f.Err = err
+			default:
+				return err
+			}
+			return nil
+		})
+	}
+	return folders, g.Wait()
+}

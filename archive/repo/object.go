@@ -1,0 +1,330 @@
+package repo
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+
+	"github.com/walvault/walvault/archive"
+	"github.com/walvault/walvault/archive/codec"
+	"github.com/walvault/walvault/cloud"
+	"github.com/walvault/walvault/crypto"
+)
+
+// This file is the object layer: every object walvault stores goes in
+// through Put (or PutBytes, already encoded) and comes out through Load.
+
+// PutOptions shape one stored object.
+type PutOptions struct {
+	cloud.PutOptions
+	// Concurrency, when > 0, sets the compressor's goroutines for this
+	// object (the repo's codec setting otherwise).
+	Concurrency int
+	// OnStored is told the bytes sent to the store as they go (progress).
+	OnStored func(n int64)
+}
+
+// Stored describes an object as Put stored it.
+type Stored struct {
+	Size       int64  // plain bytes read from the source
+	StoredSize int64  // bytes of the stored object
+	SHA256     string // hex SHA-256 of the stored object
+}
+
+// Put streams the content src opens through compression and encryption
+// into key and returns what was stored once it is durable. When the
+// store's retry decorator starts the upload over, the reader of the
+// attempt is closed and src called again: it must give the same content.
+// A failure to read the source is returned as it is (it is the cause);
+// the store's failures are tagged archive.ErrStore.
+func (r *Repo) Put(ctx context.Context, key string, src func() (io.ReadCloser, error), opts PutOptions) (Stored, error) {
+	s := r.Codec
+	if opts.Concurrency > 0 {
+		s.Concurrency = opts.Concurrency
+	}
+	enc := &encoder{src: src, settings: s, onStored: opts.OnStored, h: sha256.New()}
+	if err := enc.start(); err != nil {
+		return Stored{}, err
+	}
+	err := r.Store.Put(ctx, key, enc, opts.PutOptions)
+	if serr := enc.stop(); serr != nil {
+		return Stored{}, serr
+	}
+	if err != nil {
+		return Stored{}, archive.StoreErr(err)
+	}
+	return Stored{Size: enc.raw.n, StoredSize: enc.n, SHA256: hex.EncodeToString(enc.h.Sum(nil))}, nil
+}
+
+// PutBytes stores an object already encoded (or plain JSON) in memory.
+func (r *Repo) PutBytes(ctx context.Context, key string, body []byte, opts cloud.PutOptions) error {
+	if opts.SizeHint == 0 {
+		opts.SizeHint = int64(len(body))
+	}
+	return archive.StoreErr(r.Store.Put(ctx, key, bytes.NewReader(body), opts))
+}
+
+// errUploadEnded stops an encoder whose upload is over.
+var errUploadEnded = errors.New("upload ended")
+
+// encoder is a Put body: the source read through the codec, the stored
+// bytes hashed and counted. Rewind starts it over from a new source.
+type encoder struct {
+	src      func() (io.ReadCloser, error)
+	settings codec.Settings
+	onStored func(int64)
+
+	h    hash.Hash // of the stored bytes
+	n    int64     // stored bytes
+	pr   *io.PipeReader
+	raw  *sourceReader
+	done chan struct{}
+	// srcErr is the source's own failure, kept once an attempt stopped on
+	// it (a Rewind may have stopped it before Put's last stop).
+	srcErr error
+}
+
+// sourceReader records the source's own read error, so it is not taken
+// for the upload's.
+type sourceReader struct {
+	rc  io.ReadCloser
+	n   int64
+	err error
+}
+
+func (s *sourceReader) Read(p []byte) (int, error) {
+	n, err := s.rc.Read(p)
+	s.n += int64(n)
+	if err != nil && err != io.EOF && s.err == nil {
+		s.err = err
+	}
+	return n, err
+}
+
+func (e *encoder) start() error {
+	rc, err := e.src()
+	if err != nil {
+		return err
+	}
+	e.h.Reset()
+	e.n = 0
+	e.raw = &sourceReader{rc: rc}
+	pr, pw := io.Pipe()
+	e.pr, e.done = pr, make(chan struct{})
+	go func() {
+		defer close(e.done)
+		w, err := codec.NewWriter(pw, e.settings)
+		if err == nil {
+			_, err = io.Copy(w, e.raw)
+			if cerr := w.Close(); err == nil {
+				err = cerr
+			}
+		}
+		pw.CloseWithError(err)
+	}()
+	return nil
+}
+
+func (e *encoder) Read(p []byte) (int, error) {
+	n, err := e.pr.Read(p)
+	if n > 0 {
+		e.h.Write(p[:n])
+		e.n += int64(n)
+		if e.onStored != nil {
+			e.onStored(int64(n))
+		}
+	}
+	return n, err
+}
+
+// stop ends the attempt: the encoder goroutine is unblocked and waited
+// for, the source closed. It returns the source's own error, if any.
+func (e *encoder) stop() error {
+	if e.pr == nil {
+		return e.srcErr
+	}
+	_ = e.pr.CloseWithError(errUploadEnded)
+	<-e.done
+	cerr := e.raw.rc.Close()
+	e.pr = nil
+	switch {
+	case e.raw.err != nil:
+		e.srcErr = e.raw.err
+	case cerr != nil && !errors.Is(cerr, errUploadEnded):
+		e.srcErr = cerr
+	}
+	return e.srcErr
+}
+
+// Rewind implements cloud.Rewinder.
+func (e *encoder) Rewind() error {
+	if err := e.stop(); err != nil {
+		return err
+	}
+	return e.start()
+}
+
+// Want is what a reader knows an object must be; Load checks it.
+type Want struct {
+	// StoredSHA256 and StoredSize, when StoredSHA256 is set, are what the
+	// stored bytes must hash to and count (a backup part, from its
+	// manifest).
+	StoredSHA256 string
+	StoredSize   int64
+	// ContentFromMeta: the decoded content must have the SHA-256 the
+	// object's walvault-sha256 metadata records, which must be there (WAL).
+	ContentFromMeta bool
+}
+
+// Load reads key, decodes it, and hands the plain content to fn. The
+// content is checked as it streams: when fn reads to the end, a digest
+// that does not match what want says surfaces as an ErrIntegrity read
+// error instead of io.EOF; when want has a digest to check, what fn leaves
+// unread is read and checked after it returns. A connection that breaks while fn reads is retried from the
+// start (fn is called anew). A missing object is archive.ErrNotInArchive;
+// the store's failures are tagged archive.ErrStore; an object that does
+// not decode is archive.ErrIntegrity (or codec.ErrCorrupt while opening);
+// a missing or wrong key is crypto's error.
+func (r *Repo) Load(ctx context.Context, key string, want Want, fn func(rd io.Reader, info cloud.ObjectInfo) error) error {
+	where := fmt.Sprintf("%s in %s", key, r.Store)
+	err := cloud.Load(ctx, r.Store, key, func(body io.Reader, info cloud.ObjectInfo) error {
+		vr, err := r.open(body, info, want, where)
+		if err == nil {
+			defer vr.close()
+			if err = fn(vr, info); err == nil && (want.StoredSHA256 != "" || want.ContentFromMeta) {
+				_, err = io.Copy(io.Discard, vr)
+			}
+		}
+		if err != nil {
+			return readError{err}
+		}
+		return nil
+	})
+	var re readError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &re):
+		return re.err
+	case errors.Is(err, cloud.ErrNotFound):
+		return fmt.Errorf("%s: %w", where, archive.ErrNotInArchive)
+	case errors.Is(err, cloud.ErrInterrupted):
+		return archive.StoreErr(err)
+	case archive.IsContextErr(err):
+		return err
+	}
+	return archive.StoreErr(fmt.Errorf("%s: reading %s: %w", r.Store, key, err))
+}
+
+// readError is an error of Load's reading (the object's or fn's), told
+// apart from the store's failing to open it.
+type readError struct{ err error }
+
+func (e readError) Error() string { return e.err.Error() }
+func (e readError) Unwrap() error { return e.err }
+
+func isKeyErr(err error) bool {
+	return errors.Is(err, crypto.ErrNoIdentity) || errors.Is(err, crypto.ErrWrongKey)
+}
+
+// IsKeyErr reports that decryption needs an identity that is missing or
+// wrong.
+func IsKeyErr(err error) bool { return isKeyErr(err) }
+
+// verifiedReader is the decoded content of one object, checked at its end.
+type verifiedReader struct {
+	dec    io.ReadCloser
+	stored *countHash // the stored bytes, as read
+	plain  hash.Hash  // the decoded bytes, when checked
+	n      int64
+	want   Want
+	meta   string // the content digest the metadata records
+	where  string
+	err    error // sticky
+}
+
+type countHash struct {
+	r io.Reader
+	h hash.Hash
+	n int64
+}
+
+func (c *countHash) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	if n > 0 && c.h != nil {
+		c.h.Write(p[:n])
+	}
+	c.n += int64(n)
+	return n, err
+}
+
+func (r *Repo) open(body io.Reader, info cloud.ObjectInfo, want Want, where string) (*verifiedReader, error) {
+	v := &verifiedReader{want: want, where: where, stored: &countHash{r: body}}
+	if want.StoredSHA256 != "" {
+		v.stored.h = sha256.New()
+	}
+	if want.ContentFromMeta {
+		v.meta = info.Metadata[MetaSHA256]
+		if v.meta == "" {
+			// Every object walvault writes has one; without it nothing can
+			// vouch for the content (a damaged frame header reads as raw data).
+			return nil, fmt.Errorf("%w: %s has no %s metadata: it was not written by walvault or its metadata was lost in a copy", archive.ErrIntegrity, where, MetaSHA256)
+		}
+		v.plain = sha256.New()
+	}
+	dec, err := codec.NewReader(v.stored, r.Identities)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", where, err)
+	}
+	v.dec = dec
+	return v, nil
+}
+
+func (v *verifiedReader) close() { _ = v.dec.Close() }
+
+func (v *verifiedReader) Read(p []byte) (int, error) {
+	if v.err != nil {
+		return 0, v.err
+	}
+	n, err := v.dec.Read(p)
+	if n > 0 && v.plain != nil {
+		v.plain.Write(p[:n])
+	}
+	v.n += int64(n)
+	switch {
+	case err == io.EOF:
+		if cerr := v.check(); cerr != nil {
+			v.err = cerr
+			return n, cerr
+		}
+	case err != nil && errors.Is(err, codec.ErrCorrupt):
+		v.err = fmt.Errorf("%w: %s does not decode: %w", archive.ErrIntegrity, v.where, err)
+		return n, v.err
+	}
+	return n, err
+}
+
+// check runs at the end of the content: the stored object is read to its
+// end (so its digest covers all of it), then compared with what is wanted.
+func (v *verifiedReader) check() error {
+	if v.plain != nil {
+		if sum := hex.EncodeToString(v.plain.Sum(nil)); sum != v.meta {
+			return fmt.Errorf("%w: %s: content checksum %.12s… does not match the recorded %.12s…: the stored object is damaged", archive.ErrIntegrity, v.where, sum, v.meta)
+		}
+	}
+	if v.want.StoredSHA256 == "" {
+		return nil
+	}
+	if _, err := io.Copy(io.Discard, v.stored); err != nil {
+		return err
+	}
+	if sum := hex.EncodeToString(v.stored.h.Sum(nil)); sum != v.want.StoredSHA256 || v.stored.n != v.want.StoredSize {
+		return fmt.Errorf("%w: %s: SHA-256 %.12s… over %d bytes, the manifest says %.12s… over %d: the stored part is damaged", archive.ErrIntegrity, v.where, sum, v.stored.n, v.want.StoredSHA256, v.want.StoredSize)
+	}
+	return nil
+}

@@ -1,0 +1,194 @@
+// Package restore restores a base backup into a data directory and writes
+// the recovery settings that make PostgreSQL replay the archived WAL to a
+// target. It checks up front that the archive can get there.
+package restore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/walvault/walvault/archive"
+	"github.com/walvault/walvault/archive/internal/fsutil"
+	"github.com/walvault/walvault/archive/repo"
+	"github.com/walvault/walvault/cloud"
+)
+
+// Options tune restore.
+type Options struct {
+	Dest string
+	// Backup is a backup name, or "" / "LATEST" to pick by the target.
+	Backup string
+	Target Target
+	// Standby writes standby.signal (a replica following the archive)
+	// instead of recovery.signal.
+	Standby bool
+	// TablespaceMap moves tablespaces: OID or name -> directory.
+	TablespaceMap map[string]string
+	Concurrency   int
+	// Force allows a non-empty DEST (and tablespace directories): files of
+	// the backup overwrite what is there; nothing else is deleted.
+	Force bool
+	// FetchArgv is restore_command without %f %p: this binary, "wal-fetch"
+	// and the settings that reach the same store and key.
+	FetchArgv []string
+	// Progress reports the bytes written (nil: no report).
+	Progress archive.NewProgress
+}
+
+// Result says what restore did.
+type Result struct {
+	Manifest    *repo.Manifest
+	Dest        string
+	Tablespaces []repo.Tablespace // where they were restored
+	Settings    recoverySettings
+	Bytes       int64
+	Duration    time.Duration
+}
+
+// SettingsFile is where the recovery settings went.
+func (r *Result) SettingsFile() string { return r.Settings.File }
+
+// SignalFile is the signal file written, if any.
+func (r *Result) SignalFile() string { return r.Settings.Signal }
+
+// SettingLines are the recovery settings written.
+func (r *Result) SettingLines() []string { return r.Settings.Lines }
+
+// controlTemp is where global/pg_control waits until everything else is
+// restored and verified: without pg_control a half-restored directory
+// cannot be started by mistake.
+const controlTemp = "global/pg_control.walvault-restore"
+
+// Run restores a base backup into opts.Dest and writes the recovery
+// settings. Bad input (a non-empty DEST, no fitting backup, a key that
+// cannot decrypt) is reported before anything is written. A part or file
+// that fails its checksum stops the restore with ErrIntegrity naming it;
+// DEST then has no global/pg_control and cannot be started.
+func Run(ctx context.Context, r *repo.Repo, opts Options) (*Result, error) {
+	began := time.Now()
+	if err := opts.Target.Validate(); err != nil {
+		return nil, err
+	}
+	dest, err := filepath.Abs(opts.Dest)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkEmptyDir(dest, "DEST", opts.Force, "restore into an empty or new directory, or pass --force to write over it (files of the backup are overwritten, nothing else is removed)"); err != nil {
+		return nil, err
+	}
+	m, err := pickBackup(ctx, r, opts)
+	if err != nil {
+		return nil, err
+	}
+	spcs, err := mapTablespaces(m, opts.TablespaceMap, dest, opts.Force)
+	if err != nil {
+		return nil, err
+	}
+	if err := preflightDecrypt(ctx, r, m); err != nil {
+		return nil, err
+	}
+	settings := renderRecovery(m.PGVersion, opts.FetchArgv, opts.Target, opts.Standby)
+	// From here on we write.
+	if err := write(ctx, r, m, dest, spcs, settings, opts); err != nil {
+		return nil, err
+	}
+	return &Result{Manifest: m, Dest: dest, Tablespaces: spcs, Settings: settings, Bytes: m.DataSize, Duration: time.Since(began)}, nil
+}
+
+// pickBackup reads the bucket once (backups, WAL listing, histories),
+// chooses the backup for the target, reads its whole manifest and checks
+// that the archived WAL can bring it to the target.
+func pickBackup(ctx context.Context, r *repo.Repo, opts Options) (*repo.Manifest, error) {
+	cat, err := r.LoadCatalog(ctx, repo.CatalogOptions{WAL: repo.WALOfBackups, History: true})
+	if err != nil {
+		return nil, err
+	}
+	m, err := chooseBackup(cat, opts)
+	if err != nil {
+		return nil, err
+	}
+	if m, err = r.ReadManifest(ctx, m.Name, false); err != nil {
+		return nil, err
+	}
+	if err := checkWAL(r, cat, m, opts.Target); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// write restores m into dest: the parts, then links, modes and owner, then
+// the recovery settings, and global/pg_control last.
+func write(ctx context.Context, r *repo.Repo, m *repo.Manifest, dest string, spcs []repo.Tablespace, settings recoverySettings, opts Options) error {
+	x := &extractor{r: r, m: m, force: opts.Force, roots: map[uint32]*os.Root{}, files: m.Index(), seen: map[string]bool{}}
+	defer x.closeRoots()
+	if err := x.openRoots(dest, spcs); err != nil {
+		return err
+	}
+	x.prog = opts.Progress.Start("restore", m.DataSize)
+	err := x.extractAll(ctx, max(1, opts.Concurrency))
+	x.prog.Done()
+	if err != nil {
+		return err
+	}
+	own := dataOwner(m.Owner)
+	if err := x.finish(spcs, own); err != nil {
+		return err
+	}
+	if err := writeRecovery(x.roots[0], settings, m, own); err != nil {
+		return err
+	}
+	if err := x.roots[0].Rename(controlTemp, "global/pg_control"); err != nil {
+		return fmt.Errorf("putting global/pg_control in place: %w", err)
+	}
+	if err := fsutil.SyncDir(filepath.Join(dest, "global")); err != nil {
+		return err
+	}
+	return fsutil.SyncDir(dest)
+}
+
+// checkEmptyDir refuses a directory with anything in it, unless force;
+// a running server's directory is refused even then.
+func checkEmptyDir(dir, what string, force bool, hint string) error {
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("%w: %s %s: %w", archive.ErrBadInput, what, dir, err)
+	}
+	if len(ents) == 0 {
+		return nil
+	}
+	if _, err := os.Stat(filepath.Join(dir, "postmaster.pid")); err == nil {
+		return fmt.Errorf("%w: %s %s has a postmaster.pid: a server may be running there; stop it and move the directory away", archive.ErrBadInput, what, dir)
+	}
+	if !force {
+		return fmt.Errorf("%w: %s %s is not empty (%s, ...): %s", archive.ErrBadInput, what, dir, ents[0].Name(), hint)
+	}
+	slog.Warn("restoring into a non-empty directory (--force): files not in the backup are left as they are", "dir", dir)
+	return nil
+}
+
+// preflightDecrypt opens the smallest part, so a missing or wrong key is
+// reported before anything is written.
+func preflightDecrypt(ctx context.Context, r *repo.Repo, m *repo.Manifest) error {
+	small := 0
+	for i, p := range m.Parts {
+		if p.StoredSize < m.Parts[small].StoredSize {
+			small = i
+		}
+	}
+	key := repo.BackupKey(m.Name, m.Parts[small].Name)
+	err := r.Load(ctx, key, repo.Want{}, func(io.Reader, cloud.ObjectInfo) error { return nil })
+	if errors.Is(err, archive.ErrNotInArchive) {
+		return fmt.Errorf("%w: %s in %s is missing: backup %s cannot be restored", archive.ErrIntegrity, key, r.Store, m.Name)
+	}
+	return err
+}

@@ -1,0 +1,164 @@
+package retention
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/walvault/walvault/archive"
+	"github.com/walvault/walvault/archive/repo"
+	"github.com/walvault/walvault/cloud"
+)
+
+// Result is what Apply removed. Scripts read it as JSON (delete --json).
+type Result struct {
+	Backups    int      `json:"backups"`
+	Folders    int      `json:"incomplete_folders"`
+	WALObjects int      `json:"wal_objects"`
+	Objects    int      `json:"objects"`
+	Skipped    []string `json:"skipped,omitempty"`
+}
+
+// deleteConcurrency is how many objects are deleted at once.
+const deleteConcurrency = 8
+
+// Apply carries out a plan. Each backup goes manifest first (a tombstone
+// is written before, so that an interrupted delete's leftovers are
+// recognised and finished by the next run), then its other objects; then
+// the incomplete folders; then the WAL. A backup marked permanent since
+// the plan was made is skipped.
+func Apply(ctx context.Context, r *repo.Repo, plan *Plan) (*Result, error) {
+	res := &Result{}
+	var objects atomic.Int64
+	defer func() { res.Objects = int(objects.Load()) }()
+	for _, b := range plan.Backups {
+		if !b.Delete {
+			continue
+		}
+		m, err := r.ReadManifest(ctx, b.Name, true)
+		switch {
+		case err == nil && m.Permanent:
+			slog.Warn("skipping a backup marked permanent since the plan was made", "backup", b.Name)
+			res.Skipped = append(res.Skipped, b.Name)
+			continue
+		case err != nil && !errors.Is(err, archive.ErrNotInArchive):
+			return res, err
+		}
+		n, err := deleteBackup(ctx, r, b.Name)
+		objects.Add(int64(n))
+		if err != nil {
+			return res, err
+		}
+		res.Backups++
+		slog.Info("deleted backup", "backup", b.Name, "objects", n)
+	}
+	for _, f := range plan.Incomplete {
+		if !f.Delete {
+			continue
+		}
+		if _, err := r.Store.Stat(ctx, repo.BackupKey(f.Name, repo.ManifestFile)); err == nil {
+			slog.Warn("skipping a folder that has become a backup since the plan was made", "backup", f.Name)
+			res.Skipped = append(res.Skipped, f.Name)
+			continue
+		} else if !errors.Is(err, cloud.ErrNotFound) {
+			return res, archive.StoreErr(fmt.Errorf("%s: %w", r.Store, err))
+		}
+		n, err := deleteFolder(ctx, r.Store, f.Name)
+		objects.Add(int64(n))
+		if err != nil {
+			return res, err
+		}
+		res.Folders++
+		slog.Info("deleted an incomplete backup folder", "folder", repo.BackupPrefix+f.Name+"/", "objects", n)
+	}
+	var keys []string
+	for _, run := range plan.WAL {
+		keys = append(keys, run.keys...)
+	}
+	n, err := deleteKeys(ctx, r.Store, keys)
+	objects.Add(int64(n))
+	res.WALObjects = n
+	if err != nil {
+		return res, err
+	}
+	if n > 0 {
+		slog.Info("deleted WAL", "objects", n)
+	}
+	for _, name := range plan.staleTombstones {
+		key := repo.BackupKey(name, repo.TombstoneFile)
+		if err := r.Store.Delete(ctx, key); err != nil {
+			return res, archive.StoreErr(fmt.Errorf("%s: deleting %s: %w", r.Store, key, err))
+		}
+	}
+	return res, nil
+}
+
+// deleteBackup removes a backup so that every prefix of the sequence
+// leaves something a re-run finishes: tombstone, manifest (from here on it
+// is not a backup), the other objects, the tombstone.
+func deleteBackup(ctx context.Context, r *repo.Repo, name string) (int, error) {
+	st := r.Store
+	body, _ := json.Marshal(map[string]string{"deleted_by": "walvault delete", "at": time.Now().UTC().Format(time.RFC3339)})
+	tomb := repo.BackupKey(name, repo.TombstoneFile)
+	if err := r.PutBytes(ctx, tomb, body, cloud.PutOptions{}); err != nil {
+		return 0, fmt.Errorf("%s: writing %s: %w", st, tomb, err)
+	}
+	key := repo.BackupKey(name, repo.ManifestFile)
+	if err := st.Delete(ctx, key); err != nil {
+		return 0, archive.StoreErr(fmt.Errorf("%s: deleting %s: %w", st, key, err))
+	}
+	n, err := deleteFolder(ctx, st, name)
+	return n + 1, err
+}
+
+// deleteFolder removes everything under backups/<name>/, the tombstone
+// last.
+func deleteFolder(ctx context.Context, st cloud.Store, name string) (int, error) {
+	prefix := repo.BackupPrefix + name + "/"
+	var keys []string
+	hasTomb := false
+	err := st.List(ctx, prefix, cloud.ListOptions{}, func(o cloud.ObjectInfo) error {
+		if o.Key == prefix+repo.TombstoneFile {
+			hasTomb = true
+		} else {
+			keys = append(keys, o.Key)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, archive.StoreErr(fmt.Errorf("%s: listing %s: %w", st, prefix, err))
+	}
+	n, err := deleteKeys(ctx, st, keys)
+	if err != nil || !hasTomb {
+		return n, err
+	}
+	if err := st.Delete(ctx, prefix+repo.TombstoneFile); err != nil {
+		return n, archive.StoreErr(fmt.Errorf("%s: deleting %s: %w", st, prefix+repo.TombstoneFile, err))
+	}
+	return n + 1, nil
+}
+
+// deleteKeys deletes keys, deleteConcurrency at a time, and counts what
+// went.
+func deleteKeys(ctx context.Context, st cloud.Store, keys []string) (int, error) {
+	var n atomic.Int64
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(deleteConcurrency)
+	for _, k := range keys {
+		g.Go(func() error {
+			if err := st.Delete(gctx, k); err != nil {
+				return archive.StoreErr(fmt.Errorf("%s: deleting %s: %w", st, k, err))
+			}
+			n.Add(1)
+			return nil
+		})
+	}
+	err := g.Wait()
+	return int(n.Load()), err
+}

@@ -1,0 +1,227 @@
+// Package verify checks what the store holds: that every part of every
+// backup is there with its recorded size (and, with Full, reads back to
+// its checksums), and that the WAL each backup needs is archived without
+// gaps.
+package verify
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/walvault/walvault/archive"
+	"github.com/walvault/walvault/archive/repo"
+)
+
+// Options tune verify.
+type Options struct {
+	// Backup limits the check to one backup; "" checks them all.
+	Backup string
+	// Full downloads, decrypts and decompresses every part and checks the
+	// SHA-256 of each stored part and the CRC-32C of each file in it.
+	// Without it, parts are checked for presence and size only.
+	Full bool
+	// Concurrency is how many parts are read at once (Full).
+	Concurrency int
+}
+
+// Problem is one thing verify found wrong, naming the object.
+type Problem struct {
+	Object  string `json:"object"`
+	Problem string `json:"problem"`
+}
+
+func (p Problem) String() string { return p.Object + ": " + p.Problem }
+
+// TimelineReach is how far recovery from a backup gets on one timeline.
+type TimelineReach struct {
+	Timeline     uint32         `json:"timeline"`
+	RestorableTo *repo.WALPoint `json:"restorable_to"`
+	// Gap is the first gap on the way, when WAL follows it.
+	Gap *repo.WALGap `json:"gap,omitempty"`
+	// Newest is the newest segment archived on this timeline.
+	Newest string `json:"newest,omitempty"`
+}
+
+// Backup is verify's finding for one backup.
+type Backup struct {
+	Name         string    `json:"name"`
+	Timeline     uint32    `json:"timeline"`
+	StartWAL     string    `json:"start_wal"`
+	StopWAL      string    `json:"stop_wal"`
+	StopTime     time.Time `json:"stop_time"`
+	Permanent    bool      `json:"permanent"`
+	Checked      string    `json:"checked"` // "sizes" or "full"
+	Parts        int       `json:"parts"`
+	StoredSize   int64     `json:"stored_size"`
+	FilesChecked int       `json:"files_checked"`
+	// Consistent: the WAL from the backup's start to its stop is archived.
+	Consistent bool `json:"consistent"`
+	// RestorableTo is the latest point recovery reaches on the newest
+	// timeline the backup can follow; Timelines has every one.
+	RestorableTo *repo.WALPoint  `json:"restorable_to"`
+	Timelines    []TimelineReach `json:"timelines"`
+	OK           bool            `json:"ok"`
+	Problems     []Problem       `json:"problems"`
+}
+
+// Timeline is the WAL continuity of one timeline over the range the
+// checked backups need.
+type Timeline struct {
+	Timeline uint32 `json:"timeline"`
+	First    string `json:"first"` // first segment needed
+	Last     string `json:"last"`  // last segment checked (the newest archived, or a switch point)
+	// Ranges are the runs of segments needed (a permanent backup kept
+	// alone needs only its own WAL, an island before the newer backups').
+	Ranges   []SegmentSpan `json:"ranges"`
+	Segments uint64        `json:"segments"` // archived segments in the ranges
+	Gaps     []repo.WALGap `json:"gaps"`
+}
+
+// SegmentSpan is a run of segments, first to last.
+type SegmentSpan struct {
+	First string `json:"first"`
+	Last  string `json:"last"`
+}
+
+// Report is everything verify found. OK only when every checked object is
+// whole.
+type Report struct {
+	Store     string     `json:"store"`
+	OK        bool       `json:"ok"`
+	Backups   []*Backup  `json:"backups"`
+	Timelines []Timeline `json:"timelines"`
+	// Incomplete lists backup folders without a manifest: interrupted or
+	// running backups, or interrupted deletes. They are not backups and
+	// not a failure.
+	Incomplete []string  `json:"incomplete_backups,omitempty"`
+	Problems   []Problem `json:"problems"`
+	// general: the problems that belong to no backup and no timeline gap.
+	general []Problem
+}
+
+func (r *Report) fail(object, format string, a ...any) {
+	p := Problem{Object: object, Problem: fmt.Sprintf(format, a...)}
+	r.Problems = append(r.Problems, p)
+	r.general = append(r.general, p)
+}
+
+// General lists the problems that belong to no backup and are no WAL gap
+// (damaged manifests, missing history files, an empty store).
+func (r *Report) General() []Problem { return r.general }
+
+// Run checks the backups (all, or opts.Backup) and the WAL they need. It
+// returns an error only when it could not check (the store failed, an
+// encrypted object needs an identity); what it found is in the report.
+func Run(ctx context.Context, r *repo.Repo, opts Options) (*Report, error) {
+	rep := &Report{Store: r.Store.String(), Backups: []*Backup{}, Timelines: []Timeline{}, Problems: []Problem{}}
+	selected := func(name string) bool { return opts.Backup == "" || name == opts.Backup }
+	// Manifests are read whole, so a damaged file list is found too; the
+	// lists are then dropped to bound memory.
+	cat, err := r.LoadCatalog(ctx, repo.CatalogOptions{FullManifest: selected, WAL: repo.AllWAL, History: true})
+	if err != nil {
+		return nil, err
+	}
+	backups, folders, err := rep.pickBackups(cat, opts, selected, r.Store.String())
+	if err != nil {
+		return nil, err
+	}
+	if opts.Full {
+		for _, m := range backups {
+			if m.Encrypted && len(r.Identities) == 0 {
+				return nil, fmt.Errorf("%w: backup %s is encrypted: a full check needs --identity-file (or check sizes only, without --full)", archive.ErrBadInput, m.Name)
+			}
+		}
+	}
+	repo.SortBackups(backups)
+	for _, m := range backups {
+		bv := newBackup(m, opts.Full)
+		checkPartSizes(bv, m, folders[m.Name])
+		rep.Backups = append(rep.Backups, bv)
+	}
+	if opts.Full {
+		if err := verifyParts(ctx, r, backups, rep.Backups, max(1, opts.Concurrency)); err != nil {
+			return nil, err
+		}
+	}
+	if len(backups) > 0 {
+		if err := verifyWAL(cat, backups, rep); err != nil {
+			return nil, err
+		}
+	}
+	rep.conclude()
+	return rep, nil
+}
+
+// pickBackups takes the selected backups from the catalog's folders: the
+// complete ones (their manifests without file lists, and their folders by
+// name), reporting damaged manifests and noting incomplete folders.
+func (rep *Report) pickBackups(cat *repo.Catalog, opts Options, selected func(string) bool, store string) ([]*repo.Manifest, map[string]*repo.BackupFolder, error) {
+	var backups []*repo.Manifest
+	folders := map[string]*repo.BackupFolder{}
+	found := false
+	for _, f := range cat.Folders {
+		if !selected(f.Name) {
+			continue
+		}
+		found = true
+		switch {
+		case f.Err != nil:
+			rep.fail(repo.BackupKey(f.Name, repo.ManifestFile), "%v", trimWhere(f.Err))
+		case f.Manifest == nil && opts.Backup != "":
+			rep.fail(repo.BackupPrefix+f.Name+"/", "has no %s: the backup is incomplete (interrupted, failed or still running) and cannot be restored", repo.ManifestFile)
+		case f.Manifest == nil:
+			rep.Incomplete = append(rep.Incomplete, f.Name)
+		default:
+			f.Manifest.Files = nil // validated; --full reads them again, one backup at a time
+			backups = append(backups, f.Manifest)
+			folders[f.Name] = f
+		}
+	}
+	if opts.Backup != "" && !found {
+		return nil, nil, fmt.Errorf("%w: no backup named %q in %s: walvault backup-list shows them", archive.ErrBadInput, opts.Backup, store)
+	}
+	if len(backups) == 0 && opts.Backup == "" {
+		rep.fail(repo.BackupPrefix, "no complete backup in the store: nothing can be restored (run walvault backup-push)")
+	}
+	return backups, folders, nil
+}
+
+func newBackup(m *repo.Manifest, full bool) *Backup {
+	bv := &Backup{Name: m.Name, Timeline: m.Timeline, StartWAL: m.StartWAL, StopWAL: m.StopWAL, StopTime: m.StopTime,
+		Permanent: m.Permanent, Checked: "sizes", Parts: len(m.Parts), StoredSize: m.StoredSize, Problems: []Problem{}, Timelines: []TimelineReach{}}
+	if full {
+		bv.Checked = "full"
+	}
+	return bv
+}
+
+// conclude gathers the backups' problems and the verdicts.
+func (rep *Report) conclude() {
+	for _, bv := range rep.Backups {
+		bv.OK = len(bv.Problems) == 0
+		rep.Problems = append(rep.Problems, bv.Problems...)
+	}
+	rep.OK = len(rep.Problems) == 0
+}
+
+// trimWhere drops the error class from a message the report files under
+// the object it names.
+func trimWhere(err error) string {
+	return strings.TrimPrefix(err.Error(), archive.ErrIntegrity.Error()+": ")
+}
+
+// checkPartSizes compares the parts listed in the store with the manifest.
+func checkPartSizes(bv *Backup, m *repo.Manifest, f *repo.BackupFolder) {
+	for _, p := range m.Parts {
+		key := repo.BackupKey(m.Name, p.Name)
+		o, ok := f.Objects[p.Name]
+		switch {
+		case !ok:
+			bv.Problems = append(bv.Problems, Problem{Object: key, Problem: "missing"})
+		case o.Size != p.StoredSize:
+			bv.Problems = append(bv.Problems, Problem{Object: key, Problem: fmt.Sprintf("is %d bytes, the manifest says %d: the stored part is truncated or altered", o.Size, p.StoredSize)})
+		}
+	}
+}

@@ -1,0 +1,120 @@
+package wal
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/walvault/walvault/archive"
+	"github.com/walvault/walvault/archive/internal/fsutil"
+	"github.com/walvault/walvault/archive/repo"
+	"github.com/walvault/walvault/cloud"
+)
+
+// FetchOptions tune wal-fetch.
+type FetchOptions struct {
+	// SpoolDir holds prefetched segments; default .walvault beside DEST
+	// (pg_wal/.walvault).
+	SpoolDir string
+}
+
+// FetchResult says where the file came from.
+type FetchResult struct {
+	Name       string
+	Prefetched bool  // served from the spool directory
+	Size       int64 // bytes written to DEST
+}
+
+// Fetch restores one archived file to dest (restore_command's %p): from
+// the prefetch spool when a verified copy is there, else from the store. A
+// file that is not archived yields archive.ErrNotInArchive. dest appears
+// only whole, verified and fsynced.
+func Fetch(ctx context.Context, r *repo.Repo, name, dest string, opts FetchOptions) (FetchResult, error) {
+	wf, err := archive.ParseWALName(name)
+	if err != nil {
+		return FetchResult{}, fmt.Errorf("%w: %w", archive.ErrBadInput, err)
+	}
+	res := FetchResult{Name: name}
+	destDir := filepath.Dir(dest)
+	spool := opts.SpoolDir
+	if spool == "" {
+		spool = filepath.Join(destDir, ".walvault")
+	}
+	if size, ok := servePrefetched(filepath.Join(spool, "prefetch"), r.Store, name, dest); ok {
+		res.Prefetched, res.Size = true, size
+		return res, fsutil.SyncDir(destDir)
+	}
+	tmp := tempBeside(dest)
+	_, size, err := download(ctx, r, wf, tmp)
+	if err != nil {
+		return res, err
+	}
+	if err := os.Rename(tmp, dest); err != nil {
+		_ = os.Remove(tmp)
+		return res, err
+	}
+	res.Size = size
+	return res, fsutil.SyncDir(destDir)
+}
+
+func tempBeside(path string) string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return filepath.Join(filepath.Dir(path), ".walvault-tmp-"+filepath.Base(path)+"-"+hex.EncodeToString(b[:]))
+}
+
+// download fetches wf's object into the new file tmp, decoded and checked
+// against the checksum stored with it (returned), and fsyncs it. On any
+// error tmp is removed. A download the connection cut short is started
+// over by the repo (PostgreSQL takes a failed restore_command for the end
+// of the archive); each attempt rewrites tmp from its start.
+func download(ctx context.Context, r *repo.Repo, wf archive.WALFile, tmp string) (sum string, size int64, err error) {
+	var f *os.File
+	defer func() {
+		if err != nil && f != nil {
+			_ = f.Close()
+			_ = os.Remove(tmp)
+		}
+	}()
+	err = r.Load(ctx, repo.WALKey(wf), repo.Want{ContentFromMeta: true}, func(rd io.Reader, info cloud.ObjectInfo) error {
+		var ferr error
+		if f, ferr = startOver(f, tmp); ferr != nil {
+			return ferr
+		}
+		// Load checks the content against this digest as it ends.
+		sum = info.Metadata[repo.MetaSHA256]
+		size, ferr = io.Copy(f, rd)
+		return ferr
+	})
+	if errors.Is(err, archive.ErrNotInArchive) {
+		return "", 0, fmt.Errorf("%s: %w", wf.Name, archive.ErrNotInArchive)
+	}
+	if err != nil {
+		return "", 0, err
+	}
+	if err = f.Sync(); err != nil {
+		return "", 0, err
+	}
+	if err = f.Close(); err != nil {
+		return "", 0, err
+	}
+	return sum, size, nil
+}
+
+// startOver gives an empty tmp to write a download into: created on the
+// first attempt (it must not exist), truncated on the next ones.
+func startOver(f *os.File, tmp string) (*os.File, error) {
+	if f == nil {
+		return os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600) // #nosec G304 -- a temp file beside DEST or in our spool
+	}
+	if err := f.Truncate(0); err != nil {
+		return f, err
+	}
+	_, err := f.Seek(0, io.SeekStart)
+	return f, err
+}

@@ -1,0 +1,173 @@
+package main
+
+import (
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/walvault/walvault/archive"
+	restorepkg "github.com/walvault/walvault/archive/restore" // func restore is the restore command
+	"github.com/walvault/walvault/cloud"
+)
+
+func restore(c *cli.Context) error {
+	if err := wantArgs(c, 1, "the directory to restore into (DEST)"); err != nil {
+		return err
+	}
+	t := restorepkg.Target{XID: c.String("target-xid"), Name: c.String("target-name"), Immediate: c.Bool("target-immediate"),
+		Timeline: c.String("target-timeline"), Action: c.String("target-action")}
+	if s := c.String("target-time"); s != "" {
+		tt, err := restorepkg.ParseTargetTime(s)
+		if err != nil {
+			return err
+		}
+		t.Time = &tt
+	}
+	if s := c.String("target-lsn"); s != "" {
+		l, err := archive.ParseLSN(s)
+		if err != nil {
+			return usageError("--target-lsn: %v", err)
+		}
+		t.LSN = &l
+	}
+	if s := c.String("target-inclusive"); s != "" {
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			return usageError("--target-inclusive %q: use true or false", s)
+		}
+		t.Inclusive = &b
+	}
+	if err := t.Validate(); err != nil {
+		return err
+	}
+	tmap := map[string]string{}
+	for _, m := range c.StringSlice("tablespace-map") {
+		k, v, ok := strings.Cut(m, "=")
+		if !ok || k == "" || v == "" || !filepath.IsAbs(v) {
+			return usageError("--tablespace-map %q: expected OID=/absolute/dir or NAME=/absolute/dir", m)
+		}
+		tmap[k] = v
+	}
+	n := c.Int("download-concurrency")
+	if n < 1 || n > 256 {
+		return usageError("--download-concurrency %d: use 1 to 256", n)
+	}
+	interval, err := durationValue(c, "progress-interval")
+	if err != nil {
+		return err
+	}
+	argv, err := fetchArgv(c)
+	if err != nil {
+		return err
+	}
+	cfg, err := openArchive(c, true)
+	if err != nil {
+		return err
+	}
+	defer cloud.Close(cfg.Store)
+	res, err := restorepkg.Run(c.Context, cfg, restorepkg.Options{
+		Dest: c.Args().First(), Backup: c.String("backup"), Target: t, Standby: c.Bool("standby"),
+		TablespaceMap: tmap, Concurrency: n, Force: c.Bool("force"), FetchArgv: argv,
+		Progress: progressReporter(progressBar(c), interval),
+	})
+	if err != nil {
+		return err
+	}
+	m := res.Manifest
+	w := c.App.Writer
+	secs := res.Duration.Seconds()
+	fmt.Fprintf(w, "restored backup %s (PostgreSQL %s, %s in %d files, %d parts; finished %s, timeline %d) into %s in %.2f s (%s/s)\n",
+		m.Name, pgVersion(m.PGVersion), archive.HumanBytes(m.DataSize), m.FileCount, len(m.Parts), m.StopTime.UTC().Format("2006-01-02 15:04:05 UTC"),
+		m.Timeline, res.Dest, secs, archive.HumanBytes(int64(float64(m.DataSize)/max(secs, 0.001))))
+	for _, ts := range res.Tablespaces {
+		fmt.Fprintf(w, "tablespace %s (OID %d) restored at %s\n", ts.Name, ts.OID, ts.Location)
+	}
+	what := "appended to " + res.SettingsFile()
+	if res.SignalFile() != "" {
+		what = "wrote " + res.SignalFile() + " and " + what
+	}
+	fmt.Fprintf(w, "%s:\n", what)
+	for _, l := range res.SettingLines() {
+		fmt.Fprintf(w, "  %s\n", l)
+	}
+	fmt.Fprintf(w, "next: pg_ctl -D %s start   (as the data directory's owner; PostgreSQL fetches WAL with walvault wal-fetch and replays it", res.Dest)
+	switch {
+	case c.Bool("standby"):
+		fmt.Fprintln(w, ", then keeps following the archive as a standby)")
+	case t.Time != nil || t.LSN != nil || t.XID != "" || t.Name != "" || t.Immediate:
+		fmt.Fprintf(w, " to the target, then %s)\n", map[string]string{"promote": "promotes", "pause": "pauses", "shutdown": "shuts down"}[t.Action])
+	default:
+		fmt.Fprintln(w, " to the end of the archive, then promotes)")
+	}
+	if !c.Bool("standby") {
+		fmt.Fprintln(w, "note: once promoted, the server archives a new timeline with its archive_command; for a trial restore, set archive_mode = off first")
+	}
+	if u, err := url.Parse(c.String("store")); err == nil && u.Scheme != "file" {
+		fmt.Fprintln(w, "note: the server needs the store's credentials in its environment (as for archive_command)")
+	}
+	return nil
+}
+
+// fetchArgv is restore_command without %f %p: this very binary, by its
+// absolute path, and the settings that reach the same store with the same
+// key. Secrets never go there (postgresql.auto.conf is world-visible to
+// anyone who can read the data directory, and backed up): credentials come
+// from the server's environment, and a store URL that carries them must be
+// given through --config.
+func fetchArgv(c *cli.Context) ([]string, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("locating the walvault binary for restore_command: %w", err)
+	}
+	if p, err := filepath.EvalSymlinks(exe); err == nil {
+		exe = p
+	}
+	argv := []string{exe, "wal-fetch"}
+	abs := func(p string) (string, error) {
+		a, err := filepath.Abs(p)
+		if err != nil {
+			return "", usageError("%s: %v", p, err)
+		}
+		return a, nil
+	}
+	cf := c.String("config")
+	if cf != "" {
+		a, err := abs(cf)
+		if err != nil {
+			return nil, err
+		}
+		argv = append(argv, "--config="+a)
+	}
+	store := c.String("store")
+	if u, err := url.Parse(store); err == nil && (u.User != nil || u.RawQuery != "") {
+		if cf == "" {
+			return nil, usageError("the store URL carries credentials or parameters; restore_command cannot repeat it without copying them into postgresql.auto.conf: put 'store: ...' in a --config file instead")
+		}
+	} else if store != "" {
+		argv = append(argv, "--store="+store)
+	}
+	if id := c.String("identity-file"); id != "" {
+		a, err := abs(id)
+		if err != nil {
+			return nil, err
+		}
+		argv = append(argv, "--identity-file="+a)
+	}
+	if c.Bool("allow-insecure-identity") {
+		argv = append(argv, "--allow-insecure-identity")
+	}
+	if c.Bool("s3-path-style") {
+		argv = append(argv, "--s3-path-style")
+	}
+	for _, n := range []string{"s3-endpoint", "s3-region", "azure-endpoint"} {
+		if v := c.String(n); v != "" {
+			argv = append(argv, "--"+n+"="+v)
+		}
+	}
+	return argv, nil
+}
