@@ -19,10 +19,59 @@ import (
 )
 
 // The file:// backend: the embedded default, no server and no credentials.
-// Each object is one file. Metadata travels in a small envelope at the start
-// of the file so that object and metadata appear together, atomically:
 //
-//	"WVO1" | uint32 big-endian length | JSON metadata | object bytes
+// # Layout
+//
+// Each object is one file, at its key under the store directory (key
+// "wal/0000000100000000/000000010000000000000001" is the file
+// <dir>/wal/0000000100000000/000000010000000000000001), created 0640 in
+// folders created 0750. Writes go to a ".tmp-" file in the same folder,
+// fsynced, then moved into place with rename(2), or with link(2) for a
+// create-if-absent Put (link fails when the name exists), and the folder is
+// fsynced: a reader sees the whole object or none.
+//
+// # Envelope
+//
+// Metadata travels in a small envelope at the start of the file, so that
+// object and metadata appear together, atomically:
+//
+//	bytes 0-3         magic: the ASCII characters "WVO1"
+//	bytes 4-7         LEN: the length of the metadata, uint32 big-endian (at most 1 MiB)
+//	bytes 8-(7+LEN)   metadata: one JSON object mapping string to string, compact, keys
+//	                  sorted, as Go's encoding/json writes it ("null" when there is none)
+//	bytes (8+LEN)-    the object bytes, exactly what the other backends store as the
+//	                  object's body, up to the end of the file
+//
+// The metadata is the object's user metadata, which S3, GCS and Azure keep
+// in headers. walvault writes "walvault-sha256" (hex SHA-256 of the plain
+// content) and "walvault-size" (its length in bytes, decimal), and on
+// signed objects "walvault-proof" (base64 Ed25519 signature over the key,
+// SHA-256 and size) and "walvault-signer" (the signing key's ID).
+//
+// The object bytes are what `age`, `lz4` and `zstd` read: an age file when
+// the object is encrypted ("age-encryption.org/v1" header), whose plaintext
+// (or, unencrypted, the bytes themselves) is an lz4 frame, a zstd frame or
+// the plain content (compression none). Stripping the envelope by hand:
+//
+//	LEN=$(od -An -j4 -N4 -tu4 --endian=big FILE)
+//	tail -c +$((9+LEN)) FILE | age -d -i KEY | lz4 -dc    # or zstd -dc
+//
+// (without "age -d -i KEY |" for an unencrypted object, without the
+// decompressor for compression none).
+//
+// # Symbolic links
+//
+// Every operation goes through an os.Root opened on the store directory:
+// a symbolic link inside the store that leads outside it (or is absolute)
+// is never followed, so whoever owns the store cannot send a root
+// backup-push or restore into another directory. Writes, reads and
+// deletes through such a link fail with errOutside, naming the key. A link
+// that stays inside is followed as os.Root allows, except by List, which
+// neither descends into links nor lists them (the store writes only files
+// and folders). A Put or Delete of a key that is itself a link replaces or
+// removes the link, never its target. The store directory itself may be a
+// link (file:///backups pointing at a mount): it is resolved once, when
+// the store is opened.
 func init() { Register("file", openFile) }
 
 const (
@@ -31,22 +80,32 @@ const (
 	maxMetaLen    = 1 << 20
 )
 
+// errOutside: a key's path goes through a symbolic link that leads outside
+// the store. Permanent: retrying cannot help, someone must remove the link.
+var errOutside = errors.New("a symbolic link in the store leads outside it; refusing to follow it")
+
 type fileStore struct {
-	root     string
-	uid, gid int // owner of new files and folders; -1: the process's
+	dir      string   // the store directory, as given
+	root     *os.Root // every access goes through it
+	escapes  error    // os.Root's error for a path that leaves the root
+	uid, gid int      // owner of new files and folders; -1: the process's
 }
 
 func openFile(_ context.Context, loc Location, _ Options) (Store, error) {
-	root := filepath.Clean(loc.Path)
-	if err := os.MkdirAll(root, 0o750); err != nil {
-		return nil, fmt.Errorf("file store %s: cannot create the directory: %w", root, err)
+	dir := filepath.Clean(loc.Path)
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("file store %s: cannot create the directory: %w", dir, err)
 	}
-	s := &fileStore{root: root, uid: -1, gid: -1}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, fmt.Errorf("file store %s: cannot open the directory: %w", dir, err)
+	}
+	s := &fileStore{dir: dir, root: root, escapes: rootEscapeError(root), uid: -1, gid: -1}
 	// Run as root (a backup from cron, a restore by hand) in a store that
 	// belongs to someone else (postgres, who runs archive_command), new
 	// files and folders go to that owner: otherwise wal-push, as postgres,
 	// could no longer read cluster.json or write into a folder root made.
-	if st, err := os.Stat(root); err == nil && os.Geteuid() == 0 {
+	if st, err := root.Stat("."); err == nil && os.Geteuid() == 0 {
 		if sys, ok := st.Sys().(*syscall.Stat_t); ok && sys.Uid != 0 {
 			s.uid, s.gid = int(sys.Uid), int(sys.Gid)
 		}
@@ -54,17 +113,42 @@ func openFile(_ context.Context, loc Location, _ Options) (Store, error) {
 	return s, nil
 }
 
+// rootEscapeError returns the error os.Root reports for a path that leads
+// outside it, a symbolic link's included. Package os does not export it;
+// ".." always escapes, so asking for it yields that very error.
+func rootEscapeError(r *os.Root) error {
+	_, err := r.Lstat("..")
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+// Close releases the store directory.
+func (s *fileStore) Close() error { return s.root.Close() }
+
+// outside turns os.Root's refusal to leave the store into errOutside,
+// naming the key; other errors pass unchanged.
+func (s *fileStore) outside(op, key string, err error) error {
+	if err != nil && s.escapes != nil && errors.Is(err, s.escapes) {
+		return Permanent(fmt.Errorf("%s: %s %s: %w", s, op, key, errOutside))
+	}
+	return err
+}
+
 // own hands a new file or folder to the store's owner (see openFile).
-func (s *fileStore) own(path string) error {
+func (s *fileStore) own(name string) error {
 	if s.uid < 0 {
 		return nil
 	}
-	return os.Lchown(path, s.uid, s.gid)
+	return s.root.Lchown(name, s.uid, s.gid)
 }
 
-func (s *fileStore) String() string { return "file://" + s.root }
+func (s *fileStore) String() string { return "file://" + s.dir }
 
-func (s *fileStore) path(key string) (string, error) {
+// name is key's path relative to the store directory.
+func (s *fileStore) name(key string) (string, error) {
 	if key == "" || strings.HasPrefix(key, "/") || strings.Contains(key, "\\") {
 		return "", Permanent(fmt.Errorf("invalid key %q", key))
 	}
@@ -73,17 +157,18 @@ func (s *fileStore) path(key string) (string, error) {
 			return "", Permanent(fmt.Errorf("invalid key %q", key))
 		}
 	}
-	return filepath.Join(s.root, filepath.FromSlash(key)), nil
+	return filepath.FromSlash(key), nil
 }
 
 func (s *fileStore) Put(ctx context.Context, key string, r io.Reader, opts PutOptions) (err error) {
-	dst, err := s.path(key)
+	dst, err := s.name(key)
 	if err != nil {
 		return err
 	}
 	if err := CheckMetadata(opts.Metadata); err != nil {
 		return Permanent(fmt.Errorf("%s: put %s: %w", s, key, err))
 	}
+	defer func() { err = s.outside("put", key, err) }()
 	dir := filepath.Dir(dst)
 	if err := s.mkdirAllSync(dir); err != nil {
 		return fmt.Errorf("%s: %w", s, err)
@@ -91,14 +176,15 @@ func (s *fileStore) Put(ctx context.Context, key string, r io.Reader, opts PutOp
 	var rnd [8]byte
 	_, _ = rand.Read(rnd[:])
 	tmp := filepath.Join(dir, fileTmpPrefix+filepath.Base(dst)+"-"+hex.EncodeToString(rnd[:]))
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o640) // #nosec G304 G302 -- path built from a validated key; group-readable like its 0750 directory, for a backup group
+	// O_EXCL: never through a link, even one that stays inside.
+	f, err := s.root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o640) // group-readable like its 0750 directory, for a backup group
 	if err != nil {
 		return fmt.Errorf("%s: %w", s, err)
 	}
 	defer func() {
 		if err != nil {
 			_ = f.Close()
-			_ = os.Remove(tmp)
+			_ = s.root.Remove(tmp)
 		}
 	}()
 	if err = s.own(tmp); err != nil {
@@ -132,22 +218,28 @@ func (s *fileStore) Put(ctx context.Context, key string, r io.Reader, opts PutOp
 	}
 	if opts.IfAbsent {
 		// link(2) fails if the name exists: an atomic create-if-absent.
-		if err = os.Link(tmp, dst); err != nil {
+		if err = s.root.Link(tmp, dst); err != nil {
 			if errors.Is(err, fs.ErrExist) {
 				err = fmt.Errorf("%s: %s: %w", s, key, ErrExists)
 			}
 			return err
 		}
-		_ = os.Remove(tmp)
-	} else if err = os.Rename(tmp, dst); err != nil {
+		_ = s.root.Remove(tmp)
+	} else if err = s.root.Rename(tmp, dst); err != nil {
 		return err
 	}
-	return syncDir(dir)
+	return s.syncDir(dir)
 }
 
+// mkdirAllSync creates dir and its missing parents inside the store,
+// handing each to the store's owner and fsyncing the folder that gained it.
 func (s *fileStore) mkdirAllSync(dir string) error {
-	if _, err := os.Stat(dir); err == nil {
+	_, err := s.root.Stat(dir)
+	if err == nil {
 		return nil
+	}
+	if errors.Is(err, s.escapes) {
+		return err
 	}
 	parent := filepath.Dir(dir)
 	if parent != dir {
@@ -155,7 +247,7 @@ func (s *fileStore) mkdirAllSync(dir string) error {
 			return err
 		}
 	}
-	if err := os.Mkdir(dir, 0o750); err != nil {
+	if err := s.root.Mkdir(dir, 0o750); err != nil {
 		if errors.Is(err, fs.ErrExist) {
 			return nil
 		}
@@ -164,11 +256,11 @@ func (s *fileStore) mkdirAllSync(dir string) error {
 	if err := s.own(dir); err != nil {
 		return err
 	}
-	return syncDir(parent)
+	return s.syncDir(parent)
 }
 
-func syncDir(dir string) error {
-	d, err := os.Open(dir) // #nosec G304 -- our own directory
+func (s *fileStore) syncDir(dir string) error {
+	d, err := s.root.Open(dir)
 	if err != nil {
 		return err
 	}
@@ -198,16 +290,16 @@ func readHeader(f *os.File, key string) (map[string]string, int64, error) {
 }
 
 func (s *fileStore) open(key string) (*os.File, ObjectInfo, error) {
-	p, err := s.path(key)
+	name, err := s.name(key)
 	if err != nil {
 		return nil, ObjectInfo{}, err
 	}
-	f, err := os.Open(p) // #nosec G304 -- path built from a validated key
+	f, err := s.root.Open(name)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, ObjectInfo{}, fmt.Errorf("%s: %s: %w", s, key, ErrNotFound)
 		}
-		return nil, ObjectInfo{}, err
+		return nil, ObjectInfo{}, s.outside("read", key, err)
 	}
 	st, err := f.Stat()
 	if err == nil && st.IsDir() {
@@ -244,32 +336,34 @@ func (s *fileStore) Stat(_ context.Context, key string) (ObjectInfo, error) {
 
 func (s *fileStore) List(ctx context.Context, prefix string, opts ListOptions, fn func(ObjectInfo) error) error {
 	// Start at the deepest directory the prefix names fully.
-	base := ""
+	base := "."
 	if i := strings.LastIndex(prefix, "/"); i >= 0 {
 		base = prefix[:i]
 	}
-	startDir := filepath.Join(s.root, filepath.FromSlash(base))
+	if ok, err := s.realDir(base); !ok {
+		return err
+	}
 	var keys []ObjectInfo
 	seen := map[string]bool{}
-	err := filepath.WalkDir(startDir, func(p string, d fs.DirEntry, err error) error {
+	err := fs.WalkDir(s.root.FS(), base, func(key string, d fs.DirEntry, err error) error {
 		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
-				return nil
+			if errors.Is(err, fs.ErrNotExist) || errors.Is(err, s.escapes) {
+				return nil // vanished, or became a link, under us
 			}
 			return err
 		}
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		rel, _ := filepath.Rel(s.root, p)
-		key := filepath.ToSlash(rel)
 		if d.IsDir() {
-			if p == startDir || strings.HasPrefix(key+"/", prefix) || strings.HasPrefix(prefix, key+"/") {
+			if key == base || strings.HasPrefix(key+"/", prefix) || strings.HasPrefix(prefix, key+"/") {
 				return nil
 			}
 			return fs.SkipDir
 		}
-		if strings.HasPrefix(d.Name(), fileTmpPrefix) || !strings.HasPrefix(key, prefix) {
+		// WalkDir never follows a link; skip them (and fifos, sockets)
+		// too: the store writes only files, anything else was planted.
+		if !d.Type().IsRegular() || strings.HasPrefix(d.Name(), fileTmpPrefix) || !strings.HasPrefix(key, prefix) {
 			return nil
 		}
 		if opts.Delimiter != "" {
@@ -295,9 +389,13 @@ func (s *fileStore) List(ctx context.Context, prefix string, opts ListOptions, f
 	sort.Slice(keys, func(i, j int) bool { return keys[i].Key < keys[j].Key })
 	for _, k := range keys {
 		if !k.IsPrefix {
-			if f, info, err := s.open(k.Key); err == nil {
+			f, info, err := s.open(k.Key)
+			switch {
+			case err == nil:
 				_ = f.Close()
 				k = info
+			case errors.Is(err, errOutside):
+				continue // became a link under us
 			}
 		}
 		if err := fn(k); err != nil {
@@ -307,18 +405,44 @@ func (s *fileStore) List(ctx context.Context, prefix string, opts ListOptions, f
 	return nil
 }
 
+// realDir reports whether the listing base names a directory of the
+// store reached without any link; a missing one, or one behind a link, has
+// nothing to list.
+func (s *fileStore) realDir(base string) (bool, error) {
+	if !fs.ValidPath(base) {
+		return false, nil // "..", "a//b": no key lies there
+	}
+	if base == "." {
+		return true, nil
+	}
+	parts := strings.Split(base, "/")
+	for i := range parts {
+		fi, err := s.root.Lstat(filepath.FromSlash(strings.Join(parts[:i+1], "/")))
+		switch {
+		case errors.Is(err, fs.ErrNotExist), errors.Is(err, syscall.ENOTDIR), errors.Is(err, s.escapes):
+			return false, nil
+		case err != nil:
+			return false, err
+		case !fi.IsDir():
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
 func (s *fileStore) Delete(_ context.Context, key string) error {
-	p, err := s.path(key)
+	name, err := s.name(key)
 	if err != nil {
 		return err
 	}
-	if err := os.Remove(p); err != nil {
+	// Remove unlinks a link itself, never its target.
+	if err := s.root.Remove(name); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil
 		}
-		return err
+		return s.outside("delete", key, err)
 	}
-	return syncDir(filepath.Dir(p))
+	return s.outside("delete", key, s.syncDir(filepath.Dir(name)))
 }
 
 type ctxReader struct {

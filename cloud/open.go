@@ -136,19 +136,24 @@ func Open(ctx context.Context, raw string, opts Options) (Store, error) {
 }
 
 // Redact removes user info and query strings (SAS tokens, keys) from a URL
-// so it can be printed.
+// so it can be printed. Text that is not a URL with a host (host:port,
+// KEY:SECRET@host, or one that does not parse) is withheld whole when it
+// has an '@' or a '?' anywhere.
 func Redact(raw string) string {
 	u, err := url.Parse(raw)
-	if err != nil {
-		if i := strings.IndexAny(raw, "?@"); i >= 0 {
-			return raw[:i] + "…"
+	if err != nil || u.Host == "" {
+		if !strings.ContainsAny(raw, "@?") {
+			return raw
 		}
-		return raw
+		if scheme, _, ok := strings.Cut(raw, "://"); ok && !strings.ContainsAny(scheme, "@?/") {
+			return scheme + "://REDACTED"
+		}
+		return "REDACTED"
 	}
 	if u.User != nil {
 		u.User = url.User("REDACTED")
 	}
-	if u.RawQuery != "" {
+	if u.RawQuery != "" || u.ForceQuery {
 		u.RawQuery = "REDACTED"
 	}
 	return u.String()
