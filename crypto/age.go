@@ -4,14 +4,11 @@
 package crypto
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -138,25 +135,9 @@ func Generate(path string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	body := fmt.Sprintf("# created: %s\n# public key: %s\n%s\n", time.Now().UTC().Format(time.RFC3339), id.Recipient(), id)
+	if err := writeNewKeyFile(path, body); err != nil {
 		return "", err
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600) // #nosec G304 -- a path the operator chose
-	if err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			return "", fmt.Errorf("%w: %s already exists: walvault never overwrites a key (move it away first if you really mean to)", ErrBadKey, path)
-		}
-		return "", err
-	}
-	w := bufio.NewWriter(f)
-	fmt.Fprintf(w, "# created: %s\n# public key: %s\n%s\n", time.Now().UTC().Format(time.RFC3339), id.Recipient(), id)
-	if err := w.Flush(); err != nil {
-		_ = f.Close()
-		return "", err
-	}
-	if err := f.Sync(); err != nil {
-		_ = f.Close()
-		return "", err
-	}
-	return id.Recipient().String(), f.Close()
+	return id.Recipient().String(), nil
 }

@@ -4,6 +4,7 @@ package integration
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +19,10 @@ import (
 
 func TestMain(m *testing.M) {
 	all.Register() // stores are opened in-process too, as cmd/walvault opens them
+	if err := pgtest.UseSigningKeys(); err != nil {
+		fmt.Fprintln(os.Stderr, "integration: making the signing key:", err)
+		os.Exit(1)
+	}
 	code := m.Run()
 	pgtest.Cleanup()
 	os.Exit(code)

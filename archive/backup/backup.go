@@ -126,7 +126,7 @@ func (b *pusher) connect(ctx context.Context) error {
 	if err := srv.CheckArchiving(); err != nil {
 		return err
 	}
-	if err := b.r.EnsureCluster(ctx, srv.SystemID, ""); err != nil {
+	if err := b.r.EnsureCluster(ctx, srv.SystemID, srv.SegSize, ""); err != nil {
 		return err
 	}
 	pgdata := b.opts.PGData

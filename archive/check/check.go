@@ -68,6 +68,16 @@ type Report struct {
 	OK      bool     `json:"ok"`
 }
 
+// has says whether a check named name was reported.
+func (r *Report) has(name string) bool {
+	for _, res := range r.Results {
+		if res.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
 func (r *Report) add(name, status, detail, fix string) {
 	r.Results = append(r.Results, Result{Name: name, Status: status, Detail: detail, Fix: fix})
 	if status == Fail {
@@ -77,7 +87,7 @@ func (r *Report) add(name, status, detail, fix string) {
 
 // checksOfServer are the checks that need a connection to PostgreSQL,
 // skipped without one.
-var checksOfServer = []string{"wal_level", "archive_mode", "archive_command", "cluster", "pg_stat_archiver", "segment switch"}
+var checksOfServer = []string{"wal_level", "archive_mode", "archive_command", "cluster", "pg_stat_archiver", "segment switch", "signing"}
 
 // ownRecipient names check's own recipient in the encryption check.
 const ownRecipient = "check's recipient (--recipient, WALVAULT_RECIPIENT or its config file)"

@@ -327,7 +327,8 @@ func TestCheckEncryption(t *testing.T) {
 func TestFetchBack(t *testing.T) {
 	id, _ := age.GenerateX25519Identity()
 	st, _ := newFileStore(t)
-	r := &repo.Repo{Store: st, Codec: codec.Settings{Compression: codec.LZ4, Recipients: []age.Recipient{id.Recipient()}}, Identities: []age.Identity{id}}
+	// Unsigned objects: what is checked here is the checksum and the key.
+	r := &repo.Repo{Store: st, Codec: codec.Settings{Compression: codec.LZ4, Recipients: []age.Recipient{id.Recipient()}}, Identities: []age.Identity{id}, AllowUnsigned: true}
 	seg := bytes.Repeat([]byte("walvault"), 4096)
 	sum := sha256.Sum256(seg)
 	put := func(key, meta string) {
@@ -346,7 +347,7 @@ func TestFetchBack(t *testing.T) {
 		t.Fatalf("bad checksum: %v", err)
 	}
 	other, _ := age.GenerateX25519Identity()
-	if _, err := fetchBack(context.Background(), &repo.Repo{Store: st, Identities: []age.Identity{other}}, "wal/good", "000000010000000000000001"); err == nil {
+	if _, err := fetchBack(context.Background(), &repo.Repo{Store: st, Identities: []age.Identity{other}, AllowUnsigned: true}, "wal/good", "000000010000000000000001"); err == nil {
 		t.Fatal("fetched with the wrong identity")
 	}
 }

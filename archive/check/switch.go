@@ -29,6 +29,9 @@ func checkSegmentSwitch(ctx context.Context, rep *Report, r *repo.Repo, srv *pg.
 	default:
 		checkSwitch(ctx, rep, r, srv, opts.Timeout)
 	}
+	if !rep.has("signing") {
+		rep.add("signing", Skip, "no segment reached the store to check", "")
+	}
 }
 
 // checkSwitch makes PostgreSQL finish a segment and waits for it to reach
@@ -53,11 +56,16 @@ func checkSwitch(ctx context.Context, rep *Report, r *repo.Repo, srv *pg.Server,
 		return
 	}
 	took := time.Since(began).Round(10 * time.Millisecond)
+	checkSigning(ctx, rep, r, seg, key)
 	if len(r.Identities) == 0 {
 		rep.add("segment switch", OK, fmt.Sprintf("forced a switch; segment %s reached the store in %s", seg, took), "")
 		return
 	}
-	size, err := fetchBack(ctx, r, key, seg)
+	// The proof is the signing check's to report: here only the identity
+	// and the content are.
+	unproven := *r
+	unproven.AllowUnsigned = true
+	size, err := fetchBack(ctx, &unproven, key, seg)
 	if err != nil {
 		rep.add("segment switch", Fail, fmt.Sprintf("segment %s reached the store in %s, but fetching it back failed: %v", seg, took, err),
 			"use the identity that belongs to archive_command's recipient")
@@ -114,7 +122,7 @@ func fetchBack(ctx context.Context, r *repo.Repo, key, seg string) (int64, error
 	}
 	defer f.Close()
 	var size int64
-	err = r.Load(ctx, key, repo.Want{ContentFromMeta: true}, func(rd io.Reader, _ cloud.ObjectInfo) error {
+	err = r.Load(ctx, key, repo.Want{Proof: true, ContentFromMeta: true, Encrypted: true, MaxSize: 1 << 30}, func(rd io.Reader, _ cloud.ObjectInfo) error {
 		// Called again from the start when the connection breaks.
 		if _, err := f.Seek(0, io.SeekStart); err != nil {
 			return err

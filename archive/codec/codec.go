@@ -30,6 +30,11 @@ const (
 	None Compression = "none"
 )
 
+// MaxZstdWindow is the zstd window NewWriter uses at every level
+// (klauspost/compress's default, 8 MiB), and the most a reader accepts: it
+// bounds the decoder's memory to about that much.
+const MaxZstdWindow = 8 << 20
+
 var (
 	lz4Magic  = []byte{0x04, 0x22, 0x4d, 0x18}
 	zstdMagic = []byte{0x28, 0xb5, 0x2f, 0xfd}
@@ -175,9 +180,15 @@ func NewReader(src io.Reader, identities []age.Identity) (io.ReadCloser, error) 
 		zr := lz4.NewReader(r)
 		return &reader{Reader: zr}, nil
 	case bytes.HasPrefix(head, zstdMagic):
-		zr, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true))
+		// A frame declaring a larger window than NewWriter's was not
+		// written by walvault, and honouring it would let a few bytes of
+		// header claim up to 512 MiB: refuse it. The lz4 reader needs no
+		// such bound: it holds two buffers of the frame's block size, at
+		// most 4 MiB each (8 MiB in a legacy frame).
+		zr, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true),
+			zstd.WithDecoderMaxWindow(MaxZstdWindow), zstd.WithDecoderMaxMemory(MaxZstdWindow))
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%w: %w", ErrCorrupt, err)
 		}
 		return &reader{Reader: zr, close: zr.Close}, nil
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/walvault/walvault/archive"
 	"github.com/walvault/walvault/archive/codec"
 	"github.com/walvault/walvault/cloud"
+	"github.com/walvault/walvault/crypto"
 )
 
 // WALScope says how much of wal/ a catalog lists.
@@ -143,8 +144,9 @@ func (c *Catalog) LoadWAL(ctx context.Context, scope WALScope, history bool) err
 	return nil
 }
 
-// Backups is every complete backup (one with a readable manifest), oldest
-// first by finish time. Damaged manifests are logged and left out.
+// Backups is every complete backup (one with a readable, authenticated
+// manifest), oldest first by finish time. The others are in Folders with
+// Err set.
 func (c *Catalog) Backups() []*Manifest {
 	var list []*Manifest
 	for _, f := range c.Folders {
@@ -152,7 +154,9 @@ func (c *Catalog) Backups() []*Manifest {
 		case f.Manifest != nil:
 			list = append(list, f.Manifest)
 		case f.Err != nil:
-			slog.Warn("ignoring a backup whose manifest is damaged", "backup", f.Name, "err", f.Err)
+			// The commands say so in their own words (backup-list marks it,
+			// restore warns when it skips it, verify reports it).
+			slog.Debug("leaving out a backup whose manifest is damaged or fails authentication", "backup", f.Name, "err", f.Err)
 		case f.Has(ManifestFile):
 			slog.Debug("ignoring a backup whose manifest vanished", "backup", f.Name)
 		default:
@@ -236,9 +240,6 @@ func (inv *WALInventory) Range(m *Manifest) WALRange {
 	return r
 }
 
-// maxHistoryBytes bounds a history file: one line per timeline switch.
-const maxHistoryBytes = 1 << 20
-
 // ReadHistory fetches and parses the history file of timeline tli.
 func (r *Repo) ReadHistory(ctx context.Context, tli uint32) ([]archive.HistoryEntry, error) {
 	if tli <= 1 {
@@ -246,8 +247,8 @@ func (r *Repo) ReadHistory(ctx context.Context, tli uint32) ([]archive.HistoryEn
 	}
 	name := archive.HistoryName(tli)
 	var h []archive.HistoryEntry
-	err := r.Load(ctx, HistoryPrefix+name, Want{}, func(rd io.Reader, _ cloud.ObjectInfo) error {
-		b, err := io.ReadAll(io.LimitReader(rd, maxHistoryBytes))
+	err := r.Load(ctx, HistoryPrefix+name, Want{Proof: true, Encrypted: true, MaxSize: MaxHistoryBytes}, func(rd io.Reader, _ cloud.ObjectInfo) error {
+		b, err := io.ReadAll(io.LimitReader(rd, MaxHistoryBytes))
 		if err != nil {
 			return err
 		}
@@ -294,6 +295,11 @@ func (r *Repo) scanBackupFolders(ctx context.Context, full func(name string) boo
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(8)
 	for _, f := range folders {
+		if !ValidBackupName(f.Name) {
+			// Not a folder walvault made: its name is data, never read further.
+			f.Err = fmt.Errorf("%w: %q under %s is not a backup name walvault writes", archive.ErrIntegrity, f.Name, BackupPrefix)
+			continue
+		}
 		if !f.Has(ManifestFile) {
 			continue
 		}
@@ -303,7 +309,7 @@ func (r *Repo) scanBackupFolders(ctx context.Context, full func(name string) boo
 			case err == nil:
 				f.Manifest = m
 			case errors.Is(err, archive.ErrNotInArchive):
-			case errors.Is(err, archive.ErrIntegrity), errors.Is(err, codec.ErrCorrupt):
+			case errors.Is(err, archive.ErrIntegrity), errors.Is(err, codec.ErrCorrupt), errors.Is(err, crypto.ErrBadProof):
 				f.Err = err
 			default:
 				return err

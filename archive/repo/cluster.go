@@ -21,14 +21,27 @@ import (
 
 // ClusterInfo is cluster.json: the first push records which cluster owns a
 // store prefix, and every later push checks it, so two clusters can never
-// interleave their WAL under one prefix.
+// interleave their WAL under one prefix. It also records the cluster's WAL
+// segment size, the cap on what a WAL object may decode to.
 type ClusterInfo struct {
 	SystemIdentifier string    `json:"system_identifier"`
 	Created          time.Time `json:"created"`
+	// WALSegmentSize is absent (0) in cluster.json files written before
+	// walvault recorded it.
+	WALSegmentSize int64 `json:"wal_segment_size,omitempty"`
 }
 
-// maxClusterBytes bounds what is read of cluster.json.
-const maxClusterBytes = 1 << 20
+// check refuses what no walvault writes: the identifier is printed and
+// compared, the segment size bounds reads.
+func (ci ClusterInfo) check() error {
+	if !digits(ci.SystemIdentifier, 20) {
+		return errors.New("bad system_identifier")
+	}
+	if ci.WALSegmentSize != 0 && !archive.ValidSegmentSize(ci.WALSegmentSize) {
+		return fmt.Errorf("bad wal_segment_size %d", ci.WALSegmentSize)
+	}
+	return nil
+}
 
 // ReadCluster returns the recorded owner, or ok=false if none yet.
 func (r *Repo) ReadCluster(ctx context.Context) (ClusterInfo, bool, error) {
@@ -42,24 +55,44 @@ func (r *Repo) ReadCluster(ctx context.Context) (ClusterInfo, bool, error) {
 	}
 	defer rc.Close()
 	var ci ClusterInfo
-	if err := json.NewDecoder(io.LimitReader(rc, maxClusterBytes)).Decode(&ci); err != nil {
+	err = json.NewDecoder(io.LimitReader(rc, MaxClusterBytes)).Decode(&ci)
+	if err == nil {
+		err = ci.check()
+	}
+	if err != nil {
 		return ClusterInfo{}, false, fmt.Errorf("%w: %s in %s does not parse: %v", archive.ErrIntegrity, ClusterKey, st, err)
 	}
 	return ci, true, nil
 }
 
+// SegmentSizeCap is the most a WAL object of this archive may decode to:
+// the segment size cluster.json records, or PostgreSQL's largest when it
+// records none (archives written before walvault recorded it) or cannot
+// be read.
+func (r *Repo) SegmentSizeCap(ctx context.Context) int64 {
+	ci, ok, err := r.ReadCluster(ctx)
+	if err != nil || !ok || ci.WALSegmentSize == 0 {
+		return MaxWALSegmentBytes
+	}
+	return ci.WALSegmentSize
+}
+
 // EnsureCluster checks that sysid owns the store, claiming it if nobody
-// does. With a cache directory the answer is remembered there (keyed by
-// store), so the hot path of wal-push costs no round trip after the first
-// push.
-func (r *Repo) EnsureCluster(ctx context.Context, sysid uint64, cacheDir string) error {
+// does, and that its WAL segment size (segSize; 0 when unknown) is the one
+// recorded. With a cache directory the answer is remembered there (keyed
+// by store), so the hot path of wal-push costs no round trip after the
+// first push.
+func (r *Repo) EnsureCluster(ctx context.Context, sysid uint64, segSize int64, cacheDir string) error {
 	st := r.Store
 	want := strconv.FormatUint(sysid, 10)
+	if segSize != 0 && !archive.ValidSegmentSize(segSize) {
+		return fmt.Errorf("%w: WAL segment size %d is not one PostgreSQL uses", archive.ErrBadInput, segSize)
+	}
 	sum := sha256.Sum256([]byte(st.String()))
-	cache := ""
+	cache, cached := "", fmt.Sprintf("%s %d", want, segSize)
 	if cacheDir != "" {
 		cache = filepath.Join(cacheDir, "cluster-"+hex.EncodeToString(sum[:8]))
-		if b, err := os.ReadFile(cache); err == nil && string(bytes.TrimSpace(b)) == want { // #nosec G304 -- our spool
+		if b, err := os.ReadFile(cache); err == nil && string(bytes.TrimSpace(b)) == cached { // #nosec G304 -- our spool
 			return nil
 		}
 	}
@@ -68,22 +101,42 @@ func (r *Repo) EnsureCluster(ctx context.Context, sysid uint64, cacheDir string)
 		return err
 	}
 	if !ok {
-		ci = ClusterInfo{SystemIdentifier: want, Created: time.Now().UTC()}
+		ci = ClusterInfo{SystemIdentifier: want, Created: time.Now().UTC(), WALSegmentSize: segSize}
 		body, _ := json.MarshalIndent(ci, "", "  ")
-		err := st.Put(ctx, ClusterKey, bytes.NewReader(body), cloud.PutOptions{IfAbsent: true})
+		h := sha256.Sum256(body)
+		opts := cloud.PutOptions{IfAbsent: true, Metadata: contentMeta(hex.EncodeToString(h[:]), int64(len(body)))}
+		err := r.PutBytes(ctx, ClusterKey, body, opts)
 		if errors.Is(err, cloud.ErrExists) {
 			if ci, ok, err = r.ReadCluster(ctx); err != nil || !ok {
 				return fmt.Errorf("re-reading %s after a concurrent claim: %w", ClusterKey, err)
 			}
 		} else if err != nil {
-			return archive.StoreErr(err)
+			return err
 		}
 	}
 	if ci.SystemIdentifier != want {
 		return fmt.Errorf("%w: %s holds WAL of the cluster with system identifier %s, this is %s: give this cluster its own store prefix", archive.ErrOtherCluster, st, ci.SystemIdentifier, want)
 	}
+	if ci.WALSegmentSize != 0 && segSize != 0 && ci.WALSegmentSize != segSize {
+		// Restores cap WAL at the recorded size: segments of another size
+		// under this prefix could never be fetched.
+		return fmt.Errorf("%w: %s holds WAL segments of %d bytes, this cluster writes %d-byte segments (changed by pg_resetwal --wal-segsize?): give it a new store prefix", archive.ErrOtherCluster, st, ci.WALSegmentSize, segSize)
+	}
 	if cache != "" {
-		_ = fsutil.WriteFileAtomic(cache, []byte(want+"\n"), false)
+		_ = fsutil.WriteFileAtomic(cache, []byte(cached+"\n"), false)
 	}
 	return nil
+}
+
+// digits says whether s is 1 to n decimal digits.
+func digits(s string, n int) bool {
+	if s == "" || len(s) > n {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/walvault/walvault/archive"
 	"github.com/walvault/walvault/archive/codec"
 	"github.com/walvault/walvault/cloud"
+	"github.com/walvault/walvault/crypto"
 )
 
 // The bucket layout, relative to the store URL's prefix:
@@ -44,6 +45,8 @@ const (
 const (
 	MetaSHA256 = "walvault-sha256" // hex SHA-256 of the raw (plain) content
 	MetaSize   = "walvault-size"   // raw size in bytes
+	MetaProof  = "walvault-proof"  // base64 Ed25519 signature over key, SHA-256 and size
+	MetaSigner = "walvault-signer" // ID of the signing key (its verify key's)
 )
 
 // WALKey is the store key of a pg_wal file.
@@ -67,4 +70,16 @@ type Repo struct {
 	Codec codec.Settings
 	// Identities decrypt; empty when the node only pushes.
 	Identities []age.Identity
+	// Sign proves that objects come from this database host (nil: objects
+	// are written without proof, which readers refuse by default).
+	Sign *crypto.SigningKey
+	// Verify checks the proof of what is read.
+	Verify []crypto.VerifyKey
+	// AllowUnsigned reads objects without a proof (archives written before
+	// walvault signed objects); whether to check is never decided by
+	// anything stored in the bucket.
+	AllowUnsigned bool
+	// AllowUnencrypted reads data objects that are not encrypted although
+	// an identity is configured.
+	AllowUnencrypted bool
 }

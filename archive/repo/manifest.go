@@ -2,7 +2,6 @@ package repo
 
 import (
 	"bytes"
-	"context"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -12,9 +11,10 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/walvault/walvault/archive"
-	"github.com/walvault/walvault/cloud"
 )
 
 // ManifestFormat is the version of manifest.json this build writes. A
@@ -111,24 +111,126 @@ func (f File) Perm() uint32 {
 	return uint32(v) & 0o7777 // #nosec G115 -- masked
 }
 
+// Bounds on what a manifest may hold: generous for anything PostgreSQL and
+// walvault write, small enough that text read from the store cannot flood
+// memory, a log or a terminal.
+const (
+	maxNameLen          = 128      // backup, tablespace, user and group names
+	maxPathLen          = 4096     // PATH_MAX
+	maxHostnameLen      = 255      // what DNS allows
+	maxTextLen          = 1024     // software, pg_version_string
+	maxLabelLen         = 64 << 10 // backup_label
+	maxTablespaceMapLen = 1 << 20
+	maxAnnotations      = 64
+	maxAnnotationLen    = 1 << 10 // key and value together
+)
+
+// ValidBackupName says whether name is one walvault could have given a
+// backup: [A-Za-z0-9][A-Za-z0-9._-]{0,127}, as in
+// base_20261129T211500Z_000000010000000000000004. Names read from the store
+// end up in paths, settings files and terminals; nothing else is allowed.
+func ValidBackupName(name string) bool {
+	if name == "" || len(name) > maxNameLen {
+		return false
+	}
+	for i, c := range []byte(name) {
+		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+		if !alnum && (i == 0 || c != '.' && c != '_' && c != '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// badRune returns the index of the first byte of s that is not plain text
+// (-1 when there is none): invalid UTF-8, a C0 control (but '\n' when
+// newlines is set), DEL, a C1 control, a line or paragraph separator, or a
+// Unicode format character such as the bidi override U+202E, which can
+// make a terminal show other text than what is there.
+func badRune(s string, newlines bool) int {
+	for i, r := range s {
+		switch {
+		case r == utf8.RuneError && !strings.HasPrefix(s[i:], "\uFFFD"),
+			r < 0x20 && (r != '\n' || !newlines),
+			r >= 0x7f && r <= 0x9f,
+			r == 0x2028 || r == 0x2029,
+			unicode.Is(unicode.Cf, r):
+			return i
+		}
+	}
+	return -1
+}
+
+// checkText bounds a text field and refuses control characters in it. The
+// value is not quoted in the error: it may be long.
+func checkText(field, s string, maxLen int, newlines bool) error {
+	if err := textError(s, maxLen, newlines); err != nil {
+		return fmt.Errorf("%s %w", field, err)
+	}
+	return nil
+}
+
+// textError is checkText without the field's name, which file entries
+// only build when there is an error.
+func textError(s string, maxLen int, newlines bool) error {
+	if len(s) > maxLen {
+		return fmt.Errorf("is %d bytes long, more than %d", len(s), maxLen)
+	}
+	if i := badRune(s, newlines); i >= 0 {
+		return fmt.Errorf("holds a control or format character (byte %d)", i)
+	}
+	return nil
+}
+
+// short quotes s for an error message, cut to a readable length.
+func short(s string) string {
+	if len(s) > 80 {
+		return strconv.Quote(s[:80]) + "..."
+	}
+	return strconv.Quote(s)
+}
+
+// Validate checks a whole manifest as a reader would: what is about to be
+// written must read back.
+func (m *Manifest) Validate() error { return m.validate(true) }
+
 // validate checks what later code relies on; full also checks the file
-// list, whose paths restore writes to.
+// list, whose paths restore writes to. Everything in a manifest came from
+// the store, so every string is checked: bounded, and free of control
+// characters.
 func (m *Manifest) validate(full bool) error {
 	if m.Format < 1 || m.Format > ManifestFormat {
 		return fmt.Errorf("manifest format %d is not supported by this walvault (it reads up to %d): upgrade walvault", m.Format, ManifestFormat)
 	}
-	if m.Name == "" || strings.ContainsAny(m.Name, "/\\") {
-		return fmt.Errorf("bad backup name %q", m.Name)
+	if !ValidBackupName(m.Name) {
+		return fmt.Errorf("bad backup name %s", short(m.Name))
 	}
 	if m.Timeline == 0 || !archive.ValidSegmentSize(m.SegmentSize) {
 		return errors.New("timeline or WAL segment size missing")
+	}
+	if !digits(m.SystemIdentifier, 20) {
+		return fmt.Errorf("bad system_identifier %s", short(m.SystemIdentifier))
+	}
+	if err := m.checkWAL(); err != nil {
+		return err
+	}
+	switch m.Compression {
+	case "", "lz4", "zstd", "none":
+	default:
+		return fmt.Errorf("unknown compression %s", short(m.Compression))
+	}
+	if err := m.checkText(); err != nil {
+		return err
+	}
+	if err := checkTablespaces(m.Tablespaces); err != nil {
+		return err
 	}
 	if len(m.Parts) == 0 {
 		return errors.New("no parts")
 	}
 	for i, p := range m.Parts {
 		if p.Name != PartName(i) {
-			return fmt.Errorf("part %d is named %q", i, p.Name)
+			return fmt.Errorf("part %d is named %s", i, short(p.Name))
 		}
 		if b, err := hex.DecodeString(p.SHA256); err != nil || len(b) != 32 {
 			return fmt.Errorf("part %s has no valid sha256", p.Name)
@@ -140,22 +242,123 @@ func (m *Manifest) validate(full bool) error {
 	if len(m.Files) != m.FileCount {
 		return fmt.Errorf("lists %d files, says %d", len(m.Files), m.FileCount)
 	}
-	for _, f := range m.Files {
-		if !SafeRelPath(f.Path) {
-			return fmt.Errorf("unsafe path %q", f.Path)
+	for i := range m.Files {
+		if err := m.Files[i].check(len(m.Parts)); err != nil {
+			return err
 		}
-		if f.Part < 0 || f.Part >= len(m.Parts) {
-			return fmt.Errorf("%s: part %d out of range", f.Path, f.Part)
+	}
+	return nil
+}
+
+// checkWAL: start_wal and stop_wal name segments of the backup's timeline
+// and segment size, in order. (That they hold the start and stop LSNs is
+// not required: test fixtures and tools name ranges without LSNs.)
+func (m *Manifest) checkWAL() error {
+	if m.StopLSN < m.StartLSN {
+		return fmt.Errorf("stop_lsn %s is before start_lsn %s", m.StopLSN, m.StartLSN)
+	}
+	var seg [2]uint64
+	for i, w := range []struct{ field, name string }{{"start_wal", m.StartWAL}, {"stop_wal", m.StopWAL}} {
+		f, err := archive.ParseWALName(w.name)
+		if err != nil || f.Kind != archive.KindSegment || uint64(f.Seg) >= archive.SegmentsPerLog(m.SegmentSize) {
+			return fmt.Errorf("%s %s is not a WAL segment name for %d-byte segments", w.field, short(w.name), m.SegmentSize)
 		}
-		switch f.Type {
-		case TypeFile:
-			if len(f.CRC32C) != 8 || f.Size < 0 {
-				return fmt.Errorf("%s: no checksum", f.Path)
-			}
-		case TypeDir, TypeSymlink:
-		default:
-			return fmt.Errorf("%s: unknown type %q", f.Path, f.Type)
+		if f.Timeline != m.Timeline {
+			return fmt.Errorf("%s %s is not on timeline %d", w.field, w.name, m.Timeline)
 		}
+		seg[i] = f.SegNo(m.SegmentSize)
+	}
+	if seg[1] < seg[0] {
+		return fmt.Errorf("stop_wal %s is before start_wal %s", m.StopWAL, m.StartWAL)
+	}
+	return nil
+}
+
+// checkText checks the free-text fields of the head.
+func (m *Manifest) checkText() error {
+	for _, f := range []struct {
+		field, s string
+		max      int
+		newlines bool
+	}{
+		{"hostname", m.Hostname, maxHostnameLen, false},
+		{"software", m.Software, maxTextLen, false},
+		{"pg_version_string", m.PGVersionString, maxTextLen, false},
+		{"pgdata", m.PGData, maxPathLen, false},
+		{"owner user", m.Owner.User, maxNameLen, false},
+		{"owner group", m.Owner.Group, maxNameLen, false},
+		{"backup_label", m.BackupLabel, maxLabelLen, true},
+		{"tablespace_map", m.TablespaceMap, maxTablespaceMapLen, true},
+	} {
+		if err := checkText(f.field, f.s, f.max, f.newlines); err != nil {
+			return err
+		}
+	}
+	if len(m.Annotations) > maxAnnotations {
+		return fmt.Errorf("%d annotations, more than %d", len(m.Annotations), maxAnnotations)
+	}
+	for k, v := range m.Annotations {
+		if k == "" || len(k)+len(v) > maxAnnotationLen {
+			return fmt.Errorf("annotation %s: keys must be non-empty, and key and value at most %d bytes together", short(k), maxAnnotationLen)
+		}
+		if badRune(k, false) >= 0 || badRune(v, false) >= 0 {
+			return fmt.Errorf("annotation %s holds a control or format character", short(k))
+		}
+	}
+	return nil
+}
+
+// checkTablespaces: OIDs name pg_tblspc entries, so 0 (which would mean
+// the data directory itself) and duplicates are refused; locations are
+// absolute and clean.
+func checkTablespaces(spcs []Tablespace) error {
+	seen := make(map[uint32]bool, len(spcs))
+	for _, t := range spcs {
+		if t.OID == 0 || seen[t.OID] {
+			return fmt.Errorf("tablespace OID %d is zero or listed twice", t.OID)
+		}
+		seen[t.OID] = true
+		if err := checkText(fmt.Sprintf("the name of tablespace %d", t.OID), t.Name, maxNameLen, false); err != nil {
+			return err
+		}
+		where := fmt.Sprintf("the location of tablespace %d", t.OID)
+		if err := checkText(where, t.Location, maxPathLen, false); err != nil {
+			return err
+		}
+		if !path.IsAbs(t.Location) || path.Clean(t.Location) != t.Location {
+			return fmt.Errorf("%s, %s, is not an absolute, clean path", where, short(t.Location))
+		}
+	}
+	return nil
+}
+
+// check validates one file entry of a backup with parts parts.
+func (f *File) check(parts int) error {
+	if len(f.Path) > maxPathLen || !SafeRelPath(f.Path) {
+		return fmt.Errorf("unsafe path %s", short(f.Path))
+	}
+	for _, t := range []struct {
+		field, s string
+		max      int
+	}{{"path", f.Path, maxPathLen}, {"link", f.Link, maxPathLen}, {"mode", f.Mode, 8}} {
+		if err := textError(t.s, t.max, false); err != nil {
+			return fmt.Errorf("%s: %s %w", short(f.Path), t.field, err)
+		}
+	}
+	if f.Part < 0 || f.Part >= parts {
+		return fmt.Errorf("%s: part %d out of range", short(f.Path), f.Part)
+	}
+	if b, err := hex.DecodeString(f.CRC32C); err != nil || len(b) != 4 && f.CRC32C != "" {
+		return fmt.Errorf("%s: bad checksum %s", short(f.Path), short(f.CRC32C))
+	}
+	switch f.Type {
+	case TypeFile:
+		if f.CRC32C == "" || f.Size < 0 {
+			return fmt.Errorf("%s: no checksum", short(f.Path))
+		}
+	case TypeDir, TypeSymlink:
+	default:
+		return fmt.Errorf("%s: unknown type %s", short(f.Path), short(f.Type))
 	}
 	return nil
 }
@@ -167,25 +370,28 @@ func SafeRelPath(p string) bool {
 		p != ".." && !strings.HasPrefix(p, "../") && !strings.Contains(p, "\\") && !strings.ContainsRune(p, 0)
 }
 
-// EncodeManifest renders m as indented JSON, one file per line.
+// EncodeManifest renders m as indented JSON, one file per line. Nothing is
+// HTML-escaped, so a valid field takes at most twice its length in JSON
+// (for '\n', '"' and '\\'), which DecodeManifest's bounds allow for.
 func EncodeManifest(m *Manifest) ([]byte, error) {
 	files := m.Files
 	head := *m
 	head.Files = nil
-	b, err := json.MarshalIndent(&head, "", "  ")
-	if err != nil {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(&head); err != nil {
 		return nil, err
 	}
 	if len(files) == 0 {
-		return append(b, '\n'), nil
+		return buf.Bytes(), nil
 	}
 	// Splice the file list in, one compact object per line: readable and
 	// far smaller than fully indented.
-	var buf bytes.Buffer
-	buf.Write(b[:len(b)-2]) // drop "\n}"
+	buf.Truncate(buf.Len() - 3) // drop "\n}\n"
 	buf.WriteString(",\n  \"files\": [\n")
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "")
 	for i := range files {
 		buf.WriteString("    ")
 		// Encode appends '\n'; patch in the separator.
@@ -201,80 +407,148 @@ func EncodeManifest(m *Manifest) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// DecodeManifest reads a manifest. With summaryOnly it stops at the file
-// list, so listing many backups reads only their heads.
-func DecodeManifest(r io.Reader, summaryOnly bool) (*Manifest, error) {
-	dec := json.NewDecoder(r)
-	if !summaryOnly {
-		var m Manifest
-		if err := dec.Decode(&m); err != nil {
-			return nil, err
-		}
-		return &m, m.validate(true)
+// Bounds on what DecodeManifest buffers at a time. encoding/json holds a
+// whole value before decoding it, so without them one long string (a
+// 300 MB backup_label) would be read into memory whole.
+const (
+	// maxFieldBytes bounds one field of the head, in JSON: tablespace_map,
+	// the largest, holds at most 1 MiB, at most 2 MiB escaped.
+	maxFieldBytes = 4 << 20
+	// maxEntryBytes bounds one part or file entry: a path and a link of
+	// 4 KiB each, escaped, and a few short fields.
+	maxEntryBytes = 64 << 10
+	// maxKeyBytes bounds a field name.
+	maxKeyBytes = 1 << 10
+)
+
+// budgetReader fails once more was read than the current value, the
+// head or the whole manifest may hold. Reads are cut to what is left, so
+// the decoder's read-ahead never costs more than the limits.
+type budgetReader struct {
+	r                 io.Reader
+	total, head, left int64 // head < 0: past the head
+	what              string
+	entry             int // >= 0: entry of list what
+	size              int64
+}
+
+// next starts a value: what names it in the error, size bounds it.
+func (b *budgetReader) next(what string, size int64) { b.nextEntry(what, -1, size) }
+
+// nextEntry starts entry i of list what.
+func (b *budgetReader) nextEntry(what string, i int, size int64) {
+	b.what, b.entry, b.size, b.left = what, i, size, size
+}
+
+func (b *budgetReader) Read(p []byte) (int, error) {
+	n := min(b.total, b.left)
+	if b.head >= 0 {
+		n = min(n, b.head)
 	}
+	if n <= 0 {
+		switch {
+		case b.total <= 0:
+			return 0, fmt.Errorf("the manifest is longer than %d bytes", int64(MaxManifestBytes))
+		case b.head == 0:
+			return 0, fmt.Errorf("the fields before the file list are longer than %d bytes", int64(MaxManifestHeadBytes))
+		}
+		if b.entry >= 0 {
+			return 0, fmt.Errorf("entry %d of %s is longer than %d bytes", b.entry, b.what, b.size)
+		}
+		return 0, fmt.Errorf("%s is longer than %d bytes", b.what, b.size)
+	}
+	if int64(len(p)) > n {
+		p = p[:n]
+	}
+	k, err := b.r.Read(p)
+	b.total -= int64(k)
+	b.left -= int64(k)
+	if b.head >= 0 {
+		b.head -= int64(k)
+	}
+	return k, err
+}
+
+// DecodeManifest reads a manifest. With summaryOnly it stops at the file
+// list, so listing many backups reads only their heads. It streams: no
+// field, part or file entry is buffered beyond its bound, nor the head
+// beyond MaxManifestHeadBytes, nor the whole beyond MaxManifestBytes.
+func DecodeManifest(r io.Reader, summaryOnly bool) (*Manifest, error) {
+	b := &budgetReader{r: r, total: MaxManifestBytes, head: MaxManifestHeadBytes}
+	dec := json.NewDecoder(b)
+	b.next("the manifest's start", maxKeyBytes)
 	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
 		return nil, fmt.Errorf("not a JSON object: %v", err)
 	}
-	fields := map[string]json.RawMessage{}
+	var m Manifest
 	for dec.More() {
+		b.next("a field name", maxKeyBytes)
 		t, err := dec.Token()
 		if err != nil {
 			return nil, err
 		}
 		key, _ := t.(string)
-		if key == "files" {
-			break
+		switch {
+		case strings.EqualFold(key, "files"):
+			if summaryOnly {
+				return &m, m.validate(false)
+			}
+			b.head = -1
+			if m.Files, err = decodeList[File](dec, b, "files"); err != nil {
+				return nil, err
+			}
+		case strings.EqualFold(key, "parts"):
+			if m.Parts, err = decodeList[Part](dec, b, "parts"); err != nil {
+				return nil, err
+			}
+		default:
+			if err := decodeField(dec, b, &m, key); err != nil {
+				return nil, err
+			}
 		}
-		var v json.RawMessage
+	}
+	b.next("the manifest's end", maxKeyBytes)
+	if _, err := dec.Token(); err != nil {
+		return nil, err
+	}
+	return &m, m.validate(!summaryOnly)
+}
+
+// decodeField decodes the value of field key into m, as json.Unmarshal
+// would, holding at most maxFieldBytes of it.
+func decodeField(dec *json.Decoder, b *budgetReader, m *Manifest, key string) error {
+	b.next(fmt.Sprintf("field %s", short(key)), maxFieldBytes)
+	var raw json.RawMessage
+	if err := dec.Decode(&raw); err != nil {
+		return err
+	}
+	name, _ := json.Marshal(key)
+	obj := make([]byte, 0, len(name)+len(raw)+3)
+	obj = append(append(append(append(append(obj, '{'), name...), ':'), raw...), '}')
+	return json.Unmarshal(obj, m)
+}
+
+// decodeList decodes a JSON array (or null) one element at a time, each
+// bounded by maxEntryBytes.
+func decodeList[T any](dec *json.Decoder, b *budgetReader, field string) ([]T, error) {
+	b.next(field, maxKeyBytes)
+	t, err := dec.Token()
+	if err != nil || t == nil {
+		return nil, err
+	}
+	if t != json.Delim('[') {
+		return nil, fmt.Errorf("%s is not a list", field)
+	}
+	var out []T
+	for dec.More() {
+		b.nextEntry(field, len(out), maxEntryBytes)
+		var v T
 		if err := dec.Decode(&v); err != nil {
 			return nil, err
 		}
-		fields[key] = v
+		out = append(out, v)
 	}
-	b, _ := json.Marshal(fields)
-	var m Manifest
-	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, err
-	}
-	return &m, m.validate(false)
-}
-
-// ReadManifest fetches and parses the manifest of backup name. A backup
-// without one does not exist: ErrNotInArchive.
-func (r *Repo) ReadManifest(ctx context.Context, name string, summaryOnly bool) (*Manifest, error) {
-	key := BackupKey(name, ManifestFile)
-	var m *Manifest
-	// Manifests are plain JSON today; the object layer passes plain bytes
-	// through and would decode a compressed or encrypted one.
-	err := r.Load(ctx, key, Want{}, func(rd io.Reader, _ cloud.ObjectInfo) error {
-		var err error
-		if m, err = DecodeManifest(rd, summaryOnly); err != nil && !archive.IsContextErr(err) && !errors.Is(err, archive.ErrStore) {
-			return fmt.Errorf("%w: %s in %s is not a valid manifest: %v", archive.ErrIntegrity, key, r.Store, err)
-		}
-		return err
-	})
-	if errors.Is(err, archive.ErrNotInArchive) {
-		return nil, fmt.Errorf("backup %s: %w", name, archive.ErrNotInArchive)
-	}
-	if err != nil {
-		return nil, err
-	}
-	if m.Name != name {
-		return nil, fmt.Errorf("%w: %s in %s names backup %q", archive.ErrIntegrity, key, r.Store, m.Name)
-	}
-	return m, nil
-}
-
-// WriteManifest stores m's manifest: create-if-absent when a new backup
-// comes into existence, a replacement (one atomic Put) otherwise.
-func (r *Repo) WriteManifest(ctx context.Context, m *Manifest, ifAbsent bool) error {
-	body, err := EncodeManifest(m)
-	if err != nil {
-		return err
-	}
-	key := BackupKey(m.Name, ManifestFile)
-	if err := r.PutBytes(ctx, key, body, cloud.PutOptions{IfAbsent: ifAbsent}); err != nil {
-		return fmt.Errorf("%s: writing %s: %w", r.Store, key, err)
-	}
-	return nil
+	b.next(field, maxKeyBytes)
+	_, err = dec.Token()
+	return out, err
 }

@@ -47,11 +47,15 @@ func (r *Repo) Put(ctx context.Context, key string, src func() (io.ReadCloser, e
 	if opts.Concurrency > 0 {
 		s.Concurrency = opts.Concurrency
 	}
+	var err error
+	if opts.Metadata, err = r.withProof(key, opts.Metadata); err != nil {
+		return Stored{}, err
+	}
 	enc := &encoder{src: src, settings: s, onStored: opts.OnStored, h: sha256.New()}
 	if err := enc.start(); err != nil {
 		return Stored{}, err
 	}
-	err := r.Store.Put(ctx, key, enc, opts.PutOptions)
+	err = r.Store.Put(ctx, key, enc, opts.PutOptions)
 	if serr := enc.stop(); serr != nil {
 		return Stored{}, serr
 	}
@@ -62,11 +66,30 @@ func (r *Repo) Put(ctx context.Context, key string, src func() (io.ReadCloser, e
 }
 
 // PutBytes stores an object already encoded (or plain JSON) in memory.
+// Like Put, it signs the object when its metadata states the content's
+// digest and size and the repo has a signing key.
 func (r *Repo) PutBytes(ctx context.Context, key string, body []byte, opts cloud.PutOptions) error {
 	if opts.SizeHint == 0 {
 		opts.SizeHint = int64(len(body))
 	}
+	var err error
+	if opts.Metadata, err = r.withProof(key, opts.Metadata); err != nil {
+		return err
+	}
 	return archive.StoreErr(r.Store.Put(ctx, key, bytes.NewReader(body), opts))
+}
+
+// withProof returns meta with the object's proof added when meta states a
+// content digest (a copy: the caller's map is not changed).
+func (r *Repo) withProof(key string, meta map[string]string) (map[string]string, error) {
+	if meta[MetaSHA256] == "" || r.Sign == nil {
+		return meta, nil
+	}
+	out := make(map[string]string, len(meta)+2)
+	for k, v := range meta {
+		out[k] = v
+	}
+	return out, r.prove(key, out)
 }
 
 // errUploadEnded stops an encoder whose upload is over.
@@ -179,6 +202,16 @@ type Want struct {
 	// ContentFromMeta: the decoded content must have the SHA-256 the
 	// object's walvault-sha256 metadata records, which must be there (WAL).
 	ContentFromMeta bool
+	// Proof: the object must carry a valid proof (signature over its key,
+	// content SHA-256 and size) unless the repo allows unsigned objects;
+	// implies ContentFromMeta.
+	Proof bool
+	// Encrypted: a data object, which must be age-encrypted when the repo
+	// has identities (unless it allows unencrypted objects).
+	Encrypted bool
+	// MaxSize bounds the decoded content (0: no bound): a decompression
+	// bomb stops there.
+	MaxSize int64
 }
 
 // Load reads key, decodes it, and hands the plain content to fn. The
@@ -193,10 +226,10 @@ type Want struct {
 func (r *Repo) Load(ctx context.Context, key string, want Want, fn func(rd io.Reader, info cloud.ObjectInfo) error) error {
 	where := fmt.Sprintf("%s in %s", key, r.Store)
 	err := cloud.Load(ctx, r.Store, key, func(body io.Reader, info cloud.ObjectInfo) error {
-		vr, err := r.open(body, info, want, where)
+		vr, err := r.open(key, body, info, want, where)
 		if err == nil {
 			defer vr.close()
-			if err = fn(vr, info); err == nil && (want.StoredSHA256 != "" || want.ContentFromMeta) {
+			if err = fn(vr, info); err == nil && (want.StoredSHA256 != "" || vr.plain != nil) {
 				_, err = io.Copy(io.Discard, vr)
 			}
 		}
@@ -246,12 +279,16 @@ type verifiedReader struct {
 	meta   string // the content digest the metadata records
 	where  string
 	err    error // sticky
+	// limit caps the decoded bytes (0: none); exact, when >= 0, is the
+	// size the proof vouches for.
+	limit, exact int64
 }
 
 type countHash struct {
-	r io.Reader
-	h hash.Hash
-	n int64
+	r    io.Reader
+	h    hash.Hash
+	n    int64
+	head []byte // the first bytes, to tell an encrypted object
 }
 
 func (c *countHash) Read(p []byte) (int, error) {
@@ -259,16 +296,33 @@ func (c *countHash) Read(p []byte) (int, error) {
 	if n > 0 && c.h != nil {
 		c.h.Write(p[:n])
 	}
+	if len(c.head) < len(crypto.Header) {
+		c.head = append(c.head, p[:min(n, len(crypto.Header)-len(c.head))]...)
+	}
 	c.n += int64(n)
 	return n, err
 }
 
-func (r *Repo) open(body io.Reader, info cloud.ObjectInfo, want Want, where string) (*verifiedReader, error) {
-	v := &verifiedReader{want: want, where: where, stored: &countHash{r: body}}
+func (r *Repo) open(key string, body io.Reader, info cloud.ObjectInfo, want Want, where string) (*verifiedReader, error) {
+	v := &verifiedReader{want: want, where: where, stored: &countHash{r: body}, limit: want.MaxSize, exact: -1}
 	if want.StoredSHA256 != "" {
 		v.stored.h = sha256.New()
 	}
-	if want.ContentFromMeta {
+	checkContent := want.ContentFromMeta
+	if want.Proof {
+		size, err := r.checkProof(key, info.Metadata)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", where, err)
+		}
+		if size >= 0 && (v.limit <= 0 || size < v.limit) {
+			v.limit = size
+		}
+		if !r.AllowUnsigned {
+			v.exact = size
+		}
+		checkContent = checkContent || info.Metadata[MetaSHA256] != ""
+	}
+	if checkContent {
 		v.meta = info.Metadata[MetaSHA256]
 		if v.meta == "" {
 			// Every object walvault writes has one; without it nothing can
@@ -282,6 +336,10 @@ func (r *Repo) open(body io.Reader, info cloud.ObjectInfo, want Want, where stri
 		return nil, fmt.Errorf("%s: %w", where, err)
 	}
 	v.dec = dec
+	if want.Encrypted && len(r.Identities) > 0 && !r.AllowUnencrypted && !crypto.IsEncrypted(v.stored.head) {
+		_ = dec.Close()
+		return nil, fmt.Errorf("%w: %s is not encrypted, but an identity is configured: walvault encrypts every object when a recipient is set, so someone else wrote it; if the archive really was written without encryption, read it with --allow-unencrypted", archive.ErrIntegrity, where)
+	}
 	return v, nil
 }
 
@@ -291,11 +349,18 @@ func (v *verifiedReader) Read(p []byte) (int, error) {
 	if v.err != nil {
 		return 0, v.err
 	}
+	if v.limit > 0 && int64(len(p)) > v.limit-v.n+1 {
+		p = p[:v.limit-v.n+1] // one byte past the cap tells a bomb
+	}
 	n, err := v.dec.Read(p)
 	if n > 0 && v.plain != nil {
 		v.plain.Write(p[:n])
 	}
 	v.n += int64(n)
+	if v.limit > 0 && v.n > v.limit {
+		v.err = fmt.Errorf("%w: %s decodes to more than %d bytes, the most it may hold: refusing it", archive.ErrIntegrity, v.where, v.limit)
+		return n - int(v.n-v.limit), v.err
+	}
 	switch {
 	case err == io.EOF:
 		if cerr := v.check(); cerr != nil {
@@ -312,6 +377,9 @@ func (v *verifiedReader) Read(p []byte) (int, error) {
 // check runs at the end of the content: the stored object is read to its
 // end (so its digest covers all of it), then compared with what is wanted.
 func (v *verifiedReader) check() error {
+	if v.exact >= 0 && v.n != v.exact {
+		return fmt.Errorf("%w: %s decodes to %d bytes, its proof says %d: the stored object is damaged", archive.ErrIntegrity, v.where, v.n, v.exact)
+	}
 	if v.plain != nil {
 		if sum := hex.EncodeToString(v.plain.Sum(nil)); sum != v.meta {
 			return fmt.Errorf("%w: %s: content checksum %.12s… does not match the recorded %.12s…: the stored object is damaged", archive.ErrIntegrity, v.where, sum, v.meta)

@@ -52,7 +52,7 @@ func (r *Repo) ReadPart(ctx context.Context, m *Manifest, idx int, files FileInd
 	p := m.Parts[idx]
 	key := BackupKey(m.Name, p.Name)
 	where := fmt.Sprintf("%s in %s", key, r.Store)
-	want := Want{StoredSHA256: p.SHA256, StoredSize: p.StoredSize}
+	want := Want{StoredSHA256: p.SHA256, StoredSize: p.StoredSize, Encrypted: PartsMustBeEncrypted(r, m)}
 	return r.Load(ctx, key, want, func(rd io.Reader, _ cloud.ObjectInfo) error {
 		return readEntries(rd, files, start(), where)
 	})
@@ -119,3 +119,10 @@ func (c *CRC32C) Len() int64 { return c.n }
 // Matches says whether what was summed is f's content as the manifest
 // records it.
 func (c *CRC32C) Matches(f *File) bool { return c.n == f.Size && c.Hex() == f.CRC32C }
+
+// PartsMustBeEncrypted says whether m's parts must be age-encrypted: when
+// its authenticated manifest says so, the part digests it records decide
+// (a backup taken without a recipient is not refused for it); a manifest
+// read without authentication cannot vouch for that, so then every part
+// must be encrypted when an identity is configured.
+func PartsMustBeEncrypted(r *Repo, m *Manifest) bool { return m.Encrypted || r.AllowUnsigned }

@@ -11,7 +11,6 @@ import (
 	"path"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 
@@ -32,24 +31,36 @@ type extractor struct {
 	files repo.FileIndex
 	force bool
 	roots map[uint32]*os.Root // 0: DEST; else a tablespace's directory
-	prog  archive.Progress
+	// newRoots are the roots this restore created; the others existed
+	// and keep their mode and owner.
+	newRoots map[uint32]bool
+	prog     archive.Progress
 
 	mu   sync.Mutex
 	seen map[string]bool // entries of the parts extracted so far
-	dirs sync.Map        // "oid:dir" already created
+	dirs sync.Map        // dirKey: exists as a directory
+	// created are the directories this restore made (dirKey): only
+	// they get the manifest's mode and the data directory's owner.
+	created sync.Map
+}
+
+// dirKey names a directory within one root.
+type dirKey struct {
+	oid uint32
+	rel string
 }
 
 func (x *extractor) openRoots(dest string, spcs []repo.Tablespace) error {
 	open := func(oid uint32, dir string) error {
 		// Parents as a packaged PostgreSQL has them (traversable), the
-		// directory itself private.
+		// directory itself private; one that exists is left as it is.
 		if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil { // #nosec G301 -- the parent of a tablespace directory: other users may need to traverse it, as for any directory above PGDATA
 			return err
 		}
-		if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
-			return err
-		}
-		if err := os.Chmod(dir, 0o700); err != nil { // #nosec G302 -- a directory, 0700 as PostgreSQL requires
+		switch err := os.Mkdir(dir, 0o700); {
+		case err == nil:
+			x.newRoots[oid] = true
+		case !errors.Is(err, fs.ErrExist):
 			return err
 		}
 		r, err := os.OpenRoot(dir)
@@ -260,16 +271,37 @@ func (w *partWriter) damaged(format string, a ...any) error {
 	return fmt.Errorf("%s: %w", w.where, fmt.Errorf("%w: "+format, append([]any{archive.ErrIntegrity}, a...)...))
 }
 
+// mkdirAll makes directory rel of a root and its parents, 0700, and
+// notes which it created. One that is there (an earlier attempt, another
+// worker, or DEST's own with --force) must be a directory, not a symlink.
 func (x *extractor) mkdirAll(oid uint32, root *os.Root, rel string) error {
-	k := strconv.FormatUint(uint64(oid), 10) + ":" + rel
+	k := dirKey{oid, rel}
 	if _, ok := x.dirs.Load(k); ok {
 		return nil
 	}
-	if err := root.MkdirAll(rel, 0o700); err != nil {
+	if parent := path.Dir(rel); parent != "." {
+		if err := x.mkdirAll(oid, root, parent); err != nil {
+			return err
+		}
+	}
+	switch err := root.Mkdir(rel, 0o700); {
+	case err == nil:
+		x.created.Store(k, true)
+	case errors.Is(err, fs.ErrExist):
+		if fi, err := root.Lstat(rel); err != nil || !fi.IsDir() {
+			return fmt.Errorf("creating %s: %w: it exists and is not a directory", filepath.Join(root.Name(), rel), archive.ErrBadInput)
+		}
+	default:
 		return fmt.Errorf("creating %s: %w", filepath.Join(root.Name(), rel), err)
 	}
 	x.dirs.Store(k, true)
 	return nil
+}
+
+// wasCreated says whether this restore made directory rel of root oid.
+func (x *extractor) wasCreated(oid uint32, rel string) bool {
+	_, ok := x.created.Load(dirKey{oid, rel})
+	return ok
 }
 
 // writeFile writes one regular file, checks it against its CRC-32C and
@@ -286,8 +318,16 @@ func (w *partWriter) writeFile(rel string, f *repo.File, hdr *tar.Header, body i
 	flags := os.O_WRONLY | os.O_CREATE | os.O_EXCL
 	if w.x.force || w.rewrite {
 		flags = os.O_WRONLY | os.O_CREATE | os.O_TRUNC
+		// What is there is replaced, not written through.
+		if fi, err := w.root.Lstat(rel); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
+			if err := w.root.Remove(rel); err != nil {
+				return fmt.Errorf("replacing the symlink %s: %w", filepath.Join(w.root.Name(), rel), err)
+			}
+		}
 	}
-	perm := fs.FileMode(f.Perm())
+	// Permission bits only: set-uid, set-gid and sticky never come from
+	// the bucket.
+	perm := fs.FileMode(f.Perm() & 0o777)
 	out, err := w.root.OpenFile(rel, flags, perm)
 	if err != nil {
 		return fmt.Errorf("creating %s: %w", filepath.Join(w.root.Name(), rel), err)

@@ -4,6 +4,8 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"io/fs"
@@ -20,6 +22,7 @@ import (
 	"github.com/walvault/walvault/archive"
 	"github.com/walvault/walvault/archive/repo"
 	"github.com/walvault/walvault/cloud"
+	"github.com/walvault/walvault/crypto"
 )
 
 // testEntry is one thing of a test data directory, as a backup stores it.
@@ -173,11 +176,40 @@ func pushTestBackup(t *testing.T, r *repo.Repo, src, name string, mutate func(*r
 		StartTime: stop, StopTime: stop, SegmentSize: 16 << 20, DataSize: dataSize, Tablespaces: spcs, Parts: parts, Files: files, FileCount: len(files)}
 	if mutate != nil {
 		mutate(m)
+		// Written as it is, signed, even when WriteManifest would refuse it:
+		// restore must not rely on the writer (or on reading) alone.
+		body, err := repo.EncodeManifest(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum := sha256.Sum256(body)
+		meta := map[string]string{repo.MetaSHA256: hex.EncodeToString(sum[:]), repo.MetaSize: strconv.Itoa(len(body))}
+		if err := r.PutBytes(ctx, repo.BackupKey(m.Name, repo.ManifestFile), body, cloud.PutOptions{Metadata: meta}); err != nil {
+			t.Fatal(err)
+		}
+		return m
 	}
 	if err := r.WriteManifest(ctx, m, false); err != nil {
 		t.Fatal(err)
 	}
 	return m
+}
+
+// signedRepo is a repository over st that signs what it writes and checks
+// the proof of what it reads, as a database host and a restore host with
+// the same key pair would.
+func signedRepo(t *testing.T, st cloud.Store) *repo.Repo {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "signing.key")
+	vk, err := crypto.GenerateSigningKey(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sk, err := crypto.LoadSigningKey(path, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &repo.Repo{Store: st, Sign: sk, Verify: []crypto.VerifyKey{vk}}
 }
 
 func oids(spcs []repo.Tablespace) []uint32 {
@@ -228,7 +260,7 @@ func newSynth(t *testing.T) *synth {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &synth{t: t, ctx: context.Background(), root: root, r: &repo.Repo{Store: st}, segSize: synthSeg}
+	return &synth{t: t, ctx: context.Background(), root: root, r: &repo.Repo{Store: st, AllowUnsigned: true}, segSize: synthSeg} // objects are written raw, unsigned
 }
 
 // tmin is t0 plus minutes.

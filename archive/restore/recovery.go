@@ -8,17 +8,18 @@ import (
 	"strings"
 	"time"
 
-	"github.com/walvault/walvault/archive/repo"
+	"github.com/walvault/walvault/archive"
 )
 
 // writeRecovery writes the signal file and appends the recovery settings,
-// both owned by own when restore runs as root.
-func writeRecovery(root *os.Root, s recoverySettings, m *repo.Manifest, own *owner) error {
+// both owned by own when restore runs as root. Nothing of what it writes
+// comes from the bucket: not even the backup's name goes into the comment,
+// since PostgreSQL reads every line of the file as configuration.
+func writeRecovery(root *os.Root, s recoverySettings, own *owner) error {
 	if err := disableOldRecovery(root, s.File); err != nil {
 		return err
 	}
-	text := fmt.Sprintf("\n# Added by walvault restore of backup %s at %s.\n%s\n",
-		m.Name, time.Now().UTC().Format(time.RFC3339), strings.Join(s.Lines, "\n"))
+	text := fmt.Sprintf("\n%s\n%s\n", settingsComment(time.Now()), strings.Join(s.Lines, "\n"))
 	f, err := root.OpenFile(s.File, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		return fmt.Errorf("writing %s: %w", s.File, err)
@@ -49,15 +50,28 @@ func writeRecovery(root *os.Root, s recoverySettings, m *repo.Manifest, own *own
 	return nil
 }
 
+// settingsComment heads the settings restore appends.
+func settingsComment(now time.Time) string {
+	return "# Added by walvault restore at " + now.UTC().Format(time.RFC3339) + "."
+}
+
+// maxSettingsFile bounds the settings file restore reads back: a server's
+// is a few kilobytes.
+const maxSettingsFile = 16 << 20
+
 // disableOldRecovery comments out the recovery settings an earlier restore
 // left in the settings file: a backup taken from a restored server carries
 // them in postgresql.auto.conf, and a stale recovery_target_time would stop
 // this recovery short of what it was asked for.
 func disableOldRecovery(root *os.Root, file string) error {
-	b, err := root.ReadFile(file)
+	fi, err := root.Lstat(file)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
+	if err == nil && (!fi.Mode().IsRegular() || fi.Size() > maxSettingsFile) {
+		return fmt.Errorf("%w: %s in the backup is not a regular file of at most %d bytes", archive.ErrIntegrity, file, maxSettingsFile)
+	}
+	b, err := root.ReadFile(file)
 	if err != nil {
 		return fmt.Errorf("reading %s: %w", file, err)
 	}

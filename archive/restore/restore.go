@@ -32,9 +32,15 @@ type Options struct {
 	// TablespaceMap moves tablespaces: OID or name -> directory.
 	TablespaceMap map[string]string
 	Concurrency   int
-	// Force allows a non-empty DEST (and tablespace directories): files of
-	// the backup overwrite what is there; nothing else is deleted.
+	// Force allows a non-empty DEST, and non-empty directories named in
+	// TablespaceMap: files of the backup overwrite what is there; nothing
+	// else is deleted. A tablespace location taken from the manifest is
+	// never forced: it must be absent or empty.
 	Force bool
+	// Owner is USER[:GROUP] to give the restored files to when restore
+	// runs as root; "" takes the owner of an existing DEST. The owner the
+	// manifest records is never used.
+	Owner string
 	// FetchArgv is restore_command without %f %p: this binary, "wal-fetch"
 	// and the settings that reach the same store and key.
 	FetchArgv []string
@@ -83,12 +89,23 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Result, error) {
 	if err := checkEmptyDir(dest, "DEST", opts.Force, "restore into an empty or new directory, or pass --force to write over it (files of the backup are overwritten, nothing else is removed)"); err != nil {
 		return nil, err
 	}
+	_, serr := os.Stat(dest)
+	own, rootOwned, err := chooseOwner(opts.Owner, dest, serr == nil)
+	if err != nil {
+		return nil, err
+	}
 	m, err := pickBackup(ctx, r, opts)
 	if err != nil {
 		return nil, err
 	}
-	spcs, err := mapTablespaces(m, opts.TablespaceMap, dest, opts.Force)
+	// A proof was checked on every object read, the manifest included,
+	// unless the user allowed unsigned ones.
+	authenticated := !r.AllowUnsigned
+	spcs, err := mapTablespaces(m, opts.TablespaceMap, dest, opts.Force, authenticated)
 	if err != nil {
+		return nil, err
+	}
+	if err := checkEntries(m, authenticated); err != nil {
 		return nil, err
 	}
 	if err := preflightDecrypt(ctx, r, m); err != nil {
@@ -96,8 +113,11 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Result, error) {
 	}
 	settings := renderRecovery(m.PGVersion, opts.FetchArgv, opts.Target, opts.Standby)
 	// From here on we write.
-	if err := write(ctx, r, m, dest, spcs, settings, opts); err != nil {
+	if err := write(ctx, r, m, dest, spcs, settings, own, opts); err != nil {
 		return nil, err
+	}
+	if rootOwned {
+		slog.Warn("restore ran as root and the restored files belong to root, which PostgreSQL refuses to run as: chown -R them (DEST and the tablespace directories) to the server's user, or restore with --owner USER (or into a DEST that user owns)", "dest", dest)
 	}
 	return &Result{Manifest: m, Dest: dest, Tablespaces: spcs, Settings: settings, Bytes: m.DataSize, Duration: time.Since(began)}, nil
 }
@@ -125,8 +145,8 @@ func pickBackup(ctx context.Context, r *repo.Repo, opts Options) (*repo.Manifest
 
 // write restores m into dest: the parts, then links, modes and owner, then
 // the recovery settings, and global/pg_control last.
-func write(ctx context.Context, r *repo.Repo, m *repo.Manifest, dest string, spcs []repo.Tablespace, settings recoverySettings, opts Options) error {
-	x := &extractor{r: r, m: m, force: opts.Force, roots: map[uint32]*os.Root{}, files: m.Index(), seen: map[string]bool{}}
+func write(ctx context.Context, r *repo.Repo, m *repo.Manifest, dest string, spcs []repo.Tablespace, settings recoverySettings, own *owner, opts Options) error {
+	x := &extractor{r: r, m: m, force: opts.Force, roots: map[uint32]*os.Root{}, newRoots: map[uint32]bool{}, files: m.Index(), seen: map[string]bool{}}
 	defer x.closeRoots()
 	if err := x.openRoots(dest, spcs); err != nil {
 		return err
@@ -137,11 +157,10 @@ func write(ctx context.Context, r *repo.Repo, m *repo.Manifest, dest string, spc
 	if err != nil {
 		return err
 	}
-	own := dataOwner(m.Owner)
 	if err := x.finish(spcs, own); err != nil {
 		return err
 	}
-	if err := writeRecovery(x.roots[0], settings, m, own); err != nil {
+	if err := writeRecovery(x.roots[0], settings, own); err != nil {
 		return err
 	}
 	if err := x.roots[0].Rename(controlTemp, "global/pg_control"); err != nil {
@@ -176,7 +195,8 @@ func checkEmptyDir(dir, what string, force bool, hint string) error {
 	return nil
 }
 
-// preflightDecrypt opens the smallest part, so a missing or wrong key is
+// preflightDecrypt opens the smallest part, so a missing or wrong key (or
+// an archive that is not encrypted although an identity is configured) is
 // reported before anything is written.
 func preflightDecrypt(ctx context.Context, r *repo.Repo, m *repo.Manifest) error {
 	small := 0
@@ -186,7 +206,7 @@ func preflightDecrypt(ctx context.Context, r *repo.Repo, m *repo.Manifest) error
 		}
 	}
 	key := repo.BackupKey(m.Name, m.Parts[small].Name)
-	err := r.Load(ctx, key, repo.Want{}, func(io.Reader, cloud.ObjectInfo) error { return nil })
+	err := r.Load(ctx, key, repo.Want{Encrypted: repo.PartsMustBeEncrypted(r, m)}, func(io.Reader, cloud.ObjectInfo) error { return nil })
 	if errors.Is(err, archive.ErrNotInArchive) {
 		return fmt.Errorf("%w: %s in %s is missing: backup %s cannot be restored", archive.ErrIntegrity, key, r.Store, m.Name)
 	}

@@ -33,7 +33,7 @@ func TestRestoreSynthetic(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &repo.Repo{Store: st}
+	r := signedRepo(t, st)
 	if err := st.Put(ctx, repo.WALKey(archive.WALFile{Name: "000000010000000000000002"}), strings.NewReader("wal"), cloud.PutOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -155,8 +155,9 @@ func TestRestoreBrokenDownload(t *testing.T) {
 	if err := st.Put(ctx, repo.WALKey(archive.WALFile{Name: "000000010000000000000002"}), strings.NewReader("wal"), cloud.PutOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	pushTestBackup(t, &repo.Repo{Store: st}, src, "base_1", nil)
-	r := &repo.Repo{Store: newFlakyStore(st)}
+	w := signedRepo(t, st)
+	pushTestBackup(t, w, src, "base_1", nil)
+	r := &repo.Repo{Store: newFlakyStore(st), Verify: w.Verify}
 	dest := filepath.Join(root, "dest")
 	if _, err := Run(ctx, r, Options{Dest: dest, FetchArgv: []string{"x"}, Concurrency: 2}); err != nil {
 		t.Fatal(err)

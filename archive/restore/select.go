@@ -1,13 +1,17 @@
 package restore
 
 import (
+	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/walvault/walvault/archive"
+	"github.com/walvault/walvault/archive/codec"
 	"github.com/walvault/walvault/archive/repo"
+	"github.com/walvault/walvault/crypto"
 )
 
 // Selection says which backup a restore wants.
@@ -46,7 +50,33 @@ func chooseBackup(cat *repo.Catalog, opts Options) (*repo.Manifest, error) {
 	} else if t.Timeline == "latest" {
 		sel.TargetTLI = 0 // one timeline only: any backup is on it
 	}
+	if err := refuseDamaged(cat, opts.Backup); err != nil {
+		return nil, err
+	}
 	return selectBackup(cat.Backups(), sel)
+}
+
+// refuseDamaged keeps restore away from backups whose manifest is damaged
+// or fails authentication (the catalog leaves them out of Backups): asked
+// for by name, such a backup is an integrity failure; picked by target,
+// each is skipped with a warning naming it.
+func refuseDamaged(cat *repo.Catalog, want string) error {
+	byName := want != "" && !strings.EqualFold(want, "LATEST")
+	for _, f := range cat.Folders {
+		if f.Manifest != nil || f.Err == nil {
+			continue
+		}
+		if byName && f.Name == want {
+			if errors.Is(f.Err, archive.ErrIntegrity) || errors.Is(f.Err, crypto.ErrBadProof) || errors.Is(f.Err, codec.ErrCorrupt) {
+				return fmt.Errorf("backup %s cannot be restored: %w", want, f.Err)
+			}
+			return fmt.Errorf("%w: backup %s cannot be restored: %w", archive.ErrIntegrity, want, f.Err)
+		}
+		if !byName {
+			slog.Warn("restore skips a backup whose manifest is damaged or fails authentication", "backup", f.Name, "err", f.Err)
+		}
+	}
+	return nil
 }
 
 // onHistory says whether recovery along timeline target (whose history is

@@ -46,8 +46,8 @@ func MarkPermanent(ctx context.Context, r *repo.Repo, name string, permanent boo
 		return nil, false, fmt.Errorf("internal error: the rewritten manifest of %s does not read back (%v)", name, err)
 	}
 	key := repo.BackupKey(name, repo.ManifestFile)
-	if err := r.PutBytes(ctx, key, body, cloud.PutOptions{}); err != nil {
-		return nil, false, fmt.Errorf("%s: writing %s: %w", st, key, err)
+	if err := r.WriteManifest(ctx, m, false); err != nil {
+		return nil, false, err
 	}
 	// A delete that began meanwhile wins: take our manifest away again
 	// rather than leave one that points at parts being removed.

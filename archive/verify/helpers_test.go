@@ -228,7 +228,7 @@ func newSynth(t *testing.T) *synth {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &synth{t: t, ctx: context.Background(), root: root, r: &repo.Repo{Store: st}, segSize: synthSeg}
+	return &synth{t: t, ctx: context.Background(), root: root, r: &repo.Repo{Store: st, AllowUnsigned: true}, segSize: synthSeg} // objects are written raw, unsigned
 }
 
 // tmin is t0 plus minutes.

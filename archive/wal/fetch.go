@@ -81,7 +81,7 @@ func download(ctx context.Context, r *repo.Repo, wf archive.WALFile, tmp string)
 			_ = os.Remove(tmp)
 		}
 	}()
-	err = r.Load(ctx, repo.WALKey(wf), repo.Want{ContentFromMeta: true}, func(rd io.Reader, info cloud.ObjectInfo) error {
+	err = r.Load(ctx, repo.WALKey(wf), want(ctx, r, wf), func(rd io.Reader, info cloud.ObjectInfo) error {
 		var ferr error
 		if f, ferr = startOver(f, tmp); ferr != nil {
 			return ferr
@@ -117,4 +117,20 @@ func startOver(f *os.File, tmp string) (*os.File, error) {
 	}
 	_, err := f.Seek(0, io.SeekStart)
 	return f, err
+}
+
+// want is what an archived pg_wal file must be: signed by the database
+// host, encrypted when an identity is configured, and no larger than its
+// kind can be, so that a decompression bomb stops at the cap.
+func want(ctx context.Context, r *repo.Repo, wf archive.WALFile) repo.Want {
+	w := repo.Want{Proof: true, ContentFromMeta: true, Encrypted: true}
+	switch wf.Kind {
+	case archive.KindHistory:
+		w.MaxSize = repo.MaxHistoryBytes
+	case archive.KindBackup:
+		w.MaxSize = repo.MaxBackupFileBytes
+	default:
+		w.MaxSize = r.SegmentSizeCap(ctx)
+	}
+	return w
 }

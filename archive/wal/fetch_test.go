@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -18,6 +19,7 @@ import (
 	"github.com/walvault/walvault/archive/codec"
 	"github.com/walvault/walvault/archive/repo"
 	"github.com/walvault/walvault/cloud"
+	"github.com/walvault/walvault/crypto"
 )
 
 const testSysID = 7312345678901234567
@@ -50,7 +52,17 @@ func openRepo(t *testing.T, dir string, c codec.Compression) *repo.Repo {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &repo.Repo{Store: st, Codec: codec.Settings{Compression: c}}
+	// One repo both signs (as wal-push does) and verifies (as wal-fetch).
+	keyFile := filepath.Join(t.TempDir(), "sign.key")
+	vk, err := crypto.GenerateSigningKey(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sk, err := crypto.LoadSigningKey(keyFile, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &repo.Repo{Store: st, Codec: codec.Settings{Compression: c}, Sign: sk, Verify: []crypto.VerifyKey{vk}}
 }
 
 // fetchInto fetches name into a new directory and returns DEST.
@@ -220,5 +232,39 @@ func TestFetchInterruptedStartsOver(t *testing.T) {
 				t.Fatalf("left beside DEST: %v", left)
 			}
 		})
+	}
+}
+
+// A segment planted by someone who can write to the bucket but holds no
+// signing key (uncompressed, unencrypted, with a correct checksum in its
+// metadata) is refused: nothing reaches DEST. Read as an old, unsigned
+// archive (--allow-unsigned) the same object is accepted.
+func TestFetchRefusesUnsignedSegment(t *testing.T) {
+	ctx := context.Background()
+	storeDir := t.TempDir()
+	r := openRepo(t, storeDir, codec.LZ4)
+	attacker := &repo.Repo{Store: r.Store, Codec: codec.Settings{Compression: codec.None}, AllowUnsigned: true}
+	src, want := writeSegment(t, t.TempDir(), 4, 1<<20)
+	if _, err := Push(ctx, attacker, src, PushOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	name := filepath.Base(src)
+	dest, _, err := fetchInto(t, r, name)
+	if !errors.Is(err, crypto.ErrBadProof) || !strings.Contains(err.Error(), "no proof") {
+		t.Fatalf("an unsigned segment: %v, want ErrBadProof", err)
+	}
+	if _, serr := os.Stat(dest); serr == nil {
+		t.Fatal("DEST written from an unsigned object")
+	}
+	if left := leftovers(t, dest); len(left) != 0 {
+		t.Fatalf("left beside DEST: %v", left)
+	}
+	old := &repo.Repo{Store: r.Store, AllowUnsigned: true}
+	dest, _, err = fetchInto(t, old, name)
+	if err != nil {
+		t.Fatalf("--allow-unsigned: %v", err)
+	}
+	if got, _ := os.ReadFile(dest); !bytes.Equal(got, want) {
+		t.Fatal("--allow-unsigned fetched other bytes")
 	}
 }

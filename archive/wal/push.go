@@ -179,7 +179,7 @@ func checkSegment(ctx context.Context, r *repo.Repo, path string, wf archive.WAL
 	if want := wf.StartLSN(ph.SegmentSize); ph.PageAddr != want {
 		return fmt.Errorf("%w: %s holds WAL from %s, its name says %s: refusing a misnamed segment", archive.ErrBadInput, path, ph.PageAddr, want)
 	}
-	return r.EnsureCluster(ctx, ph.SystemID, spool)
+	return r.EnsureCluster(ctx, ph.SystemID, ph.SegmentSize, spool)
 }
 
 // alreadyStored reads the answer of a Stat of the file's key: true when

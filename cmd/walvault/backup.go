@@ -1,7 +1,7 @@
 package main
 
 import (
-	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -18,6 +18,7 @@ import (
 	"github.com/walvault/walvault/archive/backup"
 	"github.com/walvault/walvault/archive/repo"
 	"github.com/walvault/walvault/cloud"
+	"github.com/walvault/walvault/crypto"
 )
 
 func init() {
@@ -56,7 +57,18 @@ func backupCommands() []*cli.Command {
 			ArgsUsage: "DEST",
 			Description: "Picks a backup (--backup, or the newest that ends before the target), downloads and verifies its\n" +
 				"parts in parallel, and writes recovery settings so that 'pg_ctl -D DEST start' replays archived WAL\n" +
-				"through 'walvault wal-fetch' to the target. DEST must be empty or absent.",
+				"through 'walvault wal-fetch' to the target. DEST must be empty or absent (or --force).\n\n" +
+				"A backup whose manifest is damaged or fails authentication is never restored: picked by target it is\n" +
+				"skipped with a warning, named with --backup it fails (exit 4).\n\n" +
+				"Tablespaces: a directory named with --tablespace-map is used as given; it must be empty or absent unless\n" +
+				"--force. A tablespace not mapped goes to the location recorded in the backup only when that directory is\n" +
+				"absent or empty (--force never applies to it) and the manifest is authenticated (not with\n" +
+				"--allow-unsigned); it may not be inside DEST. The same holds for the backup's symlinks that point out of\n" +
+				"their directory; a symlink at pg_wal, global, pg_tblspc or a recovery settings file is refused.\n\n" +
+				"Ownership, when restore runs as root: the restored files go to --owner, else to the owner of DEST when\n" +
+				"DEST exists; otherwise they stay root's (PostgreSQL will not start until they are chowned). The owner\n" +
+				"recorded in the backup is never used. Directories that existed before keep their mode and owner; new\n" +
+				"ones are 0700 or the backup's mode, which never carries set-uid, set-gid or sticky bits.",
 			Flags: join(storeFlags(), []cli.Flag{
 				stringFlag("backup", "backup name, or LATEST (default: the newest that ends before the target)", ""),
 				stringFlag("target-time", "recover to this time, e.g. '2026-11-23 14:05:00+00' (no zone: local time)", ""),
@@ -70,7 +82,8 @@ func backupCommands() []*cli.Command {
 				boolFlag("standby", "write standby.signal: a replica that keeps following the archive"),
 				sliceFlag("tablespace-map", "OID=DIR or NAME=DIR: restore a tablespace elsewhere; repeatable"),
 				intFlag("download-concurrency", "parts downloaded and extracted at once", 4),
-				boolFlag("force", "restore into a non-empty DEST: files of the backup overwrite what is there, nothing is deleted"),
+				boolFlag("force", "restore into a non-empty DEST (and non-empty --tablespace-map directories): files of the backup overwrite what is there, nothing is deleted"),
+				stringFlag("owner", "USER[:GROUP] to own the restored files when restore runs as root (default: the owner of an existing DEST)", ""),
 				stringFlag("progress-interval", "log progress this often when not on a terminal (e.g. 30s)", "30s"),
 			}),
 			Action: restore,
@@ -147,7 +160,7 @@ func backupPush(c *cli.Context) error {
 	if len(ann) == 0 {
 		ann = nil
 	}
-	r, err := openArchive(c, false)
+	r, err := openArchive(c, writes)
 	if err != nil {
 		return err
 	}
@@ -195,7 +208,7 @@ func backupList(c *cli.Context) error {
 	if err := wantArgs(c, 0, "no arguments"); err != nil {
 		return err
 	}
-	r, err := openArchive(c, false)
+	r, err := openArchive(c, reads)
 	if err != nil {
 		return err
 	}
@@ -214,32 +227,87 @@ func backupList(c *cli.Context) error {
 			SystemIdentifier: m.SystemIdentifier, DataSize: m.DataSize, StoredSize: m.StoredSize, Compression: m.Compression,
 			Encrypted: m.Encrypted, Permanent: m.Permanent, Annotations: m.Annotations, WAL: cat.WAL(m.SegmentSize).Range(m)})
 	}
-	if c.Bool("json") {
-		enc := json.NewEncoder(c.App.Writer)
-		enc.SetIndent("", "  ")
-		return enc.Encode(entries)
+	bad := badBackups(cat)
+	for _, b := range bad {
+		fmt.Fprintf(c.App.ErrWriter, "walvault backup-list: warning: backup %s is %s and cannot be restored: %s\n", shown(b.name), b.mark, shown(oneLine(b.err.Error())))
 	}
-	if len(entries) == 0 {
+	if c.Bool("json") {
+		// Scripts pick a backup from this array: only backups that can be
+		// restored are in it.
+		if err := encodeJSON(c.App.Writer, entries); err != nil {
+			return err
+		}
+		return badBackupsErr(bad, r.Store)
+	}
+	if len(entries) == 0 && len(bad) == 0 {
 		fmt.Fprintf(c.App.ErrWriter, "walvault backup-list: no complete backup in %s\n", r.Store)
 		return nil
 	}
 	tw := tabwriter.NewWriter(c.App.Writer, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tFINISHED (UTC)\tTL\tSTART LSN\tSTOP LSN\tPG\tSIZE\tSTORED\tPITR WAL\t")
 	for _, e := range entries {
-		wal := "MISSING: " + e.StartWAL
+		wal := "MISSING: " + shown(e.StartWAL)
 		if e.WAL.Last != "" {
-			wal = e.WAL.First + " - " + e.WAL.Last
+			wal = shown(e.WAL.First) + " - " + shown(e.WAL.Last)
 			if !e.WAL.Restorable {
-				wal += " (INCOMPLETE: needs " + e.StopWAL + ")"
+				wal += " (INCOMPLETE: needs " + shown(e.StopWAL) + ")"
 			}
 		}
 		if e.Permanent {
 			wal += "  permanent"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t\n", e.Name, e.StopTime.UTC().Format("2006-01-02 15:04:05"), e.Timeline,
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t\n", shown(e.Name), e.StopTime.UTC().Format("2006-01-02 15:04:05"), e.Timeline,
 			e.StartLSN, e.StopLSN, pgVersion(e.PGVersion), archive.HumanBytes(e.DataSize), archive.HumanBytes(e.StoredSize), wal)
 	}
-	return tw.Flush()
+	// Marked, not hidden: the operator sees that something is there and
+	// must not be trusted.
+	for _, b := range bad {
+		fmt.Fprintf(tw, "%s\t-\t-\t-\t-\t-\t-\t%s\t%s (see the warning)\t\n", shown(b.name), archive.HumanBytes(b.size), b.mark)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	return badBackupsErr(bad, r.Store)
+}
+
+// badBackup is a backup folder whose manifest is there but cannot be
+// trusted.
+type badBackup struct {
+	name, mark string // mark: DAMAGED or UNAUTHENTICATED
+	size       int64
+	err        error
+}
+
+// badBackups lists the folders whose manifest is damaged or fails
+// authentication.
+func badBackups(cat *repo.Catalog) []badBackup {
+	var out []badBackup
+	for _, f := range cat.Folders {
+		if f.Manifest != nil || f.Err == nil {
+			continue
+		}
+		mark := "DAMAGED"
+		if errors.Is(f.Err, crypto.ErrBadProof) {
+			mark = "UNAUTHENTICATED"
+		}
+		out = append(out, badBackup{name: f.Name, mark: mark, size: f.Size, err: f.Err})
+	}
+	return out
+}
+
+// badBackupsErr makes backup-list exit 4 when a backup is damaged or fails
+// authentication (after listing everything).
+func badBackupsErr(bad []badBackup, store fmt.Stringer) error {
+	if len(bad) == 0 {
+		return nil
+	}
+	kind := archive.ErrIntegrity
+	for _, b := range bad {
+		if errors.Is(b.err, crypto.ErrBadProof) {
+			kind = crypto.ErrBadProof
+		}
+	}
+	return fmt.Errorf("%w: %d backup(s) in %s are damaged or fail authentication (the first: %s); they cannot be restored", kind, len(bad), store, shown(bad[0].name))
 }
 
 func pgVersion(n int) string {

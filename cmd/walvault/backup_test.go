@@ -72,7 +72,7 @@ func TestFetchArgv(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []string{exe, "wal-fetch", "--store=s3://bucket/prefix", "--identity-file=" + filepath.Join(wd, "key.txt"),
-		"--s3-path-style", "--s3-endpoint=http://127.0.0.1:9000"}
+		"--s3-path-style", "--s3-endpoint=http://127.0.0.1:9000", "--verify-key=" + os.Getenv("WALVAULT_VERIFY_KEY")}
 	if !reflect.DeepEqual(argv, want) {
 		t.Fatalf("argv\n got %q\nwant %q", argv, want)
 	}

@@ -64,6 +64,10 @@ func checkCmd(c *cli.Context) error {
 		}
 		r.Identities = ids
 	}
+	// check reports a missing verify key as a warning rather than refuse.
+	if r.Verify, err = crypto.ParseVerifyKeys(c.StringSlice("verify-key")); err != nil {
+		return err
+	}
 	storeURL := c.String("store")
 	opts := check.Options{DSN: c.String("dbname"), Timeout: timeout, NoSwitch: c.Bool("no-switch"), StoreURL: storeURL,
 		Recipients: recips, Resolve: walPushResolver(),

@@ -36,7 +36,7 @@ func exitCode(err error) int {
 	case errors.Is(err, archive.ErrConflict), errors.Is(err, archive.ErrOtherCluster):
 		return exitConflict
 	case errors.Is(err, codec.ErrCorrupt), errors.Is(err, archive.ErrIntegrity),
-		errors.Is(err, crypto.ErrWrongKey), errors.Is(err, crypto.ErrNoIdentity):
+		errors.Is(err, crypto.ErrWrongKey), errors.Is(err, crypto.ErrNoIdentity), errors.Is(err, crypto.ErrBadProof):
 		return exitIntegrity
 	case errors.Is(err, archive.ErrPostgres):
 		return exitPostgres

@@ -38,7 +38,7 @@ func configFlag() cli.Flag {
 
 // storeFlags reach and read the archive; every archive command takes them.
 func storeFlags() []cli.Flag {
-	return []cli.Flag{
+	return append([]cli.Flag{
 		configFlag(),
 		stringFlag("store", "where the archive lives: file:///path, s3://bucket/prefix, gs://bucket/prefix, azure://container/prefix", ""),
 		stringFlag("identity-file", "age identity (private key) file used to decrypt", ""),
@@ -56,7 +56,7 @@ func storeFlags() []cli.Flag {
 		stringFlag("azure-endpoint", "Azure Blob service URL (Azurite, sovereign clouds)", ""),
 		stringFlag("azure-access-tier", "Azure access tier for new blobs (Hot, Cool, Cold, Archive)", ""),
 		stringFlag("azure-encryption-scope", "Azure encryption scope for new blobs", ""),
-	}
+	}, authFlags()...)
 }
 
 // writeFlags shape what is written.
@@ -66,6 +66,7 @@ func writeFlags() []cli.Flag {
 		intFlag("compression-level", "0 for the algorithm's default; lz4 1-9, zstd 1-22", 0),
 		sliceFlag("recipient", "age public key (age1...) or recipients file to encrypt to; repeatable"),
 		intFlag("upload-concurrency", "parallel uploads", 4),
+		signingKeyFlag(),
 	}
 }
 

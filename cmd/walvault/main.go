@@ -56,6 +56,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		if hasFlag(c.Flags, "config") {
 			c.Before = chain(applyConfigFile, c.Before)
 		}
+		c.OnUsageError = onUsageError // else urfave/cli prints the whole help to stdout
 	}
 	return &cli.App{
 		Name:                 "walvault",
@@ -67,11 +68,14 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		HideVersion:          true,
 		EnableBashCompletion: false,
 		ExitErrHandler:       func(*cli.Context, error) {}, // run() maps errors to codes
-		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
-			return usageError("%v", err)
-		},
+		OnUsageError:         onUsageError,
+		// urfave/cli shows help and returns nil here; run() turns the
+		// recorded name into exit 2.
 		CommandNotFound: func(c *cli.Context, name string) {
-			fmt.Fprintf(stderr, "walvault: unknown command %q: run 'walvault help' for the list\n", name)
+			if c.App.Metadata == nil {
+				c.App.Metadata = map[string]any{}
+			}
+			c.App.Metadata[unknownCommandKey] = name
 		},
 	}
 }
@@ -113,6 +117,9 @@ func chain(fns ...cli.BeforeFunc) cli.BeforeFunc {
 func oneLine(s string) string { return archive.OneLine(s) }
 
 func run(args []string, stdout, stderr io.Writer) (code int) {
+	// What reaches stderr (errors, logs, SDK messages) loses the
+	// credentials a URL carries.
+	stderr = redactedStderr(stderr)
 	defer func() {
 		// A bug must not look like success, nor like "file not found" (1) or a
 		// fatal signal (>125) to PostgreSQL.
@@ -121,26 +128,48 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 			code = exitFailure
 		}
 	}()
+	if len(args) == 0 {
+		args = []string{"walvault"}
+	}
+	// The one line run prints is scrubbed also when stderr is a terminal.
+	say := func(format string, a ...any) { fmt.Fprintln(stderr, graphicOnly(scrubURLs(fmt.Sprintf(format, a...)))) }
 	app := newApp(stdout, stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if len(args) == 1 {
+		// Help for the person at the terminal, but a script that lost its
+		// command to an empty variable must not look successful.
+		_ = app.RunContext(ctx, args)
+		say("walvault: no command given: run 'walvault help' for the list of commands")
+		return exitUsage
+	}
+	name := "walvault"
+	if !strings.HasPrefix(args[1], "-") {
+		name += " " + args[1]
+	}
+	args = helpArgs(app, args)
+	if err := missingValue(app, args); err != nil {
+		say("%s: %s", name, oneLine(err.Error()))
+		return exitUsage
+	}
 	err := app.RunContext(ctx, reorderArgs(app, args))
+	if unknown, ok := app.Metadata[unknownCommandKey].(string); ok {
+		say("walvault: unknown command %q%s: run 'walvault help' for the list of commands",
+			unknown, didYouMean(unknown, commandNames(app), func(n string) string { return n }))
+		return exitUsage
+	}
 	if err == nil {
 		return exitOK
 	}
-	name := "walvault"
-	if len(args) > 1 {
-		name += " " + args[1]
-	}
 	var quiet quietError
 	if errors.As(err, &quiet) {
-		fmt.Fprintf(stderr, "%s: %s\n", name, oneLine(err.Error()))
+		say("%s: %s", name, oneLine(err.Error()))
 		return exitCode(err)
 	}
-	if strings.HasPrefix(err.Error(), "flag provided but not defined") || strings.Contains(err.Error(), "invalid value") {
+	if !errors.Is(err, errUsage) && (strings.HasPrefix(err.Error(), "flag provided but not defined") || strings.Contains(err.Error(), "invalid value")) {
 		err = usageError("%v", err)
 	}
-	fmt.Fprintf(stderr, "%s: %s\n", name, oneLine(err.Error()))
+	say("%s: %s", name, oneLine(err.Error()))
 	return exitCode(err)
 }
 
@@ -222,10 +251,11 @@ func storeOptions(c *cli.Context) cloud.Options {
 	}
 }
 
-// openArchive opens the archive the commands share. Identities are loaded
-// only when needDecrypt (a pushing node may hold only the public key);
-// recipients only when the command writes.
-func openArchive(c *cli.Context, needDecrypt bool) (*repo.Repo, error) {
+// openArchive opens the archive the commands share, with the keys a
+// command that does a needs. Identities are loaded only to decrypt (a
+// pushing node may hold only the public key); recipients only when the
+// command writes.
+func openArchive(c *cli.Context, a access) (*repo.Repo, error) {
 	if err := setupLogging(c); err != nil {
 		return nil, err
 	}
@@ -247,12 +277,15 @@ func openArchive(c *cli.Context, needDecrypt bool) (*repo.Repo, error) {
 			return nil, usageError("--upload-concurrency %d: use 1 to 256", n)
 		}
 	}
-	if needDecrypt && c.String("identity-file") != "" {
+	if a&decrypts != 0 && c.String("identity-file") != "" {
 		ids, err := crypto.LoadIdentities(c.String("identity-file"), c.Bool("allow-insecure-identity"))
 		if err != nil {
 			return nil, err
 		}
 		cfg.Identities = ids
+	}
+	if err := loadKeys(c, cfg, a); err != nil {
+		return nil, err
 	}
 	st, err := cloud.Open(c.Context, c.String("store"), storeOptions(c))
 	if err != nil {

@@ -76,9 +76,10 @@ func TestConfigPrecedence(t *testing.T) {
 	if code, _, e := runCLI(t, "wal-push", seg, "--store", "file://"+stores["flag"]); code != 0 || !stored("flag") {
 		t.Fatalf("flag store not used (exit %d: %s)", code, e)
 	}
-	// The file's compression applied (zstd frame magic after the envelope).
+	// The file's compression applied (zstd frame magic right after the
+	// envelope: "WVO1", a 4-byte length, the metadata).
 	b, _ := os.ReadFile(filepath.Join(stores["flag"], "wal/0000000100000000/000000010000000000000001"))
-	if !bytes.Contains(b[:200], []byte{0x28, 0xb5, 0x2f, 0xfd}) {
+	if len(b) < 8 || !bytes.HasPrefix(b[8+int(binary.BigEndian.Uint32(b[4:8])):], []byte{0x28, 0xb5, 0x2f, 0xfd}) {
 		t.Fatal("compression from the config file not applied")
 	}
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
@@ -51,6 +50,7 @@ func maintainCommands() []*cli.Command {
 			Flags: join(storeFlags(), []cli.Flag{
 				boolFlag("permanent", "mark the backup permanent"),
 				boolFlag("no-permanent", "clear the mark: retention rules apply to the backup again"),
+				signingKeyFlag(),
 			}),
 			Action: backupMark,
 		},
@@ -74,11 +74,7 @@ func maintainCommands() []*cli.Command {
 	}
 }
 
-func printJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
-}
+func printJSON(w io.Writer, v any) error { return encodeJSON(w, v) }
 
 func deleteCmd(c *cli.Context) error {
 	if err := wantArgs(c, 0, "no arguments"); err != nil {
@@ -110,7 +106,7 @@ func deleteCmd(c *cli.Context) error {
 		return err
 	}
 	pol.OrphanAge = age
-	cfg, err := openArchive(c, true)
+	cfg, err := openArchive(c, reads|decrypts)
 	if err != nil {
 		return err
 	}
@@ -141,7 +137,7 @@ func deleteCmd(c *cli.Context) error {
 		fmt.Fprintf(c.App.Writer, "deleted: %d backups, %d incomplete backup folders, %d WAL objects (%d objects in all)\n",
 			res.Backups, res.Folders, res.WALObjects, res.Objects)
 		for _, s := range res.Skipped {
-			fmt.Fprintf(c.App.Writer, "skipped %s: it changed since the plan was made (run delete again)\n", s)
+			fmt.Fprintf(c.App.Writer, "skipped %s: it changed since the plan was made (run delete again)\n", shown(s))
 		}
 	}
 	if err != nil {
@@ -168,31 +164,31 @@ func printPlan(w io.Writer, p *retention.Plan, dry bool) {
 		if b.Permanent {
 			perm = " permanent"
 		}
-		fmt.Fprintf(tw, "  %s\t%s\tfinished %s\tTL %d%s\t%s\t%s\n", verb(b.Delete), b.Name, b.StopTime.UTC().Format("2006-01-02 15:04:05"),
-			b.Timeline, perm, archive.HumanBytes(b.StoredSize), strings.Join(b.Reasons, "; "))
+		fmt.Fprintf(tw, "  %s\t%s\tfinished %s\tTL %d%s\t%s\t%s\n", verb(b.Delete), shown(b.Name), b.StopTime.UTC().Format("2006-01-02 15:04:05"),
+			b.Timeline, perm, archive.HumanBytes(b.StoredSize), strings.Join(shownAll(b.Reasons), "; "))
 	}
 	_ = tw.Flush()
 	if len(p.Incomplete) > 0 {
 		fmt.Fprintln(w, "\nbackup folders without a manifest (not backups):")
 		for _, f := range p.Incomplete {
-			fmt.Fprintf(tw, "  %s\t%s%s/\t%d objects, %s\t%s\n", verb(f.Delete), repo.BackupPrefix, f.Name, f.Objects, archive.HumanBytes(f.Size), f.Reason)
+			fmt.Fprintf(tw, "  %s\t%s\t%d objects, %s\t%s\n", verb(f.Delete), shown(repo.BackupPrefix+f.Name+"/"), f.Objects, archive.HumanBytes(f.Size), shown(f.Reason))
 		}
 		_ = tw.Flush()
 	}
 	fmt.Fprintln(w, "\nWAL:")
 	for _, r := range p.WAL {
-		span := r.First
+		span := shown(r.First)
 		if r.Last != r.First {
-			span += " - " + r.Last
+			span += " - " + shown(r.Last)
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%d objects, %s\t%s\n", verb(r.Delete), span, r.Objects, archive.HumanBytes(r.Bytes), r.Reason)
+		fmt.Fprintf(tw, "  %s\t%s\t%d objects, %s\t%s\n", verb(r.Delete), span, r.Objects, archive.HumanBytes(r.Bytes), shown(r.Reason))
 	}
 	if p.History > 0 {
 		fmt.Fprintf(tw, "  KEEP\t%d history files\t\talways kept\n", p.History)
 	}
 	_ = tw.Flush()
 	for _, n := range p.Notes {
-		fmt.Fprintf(w, "note: %s\n", n)
+		fmt.Fprintf(w, "note: %s\n", shown(n))
 	}
 	d, k := p.Delete, p.Keep
 	would := "deletes"
@@ -211,7 +207,7 @@ func backupMark(c *cli.Context) error {
 	if on == off {
 		return usageError("give exactly one of --permanent and --no-permanent")
 	}
-	cfg, err := openArchive(c, true)
+	cfg, err := openArchive(c, reads|writes|decrypts)
 	if err != nil {
 		return err
 	}
@@ -245,7 +241,7 @@ func verifyCmd(c *cli.Context) error {
 	if opts.Concurrency < 1 || opts.Concurrency > 256 {
 		return usageError("--download-concurrency %d: use 1 to 256", opts.Concurrency)
 	}
-	cfg, err := openArchive(c, true)
+	cfg, err := openArchive(c, reads|decrypts)
 	if err != nil {
 		return err
 	}
@@ -262,7 +258,7 @@ func verifyCmd(c *cli.Context) error {
 		printVerify(c.App.Writer, rep)
 	}
 	if !rep.OK {
-		return fmt.Errorf("%w: %d problem(s) in %s; the first: %s", archive.ErrVerifyFailed, len(rep.Problems), cfg.Store, rep.Problems[0])
+		return fmt.Errorf("%w: %d problem(s) in %s; the first: %s", archive.ErrVerifyFailed, len(rep.Problems), cfg.Store, shown(rep.Problems[0].String()))
 	}
 	return nil
 }
@@ -278,23 +274,23 @@ func printVerify(w io.Writer, r *verify.Report) {
 		if b.Permanent {
 			perm = ", permanent"
 		}
-		fmt.Fprintf(w, "%-4s  backup %s (timeline %d, finished %s%s)\n", status, b.Name, b.Timeline, b.StopTime.UTC().Format("2006-01-02 15:04:05"), perm)
+		fmt.Fprintf(w, "%-4s  backup %s (timeline %d, finished %s%s)\n", status, shown(b.Name), b.Timeline, b.StopTime.UTC().Format("2006-01-02 15:04:05"), perm)
 		what := fmt.Sprintf("%d parts present with their recorded sizes (%s)", b.Parts, archive.HumanBytes(b.StoredSize))
 		if b.Checked == "full" {
 			what = fmt.Sprintf("%d parts read back (%s): SHA-256 of every part and CRC-32C of %d files checked", b.Parts, archive.HumanBytes(b.StoredSize), b.FilesChecked)
 		}
 		fmt.Fprintf(w, "      %s\n", what)
 		if b.Consistent {
-			fmt.Fprintf(w, "      WAL %s to %s archived: the backup can be made consistent\n", b.StartWAL, b.StopWAL)
+			fmt.Fprintf(w, "      WAL %s to %s archived: the backup can be made consistent\n", shown(b.StartWAL), shown(b.StopWAL))
 		}
 		for _, t := range b.Timelines {
 			to := "nothing"
 			if t.RestorableTo != nil {
-				to = fmt.Sprintf("%s (end of %s)", t.RestorableTo.LSN, t.RestorableTo.Segment)
+				to = fmt.Sprintf("%s (end of %s)", t.RestorableTo.LSN, shown(t.RestorableTo.Segment))
 			}
 			line := fmt.Sprintf("restorable to %s on timeline %d", to, t.Timeline)
 			if t.Gap != nil {
-				line += fmt.Sprintf(", stopped by the gap %s; the timeline goes on to %s", t.Gap, t.Newest)
+				line += fmt.Sprintf(", stopped by the gap %s; the timeline goes on to %s", shown(t.Gap.String()), shown(t.Newest))
 				if b.Permanent {
 					line += " (a permanent backup keeps only its own WAL: not a problem)"
 				}
@@ -302,16 +298,16 @@ func printVerify(w io.Writer, r *verify.Report) {
 			fmt.Fprintf(w, "      %s\n", line)
 		}
 		for _, p := range b.Problems {
-			fmt.Fprintf(w, "      FAIL %s\n", p)
+			fmt.Fprintf(w, "      FAIL %s\n", shown(p.String()))
 		}
 	}
 	for _, t := range r.Timelines {
 		var spans []string
 		for _, x := range t.Ranges {
 			if x.First == x.Last {
-				spans = append(spans, x.First)
+				spans = append(spans, shown(x.First))
 			} else {
-				spans = append(spans, x.First+" - "+x.Last)
+				spans = append(spans, shown(x.First)+" - "+shown(x.Last))
 			}
 		}
 		if len(t.Gaps) == 0 {
@@ -320,14 +316,14 @@ func printVerify(w io.Writer, r *verify.Report) {
 		}
 		fmt.Fprintf(w, "FAIL  WAL timeline %d: %s has %d gap(s):\n", t.Timeline, strings.Join(spans, ", "), len(t.Gaps))
 		for _, g := range t.Gaps {
-			fmt.Fprintf(w, "      GAP %s\n", g)
+			fmt.Fprintf(w, "      GAP %s\n", shown(g.String()))
 		}
 	}
 	if len(r.Incomplete) > 0 {
-		fmt.Fprintf(w, "note  backup folders without a manifest (interrupted or running backups; not backups, not checked): %s\n", strings.Join(r.Incomplete, ", "))
+		fmt.Fprintf(w, "note  backup folders without a manifest (interrupted or running backups; not backups, not checked): %s\n", strings.Join(shownAll(r.Incomplete), ", "))
 	}
 	for _, p := range r.General() {
-		fmt.Fprintf(w, "FAIL  %s\n", p)
+		fmt.Fprintf(w, "FAIL  %s\n", shown(p.String()))
 	}
 	if r.OK {
 		fmt.Fprintf(w, "verify: OK: %d backups and the WAL of %d timelines checked; nothing missing or damaged\n", len(r.Backups), len(r.Timelines))

@@ -9,7 +9,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/walvault/walvault/archive/repo"
 	"github.com/walvault/walvault/cloud"
+	"github.com/walvault/walvault/crypto"
 )
 
 // A minimal manifest (format 1) of a backup with one part.
@@ -77,7 +79,23 @@ func TestMaintainCommands(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	writeObject("backups/base_1/manifest.json", []byte(testManifest))
+	writeManifest := func(body string) {
+		t.Helper()
+		// Signed, as backup-push writes it (the key is TestMain's).
+		m, err := repo.DecodeManifest(strings.NewReader(body), false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sk, err := crypto.LoadSigningKey(os.Getenv("WALVAULT_SIGNING_KEY"), false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = st.Delete(context.Background(), repo.BackupKey(m.Name, repo.ManifestFile))
+		if err := (&repo.Repo{Store: st, Sign: sk}).WriteManifest(context.Background(), m, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeManifest(testManifest)
 	writeObject("backups/base_1/part-00000", []byte("hello"))
 
 	code, out, e := runCLI(t, "backup-list", "--json")
@@ -112,7 +130,7 @@ func TestMaintainCommands(t *testing.T) {
 	if code != exitConflict || !strings.Contains(e, "system identifier") {
 		t.Fatalf("delete in a store of two clusters: exit %d %s", code, e)
 	}
-	writeObject("backups/base_1/manifest.json", []byte(strings.Replace(testManifest, "7300000000000000001", "42", 1)))
+	writeManifest(strings.Replace(testManifest, "7300000000000000001", "42", 1))
 	code, out, _ = runCLI(t, "delete", "--retain-full", "1", "--json")
 	var plan struct {
 		DryRun bool `json:"dry_run"`

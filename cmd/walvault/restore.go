@@ -5,6 +5,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -65,14 +66,14 @@ func restore(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	cfg, err := openArchive(c, true)
+	cfg, err := openArchive(c, reads|decrypts)
 	if err != nil {
 		return err
 	}
 	defer cloud.Close(cfg.Store)
 	res, err := restorepkg.Run(c.Context, cfg, restorepkg.Options{
 		Dest: c.Args().First(), Backup: c.String("backup"), Target: t, Standby: c.Bool("standby"),
-		TablespaceMap: tmap, Concurrency: n, Force: c.Bool("force"), FetchArgv: argv,
+		TablespaceMap: tmap, Concurrency: n, Force: c.Bool("force"), Owner: c.String("owner"), FetchArgv: argv,
 		Progress: progressReporter(progressBar(c), interval),
 	})
 	if err != nil {
@@ -82,10 +83,14 @@ func restore(c *cli.Context) error {
 	w := c.App.Writer
 	secs := res.Duration.Seconds()
 	fmt.Fprintf(w, "restored backup %s (PostgreSQL %s, %s in %d files, %d parts; finished %s, timeline %d) into %s in %.2f s (%s/s)\n",
-		m.Name, pgVersion(m.PGVersion), archive.HumanBytes(m.DataSize), m.FileCount, len(m.Parts), m.StopTime.UTC().Format("2006-01-02 15:04:05 UTC"),
-		m.Timeline, res.Dest, secs, archive.HumanBytes(int64(float64(m.DataSize)/max(secs, 0.001))))
+		shown(m.Name), pgVersion(m.PGVersion), archive.HumanBytes(m.DataSize), m.FileCount, len(m.Parts), m.StopTime.UTC().Format("2006-01-02 15:04:05 UTC"),
+		m.Timeline, shown(res.Dest), secs, archive.HumanBytes(int64(float64(m.DataSize)/max(secs, 0.001))))
 	for _, ts := range res.Tablespaces {
-		fmt.Fprintf(w, "tablespace %s (OID %d) restored at %s\n", ts.Name, ts.OID, ts.Location)
+		name := ""
+		if ts.Name != "" {
+			name = shown(ts.Name) + " "
+		}
+		fmt.Fprintf(w, "tablespace %s(OID %d) restored at %s\n", name, ts.OID, shown(ts.Location))
 	}
 	what := "appended to " + res.SettingsFile()
 	if res.SignalFile() != "" {
@@ -93,9 +98,9 @@ func restore(c *cli.Context) error {
 	}
 	fmt.Fprintf(w, "%s:\n", what)
 	for _, l := range res.SettingLines() {
-		fmt.Fprintf(w, "  %s\n", l)
+		fmt.Fprintf(w, "  %s\n", shown(l))
 	}
-	fmt.Fprintf(w, "next: pg_ctl -D %s start   (as the data directory's owner; PostgreSQL fetches WAL with walvault wal-fetch and replays it", res.Dest)
+	fmt.Fprintf(w, "next: pg_ctl -D %s start   (as the data directory's owner; PostgreSQL fetches WAL with walvault wal-fetch and replays it", shown(res.Dest))
 	switch {
 	case c.Bool("standby"):
 		fmt.Fprintln(w, ", then keeps following the archive as a standby)")
@@ -115,10 +120,11 @@ func restore(c *cli.Context) error {
 
 // fetchArgv is restore_command without %f %p: this very binary, by its
 // absolute path, and the settings that reach the same store with the same
-// key. Secrets never go there (postgresql.auto.conf is world-visible to
-// anyone who can read the data directory, and backed up): credentials come
-// from the server's environment, and a store URL that carries them must be
-// given through --config.
+// keys and authenticate what it reads as restore did. Secrets never go
+// there (postgresql.auto.conf is readable by anyone who can read the data
+// directory, and backed up): credentials come from the server's
+// environment, and a store URL or endpoint that carries them must be given
+// in the --config file, which restore_command names instead.
 func fetchArgv(c *cli.Context) ([]string, error) {
 	exe, err := os.Executable()
 	if err != nil {
@@ -135,21 +141,28 @@ func fetchArgv(c *cli.Context) ([]string, error) {
 		}
 		return a, nil
 	}
-	cf := c.String("config")
-	if cf != "" {
+	if cf := c.String("config"); cf != "" {
 		a, err := abs(cf)
 		if err != nil {
 			return nil, err
 		}
 		argv = append(argv, "--config="+a)
 	}
-	store := c.String("store")
-	if u, err := url.Parse(store); err == nil && (u.User != nil || u.RawQuery != "") {
-		if cf == "" {
-			return nil, usageError("the store URL carries credentials or parameters; restore_command cannot repeat it without copying them into postgresql.auto.conf: put 'store: ...' in a --config file instead")
+	// Given on the command line or in the environment, a setting is
+	// repeated (flag beats file, so wal-fetch sees what restore saw); one
+	// that carries credentials only the config file may hold.
+	repeat := func(name string) error {
+		switch v := c.String(name); {
+		case v == "":
+		case slices.Contains(secretSettings, name) && carriesSecret(v):
+			return secretFromConfig(c, name, v)
+		default:
+			argv = append(argv, "--"+name+"="+v)
 		}
-	} else if store != "" {
-		argv = append(argv, "--store="+store)
+		return nil
+	}
+	if err := repeat("store"); err != nil {
+		return nil, err
 	}
 	if id := c.String("identity-file"); id != "" {
 		a, err := abs(id)
@@ -164,9 +177,21 @@ func fetchArgv(c *cli.Context) ([]string, error) {
 	if c.Bool("s3-path-style") {
 		argv = append(argv, "--s3-path-style")
 	}
-	for _, n := range []string{"s3-endpoint", "s3-region", "azure-endpoint"} {
-		if v := c.String(n); v != "" {
-			argv = append(argv, "--"+n+"="+v)
+	for _, n := range []string{"s3-endpoint", "s3-region", "azure-endpoint", "gcs-endpoint"} {
+		if err := repeat(n); err != nil {
+			return nil, err
+		}
+	}
+	// wal-fetch authenticates what it hands PostgreSQL as restore did.
+	// Never --signing-key: wal-fetch only reads, and that key is a secret.
+	keys, err := verifyKeyArgs(c.StringSlice("verify-key"), abs)
+	if err != nil {
+		return nil, err
+	}
+	argv = append(argv, keys...)
+	for _, n := range []string{"allow-unsigned", "allow-unencrypted"} {
+		if c.Bool(n) {
+			argv = append(argv, "--"+n)
 		}
 	}
 	return argv, nil

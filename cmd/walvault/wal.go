@@ -56,21 +56,17 @@ func walCommands() []*cli.Command {
 			Action: walPrefetch,
 		},
 		{
-			Name:      "keygen",
-			Usage:     "create an age identity (private key) file and print its public key",
-			ArgsUsage: "FILE",
-			Action: func(c *cli.Context) error {
-				if err := wantArgs(c, 1, "the identity file to create"); err != nil {
-					return err
-				}
-				r, err := crypto.Generate(c.Args().First())
-				if err != nil {
-					return err
-				}
-				fmt.Fprintf(c.App.ErrWriter, "walvault: wrote identity %s (mode 0600): keep a copy off this server; restores need it\n", c.Args().First())
-				fmt.Fprintln(c.App.Writer, r)
-				return nil
+			Name:  "keygen",
+			Usage: "create the keys: an age identity (decrypts; restore hosts) and a signing key (proves objects; the database host)",
+			Description: "walvault keygen IDENTITY-FILE writes an age identity and prints its public key (the recipient) on stdout.\n" +
+				"--signing-key FILE also writes a signing key and prints its public half (the verify key) on the next line.\n" +
+				"Put the recipient and the signing key on the database host, the identity and the verify key where restores\n" +
+				"run (the verify key everywhere: it is public). Existing files are never overwritten.",
+			ArgsUsage: "[IDENTITY-FILE]",
+			Flags: []cli.Flag{
+				&cli.StringFlag{Name: "signing-key", Usage: "also create a signing key in this file"},
 			},
+			Action: keygen,
 		},
 		{
 			Name:  "version",
@@ -88,7 +84,7 @@ func walPush(c *cli.Context) error {
 		return err
 	}
 	start := time.Now()
-	r, err := openArchive(c, false)
+	r, err := openArchive(c, writes)
 	if err != nil {
 		return err
 	}
@@ -116,7 +112,7 @@ func walFetch(c *cli.Context) error {
 	if err := wantArgs(c, 2, "NAME (%f) and DEST (%p)"); err != nil {
 		return err
 	}
-	r, err := openArchive(c, true)
+	r, err := openArchive(c, reads|decrypts)
 	if err != nil {
 		return err
 	}
@@ -183,7 +179,7 @@ func walPrefetch(c *cli.Context) error {
 	if err := wantArgs(c, 3, "NAME SEGMENT-SIZE SPOOL"); err != nil {
 		return err
 	}
-	r, err := openArchive(c, true)
+	r, err := openArchive(c, reads|decrypts)
 	if err != nil {
 		return err
 	}
@@ -193,4 +189,28 @@ func walPrefetch(c *cli.Context) error {
 		return usageError("segment size %q", c.Args().Get(1))
 	}
 	return wal.Prefetch(c.Context, r, c.Args().Get(0), size, c.Int("prefetch"), c.Int("download-concurrency"), c.Args().Get(2))
+}
+
+func keygen(c *cli.Context) error {
+	signing := c.String("signing-key")
+	if c.NArg() > 1 || c.NArg() == 0 && signing == "" {
+		return usageError("expected the identity file to create, or --signing-key FILE, or both: run 'walvault keygen --help'")
+	}
+	if c.NArg() == 1 {
+		r, err := crypto.Generate(c.Args().First())
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(c.App.ErrWriter, "walvault: wrote identity %s (mode 0600): keep a copy off this server; restores need it\n", c.Args().First())
+		fmt.Fprintln(c.App.Writer, r)
+	}
+	if signing != "" {
+		vk, err := crypto.GenerateSigningKey(signing)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(c.App.ErrWriter, "walvault: wrote signing key %s (mode 0600): it belongs on the database host only (signing-key:); give its verify key to every command that reads the archive (verify-key:)\n", signing)
+		fmt.Fprintln(c.App.Writer, vk)
+	}
+	return nil
 }

@@ -138,6 +138,9 @@ func Cleanup() {
 	if buildPath != "" {
 		_ = os.RemoveAll(filepath.Dir(buildPath))
 	}
+	if keysDir != "" {
+		_ = os.RemoveAll(keysDir)
+	}
 }
 
 // Walvault builds cmd/walvault once per test binary into a directory the
@@ -227,7 +230,16 @@ func New(t testing.TB, opts Options) *Cluster {
 		}
 		_ = o.Chown(d)
 	}
-	if !opts.NoInit {
+	if opts.NoInit {
+		// An empty data directory owned by the server's user, as a DBA
+		// prepares one for a restore: restore hands the files to DEST's owner.
+		if err := os.MkdirAll(c.Data, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := o.Chown(c.Data); err != nil {
+			t.Fatal(err)
+		}
+	} else {
 		args := append([]string{"-D", c.Data, "--no-sync", "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C"}, opts.InitdbArgs...)
 		if out, err := o.Cmd(context.Background(), filepath.Join(bin, "initdb"), args...).CombinedOutput(); err != nil {
 			t.Fatalf("initdb: %v\n%s", err, out)

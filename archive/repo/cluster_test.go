@@ -1,0 +1,130 @@
+package repo
+
+import (
+	"context"
+	"errors"
+	"io"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/walvault/walvault/archive"
+	"github.com/walvault/walvault/cloud"
+	"github.com/walvault/walvault/crypto"
+)
+
+func clusterRepo(t *testing.T) *Repo {
+	t.Helper()
+	st, err := cloud.Open(context.Background(), "file://"+filepath.Join(t.TempDir(), "store"), cloud.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &Repo{Store: st}
+}
+
+func putCluster(t *testing.T, r *Repo, body string) {
+	t.Helper()
+	if err := r.Store.Put(context.Background(), ClusterKey, strings.NewReader(body), cloud.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The first push records the segment size; it caps decoded WAL from then
+// on, and a cluster writing another size is refused.
+func TestClusterRecordsSegmentSize(t *testing.T) {
+	ctx := context.Background()
+	w := clusterRepo(t)
+	key := filepath.Join(t.TempDir(), "sign.key")
+	if _, err := crypto.GenerateSigningKey(key); err != nil {
+		t.Fatal(err)
+	}
+	sk, err := crypto.LoadSigningKey(key, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Sign = sk
+	cache := t.TempDir()
+	if got := w.SegmentSizeCap(ctx); got != MaxWALSegmentBytes {
+		t.Fatalf("no cluster.json yet: cap %d", got)
+	}
+	if err := w.EnsureCluster(ctx, 7300000000000000001, 16<<20, cache); err != nil {
+		t.Fatal(err)
+	}
+	ci, ok, err := w.ReadCluster(ctx)
+	if err != nil || !ok || ci.WALSegmentSize != 16<<20 || ci.SystemIdentifier != "7300000000000000001" {
+		t.Fatalf("%+v %v %v", ci, ok, err)
+	}
+	if got := w.SegmentSizeCap(ctx); got != 16<<20 {
+		t.Fatalf("cap %d", got)
+	}
+	// Written through the object layer, with its digest, so it is signed.
+	rc, info, err := w.Store.Get(ctx, ClusterKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, rc)
+	_ = rc.Close()
+	if info.Metadata[MetaSHA256] == "" || info.Metadata[MetaProof] == "" {
+		t.Fatalf("cluster.json metadata %v", info.Metadata)
+	}
+	// The same cluster again: answered by the cache, or the store.
+	for _, dir := range []string{cache, ""} {
+		if err := w.EnsureCluster(ctx, 7300000000000000001, 16<<20, dir); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Another segment size under the same identifier (pg_resetwal
+	// --wal-segsize): the cache, which remembers the size, does not hide it.
+	for _, dir := range []string{cache, ""} {
+		err := w.EnsureCluster(ctx, 7300000000000000001, 64<<20, dir)
+		if !errors.Is(err, archive.ErrOtherCluster) || !strings.Contains(err.Error(), "segments of 16777216 bytes") {
+			t.Fatalf("cache %q: got %v", dir, err)
+		}
+	}
+	if err := w.EnsureCluster(ctx, 42, 16<<20, ""); !errors.Is(err, archive.ErrOtherCluster) {
+		t.Fatalf("another cluster: %v", err)
+	}
+	if err := w.EnsureCluster(ctx, 7300000000000000001, 3<<20, ""); !errors.Is(err, archive.ErrBadInput) {
+		t.Fatalf("a size PostgreSQL never uses: %v", err)
+	}
+}
+
+// cluster.json files written before the size was recorded stay valid: any
+// segment size is accepted, and WAL is capped at PostgreSQL's largest.
+func TestClusterWithoutSegmentSize(t *testing.T) {
+	ctx := context.Background()
+	r := clusterRepo(t)
+	putCluster(t, r, `{"system_identifier": "7300000000000000001", "created": "2026-01-01T00:00:00Z"}`)
+	if err := r.EnsureCluster(ctx, 7300000000000000001, 64<<20, ""); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.SegmentSizeCap(ctx); got != 1<<30 {
+		t.Fatalf("cap %d", got)
+	}
+}
+
+// cluster.json is read from the store like everything else: bounded, and
+// what no walvault writes is refused (its identifier ends up in messages).
+// The cap then falls back to the largest segment size, never to none.
+func TestClusterHostile(t *testing.T) {
+	ctx := context.Background()
+	for name, body := range map[string]string{
+		"escape in the identifier": `{"system_identifier": "1\u001b[2J", "created": "2026-01-01T00:00:00Z"}`,
+		"no identifier":            `{"created": "2026-01-01T00:00:00Z"}`,
+		"odd segment size":         `{"system_identifier": "1", "wal_segment_size": 3000000}`,
+		"segment size of 4 GiB":    `{"system_identifier": "1", "wal_segment_size": 4294967296}`,
+		"longer than the cap":      `{"system_identifier": "1", "x": "` + strings.Repeat("a", MaxClusterBytes) + `"}`,
+		"not JSON":                 `cluster`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			r := clusterRepo(t)
+			putCluster(t, r, body)
+			if _, _, err := r.ReadCluster(ctx); !errors.Is(err, archive.ErrIntegrity) {
+				t.Fatalf("got %v", err)
+			}
+			if got := r.SegmentSizeCap(ctx); got != 1<<30 {
+				t.Fatalf("cap %d", got)
+			}
+		})
+	}
+}

@@ -1,0 +1,93 @@
+package repo
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/walvault/walvault/archive"
+	"github.com/walvault/walvault/crypto"
+)
+
+// An object's proof is an Ed25519 signature, by the database host's
+// signing key, over the object's key in the store, the SHA-256 of its
+// plain content and its size. It travels as metadata. The key binds the
+// proof to the name (a segment cannot be swapped for another, nor a
+// manifest replayed under another backup), the digest to the content. The
+// bucket never holds the signing key, so whoever can only write to the
+// bucket cannot make a proof.
+
+// proofMessage is what is signed.
+func proofMessage(key, sha256hex string, size int64) []byte {
+	return []byte("walvault-object-proof-v1\n" + key + "\n" + sha256hex + "\n" + strconv.FormatInt(size, 10) + "\n")
+}
+
+// prove adds the proof of key to meta, which carries the content's digest
+// and size; without a signing key, meta is left without one.
+func (r *Repo) prove(key string, meta map[string]string) error {
+	if r.Sign == nil || meta == nil {
+		return nil
+	}
+	sum, sizeText := meta[MetaSHA256], meta[MetaSize]
+	size, err := strconv.ParseInt(sizeText, 10, 64)
+	if sum == "" || err != nil {
+		return fmt.Errorf("internal error: %s has no content digest and size to sign", key)
+	}
+	meta[MetaProof] = base64.StdEncoding.EncodeToString(r.Sign.Sign(proofMessage(key, sum, size)))
+	meta[MetaSigner] = r.Sign.ID
+	return nil
+}
+
+// errNoVerifyKey: the reader was asked to check proofs without keys.
+var errNoVerifyKey = errors.New("no verify key is configured: give --verify-key (printed by walvault keygen) or, for an archive written before walvault signed objects, --allow-unsigned")
+
+// checkProof verifies the proof in meta for key and returns the content
+// size it vouches for. With AllowUnsigned, nothing is required: size is -1
+// when the metadata does not state one.
+func (r *Repo) checkProof(key string, meta map[string]string) (int64, error) {
+	size, serr := strconv.ParseInt(meta[MetaSize], 10, 64)
+	if serr != nil || size < 0 {
+		size = -1
+	}
+	if r.AllowUnsigned {
+		return size, nil
+	}
+	if len(r.Verify) == 0 {
+		return 0, fmt.Errorf("%w: %w", crypto.ErrBadProof, errNoVerifyKey)
+	}
+	proof, signer := meta[MetaProof], meta[MetaSigner]
+	if proof == "" || signer == "" {
+		return 0, fmt.Errorf("%w: it carries no proof (%s metadata): it was not written by a walvault holding the signing key; if the archive was written before walvault signed objects, read it with --allow-unsigned", crypto.ErrBadProof, MetaProof)
+	}
+	sig, err := base64.StdEncoding.DecodeString(proof)
+	if err != nil || size < 0 || meta[MetaSHA256] == "" {
+		return 0, fmt.Errorf("%w: its proof metadata is malformed", crypto.ErrBadProof)
+	}
+	if err := crypto.Check(r.Verify, signer, proofMessage(key, meta[MetaSHA256], size), sig); err != nil {
+		return 0, err
+	}
+	return size, nil
+}
+
+// contentMeta is the metadata that states a content's digest and size.
+func contentMeta(sum string, size int64) map[string]string {
+	return map[string]string{MetaSHA256: sum, MetaSize: strconv.FormatInt(size, 10)}
+}
+
+// Authenticate checks the proof of the object at key from its metadata
+// alone, without reading it: check uses it to confirm that archive_command
+// signs with the key the verify keys belong to.
+func (r *Repo) Authenticate(ctx context.Context, key string) error {
+	info, err := r.Store.Stat(ctx, key)
+	if err != nil {
+		return archive.StoreErr(fmt.Errorf("%s: reading %s: %w", r.Store, key, err))
+	}
+	strict := *r
+	strict.AllowUnsigned = false
+	if _, err := strict.checkProof(key, info.Metadata); err != nil {
+		return fmt.Errorf("%s in %s: %w", key, r.Store, err)
+	}
+	return nil
+}
