@@ -28,12 +28,17 @@ cleanup() {
 }
 trap cleanup EXIT
 
-step "a key pair: the server archives with the public key; restores need the private one"
-recipient=$("${as_pg[@]}" "$wv" keygen "$work/restore.key")
+step "the keys: the server encrypts to the recipient and signs; restores decrypt and verify"
+keys=$("${as_pg[@]}" "$wv" keygen "$work/restore.key" --signing-key "$work/signing.key")
+recipient=$(sed -n 1p <<<"$keys")
+verify_key=$(sed -n 2p <<<"$keys")
 echo "recipient: $recipient"
+echo "verify key: $verify_key"
 cat > "$work/walvault.yaml" <<YAML
 store: file://$work/store
 recipient: [$recipient]
+signing-key: $work/signing.key
+verify-key: [$verify_key]
 identity-file: $work/restore.key
 YAML
 [ "$(id -u)" = 0 ] && chown postgres: "$work/walvault.yaml"
