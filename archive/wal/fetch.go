@@ -129,8 +129,15 @@ func want(ctx context.Context, r *repo.Repo, wf archive.WALFile) repo.Want {
 		w.MaxSize = repo.MaxHistoryBytes
 	case archive.KindBackup:
 		w.MaxSize = repo.MaxBackupFileBytes
-	default:
-		w.MaxSize = r.SegmentSizeCap(ctx)
+	case archive.KindSegment, archive.KindPartial:
+		// With a proof, the proven size is exact and Load holds the object
+		// to it: this is only the outer bound, without a round trip.
+		// Without one, the metadata's size is no one's word: the cluster's
+		// segment size (one read of cluster.json) is the cap.
+		w.MaxSize = repo.MaxWALSegmentBytes
+		if r.AllowUnsigned {
+			w.MaxSize = r.SegmentSizeCap(ctx)
+		}
 	}
 	return w
 }
