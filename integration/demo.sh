@@ -77,9 +77,10 @@ sleep 2
 echo "(server stopped; imagine it is gone)"
 
 step "restore to the moment before the DROP, from the store alone"
-mkdir -p "$work/restored"; [ "$(id -u)" = 0 ] && chown postgres: "$work/restored"
+mkdir -m 700 "$work/restored"; [ "$(id -u)" = 0 ] && chown postgres: "$work/restored"
 run "${as_pg[@]}" env WALVAULT_CONFIG="$WALVAULT_CONFIG" "$wv" restore "$work/restored" --target-time "$target"
-"${as_pg[@]}" env WALVAULT_CONFIG="$WALVAULT_CONFIG" "$bindir/pg_ctl" -D "$work/restored" -l "$work/restored.log" -o "-p $port2" -w -t 120 start >/dev/null
+"${as_pg[@]}" env WALVAULT_CONFIG="$WALVAULT_CONFIG" "$bindir/pg_ctl" -D "$work/restored" -l "$work/restored.log" -o "-p $port2" -w -t 120 start >/dev/null ||
+  { echo "demo FAILED: the restored server did not start; its log:" >&2; tail -20 "$work/restored.log" >&2; exit 1; }
 for _ in $(seq 1 120); do
   [ "$(psql -p $port2 -XAtq -c 'SELECT pg_is_in_recovery()' 2>/dev/null)" = f ] && break
   sleep 0.5

@@ -86,6 +86,9 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := checkDestMode(dest); err != nil {
+		return nil, err
+	}
 	if err := checkEmptyDir(dest, "DEST", opts.Force, "restore into an empty or new directory, or pass --force to write over it (files of the backup are overwritten, nothing else is removed)"); err != nil {
 		return nil, err
 	}
@@ -174,6 +177,20 @@ func write(ctx context.Context, r *repo.Repo, m *repo.Manifest, dest string, spc
 
 // checkEmptyDir refuses a directory with anything in it, unless force;
 // a running server's directory is refused even then.
+// checkDestMode refuses an existing DEST PostgreSQL would not start on:
+// restore never changes the mode of a directory that was there before, so
+// the fix is the user's, and it is cheaper before the download than after.
+func checkDestMode(dest string) error {
+	st, err := os.Stat(dest)
+	if err != nil || !st.IsDir() {
+		return nil // absent: restore creates it 0700; other problems come next
+	}
+	if perm := st.Mode().Perm(); perm&0o027 != 0 {
+		return fmt.Errorf("%w: DEST %s has mode %04o, and PostgreSQL starts only on a data directory of mode 0700 or 0750: run 'chmod 700 %s' (restore does not change a directory that existed), or restore into a new directory", archive.ErrBadInput, dest, perm, dest)
+	}
+	return nil
+}
+
 func checkEmptyDir(dir, what string, force bool, hint string) error {
 	ents, err := os.ReadDir(dir)
 	if errors.Is(err, fs.ErrNotExist) {

@@ -544,3 +544,31 @@ func TestRestoreRefusesUnauthenticatedBackup(t *testing.T) {
 		mustNotExist(t, dest)
 	}
 }
+
+// An existing DEST that PostgreSQL would refuse to start on (group- or
+// world-writable, or readable by others) is refused before anything is
+// downloaded: restore never changes a directory that was there.
+func TestRestoreRefusesDestPostgresWouldRefuse(t *testing.T) {
+	dest := filepath.Join(t.TempDir(), "dest")
+	if err := os.Mkdir(dest, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dest, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	err := checkDestMode(dest)
+	if !errors.Is(err, archive.ErrBadInput) || !strings.Contains(err.Error(), "chmod 700") {
+		t.Fatalf("DEST 0755: %v", err)
+	}
+	for _, ok := range []os.FileMode{0o700, 0o750} {
+		if err := os.Chmod(dest, ok); err != nil {
+			t.Fatal(err)
+		}
+		if err := checkDestMode(dest); err != nil {
+			t.Fatalf("DEST %04o: %v", ok, err)
+		}
+	}
+	if err := checkDestMode(filepath.Join(dest, "new")); err != nil {
+		t.Fatalf("a DEST restore creates: %v", err)
+	}
+}
