@@ -1,0 +1,57 @@
+package status
+
+import (
+	"fmt"
+	"time"
+)
+
+// Thresholds turn the figures into a check; zero turns one off.
+type Thresholds struct {
+	// MaxBackupAge: the newest backup finished longer ago than this (or
+	// there is none).
+	MaxBackupAge time.Duration
+	// MaxArchiveLag: WAL has waited longer than this for archiving (or
+	// the lag cannot be read: the server is unreachable).
+	MaxArchiveLag time.Duration
+}
+
+// Exceeded lists, in words, the thresholds the report exceeds.
+func (r *Report) Exceeded(th Thresholds) []string {
+	var out []string
+	if th.MaxBackupAge > 0 {
+		switch b := r.NewestBackup; {
+		case b == nil:
+			out = append(out, fmt.Sprintf("no complete backup in the store (--max-backup-age %s)", th.MaxBackupAge))
+		case b.AgeSeconds > th.MaxBackupAge.Seconds():
+			out = append(out, fmt.Sprintf("the newest backup %s finished %s ago, more than --max-backup-age %s", b.Name, roundAge(b.AgeSeconds), th.MaxBackupAge))
+		}
+	}
+	if th.MaxArchiveLag > 0 {
+		switch lag := r.ArchiveLag(); {
+		case r.Server == nil:
+			why := r.ServerError
+			if why == "" {
+				why = "not asked"
+			}
+			out = append(out, fmt.Sprintf("the archive lag cannot be read (--max-archive-lag %s): the server: %s", th.MaxArchiveLag, why))
+		case lag == nil:
+			out = append(out, fmt.Sprintf("the archive lag cannot be read (--max-archive-lag %s): pg_stat_archiver shows nothing archived yet", th.MaxArchiveLag))
+		case *lag > th.MaxArchiveLag.Seconds():
+			out = append(out, fmt.Sprintf("WAL has waited %s for archiving (last archived %s), more than --max-archive-lag %s", roundAge(*lag), orNone(r.Server.LastArchived), th.MaxArchiveLag))
+		}
+	}
+	return out
+}
+
+func roundAge(sec float64) time.Duration {
+	return time.Duration(sec * float64(time.Second)).Round(time.Second)
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
+}
+
+func unix(t time.Time) float64 { return float64(t.UnixNano()) / 1e9 }

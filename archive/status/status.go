@@ -1,0 +1,476 @@
+// Package status gathers the figures a monitor alerts on: the newest
+// backup and its age, the last archived WAL segment and its age, the
+// server's archiving (pg_stat_archiver, .ready files) when it can be
+// reached, the point-in-time recovery window, WAL gaps in the newest part
+// of the archive (only what is new since the last run, remembered in a
+// small state file) and the archive's size. Thresholds turn the figures
+// into a check; the same figures go out as a Prometheus textfile.
+package status
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"time"
+
+	"github.com/walvault/walvault/archive"
+	"github.com/walvault/walvault/archive/repo"
+	"github.com/walvault/walvault/cloud"
+	"github.com/walvault/walvault/crypto"
+)
+
+// Options say how to gather the figures.
+type Options struct {
+	// Now is the time ages are measured from (zero: time.Now()).
+	Now time.Time
+	// StateFile remembers how far the WAL was checked for gaps, and the
+	// gaps found; "" checks from the newest backup's start every run.
+	StateFile string
+	// Server reads the server's archiving; nil: not asked (the server
+	// fields stay null).
+	Server ServerProbe
+}
+
+// ServerProbe reads pg_stat_archiver and the .ready files of the server
+// whose archive this is. It returns an error when the server cannot be
+// reached; status reports the error and leaves the server's fields null.
+type ServerProbe func(ctx context.Context, now time.Time) (*Server, error)
+
+// Backup is the newest complete backup.
+type Backup struct {
+	Name       string    `json:"name"`
+	FinishTime time.Time `json:"finish_time"`
+	AgeSeconds float64   `json:"age_seconds"`
+	Timeline   uint32    `json:"timeline"`
+	StoredSize int64     `json:"stored_size"`
+}
+
+// Segment is an archived WAL segment and when it was stored.
+type Segment struct {
+	Name       string    `json:"name"`
+	Time       time.Time `json:"time"`
+	AgeSeconds float64   `json:"age_seconds"`
+}
+
+// Window is the point-in-time recovery window: from the end of the oldest
+// backup that can be made consistent to the newest archived segment that
+// recovery from a backup reaches without a gap. End is the time that
+// segment was stored: the last restorable moment lies at or shortly before
+// it.
+type Window struct {
+	Start       time.Time `json:"start"`
+	StartBackup string    `json:"start_backup"`
+	End         time.Time `json:"end"`
+	EndSegment  string    `json:"end_segment"`
+	EndLSN      string    `json:"end_lsn"`
+	EndTimeline uint32    `json:"end_timeline"`
+	Seconds     float64   `json:"seconds"`
+}
+
+// GapCheck is what this run checked for gaps: the newest part of each
+// timeline, from where the last run stopped.
+type GapCheck struct {
+	// Checked lists, per timeline, the segments looked at this run.
+	Checked []Span `json:"checked"`
+	// Gaps are the gaps known now: found this run, or by an earlier run
+	// and still missing.
+	Gaps []repo.WALGap `json:"gaps"`
+	// Segments is the number of missing segments in Gaps.
+	Segments uint64 `json:"missing_segments"`
+	// State is the state file used ("" when none).
+	State string `json:"state_file,omitempty"`
+	// Note says why the check was limited, when it was.
+	Note string `json:"note,omitempty"`
+}
+
+// Span is a run of segments of one timeline.
+type Span struct {
+	Timeline uint32 `json:"timeline"`
+	First    string `json:"first"`
+	Last     string `json:"last"`
+}
+
+// Size is the archive's size, from the listing.
+type Size struct {
+	Bytes       int64 `json:"bytes"`
+	BackupBytes int64 `json:"backup_bytes"`
+	WALBytes    int64 `json:"wal_bytes"`
+	OtherBytes  int64 `json:"other_bytes"`
+	Objects     int64 `json:"objects"`
+}
+
+// BadBackup is a backup folder whose manifest exists but is damaged or
+// fails authentication: counted and reported, never used for ages.
+type BadBackup struct {
+	Name  string `json:"name"`
+	Mark  string `json:"mark"` // DAMAGED or UNAUTHENTICATED
+	Error string `json:"error"`
+}
+
+// Report is everything status found.
+type Report struct {
+	Store string    `json:"store"`
+	Time  time.Time `json:"time"`
+	// NewestBackup is nil when the store holds no complete backup.
+	NewestBackup *Backup `json:"newest_backup"`
+	// NewestDump is always null for now: logical dumps (dump-push) will
+	// fill it.
+	NewestDump *Backup `json:"newest_dump"`
+	// Backups counts the complete backups; BadBackups lists those whose
+	// manifest is damaged or fails authentication; Incomplete counts
+	// folders without a manifest (interrupted or running backups).
+	Backups     int         `json:"backups"`
+	BadBackups  []BadBackup `json:"bad_backups"`
+	Incomplete  int         `json:"incomplete_backups"`
+	LastSegment *Segment    `json:"last_archived_segment"`
+	// Server is nil when the server was not asked or could not be reached
+	// (ServerError says why).
+	Server      *Server  `json:"server"`
+	ServerError string   `json:"server_error,omitempty"`
+	PITR        *Window  `json:"pitr_window"`
+	WAL         GapCheck `json:"wal_gaps"`
+	Size        Size     `json:"archive_size"`
+	// Notes are things worth knowing that are no figure.
+	Notes []string `json:"notes,omitempty"`
+}
+
+// ArchiveLag is the server's archive lag in seconds, or nil when unknown.
+func (r *Report) ArchiveLag() *float64 {
+	if r.Server == nil {
+		return nil
+	}
+	return r.Server.ArchiveLagSeconds
+}
+
+// ReadyFiles is the server's .ready count, or nil when unknown.
+func (r *Report) ReadyFiles() *int {
+	if r.Server == nil {
+		return nil
+	}
+	return r.Server.ReadyFiles
+}
+
+// Collect gathers the figures from the store (and the server, when
+// opts.Server is set). Manifests are read through the catalog, so they are
+// authenticated as every reader's are. It fails only when the store cannot
+// be read; the server's failure is in the report.
+func Collect(ctx context.Context, r *repo.Repo, opts Options) (*Report, error) {
+	now := opts.Now
+	if now.IsZero() {
+		now = time.Now()
+	}
+	rep := &Report{Store: cloud.Redact(r.Store.String()), Time: now.UTC(), BadBackups: []BadBackup{}}
+	rep.WAL.Gaps, rep.WAL.Checked = []repo.WALGap{}, []Span{}
+	cat, err := r.LoadCatalog(ctx, repo.CatalogOptions{WAL: repo.NoWAL})
+	if err != nil {
+		return nil, err
+	}
+	if err := cat.LoadWAL(ctx, repo.AllWAL, true); err != nil {
+		if !repo.IsKeyErr(err) {
+			return nil, err
+		}
+		// Encrypted history files need the identity: go on along each
+		// backup's own timeline.
+		if err := cat.LoadWAL(ctx, repo.AllWAL, false); err != nil {
+			return nil, err
+		}
+		rep.Notes = append(rep.Notes, "the timeline history files are encrypted and no --identity-file was given: the PITR window follows each backup's own timeline only")
+	}
+	backups := rep.readBackups(cat, now)
+	if opts.Server != nil {
+		srv, err := opts.Server(ctx, now)
+		if err != nil {
+			if archive.IsContextErr(err) {
+				return nil, err
+			}
+			rep.ServerError = archive.OneLine(err.Error())
+		} else {
+			rep.Server = srv
+		}
+	}
+	segSize, err := repo.SegmentSize(backups)
+	if err != nil {
+		return nil, err
+	}
+	if segSize == 0 && rep.Server != nil {
+		segSize = rep.Server.SegSize
+	}
+	known := segSize != 0
+	if !known {
+		// No backup and no server: no segment size. The smallest one
+		// PostgreSQL allows accepts every segment name, which is all the
+		// newest segment needs.
+		segSize = 1 << 20
+	}
+	inv := cat.WAL(segSize)
+	rep.lastSegment(inv, now)
+	rep.size(ctx, r, cat, inv)
+	if len(backups) > 0 {
+		rep.PITR = window(inv, backups)
+	}
+	if !known {
+		rep.WAL.Note = "no backup and no server to tell the WAL segment size: gaps not checked"
+		return rep, nil
+	}
+	if err := rep.checkGaps(inv, backups, opts.StateFile); err != nil {
+		return nil, err
+	}
+	return rep, nil
+}
+
+// readBackups fills the backup figures from the catalog and returns the
+// complete backups, oldest first.
+func (rep *Report) readBackups(cat *repo.Catalog, now time.Time) []*repo.Manifest {
+	for _, f := range cat.Folders {
+		switch {
+		case f.Err != nil:
+			mark := "DAMAGED"
+			if errors.Is(f.Err, crypto.ErrBadProof) {
+				mark = "UNAUTHENTICATED"
+			}
+			rep.BadBackups = append(rep.BadBackups, BadBackup{Name: f.Name, Mark: mark, Error: archive.OneLine(f.Err.Error())})
+		case f.Manifest == nil:
+			rep.Incomplete++
+		}
+	}
+	backups := cat.Backups()
+	rep.Backups = len(backups)
+	if n := len(backups); n > 0 {
+		m := backups[n-1]
+		rep.NewestBackup = &Backup{Name: m.Name, FinishTime: m.StopTime.UTC(), AgeSeconds: age(now, m.StopTime), Timeline: m.Timeline, StoredSize: m.StoredSize}
+	}
+	return backups
+}
+
+func age(now, t time.Time) float64 { return max(0, now.Sub(t).Seconds()) }
+
+// lastSegment is the segment object stored last.
+func (rep *Report) lastSegment(inv *repo.WALInventory, now time.Time) {
+	var last *repo.WALObject
+	for _, o := range inv.Objects {
+		if o.File.Kind != archive.KindSegment {
+			continue
+		}
+		if last == nil || o.ModTime.After(last.ModTime) || o.ModTime.Equal(last.ModTime) && o.Key > last.Key {
+			last = o
+		}
+	}
+	if last != nil {
+		rep.LastSegment = &Segment{Name: last.File.Name, Time: last.ModTime.UTC(), AgeSeconds: age(now, last.ModTime)}
+	}
+}
+
+// size adds up the listing: backup folders, WAL, history files and what
+// lies at the top (cluster.json).
+func (rep *Report) size(ctx context.Context, r *repo.Repo, cat *repo.Catalog, inv *repo.WALInventory) {
+	s := &rep.Size
+	for _, f := range cat.Folders {
+		s.BackupBytes += f.Size
+		s.Objects += int64(len(f.Objects))
+	}
+	for _, o := range inv.Objects {
+		s.WALBytes += o.Size
+		s.Objects++
+	}
+	for _, o := range inv.Junk {
+		s.OtherBytes += o.Size
+		s.Objects++
+	}
+	// The inventory keeps only the history files' keys; they and the top
+	// of the store are small listings.
+	for _, p := range []string{repo.HistoryPrefix, ""} {
+		opt := cloud.ListOptions{}
+		if p == "" {
+			opt.Delimiter = "/"
+		}
+		err := r.Store.List(ctx, p, opt, func(o cloud.ObjectInfo) error {
+			if o.IsPrefix {
+				return nil
+			}
+			if p == repo.HistoryPrefix {
+				s.WALBytes += o.Size
+			} else {
+				s.OtherBytes += o.Size
+			}
+			s.Objects++
+			return nil
+		})
+		if err != nil {
+			slog.Debug("listing for the archive size", "prefix", p, "err", err)
+		}
+	}
+	s.Bytes = s.BackupBytes + s.WALBytes + s.OtherBytes
+}
+
+// window finds the PITR window: the oldest backup that can be made
+// consistent starts it; the furthest point recovery from any backup
+// reaches without a gap, on any timeline it can follow, ends it.
+func window(inv *repo.WALInventory, backups []*repo.Manifest) *Window {
+	var w *Window
+	var end *repo.WALObject
+	var endWalk repo.WALWalk
+	for _, m := range backups {
+		stop, err := archive.ParseWALName(m.StopWAL)
+		if err != nil {
+			continue
+		}
+		own, ok := inv.PathTo(m, m.Timeline, m.StopLSN)
+		if !ok {
+			continue
+		}
+		if ow := inv.Walk(own); ow.Last == nil || ow.LastSegN < stop.SegNo(inv.SegSize) {
+			continue // cannot be made consistent
+		}
+		if w == nil {
+			w = &Window{Start: m.StopTime.UTC(), StartBackup: m.Name}
+		}
+		for _, tli := range inv.Reachable(m, m.StopLSN) {
+			path, ok := inv.PathTo(m, tli, m.StopLSN)
+			if !ok {
+				continue
+			}
+			wk := inv.Walk(path)
+			if wk.Last != nil && (end == nil || wk.Last.ModTime.After(end.ModTime)) {
+				end, endWalk = wk.Last, wk
+			}
+		}
+	}
+	if w == nil || end == nil {
+		return nil
+	}
+	p := inv.Point(endWalk)
+	w.End, w.EndSegment, w.EndLSN, w.EndTimeline = end.ModTime.UTC(), p.Segment, p.LSN, p.Timeline
+	if w.End.Before(w.Start) {
+		w.End = w.Start
+	}
+	w.Seconds = w.End.Sub(w.Start).Seconds()
+	return w
+}
+
+// checkGaps looks for gaps in the WAL stored since the last run (from the
+// newest backup's start on a timeline never checked), re-checks the gaps
+// found before, and remembers how far it got.
+func (rep *Report) checkGaps(inv *repo.WALInventory, backups []*repo.Manifest, stateFile string) error {
+	st, note := loadState(stateFile, rep.Store, inv.SegSize)
+	if note != "" {
+		rep.Notes = append(rep.Notes, note)
+	}
+	rep.WAL.State = stateFile
+	// Where each timeline's check starts when no run checked it: the
+	// newest backup's start on it; the oldest WAL retention left.
+	from := map[uint32]uint64{}
+	oldest := map[uint32]uint64{}
+	for _, m := range backups {
+		if s, err := archive.ParseWALName(m.StartWAL); err == nil {
+			n := s.SegNo(inv.SegSize)
+			from[m.Timeline] = max(from[m.Timeline], n)
+			if o, ok := oldest[m.Timeline]; !ok || n < o {
+				oldest[m.Timeline] = n
+			}
+		}
+	}
+	next := &state{Store: rep.Store, SegSize: inv.SegSize, Checked: map[uint32]uint64{}}
+	// This run's range on each timeline: from the newest segment seen
+	// last time (present then, so what came after it is new) to the
+	// newest now.
+	type span struct{ lo, hi uint64 }
+	ranges := map[uint32]span{}
+	tlis := inv.Timelines()
+	for _, tli := range tlis {
+		newest, ok := inv.Newest(tli)
+		if !ok {
+			continue
+		}
+		lo, seen := st.Checked[tli]
+		if seen && lo > newest {
+			seen = false // the timeline shrank (retention, a reset store): start over
+		}
+		if !seen {
+			start, ok := from[tli]
+			if !ok {
+				// No backup on this timeline: from its first archived
+				// segment (a timeline starts at a switch point).
+				start, _ = inv.NextPresent(tli, 0)
+				if inv.Has(tli, 0) {
+					start = 0
+				}
+			}
+			lo = min(start, newest)
+		}
+		ranges[tli] = span{lo, newest}
+		next.Checked[tli] = newest
+	}
+	var gaps []repo.WALGap
+	// Gaps found before, below this run's range: still missing?
+	for _, g := range st.Gaps {
+		first, err1 := archive.ParseWALName(g.First)
+		last, err2 := archive.ParseWALName(g.Last)
+		if err1 != nil || err2 != nil || first.Timeline != g.Timeline || last.Timeline != g.Timeline || first.Kind != archive.KindSegment {
+			continue
+		}
+		lo, hi := first.SegNo(inv.SegSize), last.SegNo(inv.SegSize)
+		if o, ok := oldest[g.Timeline]; len(backups) > 0 && (!ok || hi < o) {
+			continue // older than every backup on the timeline: retention's to delete, no gap
+		}
+		if r, ok := ranges[g.Timeline]; ok && r.lo > 0 && hi >= r.lo {
+			hi = r.lo - 1
+		}
+		if hi < lo || hi-lo > maxGapSegments {
+			continue
+		}
+		gaps = append(gaps, inv.GapsIn(g.Timeline, lo, hi)...)
+	}
+	for _, tli := range tlis {
+		r, ok := ranges[tli]
+		if !ok {
+			continue
+		}
+		rep.WAL.Checked = append(rep.WAL.Checked, Span{Timeline: tli, First: inv.Name(tli, r.lo), Last: inv.Name(tli, r.hi)})
+		gaps = append(gaps, inv.GapsIn(tli, r.lo, r.hi)...)
+	}
+	gaps = dedupGaps(gaps)
+	for _, g := range gaps {
+		rep.WAL.Segments += g.Count
+	}
+	rep.WAL.Gaps = gaps
+	next.Gaps = gaps
+	if stateFile == "" {
+		return nil
+	}
+	if err := saveState(stateFile, next); err != nil {
+		rep.Notes = append(rep.Notes, fmt.Sprintf("the state file %s could not be written (%v): the next run checks the same WAL again", stateFile, err))
+	}
+	return nil
+}
+
+// maxGapSegments bounds a remembered gap: the state file is local, but a
+// damaged one must not make status walk billions of segments.
+const maxGapSegments = 1 << 24
+
+// dedupGaps sorts gaps and drops repeats (remembered gaps are clipped to
+// below this run's range, so they never overlap it).
+func dedupGaps(gaps []repo.WALGap) []repo.WALGap {
+	type key struct {
+		tli         uint32
+		first, last string
+	}
+	seen := map[key]bool{}
+	out := []repo.WALGap{}
+	for _, g := range gaps {
+		k := key{g.Timeline, g.First, g.Last}
+		if seen[k] {
+			continue
+		}
+		seen[k] = true
+		out = append(out, g)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Timeline != out[j].Timeline {
+			return out[i].Timeline < out[j].Timeline
+		}
+		return out[i].First < out[j].First
+	})
+	return out
+}

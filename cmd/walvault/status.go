@@ -1,0 +1,176 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+	"github.com/urfave/cli/v2/altsrc"
+
+	"github.com/walvault/walvault/archive"
+	"github.com/walvault/walvault/archive/status"
+	"github.com/walvault/walvault/cloud"
+)
+
+// status: the figures a monitor alerts on.
+
+func init() {
+	register(statusCommands)
+}
+
+func statusCommands() []*cli.Command {
+	return []*cli.Command{{
+		Name:  "status",
+		Usage: "show the newest backup, the last archived WAL, the archive lag, the PITR window, WAL gaps and the archive's size; exit 7 past a threshold",
+		Description: "Reads the store (manifests authenticated as every reader does) and, when it can reach it, the server\n" +
+			"(connecting like backup-push: PGHOST, PGPORT, PGUSER, PGDATABASE or --dbname) for pg_stat_archiver and\n" +
+			"the .ready files under --pgdata or the server's data_directory. A server that cannot be reached is\n" +
+			"reported and its figures left empty: status works from a host with only the store.\n\n" +
+			"WAL gaps are looked for only in what was archived since the last run (the first run: from the newest\n" +
+			"backup's start); how far it got, and the gaps found, are kept in --state-file. verify checks everything.\n\n" +
+			"--max-backup-age and --max-archive-lag make it a check: exit 7, with the reasons on stderr, when one is\n" +
+			"exceeded. --prometheus FILE writes the same figures for node_exporter's textfile collector.",
+		Flags: join(storeFlags(), []cli.Flag{
+			boolFlag("json", "print the figures as JSON"),
+			stringFlag("dbname", "libpq connection string or URI (default: the PG* environment variables)", ""),
+			altsrc.NewStringFlag(&cli.StringFlag{Name: "pgdata", Usage: "data directory, to count .ready files (default: the server's data_directory)", EnvVars: []string{"WALVAULT_PGDATA", "PGDATA"}}),
+			boolFlag("no-server", "do not connect to PostgreSQL (a host with only the store)"),
+			durationFlag("connect-timeout", "give up connecting to PostgreSQL after this long", "5s"),
+			stringFlag("state-file", "where status remembers how far it checked the WAL for gaps (default: $XDG_STATE_HOME/walvault/status.json, /var/lib/walvault/status.json for root, else ~/.local/state/walvault/status.json; 'none': keep no state)", ""),
+			durationFlag("max-backup-age", "exit 7 when the newest backup finished longer ago than this (e.g. 26h)", "0"),
+			durationFlag("max-archive-lag", "exit 7 when WAL has waited longer than this for archiving, or the lag cannot be read (e.g. 15m)", "0"),
+			stringFlag("prometheus", "also write the figures to this file in Prometheus text format (node_exporter textfile collector: a *.prom file in its directory)", ""),
+		}),
+		Action: statusCmd,
+	}}
+}
+
+func statusCmd(c *cli.Context) error {
+	if err := wantArgs(c, 0, "no arguments"); err != nil {
+		return err
+	}
+	var th status.Thresholds
+	var err error
+	if th.MaxBackupAge, err = durationValue(c, "max-backup-age"); err != nil {
+		return err
+	}
+	if th.MaxArchiveLag, err = durationValue(c, "max-archive-lag"); err != nil {
+		return err
+	}
+	timeout, err := durationValue(c, "connect-timeout")
+	if err != nil {
+		return err
+	}
+	stateFile := c.String("state-file")
+	switch stateFile {
+	case "":
+		stateFile = status.DefaultStateFile()
+	case "none":
+		stateFile = ""
+	}
+	r, err := openArchive(c, reads|decrypts)
+	if err != nil {
+		return err
+	}
+	defer cloud.Close(r.Store)
+	opts := status.Options{StateFile: stateFile}
+	if !c.Bool("no-server") {
+		opts.Server = status.PGProbe(c.String("dbname"), c.String("pgdata"), timeout)
+	}
+	rep, err := status.Collect(c.Context, r, opts)
+	if err != nil {
+		return err
+	}
+	if p := c.String("prometheus"); p != "" {
+		if err := rep.WriteTextfile(p); err != nil {
+			return fmt.Errorf("writing --prometheus %s: %w", p, err)
+		}
+	}
+	if c.Bool("json") {
+		if err := encodeJSON(c.App.Writer, rep); err != nil {
+			return err
+		}
+	} else {
+		printStatus(c.App.Writer, rep)
+	}
+	if reasons := rep.Exceeded(th); len(reasons) > 0 {
+		return fmt.Errorf("%w: %s", archive.ErrVerifyFailed, shown(strings.Join(reasons, "; ")))
+	}
+	return nil
+}
+
+func ago(sec float64) string {
+	return time.Duration(sec*float64(time.Second)).Round(time.Second).String() + " ago"
+}
+
+func stamp(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05") }
+
+func printStatus(w io.Writer, r *status.Report) {
+	fmt.Fprintf(w, "store             %s\n", r.Store)
+	switch b := r.NewestBackup; {
+	case b == nil:
+		fmt.Fprintf(w, "newest backup     none\n")
+	default:
+		fmt.Fprintf(w, "newest backup     %s, finished %s (%s), %d complete backup(s)\n", shown(b.Name), stamp(b.FinishTime), ago(b.AgeSeconds), r.Backups)
+	}
+	for _, b := range r.BadBackups {
+		fmt.Fprintf(w, "                  %s backup %s not counted: %s\n", b.Mark, shown(b.Name), shown(b.Error))
+	}
+	if r.Incomplete > 0 {
+		fmt.Fprintf(w, "                  %d backup folder(s) without a manifest (interrupted or running)\n", r.Incomplete)
+	}
+	if s := r.LastSegment; s != nil {
+		fmt.Fprintf(w, "last archived     %s, stored %s (%s)\n", shown(s.Name), stamp(s.Time), ago(s.AgeSeconds))
+	} else {
+		fmt.Fprintf(w, "last archived     none\n")
+	}
+	switch s := r.Server; {
+	case s == nil && r.ServerError != "":
+		fmt.Fprintf(w, "server            not reached: %s\n", shown(r.ServerError))
+	case s == nil:
+		fmt.Fprintf(w, "server            not asked\n")
+	default:
+		lag, ready := "unknown", "unknown"
+		if s.ArchiveLagSeconds != nil {
+			lag = (time.Duration(*s.ArchiveLagSeconds * float64(time.Second))).Round(time.Second).String()
+		}
+		if s.ReadyFiles != nil {
+			ready = fmt.Sprint(*s.ReadyFiles)
+		} else if s.ReadyError != "" {
+			ready += " (" + s.ReadyError + ")"
+		}
+		failing := ""
+		if s.Failing {
+			failing = fmt.Sprintf(", FAILING (last failure: %s)", s.LastFailed)
+		}
+		fmt.Fprintf(w, "archiver          last archived %s, lag %s, %s .ready file(s), %d failure(s)%s\n", archive.OrNone(s.LastArchived), lag, ready, s.FailedCount, failing)
+	}
+	if p := r.PITR; p != nil {
+		fmt.Fprintf(w, "PITR window       %s (end of backup %s) to about %s (end of %s, LSN %s, timeline %d)\n",
+			stamp(p.Start), shown(p.StartBackup), stamp(p.End), shown(p.EndSegment), p.EndLSN, p.EndTimeline)
+	} else {
+		fmt.Fprintf(w, "PITR window       none: no backup can be made consistent\n")
+	}
+	var spans []string
+	for _, s := range r.WAL.Checked {
+		spans = append(spans, shown(s.First)+" - "+shown(s.Last))
+	}
+	switch {
+	case r.WAL.Note != "":
+		fmt.Fprintf(w, "WAL gaps          %s\n", r.WAL.Note)
+	case len(r.WAL.Gaps) == 0:
+		fmt.Fprintf(w, "WAL gaps          none (checked %s)\n", archive.OrNone(strings.Join(spans, ", ")))
+	default:
+		fmt.Fprintf(w, "WAL gaps          %d gap(s), %d missing segment(s) (checked %s):\n", len(r.WAL.Gaps), r.WAL.Segments, strings.Join(spans, ", "))
+		for _, g := range r.WAL.Gaps {
+			fmt.Fprintf(w, "                  GAP %s\n", shown(g.String()))
+		}
+	}
+	fmt.Fprintf(w, "archive size      %s in %d objects (backups %s, WAL %s)\n", archive.HumanBytes(r.Size.Bytes), r.Size.Objects,
+		archive.HumanBytes(r.Size.BackupBytes), archive.HumanBytes(r.Size.WALBytes))
+	for _, n := range r.Notes {
+		fmt.Fprintf(w, "note              %s\n", shown(n))
+	}
+}
