@@ -20,9 +20,9 @@ func TestCommandLineExitCodes(t *testing.T) {
 		stderr []string // each must appear on the one stderr line
 		stdout string   // "" means stdout must be empty
 	}{
-		{"unknown command", []string{"dump-push", "shop"}, exitUsage, []string{`unknown command "dump-push"`, "walvault help"}, ""},
+		{"unknown command", []string{"dumpall", "shop"}, exitUsage, []string{`unknown command "dumpall"`, "walvault help"}, ""},
 		{"misspelt command", []string{"wal-psuh", seg}, exitUsage, []string{`unknown command "wal-psuh"`, "did you mean wal-push?"}, ""},
-		{"help on an unknown command", []string{"help", "dump-push"}, exitUsage, []string{`unknown command "dump-push"`}, ""},
+		{"help on an unknown command", []string{"help", "dumpall"}, exitUsage, []string{`unknown command "dumpall"`}, ""},
 		{"no command", nil, exitUsage, []string{"no command given", "walvault help"}, "USAGE"},
 		{"unknown flag", []string{"wal-push", "--stor", store, seg}, exitUsage, []string{"unknown flag --stor", "did you mean --store?", "walvault wal-push --help"}, ""},
 		{"unknown flag after the argument", []string{"wal-push", seg, "--bogus"}, exitUsage, []string{"unknown flag --bogus", "walvault wal-push --help"}, ""},

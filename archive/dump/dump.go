@@ -1,0 +1,461 @@
+// Package dump is walvault's logical dumps: pg_dump's custom-format
+// output streamed into the store (compressed, encrypted, its manifest
+// signed and written last), and streamed back into pg_restore.
+package dump
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/walvault/walvault/archive"
+	"github.com/walvault/walvault/archive/pg"
+	"github.com/walvault/walvault/archive/repo"
+	"github.com/walvault/walvault/cloud"
+)
+
+// FallbackBinDir is where the PostgreSQL 15 client tools are on Debian and
+// Ubuntu (PGDG packages) when they are not on PATH.
+const FallbackBinDir = "/usr/lib/postgresql/15/bin"
+
+// FindTool finds a PostgreSQL client program: in binDir when it is set,
+// else on PATH, else in FallbackBinDir.
+func FindTool(binDir, name string) (string, error) {
+	if binDir != "" {
+		p := filepath.Join(binDir, name)
+		if st, err := os.Stat(p); err != nil || st.IsDir() {
+			return "", fmt.Errorf("%w: %s not found in --pg-bin-dir %s", archive.ErrBadInput, name, binDir)
+		}
+		return p, nil
+	}
+	if p, err := exec.LookPath(name); err == nil {
+		return p, nil
+	}
+	p := filepath.Join(FallbackBinDir, name)
+	if _, err := os.Stat(p); err == nil {
+		return p, nil
+	}
+	return "", fmt.Errorf("%w: %s is neither on PATH nor in %s: install the PostgreSQL client or give --pg-bin-dir", archive.ErrBadInput, name, FallbackBinDir)
+}
+
+// WithDatabase returns the connection string dsn set to database db (dsn
+// itself when db is empty): a URI gets db as its path, a keyword/value
+// string a dbname keyword at its end (libpq takes the last one), an empty
+// dsn only the dbname keyword (the rest comes from the PG* environment).
+func WithDatabase(dsn, db string) string {
+	if db == "" {
+		return dsn
+	}
+	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
+		if u, err := url.Parse(dsn); err == nil {
+			u.Path = "/" + db
+			u.RawPath = ""
+			return u.String()
+		}
+	}
+	quoted := "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(db) + "'"
+	if strings.TrimSpace(dsn) == "" {
+		return "dbname=" + quoted
+	}
+	return dsn + " dbname=" + quoted
+}
+
+// DatabaseOf is the database dsn connects to (with the libpq environment
+// and defaults), as pgx reads it.
+func DatabaseOf(dsn string) (string, error) {
+	cc, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		return "", fmt.Errorf("%w: connection settings: %w", archive.ErrBadInput, err)
+	}
+	if cc.Database == "" {
+		return cc.User, nil
+	}
+	return cc.Database, nil
+}
+
+// SafeName turns a database name into the part of a dump name it may be:
+// characters outside [A-Za-z0-9._-] become '_', at most 64 bytes.
+func SafeName(db string) string {
+	var b strings.Builder
+	for _, c := range []byte(db) {
+		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-'
+		if !ok {
+			c = '_'
+		}
+		b.WriteByte(c)
+		if b.Len() >= 64 {
+			break
+		}
+	}
+	if b.Len() == 0 {
+		return "db"
+	}
+	return b.String()
+}
+
+// Name is the name of a dump of db started at t.
+func Name(t time.Time, db string) string {
+	return "dump_" + t.UTC().Format("20060102T150405Z") + "_" + SafeName(db)
+}
+
+// toolLog copies a tool's stderr into the log, one slog line per line,
+// and keeps the last non-empty one for the error message.
+type toolLog struct {
+	tool string
+	mu   sync.Mutex
+	last string
+	errs int // lines with "ERROR:" (psql's failed statements)
+	done chan struct{}
+}
+
+func logLines(tool string, r io.Reader) *toolLog {
+	l := &toolLog{tool: tool, done: make(chan struct{})}
+	go func() {
+		defer close(l.done)
+		sc := bufio.NewScanner(r)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			line := strings.TrimSpace(sc.Text())
+			if line == "" {
+				continue
+			}
+			slog.Warn(tool, "line", line)
+			l.mu.Lock()
+			l.last = line
+			if strings.Contains(line, "ERROR:") {
+				l.errs++
+			}
+			l.mu.Unlock()
+		}
+		_, _ = io.Copy(io.Discard, r)
+	}()
+	return l
+}
+
+// lastLine waits for the stream's end and returns its last line.
+func (l *toolLog) lastLine() string {
+	<-l.done
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.last
+}
+
+// errorCount waits for the stream's end and returns how many lines said
+// ERROR:.
+func (l *toolLog) errorCount() int {
+	<-l.done
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.errs
+}
+
+// toolErr is a failed pg_dump or pg_restore: exit 6, with its last
+// message.
+func toolErr(tool string, err error, last string) error {
+	var ee *exec.ExitError
+	what := err.Error()
+	if errors.As(err, &ee) {
+		what = ee.ProcessState.String()
+	}
+	if last != "" {
+		return fmt.Errorf("%w: %s failed (%s): %s", archive.ErrPostgres, tool, what, last)
+	}
+	return fmt.Errorf("%w: %s failed (%s)", archive.ErrPostgres, tool, what)
+}
+
+// toolVersion runs `tool --version` and returns its line.
+func toolVersion(ctx context.Context, path string) (string, error) {
+	out, err := exec.CommandContext(ctx, path, "--version").Output() // #nosec G204 -- the PostgreSQL client the user chose
+	if err != nil {
+		return "", fmt.Errorf("%w: %s --version: %v", archive.ErrPostgres, path, err)
+	}
+	return strings.TrimSpace(archive.OneLine(string(out))), nil
+}
+
+// PushOptions shape one dump-push.
+type PushOptions struct {
+	DSN      string // libpq connection string or URI ("" : the PG* environment)
+	Database string // overrides the DSN's database when set
+	BinDir   string // where pg_dump and pg_dumpall are ("" : PATH, then FallbackBinDir)
+	Software string
+	// Globals dumps the cluster's roles and tablespaces (pg_dumpall
+	// --globals-only) instead of one database.
+	Globals bool
+	// Now is the clock (tests); time.Now when nil.
+	Now func() time.Time
+}
+
+// GlobalsName is the name of a globals dump started at t. Its prefix is
+// not "dump_", so no database (not even one called "globals") can have
+// the same name.
+func GlobalsName(t time.Time) string {
+	return "dumpall_" + t.UTC().Format("20060102T150405Z") + "_globals"
+}
+
+// Push runs pg_dump -Fc -Z0 (or, with o.Globals, pg_dumpall
+// --globals-only) and streams its output into the store, then writes the
+// dump's manifest, last. When the tool fails nothing is left: the object
+// is removed and no manifest written.
+func Push(ctx context.Context, r *repo.Repo, o PushOptions) (*repo.DumpManifest, error) {
+	now := o.Now
+	if now == nil {
+		now = time.Now
+	}
+	tool := "pg_dump"
+	if o.Globals {
+		tool = "pg_dumpall"
+	}
+	toolPath, err := FindTool(o.BinDir, tool)
+	if err != nil {
+		return nil, err
+	}
+	ver, err := toolVersion(ctx, toolPath)
+	if err != nil {
+		return nil, err
+	}
+	dsn := WithDatabase(o.DSN, o.Database)
+	db := ""
+	if !o.Globals {
+		if db, err = DatabaseOf(dsn); err != nil {
+			return nil, err
+		}
+	}
+	// One connection first: the server's version for the manifest, and a
+	// clear error (exit 6) before anything is stored when the database or
+	// the server is not there.
+	srv, err := pg.Connect(ctx, dsn, "walvault dump-push", 30*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	srvVer, srvText := srv.Version, srv.VersionString
+	srv.Close()
+
+	start := now().UTC()
+	m := &repo.DumpManifest{Format: repo.DumpManifestFormat, Kind: repo.DumpKindDatabase, Name: Name(start, db), Software: o.Software,
+		Database: db, PGVersion: srvVer, PGVersionText: srvText, PGDumpVersion: ver, DumpFormat: "custom", StartTime: start,
+		Compression: string(r.Codec.Compression), Encrypted: len(r.Codec.Recipients) > 0}
+	args := []string{"-Fc", "-Z0", "--no-password"}
+	if o.Globals {
+		m.Kind, m.Name, m.DumpFormat = repo.DumpKindGlobals, GlobalsName(start), "plain"
+		args = []string{"--globals-only", "--no-password"}
+	}
+	if m.Compression == "" {
+		m.Compression = "lz4"
+	}
+	m.Hostname, _ = os.Hostname()
+	if dsn != "" {
+		args = append(args, "--dbname="+dsn)
+	}
+	if err := stream(ctx, r, m, tool, toolPath, args); err != nil {
+		return nil, err
+	}
+	m.StopTime = now().UTC()
+	if m.StopTime.Before(m.StartTime) {
+		m.StopTime = m.StartTime
+	}
+	if err := r.WriteDumpManifest(ctx, m); err != nil {
+		_ = r.Store.Delete(context.WithoutCancel(ctx), repo.DumpKey(m.Name, repo.DumpFile))
+		return nil, err
+	}
+	return m, nil
+}
+
+// stream runs the dump tool and stores its output as m's dump object,
+// recording the sizes and digest in m. On failure the object is removed.
+func stream(ctx context.Context, r *repo.Repo, m *repo.DumpManifest, tool, toolPath string, args []string) error {
+	key := repo.DumpKey(m.Name, repo.DumpFile)
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	cmd := exec.CommandContext(cctx, toolPath, args...) // #nosec G204 -- pg_dump / pg_dumpall with the user's connection settings, no shell
+	cmd.Env = append(os.Environ(), "PGAPPNAME=walvault dump-push")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return err
+	}
+	slog.Info("dump starting", "dump", m.Name, "kind", m.Kind, "database", m.Database, tool, m.PGDumpVersion)
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("%w: starting %s: %v", archive.ErrPostgres, toolPath, err)
+	}
+	logs := logLines(tool, stderr)
+	opened := false
+	src := func() (io.ReadCloser, error) {
+		if opened {
+			// A retry would start over, but the tool's output cannot be
+			// read twice.
+			return nil, fmt.Errorf("%w: the upload of %s broke off and %s's output cannot be sent again: run dump-push again", archive.ErrStore, key, tool)
+		}
+		opened = true
+		return io.NopCloser(stdout), nil
+	}
+	st, putErr := r.Put(cctx, key, src, repo.PutOptions{PutOptions: cloud.PutOptions{IfAbsent: true}})
+	if putErr != nil {
+		cancel() // the tool must not block on a pipe nobody reads
+	}
+	_, _ = io.Copy(io.Discard, stdout)
+	last := logs.lastLine()
+	waitErr := cmd.Wait()
+	if errors.Is(putErr, cloud.ErrExists) {
+		// Another dump-push of the same database in the same second: its
+		// object is not ours to remove.
+		return fmt.Errorf("%w: %s already holds dump %s (another dump-push of the same database started in the same second): run it again", archive.ErrConflict, r.Store, m.Name)
+	}
+	if putErr != nil || waitErr != nil {
+		// Nothing of a failed dump is kept.
+		if derr := r.Store.Delete(context.WithoutCancel(ctx), key); derr != nil {
+			slog.Warn("could not remove the dump object of a failed dump", "key", key, "err", derr)
+		}
+		if putErr != nil {
+			return putErr
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return toolErr(tool, waitErr, last)
+	}
+	m.Size, m.StoredSize, m.SHA256 = st.Size, st.StoredSize, st.SHA256
+	return nil
+}
+
+// ListDatabases names the databases dump-push --all dumps: those that
+// accept connections and are not templates, by name.
+func ListDatabases(ctx context.Context, dsn string) ([]string, error) {
+	cc, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("%w: connection settings: %w", archive.ErrBadInput, err)
+	}
+	cc.ConnectTimeout = 30 * time.Second
+	cc.RuntimeParams["application_name"] = "walvault dump-push"
+	conn, err := pgx.ConnectConfig(ctx, cc)
+	if err != nil {
+		return nil, pg.Err("connecting to list the databases", err)
+	}
+	defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
+	rows, err := conn.Query(ctx, `SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY datname`)
+	if err != nil {
+		return nil, pg.Err("listing the databases", err)
+	}
+	dbs, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, pg.Err("listing the databases", err)
+	}
+	return dbs, nil
+}
+
+// PushAllResult is what PushAll did: the dumps written, and the failures
+// (a database name, or "" for the globals, with its error).
+type PushAllResult struct {
+	Dumps    []*repo.DumpManifest
+	Failures []PushFailure
+}
+
+// PushFailure is one dump of dump-push --all that failed.
+type PushFailure struct {
+	Database string // "" : the globals
+	Err      error
+}
+
+// PushAll dumps the globals, then every database ListDatabases names, one
+// after the other, each its own dump. A failure does not stop the others;
+// what succeeded stays. The error is only for what stops everything (the
+// database list cannot be read, the context ends).
+func PushAll(ctx context.Context, r *repo.Repo, o PushOptions, done func(*repo.DumpManifest)) (*PushAllResult, error) {
+	res := &PushAllResult{}
+	one := func(db string, globals bool) {
+		oo := o
+		oo.Database, oo.Globals = db, globals
+		m, err := Push(ctx, r, oo)
+		if err != nil {
+			slog.Error("dump failed", "database", db, "globals", globals, "err", archive.OneLine(err.Error()))
+			res.Failures = append(res.Failures, PushFailure{Database: db, Err: err})
+			return
+		}
+		res.Dumps = append(res.Dumps, m)
+		if done != nil {
+			done(m)
+		}
+	}
+	dbs, err := ListDatabases(ctx, o.DSN)
+	if err != nil {
+		return res, err
+	}
+	one("", true)
+	for _, db := range dbs {
+		if ctx.Err() != nil {
+			return res, ctx.Err()
+		}
+		one(db, false)
+	}
+	return res, nil
+}
+
+// Resolve finds the dump NAME names (LATEST: the newest complete one).
+func Resolve(ctx context.Context, r *repo.Repo, name string) (*repo.DumpManifest, error) {
+	if name != "LATEST" {
+		return r.ReadDumpManifest(ctx, name)
+	}
+	folders, err := r.ListDumps(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, f := range folders {
+		if f.Err != nil {
+			slog.Warn("skipping a dump that cannot be trusted", "dump", f.Name, "err", archive.OneLine(f.Err.Error()))
+		}
+	}
+	list := repo.CompleteDumps(folders)
+	if len(list) == 0 {
+		return nil, fmt.Errorf("no complete dump in %s: %w", r.Store, archive.ErrNotInArchive)
+	}
+	return list[len(list)-1], nil
+}
+
+// load streams dump m's verified, decoded content to fn. The stored
+// object must hash to what the (signed) manifest records, and be
+// encrypted when the manifest says so and an identity is configured; its
+// decoded size must be the manifest's. A mismatch found at the end is an
+// ErrIntegrity error even after fn has consumed everything.
+func load(ctx context.Context, r *repo.Repo, m *repo.DumpManifest, fn func(io.Reader) error) error {
+	want := repo.Want{StoredSHA256: m.SHA256, StoredSize: m.StoredSize, Encrypted: m.Encrypted, MaxSize: max(m.Size, 1)}
+	key := repo.DumpKey(m.Name, repo.DumpFile)
+	return r.Load(ctx, key, want, func(rd io.Reader, _ cloud.ObjectInfo) error {
+		cr := &countReader{r: rd}
+		if err := fn(cr); err != nil {
+			return err
+		}
+		// Read to the end: the digest check runs there.
+		if _, err := io.Copy(io.Discard, cr); err != nil {
+			return err
+		}
+		if cr.n != m.Size {
+			return fmt.Errorf("%w: %s in %s decodes to %d bytes, its manifest says %d", archive.ErrIntegrity, key, r.Store, cr.n, m.Size)
+		}
+		return nil
+	})
+}
+
+type countReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}

@@ -1,0 +1,217 @@
+package dump
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/walvault/walvault/archive"
+	"github.com/walvault/walvault/archive/codec"
+	"github.com/walvault/walvault/archive/repo"
+	"github.com/walvault/walvault/cloud"
+	"github.com/walvault/walvault/crypto"
+)
+
+func TestNames(t *testing.T) {
+	at := time.Date(2026, 11, 29, 21, 15, 0, 0, time.FixedZone("x", 3600))
+	for db, want := range map[string]string{
+		"shop":                  "dump_20261129T201500Z_shop",
+		"my db/\x1b[31m":        "dump_20261129T201500Z_my_db___31m",
+		"":                      "dump_20261129T201500Z_db",
+		strings.Repeat("a", 99): "dump_20261129T201500Z_" + strings.Repeat("a", 64),
+	} {
+		got := Name(at, db)
+		if got != want || !repo.ValidBackupName(got) {
+			t.Errorf("Name(%q) = %q, want %q (valid)", db, got, want)
+		}
+	}
+}
+
+func TestWithDatabase(t *testing.T) {
+	for _, c := range []struct{ dsn, db, want string }{
+		{"host=h port=5 dbname=a", "", "host=h port=5 dbname=a"},
+		{"host=h dbname=a", "b", "host=h dbname=a dbname='b'"},
+		{"", "it's", `dbname='it\'s'`},
+		{"postgres://u@h:5/a?sslmode=disable", "b c", "postgres://u@h:5/b%20c?sslmode=disable"},
+	} {
+		if got := WithDatabase(c.dsn, c.db); got != c.want {
+			t.Errorf("WithDatabase(%q, %q) = %q, want %q", c.dsn, c.db, got, c.want)
+		}
+	}
+	for dsn, want := range map[string]string{"host=h user=u dbname='it\\'s'": "it's", "postgres://u@h/x": "x", "host=h user=u": "u"} {
+		t.Setenv("PGDATABASE", "")
+		if got, err := DatabaseOf(dsn); err != nil || got != want {
+			t.Errorf("DatabaseOf(%q) = %q, %v; want %q", dsn, got, err, want)
+		}
+	}
+}
+
+func TestFindTool(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := FindTool(dir, "pg_dump"); !errors.Is(err, archive.ErrBadInput) {
+		t.Fatalf("missing tool: %v", err)
+	}
+	p := filepath.Join(dir, "pg_dump")
+	if err := os.WriteFile(p, []byte("#!/bin/sh\n"), 0o700); err != nil { // #nosec G306 -- test script
+		t.Fatal(err)
+	}
+	if got, err := FindTool(dir, "pg_dump"); err != nil || got != p {
+		t.Fatalf("FindTool = %q, %v", got, err)
+	}
+}
+
+// repos returns a writer (signing, encrypting) and a reader (verifying,
+// decrypting) on one file:// store.
+func repos(t *testing.T) (w, r *repo.Repo) {
+	t.Helper()
+	dir := t.TempDir()
+	st, err := cloud.Open(context.Background(), "file://"+filepath.Join(dir, "store"), cloud.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vk, err := crypto.GenerateSigningKey(filepath.Join(dir, "sign.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sk, err := crypto.LoadSigningKey(filepath.Join(dir, "sign.key"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recipient, err := crypto.Generate(filepath.Join(dir, "age.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	recips, err := crypto.ParseRecipients([]string{recipient})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids, err := crypto.LoadIdentities(filepath.Join(dir, "age.key"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w = &repo.Repo{Store: st, Codec: codec.Settings{Compression: codec.LZ4, Recipients: recips}, Sign: sk}
+	r = &repo.Repo{Store: st, Verify: []crypto.VerifyKey{vk}, Identities: ids}
+	return w, r
+}
+
+// putDump stores content as dump name with its manifest, as Push does.
+func putDump(t *testing.T, w *repo.Repo, name string, content []byte) *repo.DumpManifest {
+	t.Helper()
+	ctx := context.Background()
+	src := func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(content)), nil }
+	st, err := w.Put(ctx, repo.DumpKey(name, repo.DumpFile), src, repo.PutOptions{PutOptions: cloud.PutOptions{IfAbsent: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	m := &repo.DumpManifest{Format: 1, Kind: repo.DumpKindDatabase, Name: name, Database: "shop", PGVersion: 150014, PGDumpVersion: "pg_dump (PostgreSQL) 15.14",
+		DumpFormat: "custom", StartTime: now, StopTime: now, Size: st.Size, StoredSize: st.StoredSize, SHA256: st.SHA256,
+		Compression: "lz4", Encrypted: true}
+	if err := w.WriteDumpManifest(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func TestFetchVerifies(t *testing.T) {
+	ctx := context.Background()
+	w, r := repos(t)
+	content := bytes.Repeat([]byte("PGDMP some dump bytes "), 50000)
+	putDump(t, w, "dump_20261129T201500Z_shop", content)
+	m, err := Resolve(ctx, r, "LATEST")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dest := filepath.Join(t.TempDir(), "shop.dump")
+	if err := Fetch(ctx, r, m, dest); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(dest); !bytes.Equal(got, content) {
+		t.Fatal("fetched content differs")
+	}
+	if err := Fetch(ctx, r, m, dest); !errors.Is(err, archive.ErrBadInput) {
+		t.Fatalf("fetch over an existing file: %v", err)
+	}
+
+	// A manifest that lies about the stored digest (as if the signed one
+	// had been replaced): its proof fails.
+	forged := *m
+	forged.SHA256 = strings.Repeat("0", 64)
+	forger := *w
+	forger.Sign = nil
+	_ = w.Store.Delete(ctx, repo.DumpKey(m.Name, repo.ManifestFile))
+	if err := forger.WriteDumpManifest(ctx, &forged); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.ReadDumpManifest(ctx, m.Name); !errors.Is(err, crypto.ErrBadProof) {
+		t.Fatalf("unsigned manifest: %v", err)
+	}
+	folders, err := r.ListDumps(ctx)
+	if err != nil || len(folders) != 1 || folders[0].Err == nil || len(repo.CompleteDumps(folders)) != 0 {
+		t.Fatalf("ListDumps with an unsigned manifest: %v %+v", err, folders)
+	}
+	// The right manifest, the wrong digest: the read fails, no file.
+	other := filepath.Join(t.TempDir(), "x.dump")
+	if err := Fetch(ctx, r, &forged, other); !errors.Is(err, archive.ErrIntegrity) {
+		t.Fatalf("fetch with a wrong digest: %v", err)
+	}
+	if _, err := os.Stat(other); err == nil {
+		t.Fatal("a failed fetch left the file")
+	}
+	// A size that does not match: refused too.
+	short := *m
+	short.Size--
+	if err := Fetch(ctx, r, &short, other); !errors.Is(err, archive.ErrIntegrity) {
+		t.Fatalf("fetch with a wrong size: %v", err)
+	}
+}
+
+func TestManifestValidation(t *testing.T) {
+	now := time.Now().UTC()
+	good := repo.DumpManifest{Format: 1, Kind: repo.DumpKindDatabase, Name: "dump_20261129T201500Z_shop", Database: "shop", PGDumpVersion: "pg_dump (PostgreSQL) 15.14",
+		DumpFormat: "custom", StartTime: now, StopTime: now, Size: 10, StoredSize: 20, SHA256: strings.Repeat("ab", 32), Compression: "zstd"}
+	if err := good.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for what, change := range map[string]func(*repo.DumpManifest){
+		"future format":    func(m *repo.DumpManifest) { m.Format = 2 },
+		"path in name":     func(m *repo.DumpManifest) { m.Name = "../x" },
+		"escape in db":     func(m *repo.DumpManifest) { m.Database = "shop\x1b[2J" },
+		"bidi in version":  func(m *repo.DumpManifest) { m.PGDumpVersion = "15\u202e" },
+		"long database":    func(m *repo.DumpManifest) { m.Database = strings.Repeat("d", 200) },
+		"no digest":        func(m *repo.DumpManifest) { m.SHA256 = "" },
+		"other format":     func(m *repo.DumpManifest) { m.DumpFormat = "plain" },
+		"bad compression":  func(m *repo.DumpManifest) { m.Compression = "gzip" },
+		"negative size":    func(m *repo.DumpManifest) { m.Size = -1 },
+		"time runs back":   func(m *repo.DumpManifest) { m.StopTime = now.Add(-time.Hour) },
+		"empty database":   func(m *repo.DumpManifest) { m.Database = "" },
+		"no stored object": func(m *repo.DumpManifest) { m.StoredSize = 0 },
+		"no kind":          func(m *repo.DumpManifest) { m.Kind = "" },
+		"unknown kind":     func(m *repo.DumpManifest) { m.Kind = "cluster" },
+		"globals, custom":  func(m *repo.DumpManifest) { m.Kind = repo.DumpKindGlobals; m.Database = "" },
+		"globals with db":  func(m *repo.DumpManifest) { m.Kind = repo.DumpKindGlobals; m.DumpFormat = "plain" },
+	} {
+		m := good
+		change(&m)
+		if err := m.Validate(); err == nil {
+			t.Errorf("%s: accepted", what)
+		}
+	}
+	globals := good
+	globals.Kind, globals.Name, globals.Database, globals.DumpFormat = repo.DumpKindGlobals, GlobalsName(now), "", "plain"
+	if err := globals.Validate(); err != nil {
+		t.Fatalf("a globals manifest: %v", err)
+	}
+	if GlobalsName(now) == Name(now, "globals") {
+		t.Fatal("a database called globals has the globals dump's name")
+	}
+	if _, err := repo.DecodeDumpManifest(strings.NewReader(strings.Repeat(" ", repo.MaxDumpManifestBytes+1))); err == nil {
+		t.Error("an oversized manifest was accepted")
+	}
+}
