@@ -3,6 +3,8 @@
 #   make demo   a throwaway PostgreSQL cluster archiving to a file:// store, a backup, a restore
 #   make test   everything CI runs (installs the test servers first)
 #   make bench  performance figures (see README)
+#   make install   bin/walvault into $(DESTDIR)$(PREFIX)/bin (PREFIX=/usr/local); the systemd
+#                  units are written by `walvault systemd-units`, not installed here
 
 GO      ?= go
 CACHE   ?= $(CURDIR)/.cache
@@ -57,3 +59,11 @@ bench: build test-deps
 
 clean:
 	rm -rf bin
+
+# Packagers: make install DESTDIR=$(pwd)/pkgroot PREFIX=/usr
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+.PHONY: install
+install: bin/walvault
+	install -d -m 0755 "$(DESTDIR)$(BINDIR)"
+	install -m 0755 bin/walvault "$(DESTDIR)$(BINDIR)/walvault"
