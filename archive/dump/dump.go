@@ -404,7 +404,9 @@ func PushAll(ctx context.Context, r *repo.Repo, o PushOptions, done func(*repo.D
 	return res, nil
 }
 
-// Resolve finds the dump NAME names (LATEST: the newest complete one).
+// Resolve finds the dump NAME names. LATEST is the newest complete
+// database dump: a globals dump (dump-push --all) is never picked by it,
+// only by its name.
 func Resolve(ctx context.Context, r *repo.Repo, name string) (*repo.DumpManifest, error) {
 	if name != "LATEST" {
 		return r.ReadDumpManifest(ctx, name)
@@ -419,10 +421,15 @@ func Resolve(ctx context.Context, r *repo.Repo, name string) (*repo.DumpManifest
 		}
 	}
 	list := repo.CompleteDumps(folders)
-	if len(list) == 0 {
-		return nil, fmt.Errorf("no complete dump in %s: %w", r.Store, archive.ErrNotInArchive)
+	for i := len(list) - 1; i >= 0; i-- {
+		if list[i].Kind == repo.DumpKindDatabase {
+			return list[i], nil
+		}
 	}
-	return list[len(list)-1], nil
+	if len(list) > 0 {
+		return nil, fmt.Errorf("no complete database dump in %s (LATEST never picks a globals dump: name it, dump-list shows them): %w", r.Store, archive.ErrNotInArchive)
+	}
+	return nil, fmt.Errorf("no complete dump in %s: %w", r.Store, archive.ErrNotInArchive)
 }
 
 // load streams dump m's verified, decoded content to fn. The stored

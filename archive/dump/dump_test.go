@@ -124,8 +124,25 @@ func TestFetchVerifies(t *testing.T) {
 	w, r := repos(t)
 	content := bytes.Repeat([]byte("PGDMP some dump bytes "), 50000)
 	putDump(t, w, "dump_20261129T201500Z_shop", content)
+	// A newer globals dump: LATEST still picks the database dump.
+	g := putDump(t, w, GlobalsName(time.Now().Add(time.Hour)), []byte("CREATE ROLE x;\n"))
+	_ = w.Store.Delete(ctx, repo.DumpKey(g.Name, repo.ManifestFile))
+	g.Kind, g.Database, g.DumpFormat = repo.DumpKindGlobals, "", "plain"
+	g.StartTime, g.StopTime = g.StartTime.Add(time.Hour), g.StopTime.Add(time.Hour)
+	if err := w.WriteDumpManifest(ctx, g); err != nil {
+		t.Fatal(err)
+	}
 	m, err := Resolve(ctx, r, "LATEST")
 	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Name != "dump_20261129T201500Z_shop" {
+		t.Fatalf("LATEST picked %s, not the database dump", m.Name)
+	}
+	if err := w.Store.Delete(ctx, repo.DumpKey(g.Name, repo.DumpFile)); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Store.Delete(ctx, repo.DumpKey(g.Name, repo.ManifestFile)); err != nil {
 		t.Fatal(err)
 	}
 	dest := filepath.Join(t.TempDir(), "shop.dump")

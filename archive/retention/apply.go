@@ -21,6 +21,7 @@ type Result struct {
 	Backups    int      `json:"backups"`
 	Folders    int      `json:"incomplete_folders"`
 	WALObjects int      `json:"wal_objects"`
+	Dumps      int      `json:"dumps"`
 	Objects    int      `json:"objects"`
 	Skipped    []string `json:"skipped,omitempty"`
 }
@@ -31,7 +32,7 @@ const deleteConcurrency = 8
 // Apply carries out a plan. Each backup goes manifest first (a tombstone
 // is written before, so that an interrupted delete's leftovers are
 // recognised and finished by the next run), then its other objects; then
-// the incomplete folders; then the WAL. A backup marked permanent since
+// the incomplete folders; then the WAL; then the dumps. A backup marked permanent since
 // the plan was made is skipped.
 func Apply(ctx context.Context, r *repo.Repo, plan *Plan) (*Result, error) {
 	res := &Result{}
@@ -89,6 +90,11 @@ func Apply(ctx context.Context, r *repo.Repo, plan *Plan) (*Result, error) {
 	}
 	if n > 0 {
 		slog.Info("deleted WAL", "objects", n)
+	}
+	dn, err := applyDumps(ctx, r, plan, res)
+	objects.Add(int64(dn))
+	if err != nil {
+		return res, err
 	}
 	for _, name := range plan.staleTombstones {
 		key := repo.BackupKey(name, repo.TombstoneFile)

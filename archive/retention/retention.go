@@ -33,6 +33,15 @@ type Policy struct {
 	OrphanAge time.Duration
 	// Now is the time the rules are evaluated at (zero: time.Now()).
 	Now time.Time
+	// RetainDumps keeps the N newest logical dumps of each database (the
+	// globals dumps are a group of their own); 0: dumps are not touched.
+	// It is a rule of its own: given alone, no backup or WAL is touched.
+	RetainDumps int
+}
+
+// backupRules says whether the policy has a rule for backups.
+func (pol Policy) backupRules() bool {
+	return pol.RetainFull > 0 || pol.Before != nil || pol.RetainWindow > 0
 }
 
 // BackupDecision is what delete does with one backup, and why.
@@ -77,6 +86,7 @@ type Totals struct {
 	Backups    int   `json:"backups"`
 	Folders    int   `json:"incomplete_folders"`
 	WALObjects int   `json:"wal_objects"`
+	Dumps      int   `json:"dumps"` // dump folders, with a manifest or not
 	Bytes      int64 `json:"bytes"`
 }
 
@@ -88,6 +98,7 @@ type Plan struct {
 	Incomplete []FolderDecision `json:"incomplete_folders"`
 	WAL        []WALRun         `json:"wal"`
 	History    int              `json:"history_files_kept"`
+	Dumps      []DumpDecision   `json:"dumps"`
 	Notes      []string         `json:"notes"`
 	Delete     Totals           `json:"delete"`
 	Keep       Totals           `json:"keep"`
@@ -108,36 +119,63 @@ type Plan struct {
 // backup's own line of timelines, or, off every kept backup's line (an
 // abandoned timeline), when it was archived before the oldest kept backup
 // started. History files are always kept.
+//
+// Dumps are decided apart (decideDumps), only when pol.RetainDumps is
+// given; backups and WAL only when a backup rule is.
 func Decide(ctx context.Context, r *repo.Repo, pol Policy) (*Plan, error) {
 	now := pol.Now
 	if now.IsZero() {
 		now = time.Now()
 	}
-	plan := &Plan{Store: r.Store.String(), Backups: []BackupDecision{}, Incomplete: []FolderDecision{}, WAL: []WALRun{}, Notes: []string{}}
+	plan := &Plan{Store: r.Store.String(), Backups: []BackupDecision{}, Incomplete: []FolderDecision{}, WAL: []WALRun{}, Notes: []string{}, Dumps: []DumpDecision{}}
+	if pol.backupRules() {
+		if err := decideBackups(ctx, r, pol, now, plan); err != nil {
+			return nil, err
+		}
+	} else {
+		plan.Notes = append(plan.Notes, "no backup rule given (--retain-full, --before, --retain-window): backups and WAL are not touched")
+	}
+	if pol.RetainDumps > 0 {
+		dumps, notes, err := decideDumps(ctx, r, pol.RetainDumps, pol.OrphanAge, now)
+		if err != nil {
+			return nil, err
+		}
+		plan.Dumps = dumps
+		plan.Notes = append(plan.Notes, notes...)
+	} else {
+		plan.Notes = append(plan.Notes, "no --retain-dumps given: logical dumps are kept")
+	}
+	plan.total()
+	return plan, nil
+}
+
+// decideBackups fills plan with the decisions on backups, their folders
+// and the WAL.
+func decideBackups(ctx context.Context, r *repo.Repo, pol Policy, now time.Time, plan *Plan) error {
 	cat, err := r.LoadCatalog(ctx, repo.CatalogOptions{})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	fs, err := classifyFolders(cat.Folders)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if len(fs.backups) == 0 {
 		plan.keepEverything(fs.orphans)
-		return plan, nil
+		return nil
 	}
 	sortForRetention(fs.backups)
 	if err := sameCluster(ctx, r, fs.backups); err != nil {
-		return nil, err
+		return err
 	}
 	segSize, err := repo.SegmentSize(fs.backups)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	// The WAL is read only once the backups say there is something to
 	// decide: with none, or with backups of several clusters, nothing is.
 	if err := cat.LoadWAL(ctx, repo.AllWAL, true); err != nil {
-		return nil, err
+		return err
 	}
 	inv := cat.WAL(segSize)
 
@@ -145,7 +183,7 @@ func Decide(ctx context.Context, r *repo.Repo, pol Policy) (*Plan, error) {
 	plan.Notes = append(plan.Notes, notes...)
 	if len(set.good) == 0 {
 		b := set.all[0]
-		return nil, fmt.Errorf("%w: no backup in %s can be restored (e.g. %s: %s): delete keeps everything; run walvault verify, and take a new backup",
+		return fmt.Errorf("%w: no backup in %s can be restored (e.g. %s: %s): delete keeps everything; run walvault verify, and take a new backup",
 			archive.ErrVerifyFailed, r.Store, b.Name, set.broken[b.Name])
 	}
 	k := applyRules(set, pol, now, inv)
@@ -159,8 +197,7 @@ func Decide(ctx context.Context, r *repo.Repo, pol Policy) (*Plan, error) {
 	}
 	plan.Backups, plan.staleTombstones = backupDecisions(set.all, k.reasons, fs.tombstoned)
 	plan.Incomplete = folderDecisions(fs.orphans, pol.OrphanAge, now, needs.oldestFull)
-	plan.total()
-	return plan, nil
+	return nil
 }
 
 // keepEverything is the plan of a store without a complete backup: WAL
@@ -171,7 +208,6 @@ func (p *Plan) keepEverything(orphans []*repo.BackupFolder) {
 		p.Incomplete = append(p.Incomplete, FolderDecision{Name: f.Name, Objects: len(f.Objects), Size: f.Size, Newest: f.Newest,
 			Reason: "no manifest; kept while the store has no complete backup"})
 	}
-	p.total()
 }
 
 func (p *Plan) total() {
@@ -196,5 +232,10 @@ func (p *Plan) total() {
 		t := side(r.Delete)
 		t.WALObjects += r.Objects
 		t.Bytes += r.Bytes
+	}
+	for _, d := range p.Dumps {
+		t := side(d.Delete)
+		t.Dumps++
+		t.Bytes += d.StoredSize
 	}
 }

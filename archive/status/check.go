@@ -10,6 +10,9 @@ type Thresholds struct {
 	// MaxBackupAge: the newest backup finished longer ago than this (or
 	// there is none).
 	MaxBackupAge time.Duration
+	// MaxDumpAge: the newest database dump finished longer ago than this
+	// (or there is none).
+	MaxDumpAge time.Duration
 	// MaxArchiveLag: WAL has waited longer than this for archiving (or
 	// the lag cannot be read: the server is unreachable).
 	MaxArchiveLag time.Duration
@@ -24,6 +27,14 @@ func (r *Report) Exceeded(th Thresholds) []string {
 			out = append(out, fmt.Sprintf("no complete backup in the store (--max-backup-age %s)", th.MaxBackupAge))
 		case b.AgeSeconds > th.MaxBackupAge.Seconds():
 			out = append(out, fmt.Sprintf("the newest backup %s finished %s ago, more than --max-backup-age %s", b.Name, roundAge(b.AgeSeconds), th.MaxBackupAge))
+		}
+	}
+	if th.MaxDumpAge > 0 {
+		switch d := r.NewestDump; {
+		case d == nil:
+			out = append(out, fmt.Sprintf("no database dump in the store (--max-dump-age %s)", th.MaxDumpAge))
+		case d.AgeSeconds > th.MaxDumpAge.Seconds():
+			out = append(out, fmt.Sprintf("the newest dump %s finished %s ago, more than --max-dump-age %s", d.Name, roundAge(d.AgeSeconds), th.MaxDumpAge))
 		}
 	}
 	if th.MaxArchiveLag > 0 {

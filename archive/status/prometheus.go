@@ -29,6 +29,11 @@ func (r *Report) Registry() *prometheus.Registry {
 		gauge("last_backup_timestamp_seconds", "When the newest complete backup finished (Unix time).", unix(b.FinishTime))
 		gauge("last_backup_age_seconds", "Seconds since the newest complete backup finished.", b.AgeSeconds)
 	}
+	gauge("dumps", "Logical dumps (database and globals) whose manifest authenticates.", float64(r.Dumps))
+	if d := r.NewestDump; d != nil {
+		gauge("last_dump_timestamp_seconds", "When the newest database dump finished (Unix time).", unix(d.FinishTime))
+		gauge("last_dump_age_seconds", "Seconds since the newest database dump finished.", d.AgeSeconds)
+	}
 	if s := r.LastSegment; s != nil {
 		gauge("last_archived_wal_timestamp_seconds", "When the newest WAL segment in the store was stored (Unix time).", unix(s.Time))
 		gauge("last_archived_wal_age_seconds", "Seconds since the newest WAL segment in the store was stored.", s.AgeSeconds)
@@ -57,6 +62,7 @@ func (r *Report) Registry() *prometheus.Registry {
 	gauge("archive_bytes", "Bytes stored in the archive (backups, WAL and the rest).", float64(r.Size.Bytes))
 	gauge("archive_backup_bytes", "Bytes stored under backups/.", float64(r.Size.BackupBytes))
 	gauge("archive_wal_bytes", "Bytes stored under wal/.", float64(r.Size.WALBytes))
+	gauge("archive_dump_bytes", "Bytes stored under dumps/.", float64(r.Size.DumpBytes))
 	gauge("archive_objects", "Objects in the archive.", float64(r.Size.Objects))
 	return reg
 }

@@ -1,5 +1,5 @@
 // Package status gathers the figures a monitor alerts on: the newest
-// backup and its age, the last archived WAL segment and its age, the
+// backup and its age, the newest database dump and its age, the last archived WAL segment and its age, the
 // server's archiving (pg_stat_archiver, .ready files) when it can be
 // reached, the point-in-time recovery window, WAL gaps in the newest part
 // of the archive (only what is new since the last run, remembered in a
@@ -44,6 +44,15 @@ type Backup struct {
 	FinishTime time.Time `json:"finish_time"`
 	AgeSeconds float64   `json:"age_seconds"`
 	Timeline   uint32    `json:"timeline"`
+	StoredSize int64     `json:"stored_size"`
+}
+
+// Dump is the newest database dump.
+type Dump struct {
+	Name       string    `json:"name"`
+	Database   string    `json:"database"`
+	FinishTime time.Time `json:"finish_time"`
+	AgeSeconds float64   `json:"age_seconds"`
 	StoredSize int64     `json:"stored_size"`
 }
 
@@ -97,6 +106,7 @@ type Size struct {
 	Bytes       int64 `json:"bytes"`
 	BackupBytes int64 `json:"backup_bytes"`
 	WALBytes    int64 `json:"wal_bytes"`
+	DumpBytes   int64 `json:"dump_bytes"`
 	OtherBytes  int64 `json:"other_bytes"`
 	Objects     int64 `json:"objects"`
 }
@@ -115,9 +125,11 @@ type Report struct {
 	Time  time.Time `json:"time"`
 	// NewestBackup is nil when the store holds no complete backup.
 	NewestBackup *Backup `json:"newest_backup"`
-	// NewestDump is always null for now: logical dumps (dump-push) will
-	// fill it.
-	NewestDump *Backup `json:"newest_dump"`
+	// NewestDump is the newest database dump (dump-push) whose manifest
+	// authenticates; nil when there is none. Globals dumps do not count.
+	NewestDump *Dump `json:"newest_dump"`
+	// Dumps counts the database and globals dumps with a trusted manifest.
+	Dumps int `json:"dumps"`
 	// Backups counts the complete backups; BadBackups lists those whose
 	// manifest is damaged or fails authentication; Incomplete counts
 	// folders without a manifest (interrupted or running backups).
@@ -179,6 +191,9 @@ func Collect(ctx context.Context, r *repo.Repo, opts Options) (*Report, error) {
 		rep.Notes = append(rep.Notes, "the timeline history files are encrypted and no --identity-file was given: the PITR window follows each backup's own timeline only")
 	}
 	backups := rep.readBackups(cat, now)
+	if err := rep.readDumps(ctx, r, now); err != nil {
+		return nil, err
+	}
 	if opts.Server != nil {
 		srv, err := opts.Server(ctx, now)
 		if err != nil {
@@ -244,6 +259,34 @@ func (rep *Report) readBackups(cat *repo.Catalog, now time.Time) []*repo.Manifes
 	return backups
 }
 
+// readDumps fills the dump figures: the newest database dump whose
+// manifest authenticates (a damaged or unauthenticated one is a note,
+// never used for ages).
+func (rep *Report) readDumps(ctx context.Context, r *repo.Repo, now time.Time) error {
+	folders, err := r.ListDumps(ctx)
+	if err != nil {
+		return err
+	}
+	for _, f := range folders {
+		if f.Err != nil {
+			mark := "DAMAGED"
+			if errors.Is(f.Err, crypto.ErrBadProof) {
+				mark = "UNAUTHENTICATED"
+			}
+			rep.Notes = append(rep.Notes, fmt.Sprintf("%s dump %s not counted: %s", mark, f.Name, archive.OneLine(f.Err.Error())))
+		}
+	}
+	dumps := repo.CompleteDumps(folders)
+	rep.Dumps = len(dumps)
+	for i := len(dumps) - 1; i >= 0; i-- {
+		if m := dumps[i]; m.Kind == repo.DumpKindDatabase {
+			rep.NewestDump = &Dump{Name: m.Name, Database: m.Database, FinishTime: m.StopTime.UTC(), AgeSeconds: age(now, m.StopTime), StoredSize: m.StoredSize}
+			break
+		}
+	}
+	return nil
+}
+
 func age(now, t time.Time) float64 { return max(0, now.Sub(t).Seconds()) }
 
 // lastSegment is the segment object stored last.
@@ -278,9 +321,9 @@ func (rep *Report) size(ctx context.Context, r *repo.Repo, cat *repo.Catalog, in
 		s.OtherBytes += o.Size
 		s.Objects++
 	}
-	// The inventory keeps only the history files' keys; they and the top
-	// of the store are small listings.
-	for _, p := range []string{repo.HistoryPrefix, ""} {
+	// The inventory keeps only the history files' keys; they, the dumps
+	// and the top of the store are small listings.
+	for _, p := range []string{repo.HistoryPrefix, repo.DumpPrefix, ""} {
 		opt := cloud.ListOptions{}
 		if p == "" {
 			opt.Delimiter = "/"
@@ -289,9 +332,12 @@ func (rep *Report) size(ctx context.Context, r *repo.Repo, cat *repo.Catalog, in
 			if o.IsPrefix {
 				return nil
 			}
-			if p == repo.HistoryPrefix {
+			switch p {
+			case repo.HistoryPrefix:
 				s.WALBytes += o.Size
-			} else {
+			case repo.DumpPrefix:
+				s.DumpBytes += o.Size
+			default:
 				s.OtherBytes += o.Size
 			}
 			s.Objects++
@@ -301,7 +347,7 @@ func (rep *Report) size(ctx context.Context, r *repo.Repo, cat *repo.Catalog, in
 			slog.Debug("listing for the archive size", "prefix", p, "err", err)
 		}
 	}
-	s.Bytes = s.BackupBytes + s.WALBytes + s.OtherBytes
+	s.Bytes = s.BackupBytes + s.WALBytes + s.DumpBytes + s.OtherBytes
 }
 
 // window finds the PITR window: the oldest backup that can be made

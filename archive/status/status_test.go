@@ -139,7 +139,7 @@ func TestFigures(t *testing.T) {
 		t.Fatalf("backups %d bad %+v incomplete %d", rep.Backups, rep.BadBackups, rep.Incomplete)
 	}
 	if rep.NewestDump != nil {
-		t.Fatal("newest_dump is not filled yet")
+		t.Fatal("newest_dump without a dump in the store")
 	}
 	if l := rep.LastSegment; l == nil || l.Name != archive.SegmentName(1, 30, segSize) || !l.Time.Equal(tmin(30)) || l.AgeSeconds != 30*3600 {
 		t.Fatalf("last segment %+v", l)

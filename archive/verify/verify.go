@@ -16,7 +16,8 @@ import (
 
 // Options tune verify.
 type Options struct {
-	// Backup limits the check to one backup; "" checks them all.
+	// Backup limits the check to one backup (and skips the dumps); ""
+	// checks them all, and every dump.
 	Backup string
 	// Full downloads, decrypts and decompresses every part and checks the
 	// SHA-256 of each stored part and the CRC-32C of each file in it.
@@ -95,8 +96,14 @@ type Report struct {
 	// Incomplete lists backup folders without a manifest: interrupted or
 	// running backups, or interrupted deletes. They are not backups and
 	// not a failure.
-	Incomplete []string  `json:"incomplete_backups,omitempty"`
-	Problems   []Problem `json:"problems"`
+	Incomplete []string `json:"incomplete_backups,omitempty"`
+	// Dumps are the logical dumps checked (every one, unless Backup limits
+	// verify to one backup).
+	Dumps []*Dump `json:"dumps"`
+	// IncompleteDumps lists dump folders without a manifest (interrupted
+	// or running dumps): not dumps, not a failure.
+	IncompleteDumps []string  `json:"incomplete_dumps,omitempty"`
+	Problems        []Problem `json:"problems"`
 	// general: the problems that belong to no backup and no timeline gap.
 	general []Problem
 }
@@ -115,7 +122,7 @@ func (r *Report) General() []Problem { return r.general }
 // returns an error only when it could not check (the store failed, an
 // encrypted object needs an identity); what it found is in the report.
 func Run(ctx context.Context, r *repo.Repo, opts Options) (*Report, error) {
-	rep := &Report{Store: r.Store.String(), Backups: []*Backup{}, Timelines: []Timeline{}, Problems: []Problem{}}
+	rep := &Report{Store: r.Store.String(), Backups: []*Backup{}, Timelines: []Timeline{}, Dumps: []*Dump{}, Problems: []Problem{}}
 	selected := func(name string) bool { return opts.Backup == "" || name == opts.Backup }
 	// Manifests are read whole, so a damaged file list is found too; the
 	// lists are then dropped to bound memory.
@@ -147,6 +154,11 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Report, error) {
 	}
 	if len(backups) > 0 {
 		if err := verifyWAL(cat, backups, rep); err != nil {
+			return nil, err
+		}
+	}
+	if opts.Backup == "" {
+		if err := verifyDumps(ctx, r, opts.Full, rep); err != nil {
 			return nil, err
 		}
 	}
@@ -202,6 +214,10 @@ func (rep *Report) conclude() {
 	for _, bv := range rep.Backups {
 		bv.OK = len(bv.Problems) == 0
 		rep.Problems = append(rep.Problems, bv.Problems...)
+	}
+	for _, d := range rep.Dumps {
+		d.OK = len(d.Problems) == 0
+		rep.Problems = append(rep.Problems, d.Problems...)
 	}
 	rep.OK = len(rep.Problems) == 0
 }

@@ -61,7 +61,8 @@ func dumpCommands() []*cli.Command {
 				"dump is first downloaded and verified whole into a temp file in --temp-dir (removed afterwards),\n" +
 				"then restored with pg_restore -j N. A globals dump (dump-push --all) is downloaded and verified whole,\n" +
 				"then run with psql -X -v ON_ERROR_STOP=0 in --dbname: statements that fail (roles that exist already)\n" +
-				"are warnings, not a failure. LATEST is the newest dump of either kind.",
+				"are warnings, not a failure. LATEST is the newest DATABASE dump (never a globals dump: name one to\n" +
+				"restore it).",
 			Flags: join(storeFlags(), []cli.Flag{
 				stringFlag("dbname", "libpq connection string or URI of the database to restore into (with --create: the one to connect to first)", ""),
 				intFlag("jobs", "pg_restore parallel jobs (> 1 needs a temp file the size of the dump)", 1),
@@ -77,7 +78,8 @@ func dumpCommands() []*cli.Command {
 			Usage:     "write a logical dump as a plain pg_dump custom-format file (a globals dump: an SQL file)",
 			ArgsUsage: "NAME|LATEST FILE",
 			Description: "Downloads, decrypts, decompresses and verifies the dump into a temp file beside FILE, then links it\n" +
-				"into place: FILE is never partial, unverified or overwritten. Restore it with pg_restore yourself.",
+				"into place: FILE is never partial, unverified or overwritten. Restore it with pg_restore yourself.\n" +
+				"LATEST is the newest database dump, as for dump-restore.",
 			Flags:  storeFlags(),
 			Action: dumpFetch,
 		},

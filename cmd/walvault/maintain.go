@@ -37,7 +37,8 @@ func maintainCommands() []*cli.Command {
 				stringFlag("before", "keep the backups that finished at or after this time (e.g. '2026-11-01 00:00:00+00'); older ones may go", ""),
 				stringFlag("retain-window", "keep every backup needed to restore to any moment of this last period (e.g. 7d, 2w, 36h)", ""),
 				intFlag("min-keep", "never keep fewer than the N newest backups", 0),
-				durationFlag("orphan-age", "delete a backup folder without manifest (interrupted backup) only once it is this old", "24h"),
+				intFlag("retain-dumps", "keep the N newest logical dumps of each database (globals dumps: a group of their own); without it dumps are kept", 0),
+				durationFlag("orphan-age", "delete a backup or dump folder without manifest (interrupted backup or dump) only once it is this old", "24h"),
 				boolFlag("confirm", "delete (without it: a dry run that only prints the plan)"),
 				boolFlag("json", "print the plan (and the result) as JSON"),
 			}),
@@ -56,13 +57,14 @@ func maintainCommands() []*cli.Command {
 		},
 		{
 			Name:  "verify",
-			Usage: "check that backups and the WAL they need are whole; exit 0 only if everything checked is",
+			Usage: "check that backups, the WAL they need and the logical dumps are whole; exit 0 only if everything checked is",
 			Description: "For every backup (or --backup NAME): each part is in the store with its recorded size; with --full\n" +
 				"(the default for a single backup) each part is downloaded, decrypted and decompressed, and its SHA-256\n" +
 				"and every file's CRC-32C are checked against the manifest. Then WAL continuity: from each backup's start\n" +
 				"to the newest archived segment on every timeline it can follow (through the history files), with every\n" +
-				"gap as a range, and for each backup the latest point it can be restored to. Exit 7 when anything is\n" +
-				"missing or damaged.",
+				"gap as a range, and for each backup the latest point it can be restored to. Every logical dump too\n" +
+				"(skipped with --backup): its manifest authenticates, its object has its recorded size, and with --full\n" +
+				"its SHA-256 and size are checked. Exit 7 when anything is missing or damaged.",
 			Flags: join(storeFlags(), []cli.Flag{
 				stringFlag("backup", "check only this backup (and then fully, unless --full=false)", ""),
 				boolFlag("full", "download and check every part's and every file's checksum (needs --identity-file for encrypted backups)"),
@@ -80,9 +82,9 @@ func deleteCmd(c *cli.Context) error {
 	if err := wantArgs(c, 0, "no arguments"); err != nil {
 		return err
 	}
-	pol := retention.Policy{RetainFull: c.Int("retain-full"), MinKeep: c.Int("min-keep")}
-	if pol.RetainFull < 0 || pol.MinKeep < 0 {
-		return usageError("--retain-full and --min-keep take a positive number")
+	pol := retention.Policy{RetainFull: c.Int("retain-full"), MinKeep: c.Int("min-keep"), RetainDumps: c.Int("retain-dumps")}
+	if pol.RetainFull < 0 || pol.MinKeep < 0 || pol.RetainDumps < 0 {
+		return usageError("--retain-full, --min-keep and --retain-dumps take a positive number")
 	}
 	if s := c.String("before"); s != "" {
 		t, err := restorepkg.ParseTargetTime(s)
@@ -98,8 +100,8 @@ func deleteCmd(c *cli.Context) error {
 		}
 		pol.RetainWindow = d
 	}
-	if pol.RetainFull == 0 && pol.Before == nil && pol.RetainWindow == 0 {
-		return usageError("give a retention rule: --retain-full N, --before TIME or --retain-window DURATION (e.g. delete --retain-full 7)")
+	if pol.RetainFull == 0 && pol.Before == nil && pol.RetainWindow == 0 && pol.RetainDumps == 0 {
+		return usageError("give a retention rule: --retain-full N, --before TIME, --retain-window DURATION or --retain-dumps N (e.g. delete --retain-full 7)")
 	}
 	age, err := durationValue(c, "orphan-age")
 	if err != nil {
@@ -134,8 +136,8 @@ func deleteCmd(c *cli.Context) error {
 		return err
 	}
 	if res != nil {
-		fmt.Fprintf(c.App.Writer, "deleted: %d backups, %d incomplete backup folders, %d WAL objects (%d objects in all)\n",
-			res.Backups, res.Folders, res.WALObjects, res.Objects)
+		fmt.Fprintf(c.App.Writer, "deleted: %d backups, %d incomplete backup folders, %d WAL objects, %d dumps (%d objects in all)\n",
+			res.Backups, res.Folders, res.WALObjects, res.Dumps, res.Objects)
 		for _, s := range res.Skipped {
 			fmt.Fprintf(c.App.Writer, "skipped %s: it changed since the plan was made (run delete again)\n", shown(s))
 		}
@@ -187,6 +189,22 @@ func printPlan(w io.Writer, p *retention.Plan, dry bool) {
 		fmt.Fprintf(tw, "  KEEP\t%d history files\t\talways kept\n", p.History)
 	}
 	_ = tw.Flush()
+	if len(p.Dumps) > 0 {
+		fmt.Fprintln(w, "\ndumps:")
+		for _, d := range p.Dumps {
+			what := "no manifest"
+			switch {
+			case d.Kind == repo.DumpKindGlobals:
+				what = "globals, finished " + d.StopTime.UTC().Format("2006-01-02 15:04:05")
+			case d.Kind != "":
+				what = "database " + shown(d.Database) + ", finished " + d.StopTime.UTC().Format("2006-01-02 15:04:05")
+			case !d.Incomplete:
+				what = "unreadable manifest"
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", verb(d.Delete), shown(d.Name), what, archive.HumanBytes(d.StoredSize), shown(d.Reason))
+		}
+		_ = tw.Flush()
+	}
 	for _, n := range p.Notes {
 		fmt.Fprintf(w, "note: %s\n", shown(n))
 	}
@@ -195,8 +213,8 @@ func printPlan(w io.Writer, p *retention.Plan, dry bool) {
 	if dry {
 		would = "would delete"
 	}
-	fmt.Fprintf(w, "\n%s %d backups, %d incomplete folders, %d WAL objects (%s); keeps %d backups, %d WAL objects (%s)\n",
-		would, d.Backups, d.Folders, d.WALObjects, archive.HumanBytes(d.Bytes), k.Backups, k.WALObjects, archive.HumanBytes(k.Bytes))
+	fmt.Fprintf(w, "\n%s %d backups, %d incomplete folders, %d WAL objects, %d dumps (%s); keeps %d backups, %d WAL objects, %d dumps (%s)\n",
+		would, d.Backups, d.Folders, d.WALObjects, d.Dumps, archive.HumanBytes(d.Bytes), k.Backups, k.WALObjects, k.Dumps, archive.HumanBytes(k.Bytes))
 }
 
 func backupMark(c *cli.Context) error {
@@ -319,6 +337,30 @@ func printVerify(w io.Writer, r *verify.Report) {
 			fmt.Fprintf(w, "      GAP %s\n", shown(g.String()))
 		}
 	}
+	for _, d := range r.Dumps {
+		status := "ok"
+		if !d.OK {
+			status = "FAIL"
+		}
+		what := "globals"
+		if d.Kind == repo.DumpKindDatabase {
+			what = "database " + shown(d.Database)
+		}
+		switch {
+		case d.Kind == "":
+			fmt.Fprintf(w, "%-4s  dump %s\n", status, shown(d.Name))
+		case d.Checked == "full":
+			fmt.Fprintf(w, "%-4s  dump %s (%s, finished %s): read back (%s), SHA-256 and size checked\n", status, shown(d.Name), what, d.StopTime.UTC().Format("2006-01-02 15:04:05"), archive.HumanBytes(d.StoredSize))
+		default:
+			fmt.Fprintf(w, "%-4s  dump %s (%s, finished %s): present with its recorded size (%s)\n", status, shown(d.Name), what, d.StopTime.UTC().Format("2006-01-02 15:04:05"), archive.HumanBytes(d.StoredSize))
+		}
+		for _, p := range d.Problems {
+			fmt.Fprintf(w, "      FAIL %s\n", shown(p.String()))
+		}
+	}
+	if len(r.IncompleteDumps) > 0 {
+		fmt.Fprintf(w, "note  dump folders without a manifest (interrupted or running dumps; not dumps, not checked): %s\n", strings.Join(shownAll(r.IncompleteDumps), ", "))
+	}
 	if len(r.Incomplete) > 0 {
 		fmt.Fprintf(w, "note  backup folders without a manifest (interrupted or running backups; not backups, not checked): %s\n", strings.Join(shownAll(r.Incomplete), ", "))
 	}
@@ -326,7 +368,7 @@ func printVerify(w io.Writer, r *verify.Report) {
 		fmt.Fprintf(w, "FAIL  %s\n", shown(p.String()))
 	}
 	if r.OK {
-		fmt.Fprintf(w, "verify: OK: %d backups and the WAL of %d timelines checked; nothing missing or damaged\n", len(r.Backups), len(r.Timelines))
+		fmt.Fprintf(w, "verify: OK: %d backups, the WAL of %d timelines and %d dumps checked; nothing missing or damaged\n", len(r.Backups), len(r.Timelines), len(r.Dumps))
 	} else {
 		fmt.Fprintf(w, "verify: FAILED: %d problem(s)\n", len(r.Problems))
 	}

@@ -30,7 +30,7 @@ func statusCommands() []*cli.Command {
 			"reported and its figures left empty: status works from a host with only the store.\n\n" +
 			"WAL gaps are looked for only in what was archived since the last run (the first run: from the newest\n" +
 			"backup's start); how far it got, and the gaps found, are kept in --state-file. verify checks everything.\n\n" +
-			"--max-backup-age and --max-archive-lag make it a check: exit 7, with the reasons on stderr, when one is\n" +
+			"--max-backup-age, --max-dump-age and --max-archive-lag make it a check: exit 7, with the reasons on stderr, when one is\n" +
 			"exceeded. --prometheus FILE writes the same figures for node_exporter's textfile collector.",
 		Flags: join(storeFlags(), []cli.Flag{
 			boolFlag("json", "print the figures as JSON"),
@@ -40,6 +40,7 @@ func statusCommands() []*cli.Command {
 			durationFlag("connect-timeout", "give up connecting to PostgreSQL after this long", "5s"),
 			stringFlag("state-file", "where status remembers how far it checked the WAL for gaps (default: $XDG_STATE_HOME/walvault/status.json, /var/lib/walvault/status.json for root, else ~/.local/state/walvault/status.json; 'none': keep no state)", ""),
 			durationFlag("max-backup-age", "exit 7 when the newest backup finished longer ago than this (e.g. 26h)", "0"),
+			durationFlag("max-dump-age", "exit 7 when the newest database dump (dump-push) finished longer ago than this, or there is none (e.g. 26h)", "0"),
 			durationFlag("max-archive-lag", "exit 7 when WAL has waited longer than this for archiving, or the lag cannot be read (e.g. 15m)", "0"),
 			stringFlag("prometheus", "also write the figures to this file in Prometheus text format (node_exporter textfile collector: a *.prom file in its directory)", ""),
 		}),
@@ -54,6 +55,9 @@ func statusCmd(c *cli.Context) error {
 	var th status.Thresholds
 	var err error
 	if th.MaxBackupAge, err = durationValue(c, "max-backup-age"); err != nil {
+		return err
+	}
+	if th.MaxDumpAge, err = durationValue(c, "max-dump-age"); err != nil {
 		return err
 	}
 	if th.MaxArchiveLag, err = durationValue(c, "max-archive-lag"); err != nil {
@@ -121,6 +125,11 @@ func printStatus(w io.Writer, r *status.Report) {
 	if r.Incomplete > 0 {
 		fmt.Fprintf(w, "                  %d backup folder(s) without a manifest (interrupted or running)\n", r.Incomplete)
 	}
+	if d := r.NewestDump; d != nil {
+		fmt.Fprintf(w, "newest dump       %s of database %s, finished %s (%s), %d dump(s)\n", shown(d.Name), shown(d.Database), stamp(d.FinishTime), ago(d.AgeSeconds), r.Dumps)
+	} else if r.Dumps > 0 {
+		fmt.Fprintf(w, "newest dump       none of a database (%d globals dump(s))\n", r.Dumps)
+	}
 	if s := r.LastSegment; s != nil {
 		fmt.Fprintf(w, "last archived     %s, stored %s (%s)\n", shown(s.Name), stamp(s.Time), ago(s.AgeSeconds))
 	} else {
@@ -168,8 +177,12 @@ func printStatus(w io.Writer, r *status.Report) {
 			fmt.Fprintf(w, "                  GAP %s\n", shown(g.String()))
 		}
 	}
-	fmt.Fprintf(w, "archive size      %s in %d objects (backups %s, WAL %s)\n", archive.HumanBytes(r.Size.Bytes), r.Size.Objects,
-		archive.HumanBytes(r.Size.BackupBytes), archive.HumanBytes(r.Size.WALBytes))
+	dumps := ""
+	if r.Size.DumpBytes > 0 {
+		dumps = ", dumps " + archive.HumanBytes(r.Size.DumpBytes)
+	}
+	fmt.Fprintf(w, "archive size      %s in %d objects (backups %s, WAL %s%s)\n", archive.HumanBytes(r.Size.Bytes), r.Size.Objects,
+		archive.HumanBytes(r.Size.BackupBytes), archive.HumanBytes(r.Size.WALBytes), dumps)
 	for _, n := range r.Notes {
 		fmt.Fprintf(w, "note              %s\n", shown(n))
 	}
