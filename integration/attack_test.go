@@ -729,7 +729,7 @@ func (v *attackVictim) escapes(t *testing.T) {
 
 // 12. A typo in a cron job must not look like success.
 func (v *attackVictim) unknownCommand(t *testing.T) {
-	for _, args := range [][]string{{"dump-push", "shop"}, {"wal-fetch", "--no-such-flag", "x", "y"}, {"backup-list", "--verify-keys", v.verifyKey}} {
+	for _, args := range [][]string{{"dump-psuh", "shop"}, {"wal-fetch", "--no-such-flag", "x", "y"}, {"backup-list", "--verify-keys", v.verifyKey}} {
 		res := v.run(t, args...)
 		res.exitIn(t, strings.Join(args, " "), 2)
 	}
