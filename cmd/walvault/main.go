@@ -134,7 +134,10 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 	// The one line run prints is scrubbed also when stderr is a terminal.
 	say := func(format string, a ...any) { fmt.Fprintln(stderr, graphicOnly(scrubURLs(fmt.Sprintf(format, a...)))) }
 	app := newApp(stdout, stderr)
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// SIGQUIT is how PostgreSQL ends a running archive or restore command
+	// on an immediate shutdown: caught, it cancels the work like the others
+	// do, instead of Go's default goroutine dump into the server log.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGQUIT)
 	defer stop()
 	if len(args) == 1 {
 		// Help for the person at the terminal, but a script that lost its
@@ -160,6 +163,12 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 	}
 	if err == nil {
 		return exitOK
+	}
+	if ctx.Err() != nil {
+		// Stopped by a signal: one line, and a code that is neither success
+		// nor "not in the archive" (PostgreSQL is shutting down anyway).
+		say("%s: stopped by a signal", name)
+		return exitFailure
 	}
 	var quiet quietError
 	if errors.As(err, &quiet) {
