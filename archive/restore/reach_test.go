@@ -11,26 +11,26 @@ import (
 )
 
 // reachable reads the catalog of s as restore does and checks m's WAL.
-func (s *synth) reachable(m *repo.Manifest, tg Target) error {
-	s.t.Helper()
-	cat, err := s.r.LoadCatalog(s.ctx, repo.CatalogOptions{WAL: repo.WALOfBackups, History: true})
+func reachable(s *synth, m *repo.Manifest, tg Target) error {
+	s.T.Helper()
+	cat, err := s.R.LoadCatalog(s.Ctx, repo.CatalogOptions{WAL: repo.WALOfBackups, History: true})
 	if err != nil {
-		s.t.Fatal(err)
+		s.T.Fatal(err)
 	}
-	return CheckWALReachable(cat, m, tg, s.r.Store.String())
+	return CheckWALReachable(cat, m, tg, s.R.Store.String())
 }
 
 func TestCheckWALReachable(t *testing.T) {
 	s := newSynth(t)
-	s.segs(1, 1, 20, func(n uint64) time.Time { return tmin(int(n)) })
-	m := s.backup("b", 1, 3, 4, tmin(3), tmin(4), false)
+	s.Segs(1, 1, 20, func(n uint64) time.Time { return tmin(int(n)) })
+	m := s.Backup("b", 1, 3, 4, tmin(3), tmin(4), false)
 	lsn := func(s string) *archive.LSN { l, _ := archive.ParseLSN(s); return &l }
 	check := func(tg Target) error {
 		t.Helper()
 		if err := tg.Validate(); err != nil {
 			t.Fatal(err)
 		}
-		return s.reachable(m, tg)
+		return reachable(s, m, tg)
 	}
 	if err := check(Target{}); err != nil {
 		t.Fatalf("whole archive: %v", err)
@@ -38,8 +38,8 @@ func TestCheckWALReachable(t *testing.T) {
 	if err := check(Target{LSN: lsn("0/1500000")}); err == nil || !strings.Contains(err.Error(), "past the newest archived WAL") {
 		t.Fatalf("target past the end: %v", err)
 	}
-	for _, k := range s.walKeys(1, 10, 11) {
-		_ = s.r.Store.Delete(s.ctx, k)
+	for _, k := range s.WALKeys(1, 10, 11) {
+		_ = s.R.Store.Delete(s.Ctx, k)
 	}
 	tests := []struct {
 		name   string
@@ -71,30 +71,30 @@ func TestCheckWALReachable(t *testing.T) {
 			}
 		})
 	}
-	_ = s.r.Store.Delete(s.ctx, repo.WALKey(archive.WALFile{Name: m.StopWAL}))
+	_ = s.R.Store.Delete(s.Ctx, repo.WALKey(archive.WALFile{Name: m.StopWAL}))
 	if err := check(Target{Immediate: true}); !errors.Is(err, archive.ErrIntegrity) || !strings.Contains(err.Error(), "cannot be made consistent") {
 		t.Fatalf("stop segment missing: %v", err)
 	}
 
 	// Across timelines: b2 follows timeline 2 from the switch at segment 15.
 	tl := twoTimelines(t)
-	b2, err := tl.r.ReadManifest(tl.ctx, "b2", true)
+	b2, err := tl.R.ReadManifest(tl.Ctx, "b2", true)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := tl.reachable(b2, Target{Timeline: "latest"}); err != nil {
+	if err := reachable(tl, b2, Target{Timeline: "latest"}); err != nil {
 		t.Fatalf("b2 to timeline 2: %v", err)
 	}
-	_ = tl.r.Store.Delete(tl.ctx, repo.WALKey(archive.WALFile{Name: "000000020000000000000014"}))
-	err = tl.reachable(b2, Target{Timeline: "latest"})
+	_ = tl.R.Store.Delete(tl.Ctx, repo.WALKey(archive.WALFile{Name: "000000020000000000000014"}))
+	err = reachable(tl, b2, Target{Timeline: "latest"})
 	if !errors.Is(err, archive.ErrIntegrity) || !strings.Contains(err.Error(), "000000020000000000000014 (1 segment, timeline 2)") {
 		t.Fatalf("gap on timeline 2: %v", err)
 	}
-	if err := tl.reachable(b2, Target{Timeline: "current"}); err != nil {
+	if err := reachable(tl, b2, Target{Timeline: "current"}); err != nil {
 		t.Fatalf("timeline 1 has no gap: %v", err)
 	}
-	b3, _ := tl.r.ReadManifest(tl.ctx, "b3", true)
-	if err := tl.reachable(b3, Target{Timeline: "2"}); !errors.Is(err, archive.ErrBadInput) {
+	b3, _ := tl.R.ReadManifest(tl.Ctx, "b3", true)
+	if err := reachable(tl, b3, Target{Timeline: "2"}); !errors.Is(err, archive.ErrBadInput) {
 		t.Fatalf("b3 is after the branch: %v", err)
 	}
 }

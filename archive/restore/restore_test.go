@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/walvault/walvault/archive"
+	"github.com/walvault/walvault/archive/internal/backuptest"
 	"github.com/walvault/walvault/archive/repo"
 	"github.com/walvault/walvault/cloud"
 )
@@ -165,7 +166,7 @@ func TestRestoreBrokenDownload(t *testing.T) {
 	if got, _ := os.ReadFile(filepath.Join(dest, "base/1/1259")); string(got) != big {
 		t.Fatal("base/1/1259 differs after a broken download")
 	}
-	if f := r.Store.(interface{ Unwrap() cloud.Store }).Unwrap().(*flakyStore); len(f.broken) == 0 {
+	if backuptest.BrokenDownloads(r.Store) == 0 {
 		t.Fatal("no download was broken")
 	}
 }

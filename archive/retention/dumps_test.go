@@ -257,21 +257,21 @@ func TestRetainDumpsKeepsUnauthenticated(t *testing.T) {
 // keeps every dump.
 func TestRetainDumpsAloneLeavesBackups(t *testing.T) {
 	s := twoTimelines(t)
-	w, _ := signedRepos(t, s.r.Store)
-	wantDel := fillDumps(t, s.root, w)
-	before := s.keys()
+	w, _ := signedRepos(t, s.R.Store)
+	wantDel := fillDumps(t, s.Root, w)
+	before := s.Keys()
 
-	plan, err := Decide(s.ctx, s.r, Policy{RetainDumps: 2, OrphanAge: time.Hour, Now: tmin(100)})
+	plan, err := Decide(s.Ctx, s.R, Policy{RetainDumps: 2, OrphanAge: time.Hour, Now: tmin(100)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(plan.Backups) != 0 || len(plan.WAL) != 0 || plan.Delete.Backups+plan.Delete.WALObjects+plan.Delete.Folders != 0 {
 		t.Fatalf("a dumps-only plan decides on backups or WAL: %+v", plan.Delete)
 	}
-	if _, err := Apply(s.ctx, s.r, plan); err != nil {
+	if _, err := Apply(s.Ctx, s.R, plan); err != nil {
 		t.Fatal(err)
 	}
-	after := s.keys()
+	after := s.Keys()
 	for k := range before {
 		dumpGone := false
 		for _, n := range wantDel {
@@ -283,7 +283,7 @@ func TestRetainDumpsAloneLeavesBackups(t *testing.T) {
 	}
 
 	// A backup rule alone: every dump stays, whatever the backups do.
-	plan, err = Decide(s.ctx, s.r, Policy{RetainFull: 1, OrphanAge: time.Hour, Now: tmin(100)})
+	plan, err = Decide(s.Ctx, s.R, Policy{RetainFull: 1, OrphanAge: time.Hour, Now: tmin(100)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -297,11 +297,11 @@ func TestRetainDumpsAloneLeavesBackups(t *testing.T) {
 	if !noted {
 		t.Fatalf("no note that dumps are kept: %v", plan.Notes)
 	}
-	dumpsBefore := storeKeys(t, s.r.Store, repo.DumpPrefix)
-	if _, err := Apply(s.ctx, s.r, plan); err != nil {
+	dumpsBefore := storeKeys(t, s.R.Store, repo.DumpPrefix)
+	if _, err := Apply(s.Ctx, s.R, plan); err != nil {
 		t.Fatal(err)
 	}
-	if got := storeKeys(t, s.r.Store, repo.DumpPrefix); strings.Join(got, ",") != strings.Join(dumpsBefore, ",") {
+	if got := storeKeys(t, s.R.Store, repo.DumpPrefix); strings.Join(got, ",") != strings.Join(dumpsBefore, ",") {
 		t.Fatalf("a backups-only delete touched dumps: %v -> %v", dumpsBefore, got)
 	}
 }

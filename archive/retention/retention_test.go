@@ -37,29 +37,10 @@ func sortedKeys(m map[string]bool) []string {
 	return out
 }
 
-// twoTimelines builds the issue's scenario: on timeline 1, b1, then b2
-// (permanent), then b3; meanwhile a restore from b2 to a point at segment
-// 15 started timeline 2 (promoted later, archiving the .partial of
-// timeline 1's segment 15), where b4 and b5 were taken. Timeline 1 went on
-// to segment 30 before it was abandoned.
-func twoTimelines(t *testing.T) *synth {
-	s := newSynth(t)
-	s.segs(1, 1, 30, func(n uint64) time.Time { return tmin(int(n)) })
-	s.backup("b1", 1, 3, 4, tmin(3), tmin(4), false)
-	s.backup("b2", 1, 10, 11, tmin(10), tmin(11), true)
-	s.backup("b3", 1, 20, 21, tmin(20), tmin(21), false)
-	s.history(2, "1\t0/F12345\tbefore 2026-11-01 00:15:00+00\n", tmin(60))
-	s.put(repo.WALKey(archive.WALFile{Name: s.segName(1, 15) + ".partial"}), []byte("partial"), tmin(60))
-	s.segs(2, 15, 40, func(n uint64) time.Time { return tmin(60 + int(n)) })
-	s.backup("b4", 2, 25, 26, tmin(85), tmin(86), false)
-	s.backup("b5", 2, 35, 36, tmin(95), tmin(96), false)
-	return s
-}
-
 func TestRetentionAcrossTimelines(t *testing.T) {
 	s := twoTimelines(t)
-	before := s.keys()
-	plan, err := Decide(s.ctx, s.r, Policy{RetainFull: 2, Now: tmin(100)})
+	before := s.Keys()
+	plan, err := Decide(s.Ctx, s.R, Policy{RetainFull: 2, Now: tmin(100)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,17 +53,17 @@ func TestRetentionAcrossTimelines(t *testing.T) {
 			t.Fatalf("b2 kept for %v, want only: permanent", b.Reasons)
 		}
 	}
-	if got := s.keys(); len(got) != len(before) {
+	if got := s.Keys(); len(got) != len(before) {
 		t.Fatal("planning changed the store")
 	}
 
-	res, err := Apply(s.ctx, s.r, plan)
+	res, err := Apply(s.Ctx, s.R, plan)
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := map[string]bool{repo.ClusterKey: false}
 	delete(want, repo.ClusterKey)
-	for _, k := range append(append(s.walKeys(1, 10, 11), s.walKeys(2, 25, 40)...), repo.HistoryPrefix+"00000002.history") {
+	for _, k := range append(append(s.WALKeys(1, 10, 11), s.WALKeys(2, 25, 40)...), repo.HistoryPrefix+"00000002.history") {
 		want[k] = true
 	}
 	for _, b := range []string{"b2", "b4", "b5"} {
@@ -90,7 +71,7 @@ func TestRetentionAcrossTimelines(t *testing.T) {
 			want[repo.BackupKey(b, f)] = true
 		}
 	}
-	got := s.keys()
+	got := s.Keys()
 	if strings.Join(sortedKeys(got), "\n") != strings.Join(sortedKeys(want), "\n") {
 		t.Fatalf("after delete the store holds\n%s\nwant\n%s", strings.Join(sortedKeys(got), "\n"), strings.Join(sortedKeys(want), "\n"))
 	}
@@ -101,7 +82,7 @@ func TestRetentionAcrossTimelines(t *testing.T) {
 	}
 
 	// A re-run finds nothing more to delete.
-	again, err := Decide(s.ctx, s.r, Policy{RetainFull: 2, Now: tmin(100)})
+	again, err := Decide(s.Ctx, s.R, Policy{RetainFull: 2, Now: tmin(100)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,7 +90,7 @@ func TestRetentionAcrossTimelines(t *testing.T) {
 		t.Fatalf("second run would delete %+v:\n%+v", again.Delete, again.WAL)
 	}
 	// And what is left verifies.
-	rep, err := verify.Run(s.ctx, s.r, verify.Options{})
+	rep, err := verify.Run(s.Ctx, s.R, verify.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,7 +118,7 @@ func TestRetentionRules(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			tt.pol.Now = tmin(100)
-			plan, err := Decide(s.ctx, s.r, tt.pol)
+			plan, err := Decide(s.Ctx, s.R, tt.pol)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -148,7 +129,7 @@ func TestRetentionRules(t *testing.T) {
 		})
 	}
 	// window 10m at 100: b5 (finished 96) inside, b4 (86) is the base.
-	plan, _ := Decide(s.ctx, s.r, Policy{RetainWindow: 10 * time.Minute, Now: tmin(100)})
+	plan, _ := Decide(s.Ctx, s.R, Policy{RetainWindow: 10 * time.Minute, Now: tmin(100)})
 	for _, b := range plan.Backups {
 		if b.Name == "b4" && !strings.Contains(strings.Join(b.Reasons, ";"), "start of --retain-window") {
 			t.Fatalf("b4 kept for %v", b.Reasons)
@@ -162,11 +143,11 @@ func timePtr[T any](v T) *T { return &v }
 // newer backups may sit on a lower timeline. Order is by finish time.
 func TestRetentionIgnoresTimelineNumbers(t *testing.T) {
 	s := newSynth(t)
-	s.segs(3, 1, 10, func(n uint64) time.Time { return tmin(int(n)) })
-	s.history(3, "1\t0/100000\tx\n2\t0/180000\ty\n", tmin(0))
-	s.backup("old_on_tl3", 3, 2, 2, tmin(2), tmin(2), false)
-	s.backup("new_on_tl3", 3, 8, 8, tmin(8), tmin(8), false)
-	plan, err := Decide(s.ctx, s.r, Policy{RetainFull: 1, Now: tmin(20)})
+	s.Segs(3, 1, 10, func(n uint64) time.Time { return tmin(int(n)) })
+	s.History(3, "1\t0/100000\tx\n2\t0/180000\ty\n", tmin(0))
+	s.Backup("old_on_tl3", 3, 2, 2, tmin(2), tmin(2), false)
+	s.Backup("new_on_tl3", 3, 8, 8, tmin(8), tmin(8), false)
+	plan, err := Decide(s.Ctx, s.R, Policy{RetainFull: 1, Now: tmin(20)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,14 +157,14 @@ func TestRetentionIgnoresTimelineNumbers(t *testing.T) {
 
 	// Timeline 2 backups finished after the timeline 5 ones.
 	s = newSynth(t)
-	s.segs(5, 1, 6, func(n uint64) time.Time { return tmin(int(n)) })
-	s.history(5, "1\t0/80000\tx\n", tmin(0))
-	s.segs(2, 7, 12, func(n uint64) time.Time { return tmin(100 + int(n)) })
-	s.history(2, "1\t0/700000\tx\n", tmin(100))
-	s.backup("tl5", 5, 2, 2, tmin(2), tmin(3), false)
-	s.backup("tl2a", 2, 8, 8, tmin(108), tmin(108), false)
-	s.backup("tl2b", 2, 10, 10, tmin(110), tmin(110), false)
-	plan, err = Decide(s.ctx, s.r, Policy{RetainFull: 2, Now: tmin(200)})
+	s.Segs(5, 1, 6, func(n uint64) time.Time { return tmin(int(n)) })
+	s.History(5, "1\t0/80000\tx\n", tmin(0))
+	s.Segs(2, 7, 12, func(n uint64) time.Time { return tmin(100 + int(n)) })
+	s.History(2, "1\t0/700000\tx\n", tmin(100))
+	s.Backup("tl5", 5, 2, 2, tmin(2), tmin(3), false)
+	s.Backup("tl2a", 2, 8, 8, tmin(108), tmin(108), false)
+	s.Backup("tl2b", 2, 10, 10, tmin(110), tmin(110), false)
+	plan, err = Decide(s.Ctx, s.R, Policy{RetainFull: 2, Now: tmin(200)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,14 +176,14 @@ func TestRetentionIgnoresTimelineNumbers(t *testing.T) {
 // The live timeline's only backup is old: it must stay, whatever the rule.
 func TestRetentionKeepsWhatRestoresTheLatestWAL(t *testing.T) {
 	s := newSynth(t)
-	s.segs(1, 1, 20, func(n uint64) time.Time { return tmin(int(n)) })
-	s.backup("b1", 1, 2, 2, tmin(2), tmin(2), false)
-	s.backup("b2", 1, 10, 10, tmin(10), tmin(10), false)
-	s.backup("b3", 1, 15, 15, tmin(15), tmin(15), false)
+	s.Segs(1, 1, 20, func(n uint64) time.Time { return tmin(int(n)) })
+	s.Backup("b1", 1, 2, 2, tmin(2), tmin(2), false)
+	s.Backup("b2", 1, 10, 10, tmin(10), tmin(10), false)
+	s.Backup("b3", 1, 15, 15, tmin(15), tmin(15), false)
 	// A restore from b1 to segment 5 made timeline 2, the one in use now.
-	s.history(2, "1\t0/500000\tx\n", tmin(30))
-	s.segs(2, 5, 12, func(n uint64) time.Time { return tmin(30 + int(n)) })
-	plan, err := Decide(s.ctx, s.r, Policy{RetainFull: 1, Now: tmin(60)})
+	s.History(2, "1\t0/500000\tx\n", tmin(30))
+	s.Segs(2, 5, 12, func(n uint64) time.Time { return tmin(30 + int(n)) })
+	plan, err := Decide(s.Ctx, s.R, Policy{RetainFull: 1, Now: tmin(60)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -219,19 +200,19 @@ func TestRetentionKeepsWhatRestoresTheLatestWAL(t *testing.T) {
 
 func TestRetentionIncompleteFolders(t *testing.T) {
 	s := newSynth(t)
-	s.segs(1, 1, 20, func(n uint64) time.Time { return tmin(int(n)) })
-	s.backup("b1", 1, 2, 2, tmin(2), tmin(2), false)
-	s.backup("b2", 1, 10, 10, tmin(10), tmin(10), false)
+	s.Segs(1, 1, 20, func(n uint64) time.Time { return tmin(int(n)) })
+	s.Backup("b1", 1, 2, 2, tmin(2), tmin(2), false)
+	s.Backup("b2", 1, 10, 10, tmin(10), tmin(10), false)
 	// An interrupted delete: tombstone and a part, no manifest; recent.
-	s.put(repo.BackupKey("half_deleted", repo.TombstoneFile), []byte("{}"), tmin(99))
-	s.put(repo.BackupKey("half_deleted", "part-00003"), []byte("x"), tmin(99))
+	s.Put(repo.BackupKey("half_deleted", repo.TombstoneFile), []byte("{}"), tmin(99))
+	s.Put(repo.BackupKey("half_deleted", "part-00003"), []byte("x"), tmin(99))
 	// A killed backup from long ago, and one that may be running now.
-	s.put(repo.BackupKey("killed", "part-00000"), []byte("x"), tmin(1))
-	s.put(repo.BackupKey("running", "part-00000"), []byte("x"), tmin(99))
+	s.Put(repo.BackupKey("killed", "part-00000"), []byte("x"), tmin(1))
+	s.Put(repo.BackupKey("running", "part-00000"), []byte("x"), tmin(99))
 	// A backup killed after b2 started: newer than the oldest kept backup.
-	s.put(repo.BackupKey("killed_late", "part-00000"), []byte("x"), tmin(11))
+	s.Put(repo.BackupKey("killed_late", "part-00000"), []byte("x"), tmin(11))
 
-	plan, err := Decide(s.ctx, s.r, Policy{RetainFull: 1, OrphanAge: time.Hour, Now: tmin(100)})
+	plan, err := Decide(s.Ctx, s.R, Policy{RetainFull: 1, OrphanAge: time.Hour, Now: tmin(100)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -247,16 +228,16 @@ func TestRetentionIncompleteFolders(t *testing.T) {
 	}
 	// With a short orphan age the running one is still protected by being
 	// newer than the oldest kept backup.
-	plan2, _ := Decide(s.ctx, s.r, Policy{RetainFull: 1, OrphanAge: 0, Now: tmin(100)})
+	plan2, _ := Decide(s.Ctx, s.R, Policy{RetainFull: 1, OrphanAge: 0, Now: tmin(100)})
 	for _, f := range plan2.Incomplete {
 		if f.Name == "running" && f.Delete {
 			t.Fatal("a folder written after the oldest kept backup started is deleted")
 		}
 	}
-	if _, err := Apply(s.ctx, s.r, plan); err != nil {
+	if _, err := Apply(s.Ctx, s.R, plan); err != nil {
 		t.Fatal(err)
 	}
-	keys := s.keys()
+	keys := s.Keys()
 	for _, k := range []string{repo.BackupKey("half_deleted", repo.TombstoneFile), repo.BackupKey("half_deleted", "part-00003"), repo.BackupKey("killed", "part-00000"), repo.BackupKey("b1", repo.ManifestFile)} {
 		if keys[k] {
 			t.Errorf("%s survived", k)
@@ -274,35 +255,35 @@ func TestRetentionIncompleteFolders(t *testing.T) {
 func TestRetentionInterruptedDelete(t *testing.T) {
 	for step := 1; step <= 3; step++ {
 		s := newSynth(t)
-		s.segs(1, 1, 12, func(n uint64) time.Time { return tmin(int(n)) })
-		s.backup("b1", 1, 2, 2, tmin(2), tmin(2), false)
-		s.backup("b2", 1, 10, 10, tmin(10), tmin(10), false)
-		st := s.r.Store
+		s.Segs(1, 1, 12, func(n uint64) time.Time { return tmin(int(n)) })
+		s.Backup("b1", 1, 2, 2, tmin(2), tmin(2), false)
+		s.Backup("b2", 1, 10, 10, tmin(10), tmin(10), false)
+		st := s.R.Store
 		// Do by hand what deleteBackup does, up to step.
 		if step >= 1 {
-			s.put(repo.BackupKey("b1", repo.TombstoneFile), []byte("{}"), time.Time{})
+			s.Put(repo.BackupKey("b1", repo.TombstoneFile), []byte("{}"), time.Time{})
 		}
 		if step >= 2 {
-			_ = st.Delete(s.ctx, repo.BackupKey("b1", repo.ManifestFile))
+			_ = st.Delete(s.Ctx, repo.BackupKey("b1", repo.ManifestFile))
 		}
 		if step >= 3 {
-			_ = st.Delete(s.ctx, repo.BackupKey("b1", "part-00000"))
+			_ = st.Delete(s.Ctx, repo.BackupKey("b1", "part-00000"))
 		}
-		list, err := s.listBackups()
+		list, err := s.ListBackups()
 		if err != nil {
 			t.Fatal(err)
 		}
 		if step >= 2 && len(list) != 1 {
 			t.Fatalf("step %d: a half-deleted backup is still listed: %d backups", step, len(list))
 		}
-		plan, err := Decide(s.ctx, s.r, Policy{RetainFull: 1, OrphanAge: 24 * time.Hour, Now: tmin(20)})
+		plan, err := Decide(s.Ctx, s.R, Policy{RetainFull: 1, OrphanAge: 24 * time.Hour, Now: tmin(20)})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := Apply(s.ctx, s.r, plan); err != nil {
+		if _, err := Apply(s.Ctx, s.R, plan); err != nil {
 			t.Fatal(err)
 		}
-		for k := range s.keys() {
+		for k := range s.Keys() {
 			if strings.HasPrefix(k, repo.BackupPrefix+"b1/") {
 				t.Fatalf("step %d: %s left after the re-run", step, k)
 			}
@@ -313,43 +294,43 @@ func TestRetentionInterruptedDelete(t *testing.T) {
 func TestRetentionRefusals(t *testing.T) {
 	t.Run("damaged manifest", func(t *testing.T) {
 		s := twoTimelines(t)
-		s.put(repo.BackupKey("b3", repo.ManifestFile), []byte(`{"format": 1, "name": "b3", "par`), time.Time{})
-		_, err := Decide(s.ctx, s.r, Policy{RetainFull: 1})
+		s.Put(repo.BackupKey("b3", repo.ManifestFile), []byte(`{"format": 1, "name": "b3", "par`), time.Time{})
+		_, err := Decide(s.Ctx, s.R, Policy{RetainFull: 1})
 		if !errors.Is(err, archive.ErrIntegrity) || !strings.Contains(err.Error(), "backups/b3/manifest.json") || !strings.Contains(err.Error(), "by hand") {
 			t.Fatalf("got %v", err)
 		}
 	})
 	t.Run("two clusters", func(t *testing.T) {
 		s := twoTimelines(t)
-		s.backup("other", 1, 28, 28, tmin(28), tmin(28), false, func(m *repo.Manifest) { m.SystemIdentifier = "42" })
-		_, err := Decide(s.ctx, s.r, Policy{RetainFull: 1})
+		s.Backup("other", 1, 28, 28, tmin(28), tmin(28), false, func(m *repo.Manifest) { m.SystemIdentifier = "42" })
+		_, err := Decide(s.Ctx, s.R, Policy{RetainFull: 1})
 		if !errors.Is(err, archive.ErrOtherCluster) || !strings.Contains(err.Error(), "42") {
 			t.Fatalf("got %v", err)
 		}
 	})
 	t.Run("cluster.json names another", func(t *testing.T) {
 		s := twoTimelines(t)
-		s.put(repo.ClusterKey, []byte(`{"system_identifier": "99"}`), time.Time{})
-		_, err := Decide(s.ctx, s.r, Policy{RetainFull: 1})
+		s.Put(repo.ClusterKey, []byte(`{"system_identifier": "99"}`), time.Time{})
+		_, err := Decide(s.Ctx, s.R, Policy{RetainFull: 1})
 		if !errors.Is(err, archive.ErrOtherCluster) {
 			t.Fatalf("got %v", err)
 		}
 	})
 	t.Run("no backups deletes nothing", func(t *testing.T) {
 		s := newSynth(t)
-		s.segs(1, 1, 5, func(n uint64) time.Time { return tmin(int(n)) })
-		plan, err := Decide(s.ctx, s.r, Policy{RetainFull: 1})
+		s.Segs(1, 1, 5, func(n uint64) time.Time { return tmin(int(n)) })
+		plan, err := Decide(s.Ctx, s.R, Policy{RetainFull: 1})
 		if err != nil || plan.Delete != (Totals{}) || len(plan.Notes) == 0 {
 			t.Fatalf("%+v, %v", plan, err)
 		}
 	})
 	t.Run("timeline without history keeps its WAL", func(t *testing.T) {
 		s := newSynth(t)
-		s.segs(1, 1, 10, func(n uint64) time.Time { return tmin(int(n)) })
-		s.segs(3, 2, 4, func(n uint64) time.Time { return tmin(int(n)) })
-		s.backup("b1", 1, 2, 2, tmin(2), tmin(2), false)
-		s.backup("b2", 1, 8, 8, tmin(8), tmin(8), false)
-		plan, err := Decide(s.ctx, s.r, Policy{RetainFull: 1, Now: tmin(20)})
+		s.Segs(1, 1, 10, func(n uint64) time.Time { return tmin(int(n)) })
+		s.Segs(3, 2, 4, func(n uint64) time.Time { return tmin(int(n)) })
+		s.Backup("b1", 1, 2, 2, tmin(2), tmin(2), false)
+		s.Backup("b2", 1, 8, 8, tmin(8), tmin(8), false)
+		plan, err := Decide(s.Ctx, s.R, Policy{RetainFull: 1, Now: tmin(20)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -363,53 +344,53 @@ func TestRetentionRefusals(t *testing.T) {
 
 func TestMarkPermanent(t *testing.T) {
 	s := twoTimelines(t)
-	m, changed, err := MarkPermanent(s.ctx, s.r, "b3", true)
+	m, changed, err := MarkPermanent(s.Ctx, s.R, "b3", true)
 	if err != nil || !changed || !m.Permanent {
 		t.Fatalf("%v %v %v", m, changed, err)
 	}
-	full, err := s.r.ReadManifest(s.ctx, "b3", false)
+	full, err := s.R.ReadManifest(s.Ctx, "b3", false)
 	if err != nil || !full.Permanent || len(full.Files) != 4 || full.StopLSN != m.StopLSN {
 		t.Fatalf("rewritten manifest: %+v, %v", full, err)
 	}
-	if _, changed, err := MarkPermanent(s.ctx, s.r, "b3", true); err != nil || changed {
+	if _, changed, err := MarkPermanent(s.Ctx, s.R, "b3", true); err != nil || changed {
 		t.Fatalf("second mark: changed=%v err=%v", changed, err)
 	}
-	plan, _ := Decide(s.ctx, s.r, Policy{RetainFull: 2, Now: tmin(100)})
+	plan, _ := Decide(s.Ctx, s.R, Policy{RetainFull: 2, Now: tmin(100)})
 	if del, _ := decisions(plan); strings.Join(del, ",") != "b1" {
 		t.Fatalf("after marking b3 permanent, deletes %v", del)
 	}
-	if _, _, err := MarkPermanent(s.ctx, s.r, "b3", false); err != nil {
+	if _, _, err := MarkPermanent(s.Ctx, s.R, "b3", false); err != nil {
 		t.Fatal(err)
 	}
 	// Marked permanent between plan and delete: skipped.
-	plan, _ = Decide(s.ctx, s.r, Policy{RetainFull: 2, Now: tmin(100)})
-	if _, _, err := MarkPermanent(s.ctx, s.r, "b3", true); err != nil {
+	plan, _ = Decide(s.Ctx, s.R, Policy{RetainFull: 2, Now: tmin(100)})
+	if _, _, err := MarkPermanent(s.Ctx, s.R, "b3", true); err != nil {
 		t.Fatal(err)
 	}
-	res, err := Apply(s.ctx, s.r, plan)
+	res, err := Apply(s.Ctx, s.R, plan)
 	if err != nil || len(res.Skipped) != 1 || res.Skipped[0] != "b3" {
 		t.Fatalf("%+v, %v", res, err)
 	}
-	if _, err := s.r.ReadManifest(s.ctx, "b3", true); err != nil {
+	if _, err := s.R.ReadManifest(s.Ctx, "b3", true); err != nil {
 		t.Fatalf("b3 deleted although marked permanent: %v", err)
 	}
 	// A delete under way refuses the mark, and changes nothing.
-	s.put(repo.BackupKey("b4", repo.TombstoneFile), []byte("{}"), time.Time{})
-	if _, _, err := MarkPermanent(s.ctx, s.r, "b4", true); !errors.Is(err, archive.ErrConflict) {
+	s.Put(repo.BackupKey("b4", repo.TombstoneFile), []byte("{}"), time.Time{})
+	if _, _, err := MarkPermanent(s.Ctx, s.R, "b4", true); !errors.Is(err, archive.ErrConflict) {
 		t.Fatalf("mark during a delete: %v", err)
 	}
-	if b4, err := s.r.ReadManifest(s.ctx, "b4", true); err != nil || b4.Permanent {
+	if b4, err := s.R.ReadManifest(s.Ctx, "b4", true); err != nil || b4.Permanent {
 		t.Fatalf("a refused mark changed the manifest: %+v, %v", b4, err)
 	}
-	if _, _, err := MarkPermanent(s.ctx, s.r, "nope", true); !errors.Is(err, archive.ErrBadInput) {
+	if _, _, err := MarkPermanent(s.Ctx, s.R, "nope", true); !errors.Is(err, archive.ErrBadInput) {
 		t.Fatalf("unknown backup: %v", err)
 	}
 	// Parts gone: the mark must not resurrect the backup.
-	_ = s.r.Store.Delete(s.ctx, repo.BackupKey("b5", "part-00001"))
-	if _, _, err := MarkPermanent(s.ctx, s.r, "b5", true); !errors.Is(err, archive.ErrConflict) {
+	_ = s.R.Store.Delete(s.Ctx, repo.BackupKey("b5", "part-00001"))
+	if _, _, err := MarkPermanent(s.Ctx, s.R, "b5", true); !errors.Is(err, archive.ErrConflict) {
 		t.Fatalf("mark of a backup losing its parts: %v", err)
 	}
-	if _, err := s.r.ReadManifest(s.ctx, "b5", true); !errors.Is(err, archive.ErrNotInArchive) {
+	if _, err := s.R.ReadManifest(s.Ctx, "b5", true); !errors.Is(err, archive.ErrNotInArchive) {
 		t.Fatalf("the manifest of a backup with missing parts was left: %v", err)
 	}
 }
@@ -461,24 +442,24 @@ func (f *failingStore) Delete(ctx context.Context, key string) error {
 func TestRetentionCrashAnywhere(t *testing.T) {
 	pol := Policy{RetainFull: 2, Now: tmin(100)}
 	ref := twoTimelines(t)
-	plan, err := Decide(ref.ctx, ref.r, pol)
+	plan, err := Decide(ref.Ctx, ref.R, pol)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Apply(ref.ctx, ref.r, plan); err != nil {
+	if _, err := Apply(ref.Ctx, ref.R, plan); err != nil {
 		t.Fatal(err)
 	}
-	want := strings.Join(sortedKeys(ref.keys()), "\n")
+	want := strings.Join(sortedKeys(ref.Keys()), "\n")
 	for n := 0; n < 50; n++ {
 		s := twoTimelines(t)
-		good := s.r.Store
-		s.r.Store = &failingStore{Store: good, n: n}
-		plan, err := Decide(s.ctx, s.r, pol)
+		good := s.R.Store
+		s.R.Store = &failingStore{Store: good, n: n}
+		plan, err := Decide(s.Ctx, s.R, pol)
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, err = Apply(s.ctx, s.r, plan)
-		s.r.Store = good
+		_, err = Apply(s.Ctx, s.R, plan)
+		s.R.Store = good
 		if err == nil {
 			if n < 10 {
 				t.Fatalf("killed after %d deletes, but the run finished", n)
@@ -486,23 +467,23 @@ func TestRetentionCrashAnywhere(t *testing.T) {
 			t.Logf("killed after 0 to %d deletes: every re-run finished the job, no listed backup lost an object", n-1)
 			break
 		}
-		list, lerr := s.listBackups()
+		list, lerr := s.ListBackups()
 		if lerr != nil {
 			t.Fatal(lerr)
 		}
 		for _, m := range list {
-			if miss, _ := missingParts(s.ctx, good, m); miss != "" {
+			if miss, _ := missingParts(s.Ctx, good, m); miss != "" {
 				t.Fatalf("killed after %d deletes: backup %s is listed but %s is gone", n, m.Name, miss)
 			}
 		}
-		plan, err = Decide(s.ctx, s.r, pol)
+		plan, err = Decide(s.Ctx, s.R, pol)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := Apply(s.ctx, s.r, plan); err != nil {
+		if _, err := Apply(s.Ctx, s.R, plan); err != nil {
 			t.Fatal(err)
 		}
-		if got := strings.Join(sortedKeys(s.keys()), "\n"); got != want {
+		if got := strings.Join(sortedKeys(s.Keys()), "\n"); got != want {
 			t.Fatalf("killed after %d deletes, the re-run left\n%s\nwant\n%s", n, got, want)
 		}
 	}
@@ -513,17 +494,17 @@ func TestRetentionCrashAnywhere(t *testing.T) {
 // goes, one written since (maybe in use) stays.
 func TestRetentionAbandonedTimelines(t *testing.T) {
 	s := newSynth(t)
-	s.segs(1, 1, 30, func(n uint64) time.Time { return tmin(2 * int(n)) })
-	s.backup("b1", 1, 2, 2, tmin(4), tmin(4), false)
-	s.backup("b2", 1, 20, 20, tmin(40), tmin(40), false)
+	s.Segs(1, 1, 30, func(n uint64) time.Time { return tmin(2 * int(n)) })
+	s.Backup("b1", 1, 2, 2, tmin(4), tmin(4), false)
+	s.Backup("b2", 1, 20, 20, tmin(40), tmin(40), false)
 	// Old trial restore from b1: timeline 2 off segment 3, long ago.
-	s.history(2, "1\t0/300000\tx\n", tmin(7))
-	s.segs(2, 3, 5, func(n uint64) time.Time { return tmin(7 + int(n)) })
+	s.History(2, "1\t0/300000\tx\n", tmin(7))
+	s.Segs(2, 3, 5, func(n uint64) time.Time { return tmin(7 + int(n)) })
 	// Recent restore from b1: timeline 3 off segment 4, archived after b2
 	// started, though timeline 1 is still the newest archived.
-	s.history(3, "1\t0/400000\tx\n", tmin(45))
-	s.segs(3, 4, 6, func(n uint64) time.Time { return tmin(45 + int(n)) })
-	plan, err := Decide(s.ctx, s.r, Policy{RetainFull: 1, Now: tmin(100)})
+	s.History(3, "1\t0/400000\tx\n", tmin(45))
+	s.Segs(3, 4, 6, func(n uint64) time.Time { return tmin(45 + int(n)) })
+	plan, err := Decide(s.Ctx, s.R, Policy{RetainFull: 1, Now: tmin(100)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -541,13 +522,13 @@ func TestRetentionAbandonedTimelines(t *testing.T) {
 // is kept because it needs it, whatever its modification time says.
 func TestRetentionClockSkew(t *testing.T) {
 	s := newSynth(t)
-	s.segs(1, 1, 20, func(n uint64) time.Time { return tmin(2 * int(n)) })
-	s.backup("b0", 1, 2, 2, tmin(4), tmin(4), false)
+	s.Segs(1, 1, 20, func(n uint64) time.Time { return tmin(2 * int(n)) })
+	s.Backup("b0", 1, 2, 2, tmin(4), tmin(4), false)
 	// Taken by a host whose clock runs 20 minutes ahead of the store's.
-	s.backup("b1", 1, 10, 10, tmin(50), tmin(50), false)
-	s.history(2, "1\t0/C00000\tx\n", tmin(41))
-	s.segs(2, 12, 15, func(n uint64) time.Time { return tmin(30 + int(n)) })
-	plan, err := Decide(s.ctx, s.r, Policy{RetainFull: 1, Now: tmin(100)})
+	s.Backup("b1", 1, 10, 10, tmin(50), tmin(50), false)
+	s.History(2, "1\t0/C00000\tx\n", tmin(41))
+	s.Segs(2, 12, 15, func(n uint64) time.Time { return tmin(30 + int(n)) })
+	plan, err := Decide(s.Ctx, s.R, Policy{RetainFull: 1, Now: tmin(100)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -565,27 +546,27 @@ func TestRetentionClockSkew(t *testing.T) {
 // newer backup's: verify after delete finds the store whole.
 func TestRetentionPermanentIslandVerifies(t *testing.T) {
 	s := newSynth(t)
-	s.segs(1, 1, 30, func(n uint64) time.Time { return tmin(int(n)) })
-	s.backup("b1", 1, 5, 6, tmin(5), tmin(6), true)
-	s.backup("b2", 1, 12, 12, tmin(12), tmin(12), false)
-	s.backup("b3", 1, 20, 21, tmin(20), tmin(21), false)
-	plan, err := Decide(s.ctx, s.r, Policy{RetainFull: 1, Now: tmin(60)})
+	s.Segs(1, 1, 30, func(n uint64) time.Time { return tmin(int(n)) })
+	s.Backup("b1", 1, 5, 6, tmin(5), tmin(6), true)
+	s.Backup("b2", 1, 12, 12, tmin(12), tmin(12), false)
+	s.Backup("b3", 1, 20, 21, tmin(20), tmin(21), false)
+	plan, err := Decide(s.Ctx, s.R, Policy{RetainFull: 1, Now: tmin(60)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Apply(s.ctx, s.r, plan); err != nil {
+	if _, err := Apply(s.Ctx, s.R, plan); err != nil {
 		t.Fatal(err)
 	}
-	rep, err := verify.Run(s.ctx, s.r, verify.Options{})
+	rep, err := verify.Run(s.Ctx, s.R, verify.Options{})
 	if err != nil || !rep.OK {
 		t.Fatalf("%v\n%v", err, rep.Problems)
 	}
-	if r := rep.Timelines[0].Ranges; len(r) != 2 || r[0].Last != s.segName(1, 6) || r[1].First != s.segName(1, 20) {
+	if r := rep.Timelines[0].Ranges; len(r) != 2 || r[0].Last != s.SegName(1, 6) || r[1].First != s.SegName(1, 20) {
 		t.Fatalf("ranges %+v", r)
 	}
 	// Losing a segment of either island is found.
-	_ = s.r.Store.Delete(s.ctx, s.segKey(1, 6))
-	if rep, _ := verify.Run(s.ctx, s.r, verify.Options{}); rep.OK {
+	_ = s.R.Store.Delete(s.Ctx, s.SegKey(1, 6))
+	if rep, _ := verify.Run(s.Ctx, s.R, verify.Options{}); rep.OK {
 		t.Fatal("a segment of the permanent backup's WAL is missing, verify passed")
 	}
 }
@@ -596,16 +577,16 @@ func TestRetentionBrokenBackupsDoNotCount(t *testing.T) {
 	for _, breakIt := range []string{"part", "wal"} {
 		t.Run(breakIt, func(t *testing.T) {
 			s := newSynth(t)
-			s.segs(1, 1, 20, func(n uint64) time.Time { return tmin(int(n)) })
-			s.backup("b1", 1, 2, 2, tmin(2), tmin(2), false)
-			s.backup("b2", 1, 8, 8, tmin(8), tmin(8), false)
-			s.backup("b3", 1, 14, 14, tmin(14), tmin(14), false)
+			s.Segs(1, 1, 20, func(n uint64) time.Time { return tmin(int(n)) })
+			s.Backup("b1", 1, 2, 2, tmin(2), tmin(2), false)
+			s.Backup("b2", 1, 8, 8, tmin(8), tmin(8), false)
+			s.Backup("b3", 1, 14, 14, tmin(14), tmin(14), false)
 			if breakIt == "part" {
-				_ = s.r.Store.Delete(s.ctx, repo.BackupKey("b3", "part-00001"))
+				_ = s.R.Store.Delete(s.Ctx, repo.BackupKey("b3", "part-00001"))
 			} else {
-				_ = s.r.Store.Delete(s.ctx, s.segKey(1, 14))
+				_ = s.R.Store.Delete(s.Ctx, s.SegKey(1, 14))
 			}
-			plan, err := Decide(s.ctx, s.r, Policy{RetainFull: 1, Now: tmin(60)})
+			plan, err := Decide(s.Ctx, s.R, Policy{RetainFull: 1, Now: tmin(60)})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -617,9 +598,9 @@ func TestRetentionBrokenBackupsDoNotCount(t *testing.T) {
 				t.Fatalf("notes %v", plan.Notes)
 			}
 			// Nothing restorable at all: delete nothing.
-			_ = s.r.Store.Delete(s.ctx, repo.BackupKey("b1", "part-00000"))
-			_ = s.r.Store.Delete(s.ctx, repo.BackupKey("b2", "part-00000"))
-			if _, err := Decide(s.ctx, s.r, Policy{RetainFull: 1, Now: tmin(60)}); !errors.Is(err, archive.ErrVerifyFailed) {
+			_ = s.R.Store.Delete(s.Ctx, repo.BackupKey("b1", "part-00000"))
+			_ = s.R.Store.Delete(s.Ctx, repo.BackupKey("b2", "part-00000"))
+			if _, err := Decide(s.Ctx, s.R, Policy{RetainFull: 1, Now: tmin(60)}); !errors.Is(err, archive.ErrVerifyFailed) {
 				t.Fatalf("no good backup: %v", err)
 			}
 		})

@@ -14,8 +14,8 @@ import (
 
 	"github.com/walvault/walvault/archive"
 	"github.com/walvault/walvault/archive/codec"
+	"github.com/walvault/walvault/archive/internal/backuptest"
 	"github.com/walvault/walvault/archive/repo"
-	"github.com/walvault/walvault/cloud"
 )
 
 // verifiedBackup stores a real backup (tar parts, checksums) of a small
@@ -27,9 +27,9 @@ func verifiedBackup(t *testing.T, s *synth, name string) *repo.Manifest {
 		"PG_VERSION": "15\n", "global/pg_control": "control", "base/1/1259": strings.Repeat("relation data ", 5000),
 		"base/1/1249": "x", "base/1/2608": strings.Repeat("y", 3000), "postgresql.auto.conf": "# auto\n", "pg_wal/archive_status/.keep": "",
 	})
-	m := pushTestBackup(t, s.r, src, name, func(m *repo.Manifest) {
-		m.SegmentSize = synthSeg
-		m.StartWAL, m.StopWAL = archive.SegmentOf(1, m.StartLSN, synthSeg), stopSegment(1, m.StopLSN, synthSeg)
+	m := pushTestBackup(t, s.R, src, name, func(m *repo.Manifest) {
+		m.SegmentSize = backuptest.SynthSegSize
+		m.StartWAL, m.StopWAL = archive.SegmentOf(1, m.StartLSN, backuptest.SynthSegSize), stopSegment(1, m.StopLSN, backuptest.SynthSegSize)
 	})
 	return m
 }
@@ -41,7 +41,7 @@ func partPath(s *synth, m *repo.Manifest) (string, repo.Part) {
 			big = p
 		}
 	}
-	return filepath.Join(s.root, filepath.FromSlash(repo.BackupKey(m.Name, big.Name))), big
+	return filepath.Join(s.Root, filepath.FromSlash(repo.BackupKey(m.Name, big.Name))), big
 }
 
 func problemsText(r *Report) string {
@@ -58,7 +58,7 @@ func TestVerify(t *testing.T) {
 	if m.StartWAL != "000000010000000000000020" {
 		t.Fatalf("start %s", m.StartWAL)
 	}
-	s.segs(1, 0x20, 0x30, func(n uint64) time.Time { return tmin(int(n)) })
+	s.Segs(1, 0x20, 0x30, func(n uint64) time.Time { return tmin(int(n)) })
 	files := 0
 	for _, f := range m.Files {
 		if f.Type == repo.TypeFile {
@@ -66,7 +66,7 @@ func TestVerify(t *testing.T) {
 		}
 	}
 
-	rep, err := Run(s.ctx, s.r, Options{Full: true, Concurrency: 2})
+	rep, err := Run(s.Ctx, s.R, Options{Full: true, Concurrency: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,11 +77,11 @@ func TestVerify(t *testing.T) {
 	}
 
 	t.Run("gap", func(t *testing.T) {
-		for _, k := range s.walKeys(1, 0x25, 0x26) {
-			_ = s.r.Store.Delete(s.ctx, k)
+		for _, k := range s.WALKeys(1, 0x25, 0x26) {
+			_ = s.R.Store.Delete(s.Ctx, k)
 		}
-		defer s.segs(1, 0x25, 0x26, func(n uint64) time.Time { return tmin(int(n)) })
-		rep, err := Run(s.ctx, s.r, Options{})
+		defer s.Segs(1, 0x25, 0x26, func(n uint64) time.Time { return tmin(int(n)) })
+		rep, err := Run(s.Ctx, s.R, Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -98,9 +98,9 @@ func TestVerify(t *testing.T) {
 	})
 	t.Run("backup's own WAL missing", func(t *testing.T) {
 		key := repo.WALKey(archive.WALFile{Name: m.StopWAL})
-		_ = s.r.Store.Delete(s.ctx, key)
-		defer s.segs(1, 0x20, 0x20, func(n uint64) time.Time { return tmin(int(n)) })
-		rep, _ := Run(s.ctx, s.r, Options{})
+		_ = s.R.Store.Delete(s.Ctx, key)
+		defer s.Segs(1, 0x20, 0x20, func(n uint64) time.Time { return tmin(int(n)) })
+		rep, _ := Run(s.Ctx, s.R, Options{})
 		if rep.OK || rep.Backups[0].Consistent || !strings.Contains(problemsText(rep), "cannot be made consistent") {
 			t.Fatalf("%+v\n%s", rep.Backups[0], problemsText(rep))
 		}
@@ -114,10 +114,10 @@ func TestVerify(t *testing.T) {
 		if err := os.WriteFile(path, flipped, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		if rep, _ := Run(s.ctx, s.r, Options{}); !rep.OK {
+		if rep, _ := Run(s.Ctx, s.R, Options{}); !rep.OK {
 			t.Fatalf("a size check found a flipped byte? %s", problemsText(rep))
 		}
-		rep, err := Run(s.ctx, s.r, Options{Backup: "base_1", Full: true})
+		rep, err := Run(s.Ctx, s.R, Options{Backup: "base_1", Full: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -132,11 +132,11 @@ func TestVerify(t *testing.T) {
 		if err := os.WriteFile(path, orig[:len(orig)-100], 0o600); err != nil {
 			t.Fatal(err)
 		}
-		rep, _ := Run(s.ctx, s.r, Options{})
+		rep, _ := Run(s.Ctx, s.R, Options{})
 		if rep.OK || !strings.Contains(problemsText(rep), repo.BackupKey("base_1", part.Name)+": is ") {
 			t.Fatalf("%s", problemsText(rep))
 		}
-		rep, _ = Run(s.ctx, s.r, Options{Full: true})
+		rep, _ = Run(s.Ctx, s.R, Options{Full: true})
 		if rep.OK {
 			t.Fatal("full check passed a truncated part")
 		}
@@ -146,20 +146,20 @@ func TestVerify(t *testing.T) {
 		orig, _ := os.ReadFile(path)
 		defer os.WriteFile(path, orig, 0o600)
 		_ = os.Remove(path)
-		rep, err := Run(s.ctx, s.r, Options{Full: true})
+		rep, err := Run(s.Ctx, s.R, Options{Full: true})
 		if err != nil || rep.OK || !strings.Contains(problemsText(rep), repo.BackupKey("base_1", part.Name)+": missing") {
 			t.Fatalf("%v\n%s", err, problemsText(rep))
 		}
 	})
 	t.Run("truncated manifest", func(t *testing.T) {
-		path := filepath.Join(s.root, filepath.FromSlash(repo.BackupKey("base_1", repo.ManifestFile)))
+		path := filepath.Join(s.Root, filepath.FromSlash(repo.BackupKey("base_1", repo.ManifestFile)))
 		orig, _ := os.ReadFile(path)
 		defer os.WriteFile(path, orig, 0o600)
 		if err := os.WriteFile(path, orig[:len(orig)/2], 0o600); err != nil {
 			t.Fatal(err)
 		}
 		for _, opts := range []Options{{}, {Backup: "base_1"}} {
-			rep, err := Run(s.ctx, s.r, opts)
+			rep, err := Run(s.Ctx, s.R, opts)
 			if err != nil || rep.OK || !strings.Contains(problemsText(rep), "backups/base_1/manifest.json: ") {
 				t.Fatalf("%+v: %v\n%s", opts, err, problemsText(rep))
 			}
@@ -169,8 +169,8 @@ func TestVerify(t *testing.T) {
 		s2 := newSynth(t)
 		src := filepath.Join(t.TempDir(), "src")
 		writeTree(t, src, map[string]string{"PG_VERSION": "15\n", "base/1/1259": "data"})
-		pushTestBackup(t, s2.r, src, "base_x", func(m *repo.Manifest) {
-			m.SegmentSize = synthSeg
+		pushTestBackup(t, s2.R, src, "base_x", func(m *repo.Manifest) {
+			m.SegmentSize = backuptest.SynthSegSize
 			m.StartWAL, m.StopWAL = "000000010000000000000020", "000000010000000000000020"
 			for i := range m.Files {
 				if m.Files[i].Path == "base/1/1259" {
@@ -178,8 +178,8 @@ func TestVerify(t *testing.T) {
 				}
 			}
 		})
-		s2.segs(1, 0x20, 0x20, func(n uint64) time.Time { return tmin(int(n)) })
-		rep, _ := Run(s2.ctx, s2.r, Options{Full: true})
+		s2.Segs(1, 0x20, 0x20, func(n uint64) time.Time { return tmin(int(n)) })
+		rep, _ := Run(s2.Ctx, s2.R, Options{Full: true})
 		if rep.OK || !strings.Contains(problemsText(rep), "file base/1/1259 fails its checksum") {
 			t.Fatalf("%s", problemsText(rep))
 		}
@@ -188,34 +188,34 @@ func TestVerify(t *testing.T) {
 		s2 := newSynth(t)
 		src := filepath.Join(t.TempDir(), "src")
 		writeTree(t, src, map[string]string{"PG_VERSION": "15\n", "base/1/1259": "data"})
-		pushTestBackup(t, s2.r, src, "base_x", func(m *repo.Manifest) {
-			m.SegmentSize = synthSeg
+		pushTestBackup(t, s2.R, src, "base_x", func(m *repo.Manifest) {
+			m.SegmentSize = backuptest.SynthSegSize
 			m.StartWAL, m.StopWAL = "000000010000000000000020", "000000010000000000000020"
 			m.Parts[0].SHA256 = strings.Repeat("ab", 32)
 		})
-		s2.segs(1, 0x20, 0x20, func(n uint64) time.Time { return tmin(int(n)) })
-		rep, _ := Run(s2.ctx, s2.r, Options{Full: true})
+		s2.Segs(1, 0x20, 0x20, func(n uint64) time.Time { return tmin(int(n)) })
+		rep, _ := Run(s2.Ctx, s2.R, Options{Full: true})
 		if rep.OK || !strings.Contains(problemsText(rep), "backups/base_x/part-00000: SHA-256") {
 			t.Fatalf("%s", problemsText(rep))
 		}
 	})
 	t.Run("incomplete folder is not a failure", func(t *testing.T) {
-		s.put(repo.BackupKey("base_killed", "part-00000"), []byte("x"), time.Time{})
-		defer func() { _ = s.r.Store.Delete(s.ctx, repo.BackupKey("base_killed", "part-00000")) }()
-		rep, _ := Run(s.ctx, s.r, Options{})
+		s.Put(repo.BackupKey("base_killed", "part-00000"), []byte("x"), time.Time{})
+		defer func() { _ = s.R.Store.Delete(s.Ctx, repo.BackupKey("base_killed", "part-00000")) }()
+		rep, _ := Run(s.Ctx, s.R, Options{})
 		if !rep.OK || len(rep.Incomplete) != 1 {
 			t.Fatalf("%+v %s", rep.Incomplete, problemsText(rep))
 		}
-		rep, _ = Run(s.ctx, s.r, Options{Backup: "base_killed"})
+		rep, _ = Run(s.Ctx, s.R, Options{Backup: "base_killed"})
 		if rep.OK || !strings.Contains(problemsText(rep), "no manifest.json") {
 			t.Fatalf("asked for by name: %s", problemsText(rep))
 		}
 	})
-	if _, err := Run(s.ctx, s.r, Options{Backup: "nope"}); !errors.Is(err, archive.ErrBadInput) {
+	if _, err := Run(s.Ctx, s.R, Options{Backup: "nope"}); !errors.Is(err, archive.ErrBadInput) {
 		t.Fatalf("unknown backup: %v", err)
 	}
 	empty := newSynth(t)
-	if rep, err := Run(empty.ctx, empty.r, Options{}); err != nil || rep.OK {
+	if rep, err := Run(empty.Ctx, empty.R, Options{}); err != nil || rep.OK {
 		t.Fatalf("an empty store verified OK (%v)", err)
 	}
 }
@@ -226,32 +226,32 @@ func TestVerifyEncrypted(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := newSynth(t)
-	s.r.Codec = codec.Settings{Recipients: []age.Recipient{id.Recipient()}}
+	s.R.Codec = codec.Settings{Recipients: []age.Recipient{id.Recipient()}}
 	m := verifiedBackup(t, s, "base_enc")
 	m.Encrypted = true
 	body, _ := repo.EncodeManifest(m)
-	s.put(repo.BackupKey(m.Name, repo.ManifestFile), body, time.Time{})
-	s.segs(1, 0x20, 0x21, func(n uint64) time.Time { return tmin(int(n)) })
-	if _, err := Run(s.ctx, s.r, Options{Full: true}); !errors.Is(err, archive.ErrBadInput) || !strings.Contains(err.Error(), "--identity-file") {
+	s.Put(repo.BackupKey(m.Name, repo.ManifestFile), body, time.Time{})
+	s.Segs(1, 0x20, 0x21, func(n uint64) time.Time { return tmin(int(n)) })
+	if _, err := Run(s.Ctx, s.R, Options{Full: true}); !errors.Is(err, archive.ErrBadInput) || !strings.Contains(err.Error(), "--identity-file") {
 		t.Fatalf("full check without identity: %v", err)
 	}
-	if rep, err := Run(s.ctx, s.r, Options{}); err != nil || !rep.OK {
+	if rep, err := Run(s.Ctx, s.R, Options{}); err != nil || !rep.OK {
 		t.Fatalf("size check needs no identity: %v %s", err, problemsText(rep))
 	}
-	s.r.Identities = []age.Identity{id}
-	if rep, err := Run(s.ctx, s.r, Options{Full: true}); err != nil || !rep.OK || rep.Backups[0].FilesChecked == 0 {
+	s.R.Identities = []age.Identity{id}
+	if rep, err := Run(s.Ctx, s.R, Options{Full: true}); err != nil || !rep.OK || rep.Backups[0].FilesChecked == 0 {
 		t.Fatalf("with the identity: %v %s", err, problemsText(rep))
 	}
 	wrong, _ := age.GenerateX25519Identity()
-	s.r.Identities = []age.Identity{wrong}
-	if _, err := Run(s.ctx, s.r, Options{Full: true}); err == nil || !strings.Contains(err.Error(), "part-0000") {
+	s.R.Identities = []age.Identity{wrong}
+	if _, err := Run(s.Ctx, s.R, Options{Full: true}); err == nil || !strings.Contains(err.Error(), "part-0000") {
 		t.Fatalf("wrong identity: %v", err)
 	}
 }
 
 func TestVerifyAcrossTimelines(t *testing.T) {
 	s := twoTimelines(t)
-	rep, err := Run(s.ctx, s.r, Options{})
+	rep, err := Run(s.Ctx, s.R, Options{})
 	if err != nil || !rep.OK {
 		t.Fatalf("%v\n%s", err, problemsText(rep))
 	}
@@ -266,8 +266,8 @@ func TestVerifyAcrossTimelines(t *testing.T) {
 	}
 	// Timeline 2's first segment gone: b1 and b2 cannot follow it, b4 and
 	// b5 are not affected.
-	_ = s.r.Store.Delete(s.ctx, repo.WALKey(archive.WALFile{Name: "00000002000000000000000F"}))
-	rep, _ = Run(s.ctx, s.r, Options{})
+	_ = s.R.Store.Delete(s.Ctx, repo.WALKey(archive.WALFile{Name: "00000002000000000000000F"}))
+	rep, _ = Run(s.Ctx, s.R, Options{})
 	if rep.OK || !strings.Contains(problemsText(rep), "00000002000000000000000F: missing") {
 		t.Fatalf("%s", problemsText(rep))
 	}
@@ -280,8 +280,8 @@ func TestVerifyAcrossTimelines(t *testing.T) {
 		}
 	}
 	// A history file missing for a timeline with WAL.
-	_ = s.r.Store.Delete(s.ctx, repo.HistoryPrefix+"00000002.history")
-	rep, _ = Run(s.ctx, s.r, Options{})
+	_ = s.R.Store.Delete(s.Ctx, repo.HistoryPrefix+"00000002.history")
+	rep, _ = Run(s.Ctx, s.R, Options{})
 	if !strings.Contains(problemsText(rep), "00000002.history: missing") {
 		t.Fatalf("%s", problemsText(rep))
 	}
@@ -297,22 +297,22 @@ func TestVerifyBrokenDownload(t *testing.T) {
 	rnd := make([]byte, 3<<20)
 	_, _ = rand.NewChaCha8([32]byte{1}).Read(rnd)
 	writeTree(t, src, map[string]string{"PG_VERSION": "15\n", "base/1/1249": "x", "base/1/1259": string(rnd), "base/1/2608": string(rnd[:1000])})
-	m := pushTestBackup(t, s.r, src, "base_1", func(m *repo.Manifest) {
-		m.SegmentSize = synthSeg
+	m := pushTestBackup(t, s.R, src, "base_1", func(m *repo.Manifest) {
+		m.SegmentSize = backuptest.SynthSegSize
 		m.StartWAL, m.StopWAL = "000000010000000000000020", "000000010000000000000020"
 	})
-	s.segs(1, 0x20, 0x20, func(n uint64) time.Time { return tmin(int(n)) })
-	want, err := Run(s.ctx, s.r, Options{Full: true})
+	s.Segs(1, 0x20, 0x20, func(n uint64) time.Time { return tmin(int(n)) })
+	want, err := Run(s.Ctx, s.R, Options{Full: true})
 	if err != nil || !want.OK {
 		t.Fatalf("%v %s", err, problemsText(want))
 	}
-	s.r.Store = newFlakyStore(s.r.Store)
-	rep, err := Run(s.ctx, s.r, Options{Full: true, Concurrency: 2})
+	s.R.Store = newFlakyStore(s.R.Store)
+	rep, err := Run(s.Ctx, s.R, Options{Full: true, Concurrency: 2})
 	if err != nil || !rep.OK || rep.Backups[0].FilesChecked != want.Backups[0].FilesChecked {
 		t.Fatalf("%v: %d files checked, want %d\n%s", err, rep.Backups[0].FilesChecked, want.Backups[0].FilesChecked, problemsText(rep))
 	}
-	if f := s.r.Store.(interface{ Unwrap() cloud.Store }).Unwrap().(*flakyStore); len(f.broken) != len(m.Parts) {
-		t.Fatalf("%d of %d downloads broken", len(f.broken), len(m.Parts))
+	if n := backuptest.BrokenDownloads(s.R.Store); n != len(m.Parts) {
+		t.Fatalf("%d of %d downloads broken", n, len(m.Parts))
 	}
 }
 
@@ -321,9 +321,9 @@ func TestVerifyBrokenDownload(t *testing.T) {
 func TestVerifyStoreChecksum(t *testing.T) {
 	s := newSynth(t)
 	verifiedBackup(t, s, "base_1")
-	s.segs(1, 0x20, 0x20, func(n uint64) time.Time { return tmin(int(n)) })
-	s.r.Store = badChecksumStore{s.r.Store}
-	rep, err := Run(s.ctx, s.r, Options{Full: true})
+	s.Segs(1, 0x20, 0x20, func(n uint64) time.Time { return tmin(int(n)) })
+	s.R.Store = badChecksumStore{s.R.Store}
+	rep, err := Run(s.Ctx, s.R, Options{Full: true})
 	// (The wording "the store's own checksum of the object does not
 	// match its content" needs codec's reader to keep the cause in the
 	// chain; either way the part is reported, not the store.)
