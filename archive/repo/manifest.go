@@ -17,9 +17,26 @@ import (
 	"github.com/walvault/walvault/archive"
 )
 
-// ManifestFormat is the version of manifest.json this build writes. A
-// reader refuses newer formats rather than misread them.
-const ManifestFormat = 1
+// Manifest formats. A reader refuses newer formats rather than misread
+// them. Full backups are still written as format 1, so that walvault
+// builds from before incremental backups keep reading them; incremental
+// backups are format 2, which those builds refuse instead of restoring
+// files whose blocks are elsewhere.
+const (
+	ManifestFormat            = 2 // the newest this build reads
+	ManifestFormatFull        = 1
+	ManifestFormatIncremental = 2
+)
+
+// Backup types, the manifest's "type". An empty type (manifests written
+// before incremental backups) is a full backup.
+const (
+	BackupFull        = "full"
+	BackupIncremental = "incremental"
+)
+
+// MaxChain bounds how many ancestors an incremental backup may have.
+const MaxChain = 64
 
 // Manifest describes one base backup. Field order matters: Files comes
 // last so that listing can stop reading a manifest before the file list.
@@ -51,9 +68,23 @@ type Manifest struct {
 	Tablespaces      []Tablespace      `json:"tablespaces,omitempty"`
 	BackupLabel      string            `json:"backup_label"`
 	TablespaceMap    string            `json:"tablespace_map,omitempty"`
-	Parts            []Part            `json:"parts"`
-	FileCount        int               `json:"file_count"`
-	Files            []File            `json:"files,omitempty"`
+	// Type is BackupFull or BackupIncremental ("" is full).
+	Type string `json:"type,omitempty"`
+	// Parent is the backup an incremental builds on, and
+	// ParentManifestSHA256 the SHA-256 of that backup's manifest.json as
+	// read when this one was taken: a restore refuses a parent that is not
+	// the one this backup was made against.
+	Parent               string `json:"parent,omitempty"`
+	ParentManifestSHA256 string `json:"parent_manifest_sha256,omitempty"`
+	// Chain lists the ancestors of an incremental: its parent first, the
+	// full backup last.
+	Chain []string `json:"chain,omitempty"`
+	// BlockSize is the server's block size (BLCKSZ), the unit of the
+	// block maps of an incremental's files.
+	BlockSize int    `json:"block_size,omitempty"`
+	Parts     []Part `json:"parts"`
+	FileCount int    `json:"file_count"`
+	Files     []File `json:"files,omitempty"`
 }
 
 // FileOwner is who owned the data directory; restore run as root hands the
@@ -89,8 +120,25 @@ const (
 	TypeSymlink = "symlink"
 )
 
+// Where an incremental backup keeps a file's content (File.Stored).
+const (
+	// StoredWhole: the whole content is the file's entry in Part (the
+	// only kind a full backup has).
+	StoredWhole = ""
+	// StoredBlocks: the entry in Part holds the blocks set in File.Blocks,
+	// in block order, each BlockSize bytes; every other block below
+	// Size/BlockSize is the parent's block at the same path (as the
+	// parent itself resolves it).
+	StoredBlocks = "blocks"
+	// StoredParent: nothing is stored; the content is the parent's file
+	// at the same path, cut to Size.
+	StoredParent = "parent"
+)
+
 // File is one entry of the backup. Path is relative to the data directory,
-// '/'-separated; tablespace contents live under pg_tblspc/<oid>/.
+// '/'-separated; tablespace contents live under pg_tblspc/<oid>/. Size and
+// CRC32C always describe the file's whole content as of this backup, also
+// when an incremental stores only some of its blocks.
 type File struct {
 	Path   string    `json:"path"`
 	Type   string    `json:"type,omitempty"`
@@ -100,7 +148,14 @@ type File struct {
 	MTime  time.Time `json:"mtime"`
 	CRC32C string    `json:"crc32c,omitempty"` // hex, regular files only
 	Link   string    `json:"link,omitempty"`
+	// Stored and Blocks: see StoredWhole, StoredBlocks, StoredParent.
+	// Blocks is a BlockMap in base64 (standard, padded).
+	Stored string `json:"stored,omitempty"`
+	Blocks string `json:"blocks,omitempty"`
 }
+
+// Incremental says whether m is an incremental backup.
+func (m *Manifest) Incremental() bool { return m.Type == BackupIncremental }
 
 // Perm parses Mode.
 func (f File) Perm() uint32 {
@@ -214,6 +269,9 @@ func (m *Manifest) validate(full bool) error {
 	if err := m.checkWAL(); err != nil {
 		return err
 	}
+	if err := m.checkChain(); err != nil {
+		return err
+	}
 	switch m.Compression {
 	case "", "lz4", "zstd", "none":
 	default:
@@ -243,9 +301,44 @@ func (m *Manifest) validate(full bool) error {
 		return fmt.Errorf("lists %d files, says %d", len(m.Files), m.FileCount)
 	}
 	for i := range m.Files {
-		if err := m.Files[i].check(len(m.Parts)); err != nil {
+		if err := m.Files[i].check(len(m.Parts), m); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// checkChain checks the type and, for an incremental, its ancestry.
+func (m *Manifest) checkChain() error {
+	switch m.Type {
+	case "", BackupFull:
+		if m.Parent != "" || m.ParentManifestSHA256 != "" || len(m.Chain) != 0 {
+			return errors.New("a full backup names a parent")
+		}
+		return nil
+	case BackupIncremental:
+	default:
+		return fmt.Errorf("unknown backup type %s", short(m.Type))
+	}
+	if m.Format < ManifestFormatIncremental {
+		return fmt.Errorf("an incremental backup in manifest format %d", m.Format)
+	}
+	if len(m.Chain) == 0 || len(m.Chain) > MaxChain || m.Chain[0] != m.Parent {
+		return fmt.Errorf("an incremental backup needs a chain of 1 to %d ancestors, its parent first", MaxChain)
+	}
+	seen := make(map[string]bool, len(m.Chain)+1)
+	seen[m.Name] = true
+	for _, a := range m.Chain {
+		if !ValidBackupName(a) || seen[a] {
+			return fmt.Errorf("bad or repeated backup name %s in the chain", short(a))
+		}
+		seen[a] = true
+	}
+	if b, err := hex.DecodeString(m.ParentManifestSHA256); err != nil || len(b) != 32 {
+		return errors.New("an incremental backup needs its parent's manifest sha256")
+	}
+	if m.BlockSize < 1024 || m.BlockSize > 32768 || m.BlockSize&(m.BlockSize-1) != 0 {
+		return fmt.Errorf("block_size %d is not a PostgreSQL block size", m.BlockSize)
 	}
 	return nil
 }
@@ -332,8 +425,8 @@ func checkTablespaces(spcs []Tablespace) error {
 	return nil
 }
 
-// check validates one file entry of a backup with parts parts.
-func (f *File) check(parts int) error {
+// check validates one file entry of backup m, which has parts parts.
+func (f *File) check(parts int, m *Manifest) error {
 	if len(f.Path) > maxPathLen || !SafeRelPath(f.Path) {
 		return fmt.Errorf("unsafe path %s", short(f.Path))
 	}
@@ -359,6 +452,35 @@ func (f *File) check(parts int) error {
 	case TypeDir, TypeSymlink:
 	default:
 		return fmt.Errorf("%s: unknown type %s", short(f.Path), short(f.Type))
+	}
+	return f.checkStored(m)
+}
+
+// checkStored checks where an incremental keeps the file's content.
+func (f *File) checkStored(m *Manifest) error {
+	if f.Stored == StoredWhole {
+		if f.Blocks != "" {
+			return fmt.Errorf("%s: a block map for a file stored whole", short(f.Path))
+		}
+		return nil
+	}
+	if !m.Incremental() || f.Type != TypeFile {
+		return fmt.Errorf("%s: stored %s outside an incremental backup", short(f.Path), short(f.Stored))
+	}
+	switch f.Stored {
+	case StoredParent:
+		if f.Blocks != "" || f.Part != 0 {
+			return fmt.Errorf("%s: stored in the parent, with a block map or part", short(f.Path))
+		}
+	case StoredBlocks:
+		if f.Size%int64(m.BlockSize) != 0 {
+			return fmt.Errorf("%s: stored as blocks, but %d bytes is not a whole number of %d-byte blocks", short(f.Path), f.Size, m.BlockSize)
+		}
+		if _, err := DecodeBlockMap(f.Blocks, f.Size/int64(m.BlockSize)); err != nil {
+			return fmt.Errorf("%s: %w", short(f.Path), err)
+		}
+	default:
+		return fmt.Errorf("%s: unknown storage %s", short(f.Path), short(f.Stored))
 	}
 	return nil
 }
