@@ -281,11 +281,11 @@ type verifiedReader struct {
 	encoded hash.Hash
 	crc     hash.Hash32
 	crcMeta string
-	n      int64
-	want   Want
-	meta   string // the content digest the metadata records
-	where  string
-	err    error // sticky
+	n       int64
+	want    Want
+	meta    string // the content digest the metadata records
+	where   string
+	err     error // sticky
 	// limit caps the decoded bytes (0: none); exact, when >= 0, is the
 	// size the proof vouches for.
 	limit, exact int64

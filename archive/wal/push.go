@@ -307,4 +307,3 @@ func upload(ctx context.Context, r *repo.Repo, key string, f *os.File, size int6
 func conflictError(st cloud.Store, name string) error {
 	return fmt.Errorf("%w: %s already has %s with a different checksum: the stored copy is kept; if this server was restored or re-initialized, archive it to a new store prefix", archive.ErrConflict, st, name)
 }
-
