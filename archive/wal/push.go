@@ -254,7 +254,7 @@ func compareContent(ctx context.Context, r *repo.Repo, key string, f *os.File, s
 		return err
 	})
 	if repo.IsKeyErr(err) {
-		return false, fmt.Errorf("%w: %s already has %s, stored with other compression settings and encrypted: give --identity-file so that it can be compared, or archive with the settings it was stored with", archive.ErrConflict, r.Store, path.Base(key))
+		return false, fmt.Errorf("%w: %s has %s encrypted and encoded with other compression settings, so its content may well be the same: give --identity-file to let wal-push compare it, or archive with the settings it was stored with", archive.ErrConflict, r.Store, path.Base(key))
 	}
 	return same, err
 }
