@@ -76,6 +76,15 @@ type multiCloser struct {
 	closers []io.Closer
 }
 
+// ReadFrom lets io.Copy hand the compressor its source, which then reads
+// straight into its block buffers instead of through a copy.
+func (m *multiCloser) ReadFrom(r io.Reader) (int64, error) {
+	if rf, ok := m.Writer.(io.ReaderFrom); ok {
+		return rf.ReadFrom(r)
+	}
+	return io.Copy(struct{ io.Writer }{m.Writer}, r)
+}
+
 // Close closes the compressor before the encryptor: order matters.
 func (m *multiCloser) Close() error {
 	var first error

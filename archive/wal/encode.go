@@ -148,34 +148,16 @@ func encodeInMemory(r io.Reader, size int64, s codec.Settings, buf *boundedBuffe
 	if err != nil {
 		return digest{}, false, err
 	}
-	chunk := chunks.Get().(*[]byte)
-	defer chunks.Put(chunk)
-	var n int64
-	for {
-		k, rerr := io.ReadFull(r, *chunk)
-		if k > 0 {
-			crc.Write((*chunk)[:k])
-			n += int64(k)
-			if _, err := enc.Write((*chunk)[:k]); err != nil {
-				_ = enc.Close()
-				if errors.Is(err, errTooBig) {
-					return digest{}, false, nil
-				}
-				return digest{}, false, err
-			}
-		}
-		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
-			break
-		}
-		if rerr != nil {
-			_ = enc.Close()
-			return digest{}, false, rerr
-		}
+	// The compressor reads the file straight into its blocks (ReadFrom),
+	// the CRC-32C taken on the way.
+	n, err := io.Copy(enc, io.TeeReader(r, crc))
+	if cerr := enc.Close(); err == nil {
+		err = cerr
 	}
-	if err := enc.Close(); err != nil {
-		if errors.Is(err, errTooBig) {
-			return digest{}, false, nil
-		}
+	if errors.Is(err, errTooBig) {
+		return digest{}, false, nil
+	}
+	if err != nil {
 		return digest{}, false, err
 	}
 	if n != size {

@@ -251,5 +251,22 @@ func TestEncodedDigestIsDeterministic(t *testing.T) {
 				t.Fatalf("%s concurrency %d: %+v, concurrency 0 gave %+v", c, conc, d, first)
 			}
 		}
+		// Written in small pieces rather than read from the file: the same.
+		h := sha256.New()
+		w, err := codec.NewWriterTap(io.Discard, walCodec(codec.Settings{Compression: c}), h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for off := 0; off < len(b); off += 100_000 {
+			if _, err := w.Write(b[off:min(off+100_000, len(b))]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if got := hex.EncodeToString(h.Sum(nil)); got != first.encoded {
+			t.Fatalf("%s written in pieces: encoded digest %s, read from the file %s", c, got, first.encoded)
+		}
 	}
 }
