@@ -236,10 +236,12 @@ done
 # --- per call, a segment already archived (the last of the backlog)
 say "per call: $CALLS pushes of an archived segment"
 percall() { # percall KEY CMD...: median wall ms of CALLS runs (cwd: the data directory), then peak RSS
+	local key=$1
+	shift
 	as_pg bash -c 'cd "$1"; shift; n=$1; shift
 		for i in $(seq "$n"); do t0=$EPOCHREALTIME; "$@" >/dev/null 2>&1 || exit 1; t1=$EPOCHREALTIME; echo "$t0 $t1"; done' \
 		_ "$DATA" "$CALLS" "$@" | awk '{ print ($2 - $1) * 1000 }' | sort -g |
-		awk -v k="$1" '{ v[NR] = $1 } END { printf "%s %.2f ", k, v[int((NR + 1) / 2)] }' >>"$WORK/percall" || die "$1: a call failed"
+		awk -v k="$key" '{ v[NR] = $1 } END { printf "%s %.2f ", k, v[int((NR + 1) / 2)] }' >>"$WORK/percall" || die "$key: a call failed"
 	# shellcheck disable=SC2016
 	as_pg bash -c 'cd "$1"; shift; for i in 1 2 3 4 5; do /usr/bin/time -f %M "$@" 2>&1 >/dev/null | tail -n 1; done' _ "$DATA" "$@" |
 		sort -g | sed -n 3p | awk '{ printf "%.1f\n", $1 / 1024 }' >>"$WORK/percall"

@@ -279,7 +279,7 @@ type verifiedReader struct {
 	// encoded stream's SHA-256 (fed by the codec's tap) and the decoded
 	// bytes' CRC-32C, against meta and crcMeta.
 	encoded hash.Hash
-	crc     hash.Hash32
+	crc     hash.Hash
 	crcMeta string
 	n       int64
 	want    Want
@@ -408,7 +408,7 @@ func (v *verifiedReader) check() error {
 		if sum := hex.EncodeToString(v.encoded.Sum(nil)); sum != v.meta {
 			return fmt.Errorf("%w: %s: encoded checksum %.12s… does not match the recorded %.12s…: the stored object is damaged", archive.ErrIntegrity, v.where, sum, v.meta)
 		}
-		if sum := fmt.Sprintf("%08x", v.crc.Sum32()); sum != v.crcMeta {
+		if sum := hex.EncodeToString(v.crc.Sum(nil)); sum != v.crcMeta {
 			return fmt.Errorf("%w: %s: content CRC-32C %s does not match the recorded %.8s: the stored object is damaged", archive.ErrIntegrity, v.where, sum, v.crcMeta)
 		}
 	}
