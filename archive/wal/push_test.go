@@ -270,3 +270,57 @@ func TestEncodedDigestIsDeterministic(t *testing.T) {
 		}
 	}
 }
+
+// TestPrefetchServesVerifiedCopies: segments prefetched from the store are
+// named by their CRC-32C and served from the spool, checked again; a copy
+// damaged in the spool is not served (wal-fetch goes to the store), and a
+// copy named by SHA-256, as older versions named them, is still served.
+func TestPrefetchServesVerifiedCopies(t *testing.T) {
+	ctx := context.Background()
+	r := withAge(t, openRepo(t, t.TempDir(), codec.LZ4))
+	const segSize = 1 << 20
+	walDir := t.TempDir()
+	var names []string
+	contents := map[string][]byte{}
+	for seg := uint64(10); seg <= 13; seg++ {
+		src, b := writeCompressible(t, walDir, seg, segSize, byte(seg))
+		if _, err := Push(ctx, r, src, PushOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, filepath.Base(src))
+		contents[filepath.Base(src)] = b
+	}
+	spool := t.TempDir()
+	if err := Prefetch(ctx, r, names[0], segSize, 3, 2, spool); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(spool, "prefetch")
+	ents, _ := os.ReadDir(dir)
+	named := map[string]string{}
+	for _, e := range ents {
+		if n, sum, ok := strings.Cut(e.Name(), "."); ok && len(sum) == 8 {
+			named[n] = e.Name()
+		}
+	}
+	if len(named) != 3 {
+		t.Fatalf("prefetch directory holds %v, want segments 11-13 named by CRC-32C", ents)
+	}
+	// Damage 12's copy; name 13's copy by its SHA-256, as before.
+	if err := os.WriteFile(filepath.Join(dir, named[names[2]]), []byte("torn"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(contents[names[3]])
+	if err := os.Rename(filepath.Join(dir, named[names[3]]), filepath.Join(dir, names[3]+"."+hex.EncodeToString(sum[:]))); err != nil {
+		t.Fatal(err)
+	}
+	for i, wantPrefetched := range map[int]bool{1: true, 2: false, 3: true} {
+		dest := filepath.Join(t.TempDir(), "RECOVERYXLOG")
+		res, err := Fetch(ctx, r, names[i], dest, FetchOptions{SpoolDir: spool})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := os.ReadFile(dest); !bytes.Equal(got, contents[names[i]]) || res.Prefetched != wantPrefetched {
+			t.Fatalf("%s: prefetched %v (want %v), %d bytes, identical %v", names[i], res.Prefetched, wantPrefetched, len(got), bytes.Equal(got, contents[names[i]]))
+		}
+	}
+}
