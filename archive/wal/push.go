@@ -77,6 +77,21 @@ func Push(ctx context.Context, r *repo.Repo, path string, opts PushOptions) (Pus
 	return res, err
 }
 
+// PushOne stores the pg_wal file at path, idempotently, and returns nil
+// only once its content is durable in the store: Push without push-ahead
+// and without markers, for a caller that schedules files itself (the
+// agent). It reads the file once (compressing, hashing and encrypting as it
+// goes), reuses pooled encoders and buffers, and is safe to call from many
+// goroutines. spool is walvault's working directory (where the cluster
+// check keeps its note); "" works without one.
+func PushOne(ctx context.Context, r *repo.Repo, path, spool string) (PushResult, error) {
+	wf, err := archive.ParseWALName(filepath.Base(path))
+	if err != nil {
+		return PushResult{}, fmt.Errorf("%w: %s: %w", archive.ErrBadInput, path, err)
+	}
+	return pushFile(ctx, r, path, wf, spool)
+}
+
 // pushFile stores one pg_wal file, idempotently.
 func pushFile(ctx context.Context, r *repo.Repo, path string, wf archive.WALFile, spool string) (PushResult, error) {
 	res := PushResult{Name: wf.Name}

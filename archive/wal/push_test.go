@@ -324,3 +324,43 @@ func TestPrefetchServesVerifiedCopies(t *testing.T) {
 		}
 	}
 }
+
+// TestPushOneConcurrently: the agent's entry point, called from many
+// goroutines at once (pooled encoders and buffers shared), stores every
+// file whole, and a second round finds each already archived.
+func TestPushOneConcurrently(t *testing.T) {
+	ctx := context.Background()
+	r := withAge(t, openRepo(t, t.TempDir(), codec.LZ4))
+	dir, spool := t.TempDir(), t.TempDir()
+	want := map[string][]byte{}
+	for seg := uint64(20); seg < 28; seg++ {
+		p, b := writeCompressible(t, dir, seg, 1<<20, byte(seg))
+		want[p] = b
+	}
+	for round, already := range []bool{false, true} {
+		errs := make(chan error, len(want))
+		for p := range want {
+			go func() {
+				res, err := PushOne(ctx, r, p, spool)
+				if err == nil && res.Already != already {
+					err = errors.New(p + ": Already is " + strconv.FormatBool(res.Already))
+				}
+				errs <- err
+			}()
+		}
+		for range want {
+			if err := <-errs; err != nil {
+				t.Fatalf("round %d: %v", round, err)
+			}
+		}
+	}
+	for p, b := range want {
+		dest, _, err := fetchInto(t, r, filepath.Base(p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := os.ReadFile(dest); !bytes.Equal(got, b) {
+			t.Fatalf("%s: fetched other bytes", p)
+		}
+	}
+}
