@@ -56,6 +56,8 @@ demo: build
 bench: build test-deps
 	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x -timeout 30m ./integration/
 	bash bench/backup.sh "$(CURDIR)/bin/walvault"
+	WALVAULT_BENCH_SEGMENT= $(GO) test -count=6 -run '^$$' -bench Segment ./archive/wal/
+	bash bench/agent.sh "$(CURDIR)/bin/walvault"
 
 clean:
 	rm -rf bin

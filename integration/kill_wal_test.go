@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"hash/crc32"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -128,8 +129,10 @@ func uploadingWalPush(bin string, p *fp.Proxy) []victim {
 	return out
 }
 
-// storedChecksum returns the walvault-sha256 metadata of key, or "" if
-// the object does not exist.
+// storedChecksum returns the content checksum key's metadata states, as
+// "sha256:HEX" (walvault-sha256) or "crc32c:HEX" (walvault-crc32c, which WAL
+// stored beside the digest of its encoded stream has), or "" if the object
+// does not exist.
 func storedChecksum(ctx context.Context, srv *testenv.Server, bucket, key string) (string, error) {
 	out, err := srv.S3Client().HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)})
 	if err != nil {
@@ -139,20 +142,28 @@ func storedChecksum(ctx context.Context, srv *testenv.Server, bucket, key string
 		return "", err
 	}
 	for k, v := range out.Metadata {
-		if strings.EqualFold(k, repo.MetaSHA256) {
-			return v, nil
+		switch {
+		case strings.EqualFold(k, repo.MetaSHA256):
+			return "sha256:" + v, nil
+		case strings.EqualFold(k, repo.MetaCRC32C):
+			return "crc32c:" + v, nil
 		}
 	}
 	return "", fmt.Errorf("%s has no checksum metadata", key)
 }
 
-func fileSHA256(path string) (string, error) {
-	b, err := os.ReadFile(path)
+// fileChecksum returns path's checksum in the form of stored (see
+// storedChecksum; SHA-256 when stored is "").
+func fileChecksum(path, stored string) (string, error) {
+	b, err := os.ReadFile(path) // #nosec G304 -- the test's pg_wal
 	if err != nil {
 		return "", err
 	}
+	if strings.HasPrefix(stored, "crc32c:") {
+		return fmt.Sprintf("crc32c:%08x", crc32.Checksum(b, crc32.MakeTable(crc32.Castagnoli))), nil
+	}
 	s := sha256.Sum256(b)
-	return hex.EncodeToString(s[:]), nil
+	return "sha256:" + hex.EncodeToString(s[:]), nil
 }
 
 // TestKillWALPush archives a pgbench run through wal-push (1 MiB
@@ -192,17 +203,17 @@ func TestKillWALPush(t *testing.T) {
 				t.Errorf("unexpected file in %s: %s", pushedDir, name)
 				continue
 			}
-			want, err := fileSHA256(filepath.Join(pgWal, name))
+			got, err := storedChecksum(ctx, srv, raw.Bucket, cloud.JoinKey(raw.Prefix, repo.WALKey(wf)))
+			if err != nil {
+				t.Errorf("checking marker %s: %v", name, err)
+				continue
+			}
+			want, err := fileChecksum(filepath.Join(pgWal, name), got)
 			if err != nil {
 				continue // recycled by PostgreSQL since: the marker is stale, not false
 			}
 			if _, err := os.Stat(filepath.Join(pushedDir, name)); err != nil {
 				continue // consumed meanwhile
-			}
-			got, err := storedChecksum(ctx, srv, raw.Bucket, cloud.JoinKey(raw.Prefix, repo.WALKey(wf)))
-			if err != nil {
-				t.Errorf("checking marker %s: %v", name, err)
-				continue
 			}
 			markersChecked++
 			if got != want {

@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/walvault/walvault/archive"
@@ -65,12 +66,17 @@ var emptyDirs = map[string]bool{
 // keptInWAL are the subdirectories of pg_wal a server expects to exist.
 var keptInWAL = map[string]bool{"archive_status": true, "summaries": true}
 
+// Compiled on first use, not at every start of the binary (wal-push too).
 var (
-	relFileRe = regexp.MustCompile(`^(\d+)(_(fsm|vm|init))?(\.\d+)?$`)
-	tempRelRe = regexp.MustCompile(`^t\d+_\d+(_(fsm|vm|init))?(\.\d+)?$`)
-	digitsRe  = regexp.MustCompile(`^\d+$`)
-	dbDirRe   = regexp.MustCompile(`^(base/\d+|pg_tblspc/\d+/PG_[^/]+/\d+)$`)
+	relFileRe = lazyRegexp(`^(\d+)(_(fsm|vm|init))?(\.\d+)?$`)
+	tempRelRe = lazyRegexp(`^t\d+_\d+(_(fsm|vm|init))?(\.\d+)?$`)
+	digitsRe  = lazyRegexp(`^\d+$`)
+	dbDirRe   = lazyRegexp(`^(base/\d+|pg_tblspc/\d+/PG_[^/]+/\d+)$`)
 )
+
+func lazyRegexp(expr string) func() *regexp.Regexp {
+	return sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(expr) })
+}
 
 // skipEntry says whether name, found in directory rel (relative to PGDATA,
 // "" for the top), is left out of the backup.
@@ -91,7 +97,7 @@ func skipEntry(rel, name string, isDir bool) bool {
 }
 
 // isDBDir says whether rel holds a database's relation files.
-func isDBDir(rel string) bool { return dbDirRe.MatchString(rel) }
+func isDBDir(rel string) bool { return dbDirRe().MatchString(rel) }
 
 // dbDirSkips returns the names in a database directory that are left out:
 // temporary relations, and every fork but the init fork of unlogged
@@ -99,17 +105,17 @@ func isDBDir(rel string) bool { return dbDirRe.MatchString(rel) }
 func dbDirSkips(names []string) map[string]bool {
 	unlogged := map[string]bool{}
 	for _, n := range names {
-		if m := relFileRe.FindStringSubmatch(n); m != nil && m[3] == "init" {
+		if m := relFileRe().FindStringSubmatch(n); m != nil && m[3] == "init" {
 			unlogged[m[1]] = true
 		}
 	}
 	skip := map[string]bool{}
 	for _, n := range names {
-		if tempRelRe.MatchString(n) {
+		if tempRelRe().MatchString(n) {
 			skip[n] = true
 			continue
 		}
-		if m := relFileRe.FindStringSubmatch(n); m != nil && unlogged[m[1]] && m[3] != "init" {
+		if m := relFileRe().FindStringSubmatch(n); m != nil && unlogged[m[1]] && m[3] != "init" {
 			skip[n] = true
 		}
 	}
@@ -204,7 +210,7 @@ func (w *walker) entry(abs, rel, name string, info fs.FileInfo, spc uint32, out 
 	ent := walkEntry{Path: childRel, Abs: childAbs, Mode: info.Mode().Perm(), MTime: info.ModTime(), Tablespace: spc}
 	isLink := info.Mode()&fs.ModeSymlink != 0
 	switch {
-	case isLink && rel == "pg_tblspc" && digitsRe.MatchString(name):
+	case isLink && rel == "pg_tblspc" && digitsRe().MatchString(name):
 		return w.tablespace(childAbs, name)
 	case isLink && rel == "" && name == "pg_wal":
 		// pg_wal on another disk: back it up as the (empty) directory

@@ -158,3 +158,53 @@ func TestParseCompression(t *testing.T) {
 		t.Error("gzip accepted")
 	}
 }
+
+// TestTapSeesEncodedStream: the writer's tap gets the stream under the
+// encryption (the stored bytes themselves when not encrypted) and the
+// reader's tap gets the same bytes back, all of them by the plaintext's EOF.
+func TestTapSeesEncodedStream(t *testing.T) {
+	id, err := age.GenerateX25519Identity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain := sample(t, 3<<20)
+	for _, c := range []Compression{LZ4, Zstd, None} {
+		for _, encrypt := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s-encrypt=%v", c, encrypt), func(t *testing.T) {
+				s := Settings{Compression: c, NoFrameChecksum: true}
+				if encrypt {
+					s.Recipients = []age.Recipient{id.Recipient()}
+				}
+				var stored, wtap bytes.Buffer
+				w, err := NewWriterTap(&stored, s, &wtap)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := w.Write(plain); err != nil {
+					t.Fatal(err)
+				}
+				if err := w.Close(); err != nil {
+					t.Fatal(err)
+				}
+				if !encrypt && !bytes.Equal(wtap.Bytes(), stored.Bytes()) {
+					t.Fatal("unencrypted: the tap is not the stored bytes")
+				}
+				if c == None && !bytes.Equal(wtap.Bytes(), plain) {
+					t.Fatal("no compression: the tap is not the plain bytes")
+				}
+				var rtap bytes.Buffer
+				rd, err := NewReaderTap(bytes.NewReader(stored.Bytes()), []age.Identity{id}, &rtap)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got, err := io.ReadAll(rd)
+				if err != nil || !bytes.Equal(got, plain) {
+					t.Fatalf("read back %d bytes, %v", len(got), err)
+				}
+				if !bytes.Equal(rtap.Bytes(), wtap.Bytes()) {
+					t.Fatalf("reader's tap %d bytes, writer's %d", rtap.Len(), wtap.Len())
+				}
+			})
+		}
+	}
+}

@@ -47,6 +47,14 @@ const (
 	MetaSize   = "walvault-size"   // raw size in bytes
 	MetaProof  = "walvault-proof"  // base64 Ed25519 signature over key, SHA-256 and size
 	MetaSigner = "walvault-signer" // ID of the signing key (its verify key's)
+
+	// WAL objects written since walvault 0.x state their content by the
+	// encoded stream instead of MetaSHA256 (see codec.NewWriterTap): hex
+	// SHA-256 of the compressed bytes before encryption, and the CRC-32C
+	// (Castagnoli, 8 hex digits) of the plain bytes. Their proof (v2) signs
+	// the key, both and the size.
+	MetaEncodedSHA256 = "walvault-encoded-sha256"
+	MetaCRC32C        = "walvault-crc32c"
 )
 
 // WALKey is the store key of a pg_wal file.

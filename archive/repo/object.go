@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"hash/crc32"
 	"io"
 
 	"github.com/walvault/walvault/archive"
@@ -82,7 +83,7 @@ func (r *Repo) PutBytes(ctx context.Context, key string, body []byte, opts cloud
 // withProof returns meta with the object's proof added when meta states a
 // content digest (a copy: the caller's map is not changed).
 func (r *Repo) withProof(key string, meta map[string]string) (map[string]string, error) {
-	if meta[MetaSHA256] == "" || r.Sign == nil {
+	if !hasDigest(meta) || r.Sign == nil {
 		return meta, nil
 	}
 	out := make(map[string]string, len(meta)+2)
@@ -229,7 +230,7 @@ func (r *Repo) Load(ctx context.Context, key string, want Want, fn func(rd io.Re
 		vr, err := r.open(key, body, info, want, where)
 		if err == nil {
 			defer vr.close()
-			if err = fn(vr, info); err == nil && (want.StoredSHA256 != "" || vr.plain != nil) {
+			if err = fn(vr, info); err == nil && (want.StoredSHA256 != "" || vr.plain != nil || vr.encoded != nil) {
 				_, err = io.Copy(io.Discard, vr)
 			}
 		}
@@ -273,12 +274,18 @@ func IsKeyErr(err error) bool { return isKeyErr(err) }
 type verifiedReader struct {
 	dec    io.ReadCloser
 	stored *countHash // the stored bytes, as read
-	plain  hash.Hash  // the decoded bytes, when checked
-	n      int64
-	want   Want
-	meta   string // the content digest the metadata records
-	where  string
-	err    error // sticky
+	plain  hash.Hash  // the decoded bytes, when checked (MetaSHA256)
+	// encoded and crc check an object stated by MetaEncodedSHA256: the
+	// encoded stream's SHA-256 (fed by the codec's tap) and the decoded
+	// bytes' CRC-32C, against meta and crcMeta.
+	encoded hash.Hash
+	crc     hash.Hash
+	crcMeta string
+	n       int64
+	want    Want
+	meta    string // the content digest the metadata records
+	where   string
+	err     error // sticky
 	// limit caps the decoded bytes (0: none); exact, when >= 0, is the
 	// size the proof vouches for.
 	limit, exact int64
@@ -320,18 +327,27 @@ func (r *Repo) open(key string, body io.Reader, info cloud.ObjectInfo, want Want
 		if !r.AllowUnsigned {
 			v.exact = size
 		}
-		checkContent = checkContent || info.Metadata[MetaSHA256] != ""
+		checkContent = checkContent || hasDigest(info.Metadata)
 	}
+	var tap io.Writer
 	if checkContent {
-		v.meta = info.Metadata[MetaSHA256]
-		if v.meta == "" {
+		switch m := info.Metadata; {
+		case m[MetaEncodedSHA256] != "":
+			// The encoded stream is hashed as it is decoded, the plain
+			// bytes CRC-32C'ed; the proof (when required) signed both.
+			v.meta, v.crcMeta = m[MetaEncodedSHA256], m[MetaCRC32C]
+			v.encoded, v.crc = sha256.New(), crc32.New(crc32.MakeTable(crc32.Castagnoli))
+			tap = v.encoded
+		case m[MetaSHA256] != "":
+			v.meta = m[MetaSHA256]
+			v.plain = sha256.New()
+		default:
 			// Every object walvault writes has one; without it nothing can
 			// vouch for the content (a damaged frame header reads as raw data).
 			return nil, fmt.Errorf("%w: %s has no %s metadata: it was not written by walvault or its metadata was lost in a copy", archive.ErrIntegrity, where, MetaSHA256)
 		}
-		v.plain = sha256.New()
 	}
-	dec, err := codec.NewReader(v.stored, r.Identities)
+	dec, err := codec.NewReaderTap(v.stored, r.Identities, tap)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", where, err)
 	}
@@ -355,6 +371,9 @@ func (v *verifiedReader) Read(p []byte) (int, error) {
 	n, err := v.dec.Read(p)
 	if n > 0 && v.plain != nil {
 		v.plain.Write(p[:n])
+	}
+	if n > 0 && v.crc != nil {
+		v.crc.Write(p[:n])
 	}
 	v.n += int64(n)
 	if v.limit > 0 && v.n > v.limit {
@@ -383,6 +402,14 @@ func (v *verifiedReader) check() error {
 	if v.plain != nil {
 		if sum := hex.EncodeToString(v.plain.Sum(nil)); sum != v.meta {
 			return fmt.Errorf("%w: %s: content checksum %.12s… does not match the recorded %.12s…: the stored object is damaged", archive.ErrIntegrity, v.where, sum, v.meta)
+		}
+	}
+	if v.encoded != nil {
+		if sum := hex.EncodeToString(v.encoded.Sum(nil)); sum != v.meta {
+			return fmt.Errorf("%w: %s: encoded checksum %.12s… does not match the recorded %.12s…: the stored object is damaged", archive.ErrIntegrity, v.where, sum, v.meta)
+		}
+		if sum := hex.EncodeToString(v.crc.Sum(nil)); sum != v.crcMeta {
+			return fmt.Errorf("%w: %s: content CRC-32C %s does not match the recorded %.8s: the stored object is damaged", archive.ErrIntegrity, v.where, sum, v.crcMeta)
 		}
 	}
 	if v.want.StoredSHA256 == "" {

@@ -19,9 +19,54 @@ import (
 // bucket never holds the signing key, so whoever can only write to the
 // bucket cannot make a proof.
 
-// proofMessage is what is signed.
+// proofMessage is what is signed: v1 for content stated by MetaSHA256.
 func proofMessage(key, sha256hex string, size int64) []byte {
 	return []byte("walvault-object-proof-v1\n" + key + "\n" + sha256hex + "\n" + strconv.FormatInt(size, 10) + "\n")
+}
+
+// proofMessageV2 is what is signed for content stated by its encoded
+// stream's SHA-256 and its CRC-32C (MetaEncodedSHA256, MetaCRC32C). The
+// version line keeps a v1 signature from being taken for a v2 one.
+func proofMessageV2(key, encodedSHA256, crc32c string, size int64) []byte {
+	return []byte("walvault-object-proof-v2\n" + key + "\n" + encodedSHA256 + "\n" + strconv.FormatInt(size, 10) + "\n" + crc32c + "\n")
+}
+
+// hasDigest reports that meta states a content digest (either form).
+func hasDigest(meta map[string]string) bool {
+	return meta[MetaSHA256] != "" || meta[MetaEncodedSHA256] != ""
+}
+
+// isHex reports that s is n lowercase hex digits.
+func isHex(s string, n int) bool {
+	if len(s) != n {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// signedMessage is the message meta's proof signs, or false when meta
+// does not state a well-formed digest and size.
+func signedMessage(key string, meta map[string]string) ([]byte, int64, bool) {
+	size, err := strconv.ParseInt(meta[MetaSize], 10, 64)
+	if err != nil || size < 0 {
+		return nil, -1, false
+	}
+	if enc := meta[MetaEncodedSHA256]; enc != "" {
+		crc := meta[MetaCRC32C]
+		if !isHex(enc, 64) || !isHex(crc, 8) || meta[MetaSHA256] != "" {
+			return nil, size, false
+		}
+		return proofMessageV2(key, enc, crc, size), size, true
+	}
+	if meta[MetaSHA256] == "" {
+		return nil, size, false
+	}
+	return proofMessage(key, meta[MetaSHA256], size), size, true
 }
 
 // prove adds the proof of key to meta, which carries the content's digest
@@ -30,12 +75,11 @@ func (r *Repo) prove(key string, meta map[string]string) error {
 	if r.Sign == nil || meta == nil {
 		return nil
 	}
-	sum, sizeText := meta[MetaSHA256], meta[MetaSize]
-	size, err := strconv.ParseInt(sizeText, 10, 64)
-	if sum == "" || err != nil {
+	msg, _, ok := signedMessage(key, meta)
+	if !ok {
 		return fmt.Errorf("internal error: %s has no content digest and size to sign", key)
 	}
-	meta[MetaProof] = base64.StdEncoding.EncodeToString(r.Sign.Sign(proofMessage(key, sum, size)))
+	meta[MetaProof] = base64.StdEncoding.EncodeToString(r.Sign.Sign(msg))
 	meta[MetaSigner] = r.Sign.ID
 	return nil
 }
@@ -62,10 +106,11 @@ func (r *Repo) checkProof(key string, meta map[string]string) (int64, error) {
 		return 0, fmt.Errorf("%w: it carries no proof (%s metadata): it was not written by a walvault holding the signing key; if the archive was written before walvault signed objects, read it with --allow-unsigned", crypto.ErrBadProof, MetaProof)
 	}
 	sig, err := base64.StdEncoding.DecodeString(proof)
-	if err != nil || size < 0 || meta[MetaSHA256] == "" {
+	msg, _, ok := signedMessage(key, meta)
+	if err != nil || !ok {
 		return 0, fmt.Errorf("%w: its proof metadata is malformed", crypto.ErrBadProof)
 	}
-	if err := crypto.Check(r.Verify, signer, proofMessage(key, meta[MetaSHA256], size), sig); err != nil {
+	if err := crypto.Check(r.Verify, signer, msg, sig); err != nil {
 		return 0, err
 	}
 	return size, nil

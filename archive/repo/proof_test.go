@@ -6,10 +6,15 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
+	"hash/crc32"
 	"io"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+
+	"filippo.io/age"
 
 	"github.com/walvault/walvault/archive"
 	"github.com/walvault/walvault/archive/codec"
@@ -220,5 +225,122 @@ func copyObject(t *testing.T, st cloud.Store, from, to string) {
 	_ = st.Delete(context.Background(), to)
 	if err := st.Put(context.Background(), to, bytes.NewReader(body), cloud.PutOptions{Metadata: info.Metadata}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// putEncoded stores content as wal-push stores WAL (proof v2: the SHA-256
+// of the encoded stream, the CRC-32C of the plain bytes), after edit has
+// changed the metadata before signing, with junk after the encoded bytes.
+func putEncoded(t *testing.T, w *Repo, key string, content []byte, edit func(map[string]string), junk []byte) {
+	t.Helper()
+	var buf bytes.Buffer
+	eh := sha256.New()
+	enc, err := codec.NewWriterTap(&buf, w.Codec, eh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := enc.Write(content); err != nil {
+		t.Fatal(err)
+	}
+	if err := enc.Close(); err != nil {
+		t.Fatal(err)
+	}
+	meta := map[string]string{
+		MetaEncodedSHA256: hex.EncodeToString(eh.Sum(nil)),
+		MetaCRC32C:        fmt.Sprintf("%08x", crc32.Checksum(content, crc32.MakeTable(crc32.Castagnoli))),
+		MetaSize:          strconv.Itoa(len(content)),
+	}
+	if edit != nil {
+		edit(meta)
+	}
+	if err := w.PutBytes(context.Background(), key, append(buf.Bytes(), junk...), cloud.PutOptions{Metadata: meta}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestProofV2: an object stated by its encoded stream loads when its proof
+// and content agree, and each way of making them disagree is refused: a
+// changed digest, CRC or size (the proof no longer matches), a proof copied
+// onto other content or onto the same stream with bytes appended, and, when
+// unsigned objects are allowed, a CRC that does not match the content.
+func TestProofV2(t *testing.T) {
+	content := bytes.Repeat([]byte("wal record "), 3000)
+	for _, tc := range []struct {
+		name     string
+		encrypt  bool
+		edit     func(map[string]string)
+		junk     []byte
+		unsigned bool // read with AllowUnsigned
+		want     error
+	}{
+		{name: "signed"},
+		{name: "signed, age", encrypt: true},
+		{name: "CRC changed after signing", edit: func(m map[string]string) { m[MetaCRC32C] = "00000000" }, want: crypto.ErrBadProof},
+		{name: "size changed after signing", edit: func(m map[string]string) { m[MetaSize] = "1" }, want: crypto.ErrBadProof},
+		{name: "digest changed after signing", edit: func(m map[string]string) { m[MetaEncodedSHA256] = strings.Repeat("0", 64) }, want: crypto.ErrBadProof},
+		{name: "both digests", edit: func(m map[string]string) { m[MetaSHA256] = strings.Repeat("0", 64) }, want: crypto.ErrBadProof},
+		{name: "bytes after the frame", junk: []byte("appended"), want: archive.ErrIntegrity},
+		{name: "bytes after the frame, age", encrypt: true, junk: []byte("appended"), want: archive.ErrIntegrity},
+		{name: "wrong CRC, unsigned", unsigned: true, edit: func(m map[string]string) { m[MetaCRC32C] = "00000000" }, want: archive.ErrIntegrity},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w, r := signedRepos(t)
+			if tc.encrypt {
+				id, err := age.GenerateX25519Identity()
+				if err != nil {
+					t.Fatal(err)
+				}
+				w.Codec.Recipients, r.Identities = []age.Recipient{id.Recipient()}, []age.Identity{id}
+			}
+			key := WALKey(archive.WALFile{Name: "000000010000000000000001"})
+			if tc.unsigned {
+				w.Sign = nil
+				r.AllowUnsigned = true
+			}
+			putEncoded(t, w, key, content, nil, nil)
+			if tc.edit != nil || tc.junk != nil {
+				// Re-store with the signed metadata edited, as a bucket
+				// writer without the signing key could.
+				info, err := w.Store.Stat(context.Background(), key)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := w.Store.Delete(context.Background(), key); err != nil {
+					t.Fatal(err)
+				}
+				nosign := *w
+				nosign.Sign = nil
+				putEncoded(t, &nosign, key, content, func(m map[string]string) {
+					for k, v := range info.Metadata {
+						m[k] = v
+					}
+					if tc.edit != nil {
+						tc.edit(m)
+					}
+				}, tc.junk)
+			}
+			got, err := load(r, key, Want{Proof: true, ContentFromMeta: true, Encrypted: true})
+			if tc.want == nil && (err != nil || !bytes.Equal(got, content)) {
+				t.Fatalf("load: %d bytes, %v", len(got), err)
+			}
+			if tc.want != nil && !errors.Is(err, tc.want) {
+				t.Fatalf("load: %v, want %v", err, tc.want)
+			}
+		})
+	}
+	// Other content under a copied v2 proof.
+	w, r := signedRepos(t)
+	key := WALKey(archive.WALFile{Name: "000000010000000000000002"})
+	putEncoded(t, w, key, content, nil, nil)
+	info, _ := w.Store.Stat(context.Background(), key)
+	_ = w.Store.Delete(context.Background(), key)
+	forged := &Repo{Store: w.Store, Codec: w.Codec}
+	putEncoded(t, forged, key, bytes.Repeat([]byte("evil record "), 3000), func(m map[string]string) {
+		for k, v := range info.Metadata {
+			m[k] = v
+		}
+	}, nil)
+	if _, err := load(r, key, Want{Proof: true}); !errors.Is(err, archive.ErrIntegrity) {
+		t.Fatalf("a v2 proof over other content: %v", err)
 	}
 }

@@ -5,26 +5,70 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
+	"hash"
+	"hash/crc32"
 	"io"
 	"os"
+	"strconv"
+	"sync"
 
 	"github.com/walvault/walvault/archive/codec"
+	"github.com/walvault/walvault/archive/repo"
 )
 
+// digest is what identifies a pg_wal file's content in the store. A file
+// encoded in memory is stated by its encoded stream (repo.MetaEncodedSHA256,
+// an eighth of the bytes of the plain content to hash) and its CRC-32C (a
+// hardware instruction); one too big for memory by the SHA-256 of its plain
+// bytes (repo.MetaSHA256), as every object was before.
+type digest struct {
+	size     int64
+	crc32c   string // 8 hex digits, always set
+	encoded  string // SHA-256 of the encoded stream; "" for the plain form
+	plainSHA string // SHA-256 of the plain bytes; set for the plain form
+}
+
+// meta is the object metadata stating d (the proof is added by the repo).
+func (d digest) meta() map[string]string {
+	m := map[string]string{repo.MetaSize: strconv.FormatInt(d.size, 10)}
+	if d.encoded != "" {
+		m[repo.MetaEncodedSHA256], m[repo.MetaCRC32C] = d.encoded, d.crc32c
+	} else {
+		m[repo.MetaSHA256] = d.plainSHA
+	}
+	return m
+}
+
+// walCodec is how pg_wal files are encoded in memory: the repo's settings
+// without the lz4 frame checksum, which the signed digest and the CRC-32C
+// make redundant.
+func walCodec(s codec.Settings) codec.Settings {
+	s.NoFrameChecksum = true
+	return s
+}
+
+func newCRC32C() hash.Hash32 { return crc32.New(crc32.MakeTable(crc32.Castagnoli)) }
+
 // encodePass is wal-push's one read of a file, run in the background:
-// the content's SHA-256 and, when it is small enough, its encoded form.
+// the content's digest and, when it is small enough, its encoded form.
 type encodePass struct {
 	done    chan struct{}
-	sum     string
+	digest  digest
 	encoded []byte // nil when over encodeInMemoryLimit
 	err     error
+	buf     *boundedBuffer
 }
 
 func startEncodePass(f *os.File, size int64, s codec.Settings) *encodePass {
 	p := &encodePass{done: make(chan struct{})}
 	go func() {
 		defer close(p.done)
-		p.sum, p.encoded, p.err = hashAndEncode(io.NewSectionReader(f, 0, size), size, s)
+		p.buf = getBuffer()
+		p.digest, p.encoded, p.err = hashAndEncode(f, size, s, p.buf)
+		if p.encoded == nil {
+			p.release()
+		}
 	}()
 	return p
 }
@@ -32,6 +76,15 @@ func startEncodePass(f *os.File, size int64, s codec.Settings) *encodePass {
 // wait returns once the pass is over; its fields are then set. It may be
 // called any number of times.
 func (p *encodePass) wait() { <-p.done }
+
+// release gives the pass's buffer back once its encoded copy is no longer
+// used; encoded is then nil.
+func (p *encodePass) release() {
+	if p.buf != nil {
+		putBuffer(p.buf)
+		p.buf, p.encoded = nil, nil
+	}
+}
 
 // encodeInMemoryLimit bounds the encoded copy hashAndEncode keeps.
 const encodeInMemoryLimit = 8 << 20
@@ -47,38 +100,83 @@ func (b *boundedBuffer) Write(p []byte) (int, error) {
 	return b.Buffer.Write(p)
 }
 
-// hashAndEncode reads r once, returning its SHA-256 and, when it fits in
-// encodeInMemoryLimit, its encoded form.
-func hashAndEncode(r io.Reader, size int64, s codec.Settings) (string, []byte, error) {
-	h := sha256.New()
-	var buf boundedBuffer
+// Buffers of encoded objects and read chunks are reused: push-ahead and
+// the agent encode one file after another.
+var (
+	buffers sync.Pool
+	chunks  = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
+)
+
+func getBuffer() *boundedBuffer {
+	if b, ok := buffers.Get().(*boundedBuffer); ok {
+		return b
+	}
+	return new(boundedBuffer)
+}
+
+func putBuffer(b *boundedBuffer) {
+	if b.Cap() <= encodeInMemoryLimit+(1<<20) {
+		b.Reset()
+		buffers.Put(b)
+	}
+}
+
+// hashAndEncode reads f once, returning its digest and, when its encoded
+// form fits in encodeInMemoryLimit, that form (in buf). A file that does
+// not fit, or is not compressed (its encoded form is as big as it is), is
+// stated by the SHA-256 of its plain bytes: a second read then hashes it,
+// as the upload will encode it again while streaming.
+func hashAndEncode(f *os.File, size int64, s codec.Settings, buf *boundedBuffer) (digest, []byte, error) {
+	if s.Compression != codec.None && size <= 8*encodeInMemoryLimit {
+		d, ok, err := encodeInMemory(io.NewSectionReader(f, 0, size), size, walCodec(s), buf)
+		if err != nil || ok {
+			return d, buf.Bytes(), err
+		}
+	}
+	d, err := hashPlain(io.NewSectionReader(f, 0, size), size)
+	return d, nil, err
+}
+
+// encodeInMemory encodes r into buf, hashing the encoded stream and
+// CRC-32C'ing the plain bytes; false when the encoded form outgrew buf.
+func encodeInMemory(r io.Reader, size int64, s codec.Settings, buf *boundedBuffer) (digest, bool, error) {
+	buf.Reset()
 	// Room for a 4:1 ratio up front saves the buffer's copies as it grows.
 	buf.Grow(int(min(size/6+64<<10, encodeInMemoryLimit)))
-	enc, err := codec.NewWriter(&buf, s)
+	eh, crc := sha256.New(), newCRC32C()
+	enc, err := codec.NewWriterTap(buf, s, eh)
 	if err != nil {
-		return "", nil, err
+		return digest{}, false, err
 	}
-	chunk := make([]byte, 256<<10)
-	for {
-		n, rerr := io.ReadFull(r, chunk)
-		if n > 0 {
-			h.Write(chunk[:n])
-			if enc != nil {
-				if _, err := enc.Write(chunk[:n]); err != nil {
-					enc = nil // too big: the upload encodes while streaming
-				}
-			}
-		}
-		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
-			break
-		}
-		if rerr != nil {
-			return "", nil, rerr
-		}
+	// The compressor reads the file straight into its blocks (ReadFrom),
+	// the CRC-32C taken on the way.
+	n, err := io.Copy(enc, io.TeeReader(r, crc))
+	if cerr := enc.Close(); err == nil {
+		err = cerr
 	}
-	sum := hex.EncodeToString(h.Sum(nil))
-	if enc == nil || enc.Close() != nil {
-		return sum, nil, nil
+	if errors.Is(err, errTooBig) {
+		return digest{}, false, nil
 	}
-	return sum, buf.Bytes(), nil
+	if err != nil {
+		return digest{}, false, err
+	}
+	if n != size {
+		return digest{}, false, fmt.Errorf("file changed size while read: %d bytes, then %d", size, n)
+	}
+	return digest{size: n, crc32c: fmt.Sprintf("%08x", crc.Sum32()), encoded: hex.EncodeToString(eh.Sum(nil))}, true, nil
+}
+
+// hashPlain states r by the SHA-256 (and CRC-32C) of its plain bytes.
+func hashPlain(r io.Reader, size int64) (digest, error) {
+	h, crc := sha256.New(), newCRC32C()
+	chunk := chunks.Get().(*[]byte)
+	defer chunks.Put(chunk)
+	n, err := io.CopyBuffer(io.MultiWriter(h, crc), r, *chunk)
+	if err != nil {
+		return digest{}, err
+	}
+	if n != size {
+		return digest{}, fmt.Errorf("file changed size while read: %d bytes, then %d", size, n)
+	}
+	return digest{size: n, crc32c: fmt.Sprintf("%08x", crc.Sum32()), plainSHA: hex.EncodeToString(h.Sum(nil))}, nil
 }

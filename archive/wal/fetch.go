@@ -69,7 +69,8 @@ func tempBeside(path string) string {
 }
 
 // download fetches wf's object into the new file tmp, decoded and checked
-// against the checksum stored with it (returned), and fsyncs it. On any
+// against the digest stored with it, and fsyncs it. It returns the CRC-32C
+// of what it wrote (8 hex digits), which names a prefetched copy. On any
 // error tmp is removed. A download the connection cut short is started
 // over by the repo (PostgreSQL takes a failed restore_command for the end
 // of the archive); each attempt rewrites tmp from its start.
@@ -86,9 +87,15 @@ func download(ctx context.Context, r *repo.Repo, wf archive.WALFile, tmp string)
 		if f, ferr = startOver(f, tmp); ferr != nil {
 			return ferr
 		}
-		// Load checks the content against this digest as it ends.
-		sum = info.Metadata[repo.MetaSHA256]
-		size, ferr = io.Copy(f, rd)
+		// Load checks the content against its stored digest as it ends,
+		// the CRC-32C among them when the object states one.
+		if sum = info.Metadata[repo.MetaCRC32C]; sum != "" && info.Metadata[repo.MetaEncodedSHA256] != "" {
+			size, ferr = io.Copy(f, rd)
+			return ferr
+		}
+		crc := newCRC32C()
+		size, ferr = io.Copy(io.MultiWriter(f, crc), rd)
+		sum = fmt.Sprintf("%08x", crc.Sum32())
 		return ferr
 	})
 	if errors.Is(err, archive.ErrNotInArchive) {

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -19,7 +20,8 @@ import (
 	"github.com/walvault/walvault/cloud"
 )
 
-// Prefetched files are named NAME.SHA256 in the prefetch directory and
+// Prefetched files are named NAME.CRC32C in the prefetch directory (NAME.SHA256
+// from older versions is still served), checked again when served, and
 // appear there only by rename, whole. The directory also records which store
 // they came from (.store); nothing is served for another store.
 const prefetchStoreFile = ".store"
@@ -34,11 +36,11 @@ func servePrefetched(dir string, st cloud.Store, name, dest string) (int64, bool
 	}
 	for _, e := range ents {
 		want, ok := strings.CutPrefix(e.Name(), name+".")
-		if !ok || len(want) != 64 {
+		if !ok || (len(want) != 64 && len(want) != 8) {
 			continue
 		}
 		p := filepath.Join(dir, e.Name())
-		got, size, err := hashFile(p)
+		got, size, err := hashFile(p, len(want) == 8)
 		if err != nil || got != want {
 			slog.Warn("discarding a damaged prefetched file", "file", e.Name())
 			_ = os.Remove(p)
@@ -52,12 +54,20 @@ func servePrefetched(dir string, st cloud.Store, name, dest string) (int64, bool
 	return 0, false
 }
 
-func hashFile(path string) (string, int64, error) {
+// hashFile returns the CRC-32C (crc) or SHA-256 of the file at path, in
+// hex, and its size. The spool is walvault's own: the checksum only tells
+// a damaged or torn copy, which CRC-32C is made for.
+func hashFile(path string, crc bool) (string, int64, error) {
 	f, err := os.Open(path) // #nosec G304 -- our spool
 	if err != nil {
 		return "", 0, err
 	}
 	defer f.Close()
+	if crc {
+		h := newCRC32C()
+		n, err := io.Copy(h, f)
+		return fmt.Sprintf("%08x", h.Sum32()), n, err
+	}
 	h := sha256.New()
 	n, err := io.Copy(h, f)
 	return hex.EncodeToString(h.Sum(nil)), n, err

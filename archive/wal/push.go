@@ -5,11 +5,13 @@
 package wal
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"path"
 	"path/filepath"
 	"strconv"
 
@@ -75,6 +77,21 @@ func Push(ctx context.Context, r *repo.Repo, path string, opts PushOptions) (Pus
 	return res, err
 }
 
+// PushOne stores the pg_wal file at path, idempotently, and returns nil
+// only once its content is durable in the store: Push without push-ahead
+// and without markers, for a caller that schedules files itself (the
+// agent). It reads the file once (compressing, hashing and encrypting as it
+// goes), reuses pooled encoders and buffers, and is safe to call from many
+// goroutines. spool is walvault's working directory (where the cluster
+// check keeps its note); "" works without one.
+func PushOne(ctx context.Context, r *repo.Repo, path, spool string) (PushResult, error) {
+	wf, err := archive.ParseWALName(filepath.Base(path))
+	if err != nil {
+		return PushResult{}, fmt.Errorf("%w: %s: %w", archive.ErrBadInput, path, err)
+	}
+	return pushFile(ctx, r, path, wf, spool)
+}
+
 // pushFile stores one pg_wal file, idempotently.
 func pushFile(ctx context.Context, r *repo.Repo, path string, wf archive.WALFile, spool string) (PushResult, error) {
 	res := PushResult{Name: wf.Name}
@@ -85,15 +102,19 @@ func pushFile(ctx context.Context, r *repo.Repo, path string, wf archive.WALFile
 	defer f.Close()
 	res.RawBytes = size
 
-	// The checksum travels as metadata, which most stores need before the
-	// body. One pass over the file hashes it and, in the compressor's own
-	// goroutines, encodes it into memory; WAL compresses several-fold, so
-	// the encoded object is small. Only when it is not (no compression,
-	// random data) is the file encoded again, streaming, during the upload.
-	// The pass runs while the store answers the cluster and existence checks,
-	// which on a cloud store are round trips.
+	// The digest travels as metadata, which most stores need before the
+	// body. One pass over the file encodes it into memory, in the
+	// compressor's own goroutines, hashing the encoded stream (WAL
+	// compresses several-fold, so there is far less of it) and CRC-32C'ing
+	// the plain bytes. Only when it does not fit (no compression, random
+	// data) is the plain file hashed and encoded again, streaming, during
+	// the upload. The pass runs while the store answers the cluster and
+	// existence checks, which on a cloud store are round trips.
 	pass := startEncodePass(f, size, r.Codec)
-	defer pass.wait() // never leave the pass reading a closed file
+	defer func() {
+		pass.wait() // never leave the pass reading a closed file
+		pass.release()
+	}()
 
 	if err := checkSegment(ctx, r, path, wf, size, head, spool); err != nil {
 		return res, err
@@ -105,26 +126,22 @@ func pushFile(ctx context.Context, r *repo.Repo, path string, wf archive.WALFile
 	if pass.err != nil {
 		return res, fmt.Errorf("%w: cannot read %s: %w", archive.ErrBadInput, path, pass.err)
 	}
-	sum := pass.sum
-	if already, err := alreadyStored(r.Store, wf.Name, sum, info, statErr); already || err != nil {
+	d := pass.digest
+	if already, err := alreadyStored(ctx, r, key, f, d, info, statErr); already || err != nil {
 		res.Already = already
 		return res, err
 	}
 
-	opts := cloud.PutOptions{
-		Metadata: map[string]string{repo.MetaSHA256: sum, repo.MetaSize: strconv.FormatInt(size, 10)},
-		IfAbsent: true,
-		SizeHint: size,
-	}
+	opts := cloud.PutOptions{Metadata: d.meta(), IfAbsent: true, SizeHint: size}
 	stored, err := upload(ctx, r, key, f, size, pass.encoded, opts)
 	if errors.Is(err, cloud.ErrExists) {
 		// Another writer won the race; it is fine if it wrote the same thing.
-		same, cerr := compareStored(ctx, r.Store, key, sum)
-		if cerr != nil {
-			return res, cerr
+		info, statErr := r.Store.Stat(ctx, key)
+		if errors.Is(statErr, cloud.ErrNotFound) {
+			return res, archive.StoreErr(fmt.Errorf("uploading %s: %w", wf.Name, err))
 		}
-		if !same {
-			return res, conflictError(r.Store, wf.Name)
+		if _, err := alreadyStored(ctx, r, key, f, d, info, statErr); err != nil {
+			return res, err
 		}
 		res.Already = true
 		return res, nil
@@ -184,16 +201,110 @@ func checkSegment(ctx context.Context, r *repo.Repo, path string, wf archive.WAL
 
 // alreadyStored reads the answer of a Stat of the file's key: true when
 // the store holds the same content; other content there is a conflict.
-func alreadyStored(st cloud.Store, name, sum string, info cloud.ObjectInfo, statErr error) (bool, error) {
+func alreadyStored(ctx context.Context, r *repo.Repo, key string, f *os.File, d digest, info cloud.ObjectInfo, statErr error) (bool, error) {
 	switch {
-	case statErr == nil && info.Metadata[repo.MetaSHA256] == sum:
-		return true, nil
 	case statErr == nil:
-		return false, conflictError(st, name)
+		same, err := sameContent(ctx, r, key, f, d, info.Metadata)
+		if err != nil {
+			return false, err
+		}
+		if !same {
+			return false, conflictError(r.Store, path.Base(key))
+		}
+		return true, nil
 	case !errors.Is(statErr, cloud.ErrNotFound):
 		return false, archive.StoreErr(statErr)
 	}
 	return false, nil
+}
+
+// sameContent decides from the stored object's metadata whether it holds
+// the file's content (digest d), as strongly as a SHA-256 comparison of the
+// plain bytes: equal SHA-256s of the encoded streams mean equal content (the
+// decoder is deterministic); a different size or CRC-32C means different
+// content. What is left (same CRC-32C, encoded differently: the compression
+// settings changed since) is settled by reading the stored object back.
+func sameContent(ctx context.Context, r *repo.Repo, key string, f *os.File, d digest, meta map[string]string) (bool, error) {
+	if meta[repo.MetaSize] != strconv.FormatInt(d.size, 10) {
+		return false, nil
+	}
+	switch {
+	case meta[repo.MetaEncodedSHA256] != "":
+		if d.encoded != "" && meta[repo.MetaEncodedSHA256] == d.encoded {
+			return true, nil
+		}
+		if meta[repo.MetaCRC32C] != d.crc32c {
+			return false, nil
+		}
+		return compareContent(ctx, r, key, f, d.size)
+	case meta[repo.MetaSHA256] != "":
+		// Written by an older walvault: its digest is of the plain bytes.
+		sum := d.plainSHA
+		if sum == "" {
+			pd, err := hashPlain(io.NewSectionReader(f, 0, d.size), d.size)
+			if err != nil {
+				return false, fmt.Errorf("%w: cannot read %s: %w", archive.ErrBadInput, f.Name(), err)
+			}
+			sum = pd.plainSHA
+		}
+		return meta[repo.MetaSHA256] == sum, nil
+	}
+	return false, nil
+}
+
+// compareContent reads the object at key back, checked as wal-fetch
+// checks it, and compares it with the file byte for byte.
+func compareContent(ctx context.Context, r *repo.Repo, key string, f *os.File, size int64) (bool, error) {
+	c := *r
+	if r.Sign != nil {
+		// Whoever signs can check their own proofs.
+		c.Verify = append(c.Verify[:len(c.Verify):len(c.Verify)], r.Sign.Verify())
+	} else if len(r.Verify) == 0 {
+		c.AllowUnsigned = true
+	}
+	same := false
+	err := c.Load(ctx, key, repo.Want{Proof: true, ContentFromMeta: true, MaxSize: size}, func(rd io.Reader, _ cloud.ObjectInfo) error {
+		var err error
+		same, err = equalReaders(rd, io.NewSectionReader(f, 0, size))
+		return err
+	})
+	if repo.IsKeyErr(err) {
+		return false, fmt.Errorf("%w: %s has %s encrypted and encoded with other compression settings, so its content may well be the same: give --identity-file to let wal-push compare it, or archive with the settings it was stored with", archive.ErrConflict, r.Store, path.Base(key))
+	}
+	return same, err
+}
+
+// equalReaders reports whether a and b hold the same bytes; it reads a to
+// its end either way, so that its checks run.
+func equalReaders(a, b io.Reader) (bool, error) {
+	ca, cb := chunks.Get().(*[]byte), chunks.Get().(*[]byte)
+	defer chunks.Put(ca)
+	defer chunks.Put(cb)
+	same := true
+	for {
+		n, aerr := io.ReadFull(a, *ca)
+		if aerr != nil && aerr != io.EOF && aerr != io.ErrUnexpectedEOF {
+			return false, aerr
+		}
+		if same {
+			m, berr := io.ReadFull(b, (*cb)[:n])
+			if berr != nil && berr != io.EOF && berr != io.ErrUnexpectedEOF {
+				return false, berr
+			}
+			same = m == n && bytes.Equal((*ca)[:n], (*cb)[:n])
+		}
+		if aerr != nil {
+			break
+		}
+	}
+	if same {
+		// b must end where a did.
+		var one [1]byte
+		if n, _ := b.Read(one[:]); n > 0 {
+			same = false
+		}
+	}
+	return same, nil
 }
 
 // upload stores the file under key: the encoded copy when the pass kept
@@ -210,20 +321,4 @@ func upload(ctx context.Context, r *repo.Repo, key string, f *os.File, size int6
 
 func conflictError(st cloud.Store, name string) error {
 	return fmt.Errorf("%w: %s already has %s with a different checksum: the stored copy is kept; if this server was restored or re-initialized, archive it to a new store prefix", archive.ErrConflict, st, name)
-}
-
-// compareStored reports whether key holds content with checksum sum; a
-// stored object with another checksum is a conflict error.
-func compareStored(ctx context.Context, st cloud.Store, key, sum string) (bool, error) {
-	info, err := st.Stat(ctx, key)
-	if err != nil {
-		if errors.Is(err, cloud.ErrNotFound) {
-			return false, err
-		}
-		return false, archive.StoreErr(err)
-	}
-	if info.Metadata[repo.MetaSHA256] == sum {
-		return true, nil
-	}
-	return false, conflictError(st, filepath.Base(key))
 }

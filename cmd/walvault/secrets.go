@@ -7,6 +7,7 @@ import (
 	"os"
 	"regexp"
 	"strings"
+	"sync"
 
 	"github.com/urfave/cli/v2"
 	"github.com/urfave/cli/v2/altsrc"
@@ -36,14 +37,16 @@ func carriesSecret(v string) bool {
 func redactURL(raw string) string { return cloud.Redact(raw) }
 
 // urlInText finds URLs in messages, up to a space or a quote.
-var urlInText = regexp.MustCompile("[A-Za-z][A-Za-z0-9+.-]*://[^\\s\"'<>`]+")
+var urlInText = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile("[A-Za-z][A-Za-z0-9+.-]*://[^\\s\"'<>`]+")
+})
 
 // scrubURLs redacts the credentials of every URL in a message.
 func scrubURLs(s string) string {
 	if !strings.Contains(s, "://") {
 		return s
 	}
-	return urlInText.ReplaceAllStringFunc(s, redactURL)
+	return urlInText().ReplaceAllStringFunc(s, redactURL)
 }
 
 // redactingWriter scrubs URLs in what is written to it: errors and log

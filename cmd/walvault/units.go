@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"text/template"
 	"time"
 	"unicode"
@@ -364,10 +365,13 @@ func unitPath(what, s string) (string, error) {
 	return strings.ReplaceAll(s, "%", "%%"), nil
 }
 
-var unitUserName = regexp.MustCompile(`^([A-Za-z_][A-Za-z0-9_.-]{0,31}|[0-9]{1,10})$`)
+// Compiled on first use: wal-push and wal-fetch start without them.
+var unitUserName = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`^([A-Za-z_][A-Za-z0-9_.-]{0,31}|[0-9]{1,10})$`)
+})
 
 func unitUser(s string) (string, error) {
-	if !unitUserName.MatchString(s) {
+	if !unitUserName().MatchString(s) {
 		return "", usageError("--user %q: a user name (letters, digits, '_', '.', '-'; not first; at most 32) or a numeric uid", s)
 	}
 	return s, nil
@@ -376,13 +380,13 @@ func unitUser(s string) (string, error) {
 // unitCalendar accepts the characters of systemd.time(7) calendar events
 // ("daily", "Mon..Fri *-*-* 02:30", "*-*-* 01:00:00 Europe/Berlin");
 // systemd-analyze calendar checks the meaning.
-var unitCalendarChars = regexp.MustCompile(`^[A-Za-z0-9 *,:./~+_-]{1,200}$`)
+var unitCalendarChars = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z0-9 *,:./~+_-]{1,200}$`) })
 
 func unitCalendar(what, s string) (string, error) {
 	if err := unitText(what, s); err != nil {
 		return "", err
 	}
-	if !unitCalendarChars.MatchString(s) {
+	if !unitCalendarChars().MatchString(s) {
 		return "", usageError("%s %q: a systemd calendar event such as daily, 'Mon..Fri 02:30' or '*-*-* 01:00:00' (check one with systemd-analyze calendar)", what, s)
 	}
 	return s, nil

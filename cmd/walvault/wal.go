@@ -89,6 +89,16 @@ func walPush(c *cli.Context) error {
 		return err
 	}
 	defer cloud.Close(r.Store)
+	// An identity is needed only to compare a file with an encrypted copy
+	// stored with other compression settings; one that does not load must
+	// not stop archiving, which usually never needs it.
+	if p := c.String("identity-file"); p != "" {
+		if ids, err := crypto.LoadIdentities(p, c.Bool("allow-insecure-identity")); err != nil {
+			slog.Warn("identity not loaded", "err", err)
+		} else {
+			r.Identities = ids
+		}
+	}
 	res, err := wal.Push(c.Context, r, c.Args().First(), wal.PushOptions{
 		Concurrency: c.Int("upload-concurrency"),
 		SpoolDir:    c.String("spool-dir"),
