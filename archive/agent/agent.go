@@ -123,7 +123,7 @@ type Agent struct {
 	backlog  backlog
 
 	st struct {
-		segments, bytes, stored, already, uploadErrs, retries       atomic.Int64
+		segments, bytes, stored, already, uploadErrs, retries      atomic.Int64
 		pushReqs, fetchReqs, prefetchHits, notInArchive, uploading atomic.Int64
 	}
 }

@@ -16,29 +16,29 @@ import (
 // Stats are the agent's counters since it started, and its view of the
 // backlog at the last scan.
 type Stats struct {
-	PID               int       `json:"pid"`
-	PGData            string    `json:"pgdata"`
-	Store             string    `json:"store"`
-	Started           time.Time `json:"started"`
-	Updated           time.Time `json:"updated"`
-	SegmentsArchived  int64     `json:"segments_archived"`
-	BytesArchived     int64     `json:"bytes_archived"`
-	BytesStored       int64     `json:"bytes_stored"`
-	AlreadyArchived   int64     `json:"already_archived"`
-	UploadErrors      int64     `json:"upload_errors"`
-	Retries           int64     `json:"retries"`
-	PushRequests      int64     `json:"push_requests"`
-	FetchRequests     int64     `json:"fetch_requests"`
-	PrefetchHits      int64     `json:"prefetch_hits"`
-	NotInArchive      int64     `json:"fetch_not_in_archive"`
-	Uploading         int64     `json:"uploading"`
-	ReadyCount        int64     `json:"ready_count"`
-	ReadyBytes        int64     `json:"ready_bytes"`
-	OldestReadyAgeSec float64   `json:"oldest_ready_age_seconds"`
-	LastArchived      string    `json:"last_archived,omitempty"`
-	LastArchivedTime  time.Time `json:"last_archived_time,omitzero"`
-	LastError         string    `json:"last_error,omitempty"`
-	LastErrorTime     time.Time `json:"last_error_time,omitzero"`
+	PID               int              `json:"pid"`
+	PGData            string           `json:"pgdata"`
+	Store             string           `json:"store"`
+	Started           time.Time        `json:"started"`
+	Updated           time.Time        `json:"updated"`
+	SegmentsArchived  int64            `json:"segments_archived"`
+	BytesArchived     int64            `json:"bytes_archived"`
+	BytesStored       int64            `json:"bytes_stored"`
+	AlreadyArchived   int64            `json:"already_archived"`
+	UploadErrors      int64            `json:"upload_errors"`
+	Retries           int64            `json:"retries"`
+	PushRequests      int64            `json:"push_requests"`
+	FetchRequests     int64            `json:"fetch_requests"`
+	PrefetchHits      int64            `json:"prefetch_hits"`
+	NotInArchive      int64            `json:"fetch_not_in_archive"`
+	Uploading         int64            `json:"uploading"`
+	ReadyCount        int64            `json:"ready_count"`
+	ReadyBytes        int64            `json:"ready_bytes"`
+	OldestReadyAgeSec float64          `json:"oldest_ready_age_seconds"`
+	LastArchived      string           `json:"last_archived,omitempty"`
+	LastArchivedTime  time.Time        `json:"last_archived_time,omitzero"`
+	LastError         string           `json:"last_error,omitempty"`
+	LastErrorTime     time.Time        `json:"last_error_time,omitzero"`
 	StoreRequests     map[string]int64 `json:"store_requests"`
 }
 
