@@ -1,0 +1,163 @@
+package main
+
+import (
+	"context"
+	"errors"
+
+	"log/slog"
+	"net"
+	"net/http"
+	"os/user"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/urfave/cli/v2"
+
+	"github.com/walvault/walvault/archive/agent"
+	"github.com/walvault/walvault/cloud"
+)
+
+func init() {
+	register(agentCommands)
+}
+
+func agentCommands() []*cli.Command {
+	return []*cli.Command{{
+		Name:  "agent",
+		Usage: "run the archiving agent for one data directory (archive_command = 'walvault-wal push %p')",
+		Description: "Watches pg_wal/archive_status and pushes every .ready file as it appears, up to --upload-concurrency at once,\n" +
+			"and answers walvault-wal (archive_command, restore_command) on a unix socket (default pg_wal/.walvault/agent.sock,\n" +
+			"mode 0600). One agent per data directory: a second one exits 5. It runs until SIGINT or SIGTERM.",
+		ArgsUsage: " ",
+		Flags: join(storeFlags(), writeFlags(), []cli.Flag{
+			stringFlag("pgdata", "the cluster's data directory (PGDATA)", ""),
+			stringFlag("spool-dir", "walvault's own working directory (default: pg_wal/.walvault)", ""),
+			stringFlag("socket", "the unix socket to listen on (default: pg_wal/.walvault/agent.sock)", ""),
+			stringFlag("socket-group", "let this group use the socket too (mode 0660)", ""),
+			stringFlag("metrics-listen", "serve Prometheus /metrics on this address (e.g. 127.0.0.1:9187)", ""),
+			intFlag("prefetch", "segments to keep downloaded ahead of replay (0: off)", 8),
+			intFlag("download-concurrency", "parallel downloads", 4),
+		}),
+		Action: runAgent,
+	}}
+}
+
+func runAgent(c *cli.Context) error {
+	if err := wantArgs(c, 0, "no arguments (the data directory is --pgdata)"); err != nil {
+		return err
+	}
+	pgdata := c.String("pgdata")
+	if pgdata == "" {
+		return usageError("--pgdata: give the cluster's data directory")
+	}
+	gid := -1
+	if g := c.String("socket-group"); g != "" {
+		grp, err := user.LookupGroup(g)
+		if err != nil {
+			if grp, err = user.LookupGroupId(g); err != nil {
+				return usageError("--socket-group %q: no such group", g)
+			}
+		}
+		if gid, err = strconv.Atoi(grp.Gid); err != nil {
+			return usageError("--socket-group %q: %v", g, err)
+		}
+	}
+	r, err := openArchive(c, writes|reads|decrypts)
+	if err != nil {
+		return err
+	}
+	defer cloud.Close(r.Store)
+	a, err := agent.Open(r, agent.Config{
+		PGData:              pgdata,
+		SpoolDir:            c.String("spool-dir"),
+		Socket:              c.String("socket"),
+		SocketGID:           gid,
+		Concurrency:         c.Int("upload-concurrency"),
+		Prefetch:            c.Int("prefetch"),
+		DownloadConcurrency: c.Int("download-concurrency"),
+		ExitCode:            exitCode,
+		Log:                 slog.Default(),
+	})
+	if err != nil {
+		return err
+	}
+	ctx, stop := context.WithCancel(c.Context)
+	defer stop()
+	if addr := c.String("metrics-listen"); addr != "" {
+		srv, err := serveMetrics(addr, a)
+		if err != nil {
+			stop()
+			_ = a.Run(ctx) // releases the lock and the socket
+			return err
+		}
+		defer srv.Close()
+	}
+	if err := a.Run(ctx); err != nil {
+		return err
+	}
+	if c.Context.Err() != nil {
+		// SIGINT / SIGTERM is how an agent is meant to stop.
+		return nil
+	}
+	return nil
+}
+
+// serveMetrics starts the /metrics endpoint.
+func serveMetrics(addr string, a *agent.Agent) (*http.Server, error) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(agentCollector{a})
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, usageError("--metrics-listen %s: %v", addr, err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			slog.Warn("metrics endpoint stopped", "err", err)
+		}
+	}()
+	slog.Info("serving metrics", "addr", ln.Addr().String())
+	return srv, nil
+}
+
+// agentCollector reads the agent's counters at every scrape.
+type agentCollector struct{ a *agent.Agent }
+
+type agentMetric struct {
+	name, help string
+	kind       prometheus.ValueType
+	value      func(s agent.Stats) float64
+}
+
+var agentMetrics = []agentMetric{
+	{"segments_archived_total", "WAL files the agent uploaded.", prometheus.CounterValue, func(s agent.Stats) float64 { return float64(s.SegmentsArchived) }},
+	{"bytes_archived_total", "Bytes of WAL the agent uploaded (before compression).", prometheus.CounterValue, func(s agent.Stats) float64 { return float64(s.BytesArchived) }},
+	{"bytes_stored_total", "Bytes the agent's uploads occupy in the store.", prometheus.CounterValue, func(s agent.Stats) float64 { return float64(s.BytesStored) }},
+	{"already_archived_total", "WAL files found already archived with identical content.", prometheus.CounterValue, func(s agent.Stats) float64 { return float64(s.AlreadyArchived) }},
+	{"upload_errors_total", "Failed upload attempts.", prometheus.CounterValue, func(s agent.Stats) float64 { return float64(s.UploadErrors) }},
+	{"upload_retries_total", "Upload attempts of a file after a failed one.", prometheus.CounterValue, func(s agent.Stats) float64 { return float64(s.Retries) }},
+	{"push_requests_total", "push requests from walvault-wal.", prometheus.CounterValue, func(s agent.Stats) float64 { return float64(s.PushRequests) }},
+	{"fetch_requests_total", "fetch requests from walvault-wal.", prometheus.CounterValue, func(s agent.Stats) float64 { return float64(s.FetchRequests) }},
+	{"prefetch_hits_total", "fetch requests served from the prefetch directory.", prometheus.CounterValue, func(s agent.Stats) float64 { return float64(s.PrefetchHits) }},
+	{"uploads_in_flight", "Uploads running now.", prometheus.GaugeValue, func(s agent.Stats) float64 { return float64(s.Uploading) }},
+	{"archive_ready_files", "WAL files marked .ready that are not durable yet.", prometheus.GaugeValue, func(s agent.Stats) float64 { return float64(s.ReadyCount) }},
+	{"archive_ready_bytes", "Bytes of those files.", prometheus.GaugeValue, func(s agent.Stats) float64 { return float64(s.ReadyBytes) }},
+	{"archive_lag_seconds", "Age of the oldest .ready file not durable yet (0 when none waits).", prometheus.GaugeValue, func(s agent.Stats) float64 { return s.OldestReadyAgeSec }},
+}
+
+func (ac agentCollector) Describe(ch chan<- *prometheus.Desc) { prometheus.DescribeByCollect(ac, ch) }
+
+func (ac agentCollector) Collect(ch chan<- prometheus.Metric) {
+	s := ac.a.Stats()
+	for _, m := range agentMetrics {
+		ch <- prometheus.MustNewConstMetric(prometheus.NewDesc("walvault_agent_"+m.name, m.help, nil, nil), m.kind, m.value(s))
+	}
+	d := prometheus.NewDesc("walvault_agent_store_requests_total", "Requests the agent made to the store, by kind.", []string{"op"}, nil)
+	for op, n := range s.StoreRequests {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(n), op)
+	}
+}
