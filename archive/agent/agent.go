@@ -78,6 +78,9 @@ type Config struct {
 	SocketGID int
 	// Concurrency bounds parallel uploads (upload-concurrency).
 	Concurrency int
+	// NoArchive serves fetch only: nothing is pushed, push requests are
+	// sent back to walvault wal-push.
+	NoArchive bool
 	// Prefetch is how many segments to keep ahead of replay; 0: none.
 	Prefetch            int
 	DownloadConcurrency int
@@ -283,8 +286,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer tick.Stop()
 	lastState, lastSweep := time.Time{}, time.Now()
 	for {
-		a.scan()
-		a.dispatch(ctx, &wg)
+		if !a.cfg.NoArchive {
+			a.scan()
+			a.dispatch(ctx, &wg)
+		}
 		if time.Since(lastSweep) > 10*time.Second {
 			a.sweep()
 			lastSweep = time.Now()

@@ -146,6 +146,9 @@ func (a *Agent) inWALDir(path string) bool {
 // durable; else it makes it jump the queue and waits for its upload.
 func (a *Agent) handlePush(ctx context.Context, path string) proto.Response {
 	a.st.pushReqs.Add(1)
+	if a.cfg.NoArchive {
+		return proto.Response{Code: proto.CodeFallback, Message: "this agent does not archive (--no-archive)"}
+	}
 	name := filepath.Base(path)
 	if _, err := archive.ParseWALName(name); err != nil {
 		return a.fail(fmt.Errorf("%w: %s: %w", archive.ErrBadInput, path, err))

@@ -37,6 +37,7 @@ func agentCommands() []*cli.Command {
 			stringFlag("socket", "the unix socket to listen on (default: pg_wal/.walvault/agent.sock)", ""),
 			stringFlag("socket-group", "let this group use the socket too (mode 0660)", ""),
 			stringFlag("metrics-listen", "serve Prometheus /metrics on this address (e.g. 127.0.0.1:9187)", ""),
+			boolFlag("no-archive", "only serve restore_command (a restored or standby directory): push nothing, need no signing key"),
 			intFlag("prefetch", "segments to keep downloaded ahead of replay (0: off)", 8),
 			intFlag("download-concurrency", "parallel downloads", 4),
 		}),
@@ -64,7 +65,11 @@ func runAgent(c *cli.Context) error {
 			return usageError("--socket-group %q: %v", g, err)
 		}
 	}
-	r, err := openArchive(c, writes|reads|decrypts)
+	acc := writes | reads | decrypts
+	if c.Bool("no-archive") {
+		acc = reads | decrypts
+	}
+	r, err := openArchive(c, acc)
 	if err != nil {
 		return err
 	}
@@ -75,6 +80,7 @@ func runAgent(c *cli.Context) error {
 		Socket:              c.String("socket"),
 		SocketGID:           gid,
 		Concurrency:         c.Int("upload-concurrency"),
+		NoArchive:           c.Bool("no-archive"),
 		Prefetch:            c.Int("prefetch"),
 		DownloadConcurrency: c.Int("download-concurrency"),
 		ExitCode:            exitCode,
@@ -94,14 +100,8 @@ func runAgent(c *cli.Context) error {
 		}
 		defer srv.Close()
 	}
-	if err := a.Run(ctx); err != nil {
-		return err
-	}
-	if c.Context.Err() != nil {
-		// SIGINT / SIGTERM is how an agent is meant to stop.
-		return nil
-	}
-	return nil
+	// SIGINT / SIGTERM is how an agent is meant to stop: Run returns nil.
+	return a.Run(ctx)
 }
 
 // serveMetrics starts the /metrics endpoint.
