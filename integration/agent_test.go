@@ -1,0 +1,243 @@
+package integration
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
+	"github.com/walvault/walvault/archive/agent"
+	"github.com/walvault/walvault/archive/agent/proto"
+	"github.com/walvault/walvault/integration/pgtest"
+)
+
+// agentCluster starts PostgreSQL 15 (1 MiB segments, WAL kept) archiving
+// through walvault-wal push, encrypted to a fresh key. No agent runs yet.
+func agentCluster(t *testing.T, tg *target, extraEnv ...string) (*pgtest.Cluster, string, string) {
+	t.Helper()
+	work := pgtest.WorkDir(t)
+	identity, recipient := keygen(t, work)
+	env := append(append([]string{"WALVAULT_RECIPIENT=" + recipient, "AWS_EC2_METADATA_DISABLED=true"}, tg.Env...), extraEnv...)
+	c := pgtest.New(t, pgtest.Options{
+		InitdbArgs: []string{"--wal-segsize=1"},
+		Env:        env,
+		Conf: []string{
+			"archive_mode = on",
+			fmt.Sprintf("archive_command = '%s push %%p'", pgtest.WalvaultWal(t)),
+			"wal_keep_size = '1GB'",
+			"checkpoint_timeout = '1h'",
+		},
+	})
+	c.Start()
+	return c, identity, recipient
+}
+
+// agentProc is a walvault agent running as the cluster's user.
+type agentProc struct {
+	cmd     *exec.Cmd
+	log     string
+	metrics string
+	done    chan struct{}
+	err     error
+}
+
+// startAgent runs walvault agent for c's data directory with c's
+// environment and waits for its socket.
+func startAgent(t *testing.T, c *pgtest.Cluster, env []string, args ...string) *agentProc {
+	t.Helper()
+	a := tryAgent(t, c, env, args...)
+	sock := proto.DefaultSocket(filepath.Join(c.Data, "pg_wal"))
+	for _, x := range args {
+		if v, ok := strings.CutPrefix(x, "--socket="); ok {
+			sock = v
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		select {
+		case <-a.done:
+			b, _ := os.ReadFile(a.log)
+			t.Fatalf("agent exited: %v\n%s", a.err, b)
+		default:
+		}
+		if c, err := proto.Dial(sock, time.Second); err == nil {
+			_ = c.Close()
+			return a
+		}
+		if time.Now().After(deadline) {
+			b, _ := os.ReadFile(a.log)
+			t.Fatalf("agent socket %s not up after 30 s\n%s", sock, b)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// tryAgent starts an agent without waiting for it.
+func tryAgent(t *testing.T, c *pgtest.Cluster, env []string, args ...string) *agentProc {
+	t.Helper()
+	a := &agentProc{log: filepath.Join(filepath.Dir(c.Log), "agent.log"), done: make(chan struct{})}
+	f, err := os.OpenFile(a.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644) // #nosec G302 G304 -- a test log
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := append([]string{"agent", "--pgdata", c.Data}, args...)
+	a.cmd = c.Owner.Cmd(context.Background(), pgtest.Walvault(t), all...)
+	a.cmd.Env = append(append(append(os.Environ(), "AWS_EC2_METADATA_DISABLED=true"), c.Env...), env...)
+	a.cmd.Stdout, a.cmd.Stderr = f, f
+	if err := a.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		a.err = a.cmd.Wait()
+		_ = f.Close()
+		close(a.done)
+	}()
+	t.Cleanup(func() { a.kill() })
+	return a
+}
+
+func (a *agentProc) kill() {
+	_ = a.cmd.Process.Signal(syscall.SIGKILL)
+	<-a.done
+}
+
+// stop sends SIGTERM and returns the exit code.
+func (a *agentProc) stop(t *testing.T) int {
+	t.Helper()
+	_ = a.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-a.done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("agent did not stop on SIGTERM within 30 s")
+	}
+	return a.cmd.ProcessState.ExitCode()
+}
+
+// agentStatus asks the agent on sock for its counters.
+func agentStatus(t *testing.T, sock string) (agent.Stats, error) {
+	t.Helper()
+	var s agent.Stats
+	c, err := proto.Dial(sock, time.Second)
+	if err != nil {
+		return s, err
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte(proto.Request{Verb: proto.VerbStatus}.Encode())); err != nil {
+		return s, err
+	}
+	resp, err := proto.ReadResponse(bufio.NewReader(c))
+	if err != nil {
+		return s, err
+	}
+	if resp.Code != 0 {
+		return s, fmt.Errorf("status: code %d: %s", resp.Code, resp.Message)
+	}
+	return s, json.Unmarshal([]byte(resp.Message), &s)
+}
+
+// scrape reads /metrics and returns the unlabelled values by name, and the
+// store requests summed.
+func scrape(t *testing.T, addr string) map[string]float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics") // #nosec G107 -- the test's own agent
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	mfs, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatalf("parsing /metrics: %v", err)
+	}
+	out := map[string]float64{}
+	for name, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			v := m.GetGauge().GetValue() + m.GetCounter().GetValue()
+			out[name] += v
+		}
+	}
+	return out
+}
+
+func archiverFailures(t *testing.T, c *pgtest.Cluster) int {
+	t.Helper()
+	n, err := strconv.Atoi(c.Psql("SELECT failed_count FROM pg_stat_archiver"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestAgent archives through walvault-wal with no agent (the client falls
+// back to wal-push), with the agent up, and after it stopped; a second
+// agent refuses the data directory; /metrics parses and counts; the
+// archive matches pg_wal; and a restore with --agent replays through an
+// agent of its own, served from its prefetch. PostgreSQL never sees a
+// failed archive_command.
+func TestAgent(t *testing.T) {
+	tg := newTarget(t, "file")
+	c, identity, _ := agentCluster(t, tg)
+	c.Run("pgbench", "-i", "-s", "1", "-q")
+	c.WaitArchived(c.SwitchWAL(), 60*time.Second)
+	if n := archiverFailures(t, c); n != 0 {
+		t.Fatalf("fallback: %d failed archive_command(s)\n%s", n, c.LogTail(20))
+	}
+	if _, err := os.Stat(filepath.Join(c.Data, "pg_wal", ".walvault", "agent")); err == nil {
+		t.Fatal("the agent's spool exists although no agent ran")
+	}
+
+	maddr := fmt.Sprintf("127.0.0.1:%d", pgtest.FreePort(t))
+	a := startAgent(t, c, nil, "--metrics-listen="+maddr)
+	second := tryAgent(t, c, nil)
+	<-second.done
+	if code := second.cmd.ProcessState.ExitCode(); code != 5 {
+		t.Fatalf("second agent: exit %d, want 5", code)
+	}
+	if b, _ := os.ReadFile(a.log); !strings.Contains(string(b), "another walvault agent (pid ") {
+		t.Fatalf("second agent's message missing:\n%s", b)
+	}
+
+	c.Run("pgbench", "-n", "-t", "2000")
+	c.WaitArchived(c.SwitchWAL(), 60*time.Second)
+	m := scrape(t, maddr)
+	if m["walvault_agent_segments_archived_total"] < 1 || m["walvault_agent_push_requests_total"] < 1 || m["walvault_agent_store_requests_total"] < 1 {
+		t.Fatalf("metrics: %v", m)
+	}
+	if _, ok := m["walvault_agent_archive_lag_seconds"]; !ok {
+		t.Fatal("no walvault_agent_archive_lag_seconds")
+	}
+	sock := proto.DefaultSocket(filepath.Join(c.Data, "pg_wal"))
+	st, err := agentStatus(t, sock)
+	if err != nil || st.SegmentsArchived < 1 {
+		t.Fatalf("status: %+v, %v", st, err)
+	}
+	if fi, err := os.Lstat(sock); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("socket mode: %v %v", fi.Mode(), err)
+	}
+	if code := a.stop(t); code != 0 {
+		t.Fatalf("agent exit %d on SIGTERM", code)
+	}
+	if _, err := os.Lstat(sock); err == nil {
+		t.Fatal("the socket outlived the agent")
+	}
+
+	// Agent down again: the client falls back, PostgreSQL notices nothing.
+	c.Run("pgbench", "-n", "-t", "1000")
+	c.WaitArchived(c.SwitchWAL(), 60*time.Second)
+	if n := archiverFailures(t, c); n != 0 {
+		t.Fatalf("%d failed archive_command(s)\n%s", n, c.LogTail(20))
+	}
+	checkArchiveMatches(t, tg, c, identity, archivedSegments(t, c))
+}
