@@ -188,8 +188,9 @@ func archiverFailures(t *testing.T, c *pgtest.Cluster) int {
 // failed archive_command.
 func TestAgent(t *testing.T) {
 	tg := newTarget(t, "file")
-	c, identity, _ := agentCluster(t, tg)
+	c, identity, recipient := agentCluster(t, tg)
 	c.Run("pgbench", "-i", "-s", "1", "-q")
+	mustWalvault(t, tg, backupEnv(c, recipient), "backup-push", "--fast-checkpoint")
 	c.WaitArchived(c.SwitchWAL(), 60*time.Second)
 	if n := archiverFailures(t, c); n != 0 {
 		t.Fatalf("fallback: %d failed archive_command(s)\n%s", n, c.LogTail(20))
@@ -240,4 +241,26 @@ func TestAgent(t *testing.T) {
 		t.Fatalf("%d failed archive_command(s)\n%s", n, c.LogTail(20))
 	}
 	checkArchiveMatches(t, tg, c, identity, archivedSegments(t, c))
+
+	// Restore with --agent: restore_command is the client, served by a
+	// fetch-only agent for the restored directory from its prefetch.
+	want := tableChecksums(t, c)
+	serverEnv := append([]string{"AWS_EC2_METADATA_DISABLED=true"}, tg.Env...)
+	r := restoreInto(t, tg, serverEnv, identity, "--agent")
+	if !strings.Contains(r.Stdout, "walvault-wal fetch") || !strings.Contains(r.Stdout, "agent --no-archive --pgdata") {
+		t.Fatalf("restore --agent printed:\n%s", r.Stdout)
+	}
+	r.AppendConf("archive_mode = off")
+	ra := startAgent(t, r.Cluster, []string{"WALVAULT_IDENTITY_FILE=" + identity}, "--no-archive")
+	startAndRecover(t, r.Cluster)
+	compareChecksums(t, tableChecksums(t, r.Cluster), want)
+	rs, err := agentStatus(t, proto.DefaultSocket(filepath.Join(r.Data, "pg_wal")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("restore through the agent: %d fetches, %d from the prefetch, %d not in the archive", rs.FetchRequests, rs.PrefetchHits, rs.NotInArchive)
+	if rs.FetchRequests < 3 || rs.PrefetchHits < 1 {
+		b, _ := os.ReadFile(ra.log)
+		t.Fatalf("replay did not go through the agent's prefetch: %+v\n%s", rs, b)
+	}
 }
