@@ -227,6 +227,11 @@ func TestAgent(t *testing.T) {
 	if fi, err := os.Lstat(sock); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("socket mode: %v %v", fi.Mode(), err)
 	}
+	time.Sleep(2500 * time.Millisecond) // the state file is rewritten every 2 s
+	out := mustWalvault(t, tg, nil, "status", "--no-server", "--state-file", "none", "--pgdata", c.Data)
+	if !strings.Contains(out, "agent             running (pid ") {
+		t.Fatalf("status does not show the agent:\n%s", out)
+	}
 	if code := a.stop(t); code != 0 {
 		t.Fatalf("agent exit %d on SIGTERM", code)
 	}
