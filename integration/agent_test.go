@@ -5,12 +5,15 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -267,5 +270,158 @@ func TestAgent(t *testing.T) {
 	if rs.FetchRequests < 3 || rs.PrefetchHits < 1 {
 		b, _ := os.ReadFile(ra.log)
 		t.Fatalf("replay did not go through the agent's prefetch: %+v\n%s", rs, b)
+	}
+}
+
+// TestAgentRestartDrain lets an agent drain a backlog PostgreSQL is not
+// archiving (archive_command empty), stops it mid-drain and starts
+// another: the second uploads only what the first had not, trusting the
+// first's markers. Then archive_command, now walvault-wal, is answered
+// from those markers without a single upload more.
+func TestAgentRestartDrain(t *testing.T) {
+	tg := newTarget(t, "file")
+	c, identity, _ := agentCluster(t, tg, "WALVAULT_UPLOAD_CONCURRENCY=2")
+	c.Psql("ALTER SYSTEM SET archive_command = ''")
+	c.Psql("SELECT pg_reload_conf()")
+	c.Psql("CREATE TABLE big AS SELECT g, repeat('x', 200) AS pad FROM generate_series(1, 200000) g")
+	c.SwitchWAL()
+	ready, _ := filepath.Glob(filepath.Join(c.Data, "pg_wal", "archive_status", "*.ready"))
+	if len(ready) < 30 {
+		t.Fatalf("only %d .ready files", len(ready))
+	}
+	sock := proto.DefaultSocket(filepath.Join(c.Data, "pg_wal"))
+	a := startAgent(t, c, nil)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		st, err := agentStatus(t, sock)
+		if err == nil && st.SegmentsArchived >= 5 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the agent did not start draining: %+v %v", st, err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if code := a.stop(t); code != 0 {
+		t.Fatalf("agent exit %d", code)
+	}
+	first, err := agent.ReadState(filepath.Join(c.Data, "pg_wal", ".walvault"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if int(first.SegmentsArchived) >= len(ready) {
+		t.Fatalf("the first agent drained everything (%d of %d) before it was stopped", first.SegmentsArchived, len(ready))
+	}
+	a = startAgent(t, c, nil)
+	var second agent.Stats
+	for {
+		second, err = agentStatus(t, sock)
+		if err == nil && second.ReadyCount == 0 && second.Uploading == 0 && second.SegmentsArchived > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the second agent did not drain: %+v %v", second, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("%d ready: the first agent archived %d, the second %d (%d found already archived)", len(ready), first.SegmentsArchived, second.SegmentsArchived, second.AlreadyArchived)
+	if got := first.SegmentsArchived + second.SegmentsArchived + second.AlreadyArchived; int(got) != len(ready) {
+		t.Errorf("%d + %d + %d archived, want %d", first.SegmentsArchived, second.SegmentsArchived, second.AlreadyArchived, len(ready))
+	}
+	if second.AlreadyArchived > 2 {
+		t.Errorf("the second agent re-checked %d files the first had marked durable", second.AlreadyArchived)
+	}
+
+	c.Psql(fmt.Sprintf("ALTER SYSTEM SET archive_command = '%s push %%p'", pgtest.WalvaultWal(t)))
+	c.Psql("SELECT pg_reload_conf()")
+	c.WaitArchived(c.SwitchWAL(), 60*time.Second)
+	after, err := agentStatus(t, sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.PushRequests < int64(len(ready)) || after.SegmentsArchived > second.SegmentsArchived+2 {
+		t.Errorf("archive_command through the agent: %d push requests, %d uploads (before: %d)", after.PushRequests, after.SegmentsArchived, second.SegmentsArchived)
+	}
+	if n := archiverFailures(t, c); n != 0 {
+		t.Fatalf("%d failed archive_command(s)", n)
+	}
+	checkArchiveMatches(t, tg, c, identity, archivedSegments(t, c))
+}
+
+// TestAgentSocketPermissions: an agent refuses a socket directory others
+// can write to (exit 2); --socket-group gives the socket mode 0660 and
+// that group; and the client never trusts a socket of another user: it
+// runs wal-push instead, without even connecting.
+func TestAgentSocketPermissions(t *testing.T) {
+	tg := newTarget(t, "file")
+	c, _, _ := agentCluster(t, tg)
+	spool := filepath.Join(c.Data, "pg_wal", ".walvault")
+	if err := os.MkdirAll(spool, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.Owner.Chown(spool)
+	if err := os.Chmod(spool, 0o777); err != nil { // #nosec G302 -- the mistake under test
+		t.Fatal(err)
+	}
+	bad := tryAgent(t, c, nil)
+	<-bad.done
+	b, _ := os.ReadFile(bad.log)
+	if code := bad.cmd.ProcessState.ExitCode(); code != 2 || !strings.Contains(string(b), "writable by group or others") {
+		t.Fatalf("agent with a 0777 socket directory: exit %d\n%s", code, b)
+	}
+	if err := os.Chmod(spool, 0o700); err != nil {
+		t.Fatal(err)
+	}
+
+	grp := strconv.Itoa(c.Owner.Gid)
+	a := startAgent(t, c, nil, "--socket-group="+grp)
+	fi, err := os.Lstat(filepath.Join(spool, proto.SocketName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := fi.Sys().(*syscall.Stat_t); fi.Mode().Perm() != 0o660 || int(st.Gid) != c.Owner.Gid || int(st.Uid) != c.Owner.Uid {
+		t.Fatalf("socket mode %v uid %d gid %d, want 0660 %d:%d", fi.Mode(), st.Uid, st.Gid, c.Owner.Uid, c.Owner.Gid)
+	}
+	a.stop(t)
+
+	// A socket that says yes to everything, owned by nobody.
+	nobody, err := user.Lookup("nobody")
+	if err != nil || !c.Owner.AsOther {
+		t.Skip("needs root and the nobody user")
+	}
+	uid, _ := strconv.Atoi(nobody.Uid)
+	dir := pgtest.WorkDir(t)
+	fake := filepath.Join(dir, "fake.sock")
+	ln, err := net.Listen("unix", fake)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	_ = os.Chmod(fake, 0o777) // #nosec G302 -- anyone may connect: the trap under test
+	if err := os.Lchown(fake, uid, -1); err != nil {
+		t.Fatal(err)
+	}
+	var accepted atomic.Int64
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			_, _ = conn.Write([]byte(proto.Response{Code: 0, Message: "durable"}.Encode()))
+			_ = conn.Close()
+		}
+	}()
+	seg := c.SwitchWAL()
+	c.WaitArchived(seg, 60*time.Second) // through the fallback: no agent runs
+	cl := c.Owner.Cmd(context.Background(), pgtest.WalvaultWal(t), "push", "--socket", fake, filepath.Join(c.Data, "pg_wal", seg))
+	cl.Env = append(os.Environ(), c.Env...)
+	out, err := cl.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "not a socket of this user") {
+		t.Fatalf("client with another user's socket: %v\n%s", err, out)
+	}
+	if n := accepted.Load(); n != 0 {
+		t.Fatalf("the client connected %d time(s) to another user's socket", n)
 	}
 }
