@@ -221,4 +221,3 @@ func TestAgentStoreOutage(t *testing.T) {
 		t.Fatalf("agent exit %d", code)
 	}
 }
-
