@@ -136,22 +136,25 @@ func ReadResponse(br *bufio.Reader) (Response, error) {
 	return Response{Code: n, Message: m}, nil
 }
 
+// readLine reads up to and without the newline, which must be there: a
+// line cut short is an error, never a shorter request.
 func readLine(br *bufio.Reader) (string, error) {
 	var b []byte
 	for {
-		chunk, isPrefix, err := br.ReadLine()
-		if err != nil {
-			if errors.Is(err, io.EOF) && len(b) > 0 {
-				return "", fmt.Errorf("%w: truncated line", ErrProtocol)
-			}
-			return "", err
-		}
+		chunk, err := br.ReadSlice('\n')
 		b = append(b, chunk...)
-		if len(b) > MaxLine {
+		if len(b) > MaxLine+1 {
 			return "", fmt.Errorf("%w: line too long", ErrProtocol)
 		}
-		if !isPrefix {
-			return string(b), nil
+		switch {
+		case err == nil:
+			return string(b[:len(b)-1]), nil
+		case errors.Is(err, bufio.ErrBufferFull):
+			continue
+		case errors.Is(err, io.EOF) && len(b) > 0:
+			return "", fmt.Errorf("%w: truncated line", ErrProtocol)
+		default:
+			return "", err
 		}
 	}
 }
