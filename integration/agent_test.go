@@ -49,11 +49,10 @@ func agentCluster(t *testing.T, tg *target, extraEnv ...string) (*pgtest.Cluster
 
 // agentProc is a walvault agent running as the cluster's user.
 type agentProc struct {
-	cmd     *exec.Cmd
-	log     string
-	metrics string
-	done    chan struct{}
-	err     error
+	cmd  *exec.Cmd
+	log  string
+	done chan struct{}
+	err  error
 }
 
 // startAgent runs walvault agent for c's data directory with c's
@@ -312,7 +311,7 @@ func TestAgentRestartDrain(t *testing.T) {
 	if int(first.SegmentsArchived) >= len(ready) {
 		t.Fatalf("the first agent drained everything (%d of %d) before it was stopped", first.SegmentsArchived, len(ready))
 	}
-	a = startAgent(t, c, nil)
+	startAgent(t, c, nil)
 	var second agent.Stats
 	for {
 		second, err = agentStatus(t, sock)

@@ -46,7 +46,8 @@ func lockSpool(dir, pgdata string) (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil { // #nosec G115 -- a file descriptor
+	fd := int(f.Fd()) // #nosec G115 -- a file descriptor
+	if err := syscall.Flock(fd, syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		b, _ := os.ReadFile(p) // #nosec G304 -- our spool
 		_ = f.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
