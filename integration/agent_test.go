@@ -331,6 +331,30 @@ func TestAgentRestartDrain(t *testing.T) {
 		t.Errorf("the second agent re-checked %d files the first had marked durable", second.AlreadyArchived)
 	}
 
+	// The client's cost for a segment the agent already holds: wall time
+	// (process start included) and peak RSS as /usr/bin/time reports it.
+	var times []time.Duration
+	rss := 0
+	for i := 0; i < 41; i++ {
+		seg := "pg_wal/" + strings.TrimSuffix(filepath.Base(ready[i%len(ready)]), ".ready")
+		cl := c.Owner.Cmd(context.Background(), pgtest.WalvaultWal(t), "push", seg)
+		cl.Dir = c.Data
+		start := time.Now()
+		if out, err := cl.CombinedOutput(); err != nil {
+			t.Fatalf("client push: %v\n%s", err, out)
+		}
+		times = append(times, time.Since(start))
+		if tm, err := exec.LookPath("time"); err == nil && i%10 == 0 {
+			m := c.Owner.Cmd(context.Background(), tm, "-f", "%M", pgtest.WalvaultWal(t), "push", seg)
+			m.Dir = c.Data
+			out, _ := m.CombinedOutput()
+			if kb, err := strconv.Atoi(strings.TrimSpace(string(out))); err == nil {
+				rss = max(rss, kb)
+			}
+		}
+	}
+	t.Logf("walvault-wal push of a durable segment: median %s (process start included), peak RSS %d KiB", median(times), rss)
+
 	c.Psql(fmt.Sprintf("ALTER SYSTEM SET archive_command = '%s push %%p'", pgtest.WalvaultWal(t)))
 	c.Psql("SELECT pg_reload_conf()")
 	c.WaitArchived(c.SwitchWAL(), 60*time.Second)
