@@ -238,6 +238,14 @@ func Open(r *repo.Repo, cfg Config) (*Agent, error) {
 	return a, nil
 }
 
+// Close gives up an agent that was opened but will not Run: the socket
+// and the lock.
+func (a *Agent) Close() {
+	_ = a.ln.Close()
+	_ = os.Remove(a.sock)
+	_ = a.lock.Close()
+}
+
 // Socket is the path the agent listens on.
 func (a *Agent) Socket() string { return a.sock }
 

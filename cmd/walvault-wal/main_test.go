@@ -1,7 +1,9 @@
 package main
 
 import (
+	"os/exec"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -37,6 +39,23 @@ func TestParse(t *testing.T) {
 		}
 		if !reflect.DeepEqual(got, c.want) {
 			t.Errorf("%q: %+v, want %+v", c.argv, got, c.want)
+		}
+	}
+}
+
+// The client links nothing but the standard library and the protocol.
+func TestDependencies(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", ".").Output()
+	if err != nil {
+		t.Skipf("go list: %v", err)
+	}
+	for _, p := range strings.Fields(string(out)) {
+		first, _, _ := strings.Cut(p, "/")
+		switch {
+		case p == "github.com/walvault/walvault/cmd/walvault-wal", p == "github.com/walvault/walvault/archive/agent/proto":
+		case strings.HasPrefix(p, "vendor/"), !strings.Contains(first, "."):
+		default:
+			t.Errorf("walvault-wal depends on %s", p)
 		}
 	}
 }

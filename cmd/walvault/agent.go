@@ -94,8 +94,7 @@ func runAgent(c *cli.Context) error {
 	if addr := c.String("metrics-listen"); addr != "" {
 		srv, err := serveMetrics(addr, a)
 		if err != nil {
-			stop()
-			_ = a.Run(ctx) // releases the lock and the socket
+			a.Close()
 			return err
 		}
 		defer srv.Close()
