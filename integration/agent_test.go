@@ -57,7 +57,7 @@ type agentProc struct {
 
 // startAgent runs walvault agent for c's data directory with c's
 // environment and waits for its socket.
-func startAgent(t *testing.T, c *pgtest.Cluster, env []string, args ...string) *agentProc {
+func startAgent(t testing.TB, c *pgtest.Cluster, env []string, args ...string) *agentProc {
 	t.Helper()
 	a := tryAgent(t, c, env, args...)
 	sock := proto.DefaultSocket(filepath.Join(c.Data, "pg_wal"))
@@ -87,7 +87,7 @@ func startAgent(t *testing.T, c *pgtest.Cluster, env []string, args ...string) *
 }
 
 // tryAgent starts an agent without waiting for it.
-func tryAgent(t *testing.T, c *pgtest.Cluster, env []string, args ...string) *agentProc {
+func tryAgent(t testing.TB, c *pgtest.Cluster, env []string, args ...string) *agentProc {
 	t.Helper()
 	a := &agentProc{log: filepath.Join(filepath.Dir(c.Log), "agent.log"), done: make(chan struct{})}
 	f, err := os.OpenFile(a.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644) // #nosec G302 G304 -- a test log
@@ -116,7 +116,7 @@ func (a *agentProc) kill() {
 }
 
 // stop sends SIGTERM and returns the exit code.
-func (a *agentProc) stop(t *testing.T) int {
+func (a *agentProc) stop(t testing.TB) int {
 	t.Helper()
 	_ = a.cmd.Process.Signal(syscall.SIGTERM)
 	select {
@@ -128,7 +128,7 @@ func (a *agentProc) stop(t *testing.T) int {
 }
 
 // agentStatus asks the agent on sock for its counters.
-func agentStatus(t *testing.T, sock string) (agent.Stats, error) {
+func agentStatus(t testing.TB, sock string) (agent.Stats, error) {
 	t.Helper()
 	var s agent.Stats
 	c, err := proto.Dial(sock, time.Second)

@@ -7,7 +7,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"os/user"
+	"runtime/pprof"
 	"strconv"
 	"time"
 
@@ -40,6 +42,7 @@ func agentCommands() []*cli.Command {
 			boolFlag("no-archive", "only serve restore_command (a restored or standby directory): push nothing, need no signing key"),
 			intFlag("prefetch", "segments to keep downloaded ahead of replay (0: off)", 8),
 			intFlag("download-concurrency", "parallel downloads", 4),
+			&cli.StringFlag{Name: "cpu-profile", Hidden: true, Usage: "write a Go CPU profile of the agent's run to this file"},
 		}),
 		Action: runAgent,
 	}}
@@ -98,6 +101,17 @@ func runAgent(c *cli.Context) error {
 			return err
 		}
 		defer srv.Close()
+	}
+	if p := c.String("cpu-profile"); p != "" {
+		f, err := os.Create(p) // #nosec G304 -- the operator's profile file
+		if err != nil {
+			a.Close()
+			return usageError("--cpu-profile: %v", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err == nil {
+			defer pprof.StopCPUProfile()
+		}
 	}
 	// SIGINT / SIGTERM is how an agent is meant to stop: Run returns nil.
 	return a.Run(ctx)
