@@ -19,11 +19,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -161,14 +161,35 @@ func readLine(br *bufio.Reader) (string, error) {
 
 // Dial connects to the agent's socket at path. A path too long for a
 // unix socket address is reached through its directory: relative to the
-// working directory when that is shorter, else via /proc/self/fd.
-func Dial(path string, timeout time.Duration) (net.Conn, error) {
+// working directory when that is shorter, else via /proc/self/fd. It uses
+// a plain blocking socket, not package net: the client starts no poller
+// and no extra threads for its one request. timeout bounds each read and
+// write only when positive.
+func Dial(path string, timeout time.Duration) (*os.File, error) {
 	addr, done, err := ShortPath(path)
 	if err != nil {
 		return nil, err
 	}
 	defer done()
-	return net.DialTimeout("unix", addr, timeout)
+	fd, err := syscall.Socket(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, os.NewSyscallError("socket", err)
+	}
+	if timeout > 0 {
+		tv := syscall.NsecToTimeval(timeout.Nanoseconds())
+		_ = syscall.SetsockoptTimeval(fd, syscall.SOL_SOCKET, syscall.SO_SNDTIMEO, &tv)
+	}
+	for {
+		err = syscall.Connect(fd, &syscall.SockaddrUnix{Name: addr})
+		if err != syscall.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		_ = syscall.Close(fd)
+		return nil, &os.PathError{Op: "connect", Path: path, Err: err}
+	}
+	return os.NewFile(uintptr(fd), path), nil // #nosec G115 -- a file descriptor
 }
 
 // ShortPath returns an address for path that fits in sun_path, and a
