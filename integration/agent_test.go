@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -394,6 +395,14 @@ func TestAgentSocketPermissions(t *testing.T) {
 	}
 	if err := os.Chmod(spool, 0o700); err != nil {
 		t.Fatal(err)
+	}
+	if c.Owner.AsOther {
+		// Not as the data directory's owner.
+		out, err := exec.Command(pgtest.Walvault(t), "agent", "--pgdata", c.Data, "--store", tg.URL, "--allow-unsigned").CombinedOutput()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 2 || !strings.Contains(string(out), "run the agent as the data directory's owner") {
+			t.Fatalf("agent as root on postgres's data directory: %v\n%s", err, out)
+		}
 	}
 
 	grp := strconv.Itoa(c.Owner.Gid)

@@ -186,6 +186,9 @@ func Open(r *repo.Repo, cfg Config) (*Agent, error) {
 	if a.walReal, err = filepath.EvalSymlinks(a.walDir); err != nil {
 		return nil, err
 	}
+	if err := sameOwner(pgdata); err != nil {
+		return nil, err
+	}
 	a.spool = cfg.SpoolDir
 	if a.spool == "" {
 		a.spool = filepath.Join(a.walDir, ".walvault")

@@ -141,3 +141,19 @@ func (m markers) list() []string {
 	}
 	return out
 }
+
+// sameOwner refuses to run as anyone but the data directory's owner: the
+// spool and the socket the agent creates in pg_wal must belong to the
+// user PostgreSQL runs archive_command as (a root agent would leave files
+// there that wal-push, run by PostgreSQL, cannot use).
+func sameOwner(pgdata string) error {
+	fi, err := os.Stat(pgdata)
+	if err != nil {
+		return err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if ok && int(st.Uid) != os.Geteuid() {
+		return fmt.Errorf("%w: %s belongs to uid %d: run the agent as the data directory's owner (e.g. sudo -u postgres walvault agent ...), not as uid %d", archive.ErrBadInput, pgdata, st.Uid, os.Geteuid())
+	}
+	return nil
+}

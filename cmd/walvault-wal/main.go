@@ -5,7 +5,7 @@
 //	restore_command = 'walvault-wal fetch %f %p'
 //
 // It asks the agent on its unix socket (default pg_wal/.walvault/agent.sock,
-// found from %p; --socket PATH overrides) and exits with walvault's exit
+// found from %p; --socket PATH or WALVAULT_SOCKET overrides) and exits with walvault's exit
 // code for the answer. When no agent answers it runs walvault wal-push or
 // wal-fetch itself (exec, same arguments), so archiving never depends on
 // the agent being up. It imports only the standard library.
@@ -83,7 +83,7 @@ func parse(argv []string) (invocation, error) {
 		return inv, fmt.Errorf("%s takes %d argument(s), got %d", inv.verb, n, len(inv.args))
 	}
 	if inv.socket == "" {
-		inv.socket = os.Getenv("WALVAULT_AGENT_SOCKET")
+		inv.socket = os.Getenv("WALVAULT_SOCKET") // as walvault agent reads it
 	}
 	return inv, nil
 }

@@ -25,7 +25,7 @@ func TestParse(t *testing.T) {
 		{argv: []string{"delete", "x"}, err: true},
 		{argv: []string{"push", "p", "--socket"}, err: true},
 	} {
-		t.Setenv("WALVAULT_AGENT_SOCKET", "")
+		t.Setenv("WALVAULT_SOCKET", "")
 		got, err := parse(c.argv)
 		if (err != nil) != c.err {
 			t.Errorf("%q: error %v, want error %v", c.argv, err, c.err)

@@ -36,7 +36,9 @@ func agentCommands() []*cli.Command {
 		Flags: join(storeFlags(), writeFlags(), []cli.Flag{
 			stringFlag("pgdata", "the cluster's data directory (PGDATA)", ""),
 			stringFlag("spool-dir", "walvault's own working directory (default: pg_wal/.walvault)", ""),
-			stringFlag("socket", "the unix socket to listen on (default: pg_wal/.walvault/agent.sock)", ""),
+			// Not a config file key: walvault-wal, which reads no config
+			// file, must be told the same path (--socket or WALVAULT_SOCKET).
+			&cli.StringFlag{Name: "socket", Usage: "the unix socket to listen on (default: pg_wal/.walvault/agent.sock); give walvault-wal the same --socket or WALVAULT_SOCKET", EnvVars: []string{"WALVAULT_SOCKET"}},
 			stringFlag("socket-group", "let this group use the socket too (mode 0660)", ""),
 			stringFlag("metrics-listen", "serve Prometheus /metrics on this address (e.g. 127.0.0.1:9187)", ""),
 			boolFlag("no-archive", "only serve restore_command (a restored or standby directory): push nothing, need no signing key"),
