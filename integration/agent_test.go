@@ -230,6 +230,10 @@ func TestAgent(t *testing.T) {
 	if fi, err := os.Lstat(sock); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("socket mode: %v %v", fi.Mode(), err)
 	}
+	// check follows walvault-wal push to the settings of its wal-push.
+	if code, out, errOut := tg.walvault(t, c.PGEnv(), "check"); code != 0 {
+		t.Fatalf("check with archive_command = walvault-wal push: exit %d\n%s%s", code, out, errOut)
+	}
 	time.Sleep(2500 * time.Millisecond) // the state file is rewritten every 2 s
 	out := mustWalvault(t, tg, nil, "status", "--no-server", "--state-file", "none", "--pgdata", c.Data)
 	if !strings.Contains(out, "agent             running (pid ") {
