@@ -111,6 +111,7 @@ type Agent struct {
 	started  time.Time
 
 	wake     chan struct{}
+	rescan   atomic.Bool // archive_status must be read again
 	prefetch chan string
 
 	mu       sync.Mutex
@@ -296,9 +297,14 @@ func (a *Agent) Run(ctx context.Context) error {
 	tick := time.NewTicker(a.cfg.PollInterval)
 	defer tick.Stop()
 	lastState, lastSweep := time.Time{}, time.Now()
+	a.rescan.Store(true)
 	for {
 		if !a.cfg.NoArchive {
-			a.scan()
+			// A finished upload only needs the next one started; reading
+			// archive_status again is for new files and the rescan period.
+			if a.rescan.Swap(false) {
+				a.scan()
+			}
 			a.dispatch(ctx, &wg)
 		}
 		if time.Since(lastSweep) > 10*time.Second {
@@ -321,6 +327,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			return nil
 		case <-a.wake:
 		case <-tick.C:
+			a.rescan.Store(true)
 		}
 	}
 }
@@ -344,6 +351,7 @@ func (a *Agent) watch(ctx context.Context, w *fsnotify.Watcher) {
 				return
 			}
 			if strings.HasSuffix(ev.Name, ".ready") {
+				a.rescan.Store(true)
 				a.poke()
 			}
 		case err, ok := <-w.Errors:
@@ -351,6 +359,7 @@ func (a *Agent) watch(ctx context.Context, w *fsnotify.Watcher) {
 				return
 			}
 			if errors.Is(err, fsnotify.ErrEventOverflow) {
+				a.rescan.Store(true)
 				a.poke()
 				continue
 			}
