@@ -17,8 +17,8 @@
 // inode), agent/durable/NAME markers ("size mtime instance store": a
 // marker vouches only for that version of the file, that store and that
 // instance; it is written only after the upload returned), agent/state.json
-// (the counters, for walvault status) and prefetch/ (segments downloaded,
-// decoded and verified ahead of replay).
+// (the counters, for walvault status) and agent/prefetch/ (segments
+// downloaded, decoded and verified ahead of replay; see prefetch.go).
 //
 // # Socket
 //
@@ -110,9 +110,9 @@ type Agent struct {
 	sock     string
 	started  time.Time
 
-	wake     chan struct{}
-	rescan   atomic.Bool // archive_status must be read again
-	prefetch chan string
+	wake   chan struct{}
+	rescan atomic.Bool // archive_status must be read again
+	pf     *prefetchState
 
 	mu       sync.Mutex
 	durable  map[string]fileID
@@ -176,7 +176,7 @@ func Open(r *repo.Repo, cfg Config) (*Agent, error) {
 		return nil, err
 	}
 	a := &Agent{cfg: cfg, log: cfg.Log, started: time.Now(),
-		wake: make(chan struct{}, 1), prefetch: make(chan string, 1),
+		wake:    make(chan struct{}, 1),
 		durable: map[string]fileID{}, jobs: map[string]*job{}, failures: map[string]*failure{}}
 	a.cfg.PGData = pgdata
 	a.walDir = filepath.Join(pgdata, "pg_wal")
@@ -225,6 +225,9 @@ func Open(r *repo.Repo, cfg Config) (*Agent, error) {
 		c.Codec.Concurrency = 1
 	}
 	a.r = &c
+	if err := a.initPrefetch(); err != nil {
+		return nil, fmt.Errorf("spool directory: %w", err)
+	}
 	a.marks = markers{dir: filepath.Join(a.agentDir, "durable"), store: r.Store, instance: instance}
 	a.loadMarkers()
 

@@ -212,6 +212,58 @@ func TestAgentArchivesAndAnswers(t *testing.T) {
 	if !bytes.Equal(got, orig) {
 		t.Fatal("fetched copy differs")
 	}
+	// Segments 4 and 5 are prefetched after 3; 4 is then served from the
+	// prefetch, 5 too unless the file changed, when the store is asked.
+	waitPrefetched := func(n string) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			a.pf.mu.Lock()
+			_, ok := a.pf.files[n]
+			a.pf.mu.Unlock()
+			if ok {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s not prefetched", n)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	waitPrefetched(names[3])
+	waitPrefetched(names[4])
+	hits := a.Stats().PrefetchHits
+	for _, c := range []struct {
+		i      int
+		tamper bool
+		hit    bool
+	}{{3, false, true}, {4, true, false}} {
+		if c.tamper {
+			waitPrefetched(names[c.i])
+			p := filepath.Join(a.pf.dir, names[c.i])
+			if err := os.WriteFile(p, []byte("not the segment"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if resp := ask(t, sock, proto.Request{Verb: proto.VerbFetch, Args: []string{names[c.i], dest}}); resp.Code != 0 {
+			t.Fatalf("fetch %s: %+v", names[c.i], resp)
+		}
+		got, _ := os.ReadFile(dest)
+		orig, _ := os.ReadFile(filepath.Join(wal, names[c.i]))
+		if !bytes.Equal(got, orig) {
+			t.Fatalf("fetched %s differs (tampered prefetch: %v)", names[c.i], c.tamper)
+		}
+		if c.hit {
+			hits++
+		}
+		if got := a.Stats().PrefetchHits; got != hits {
+			t.Fatalf("fetch %s: %d prefetch hits, want %d", names[c.i], got, hits)
+		}
+	}
+	if l := a.prefetchLeftovers(); len(l) > 0 {
+		t.Fatalf("temporary files left in the prefetch directory: %v", l)
+	}
+
 	st := ask(t, sock, proto.Request{Verb: proto.VerbStatus})
 	if st.Code != 0 || !strings.Contains(st.Message, `"segments_archived":6`) {
 		t.Fatalf("status: %+v", st)

@@ -16,7 +16,6 @@ import (
 
 	"github.com/walvault/walvault/archive"
 	"github.com/walvault/walvault/archive/agent/proto"
-	"github.com/walvault/walvault/archive/wal"
 )
 
 // listen binds the socket under a temporary name, sets its mode (and
@@ -207,78 +206,4 @@ func (a *Agent) promoteLocked(j *job) {
 		}
 	}
 	// Already running: waiting is all there is to do.
-}
-
-// handleFetch writes DEST, inside this agent's pg_wal only.
-func (a *Agent) handleFetch(ctx context.Context, name, dest string) proto.Response {
-	a.st.fetchReqs.Add(1)
-	wf, err := archive.ParseWALName(name)
-	if err != nil {
-		return a.fail(fmt.Errorf("%w: %w", archive.ErrBadInput, err))
-	}
-	if !a.inWALDir(dest) {
-		return proto.Response{Code: proto.CodeFallback, Message: "destination outside this agent's pg_wal (" + a.walDir + ")"}
-	}
-	start := time.Now()
-	res, err := wal.Fetch(ctx, a.r, name, filepath.Join(a.walDir, filepath.Base(dest)), wal.FetchOptions{SpoolDir: a.spool})
-	ms := float64(time.Since(start).Microseconds()) / 1000
-	if err != nil {
-		if errors.Is(err, archive.ErrNotInArchive) {
-			a.st.notInArchive.Add(1)
-			a.log.Debug("not in the archive", "file", name)
-		} else {
-			a.log.Warn("fetch failed", "file", name, "err", archive.OneLine(err.Error()))
-		}
-		return a.fail(err)
-	}
-	if res.Prefetched {
-		a.st.prefetchHits.Add(1)
-	}
-	a.log.Info("fetched", "file", name, "bytes", res.Size, "prefetched", res.Prefetched, "ms", ms)
-	if wf.Kind == archive.KindSegment && a.cfg.Prefetch > 0 {
-		a.queuePrefetch(name + " " + strconv.FormatInt(res.Size, 10))
-	}
-	return proto.Response{Code: 0, Message: "fetched"}
-}
-
-// queuePrefetch hands the prefetcher the latest segment served, replacing
-// one it has not started on.
-func (a *Agent) queuePrefetch(v string) {
-	for {
-		select {
-		case a.prefetch <- v:
-			return
-		default:
-		}
-		select {
-		case <-a.prefetch:
-		default:
-		}
-	}
-}
-
-// prefetcher keeps the segments after the last one served downloaded,
-// decoded and verified in the spool, with wal.Prefetch.
-func (a *Agent) prefetcher(ctx context.Context) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case v := <-a.prefetch:
-			name, sz, _ := cutLast(v)
-			size, _ := strconv.ParseInt(sz, 10, 64)
-			if err := wal.Prefetch(ctx, a.r, name, size, a.cfg.Prefetch, max(1, a.cfg.DownloadConcurrency), a.spool); err != nil && ctx.Err() == nil {
-				a.log.Warn("prefetch", "err", archive.OneLine(err.Error()))
-			}
-		}
-	}
-}
-
-func cutLast(s string) (string, string, bool) {
-	for i := len(s) - 1; i >= 0; i-- {
-		if s[i] == ' ' {
-			return s[:i], s[i+1:], true
-		}
-	}
-	return s, "", false
 }
