@@ -56,3 +56,78 @@ func agentDrain(b *testing.B, tg *target, n int) (time.Duration, int) {
 	a.stop(b)
 	return d, len(ready)
 }
+
+// BenchmarkAgentReplay: a backup, then about n segments of pgbench WAL
+// archived; the same backup restored twice and started until it has
+// replayed everything and promoted: once with restore_command =
+// walvault wal-fetch, once with --agent and a fetch-only agent. Reports
+// both times and the agent's prefetch hits.
+func BenchmarkAgentReplay(b *testing.B) {
+	const n = 48
+	for i := 0; i < b.N; i++ {
+		tg := newTarget(b, "file")
+		identity, recipient := keygen(b, pgtest.WorkDir(b))
+		c := pgtest.New(b, pgtest.Options{
+			Env: append(tg.Env, "AWS_EC2_METADATA_DISABLED=true", "WALVAULT_RECIPIENT="+recipient),
+			Conf: []string{"archive_mode = on", fmt.Sprintf("archive_command = '%s push %%p'", pgtest.WalvaultWal(b)),
+				"max_wal_size = '4GB'", "checkpoint_timeout = '1h'", "log_min_messages = fatal"},
+		})
+		c.Start()
+		a := startAgent(b, c, nil)
+		c.Run("pgbench", "-i", "-s", "4", "-q")
+		mustWalvaultB(b, tg, backupEnv(c, recipient), "backup-push", "--fast-checkpoint")
+		c.Run("pgbench", "-i", "-s", strconv.Itoa(n), "-q")
+		c.WaitArchived(c.SwitchWAL(), 10*time.Minute)
+		a.stop(b)
+		c.Stop()
+		serverEnv := append([]string{"AWS_EC2_METADATA_DISABLED=true"}, tg.Env...)
+		for _, mode := range []string{"wal-fetch", "agent"} {
+			r := pgtest.New(b, pgtest.Options{NoInit: true, Env: serverEnv})
+			args := []string{"restore", r.Data, "--identity-file", identity}
+			if mode == "agent" {
+				args = append(args, "--agent")
+			}
+			mustWalvaultB(b, tg, nil, args...)
+			r.AppendConf("archive_mode = off", "log_min_messages = fatal")
+			var ra *agentProc
+			if mode == "agent" {
+				ra = startAgent(b, r, []string{"WALVAULT_IDENTITY_FILE=" + identity}, "--no-archive")
+			}
+			start := time.Now()
+			startAndRecoverB(b, r)
+			b.ReportMetric(time.Since(start).Seconds(), "s-replay-"+mode)
+			if ra != nil {
+				st, err := agentStatus(b, filepath.Join(r.Data, "pg_wal", ".walvault", "agent.sock"))
+				if err == nil {
+					b.ReportMetric(float64(st.PrefetchHits), "prefetch-hits")
+					b.ReportMetric(float64(st.FetchRequests), "fetches")
+				}
+				ra.stop(b)
+			}
+			r.Stop()
+		}
+	}
+}
+
+func mustWalvaultB(b *testing.B, tg *target, env []string, args ...string) {
+	b.Helper()
+	if code, out, errOut := tg.walvault(b, env, args...); code != 0 {
+		b.Fatalf("walvault %v: exit %d\n%s%s", args, code, out, errOut)
+	}
+}
+
+// startAndRecoverB starts a restored cluster and waits until it promoted.
+func startAndRecoverB(b *testing.B, c *pgtest.Cluster) {
+	b.Helper()
+	c.Start()
+	deadline := time.Now().Add(10 * time.Minute)
+	for {
+		if out, err := c.TryPsql("SELECT pg_is_in_recovery()"); err == nil && out == "f" {
+			return
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("recovery did not end\n%s", c.LogTail(30))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
