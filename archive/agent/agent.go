@@ -394,29 +394,42 @@ func (a *Agent) scan() {
 		ready = append(ready, name)
 	}
 	sortReady(ready)
-	a.mu.Lock()
-	defer a.mu.Unlock()
+	// The stats run without the lock, which push requests need.
+	type seen struct {
+		name    string
+		id      fileID
+		readyAt time.Time
+	}
+	files := make([]seen, 0, len(ready))
 	for _, name := range ready {
-		p := filepath.Join(a.walDir, name)
-		id, err := statID(p)
+		id, err := statID(filepath.Join(a.walDir, name))
 		if err != nil {
 			continue // archived and removed meanwhile
 		}
-		if d, ok := a.durable[name]; ok && d == id {
+		var at time.Time
+		if fi, err := os.Stat(filepath.Join(a.status, name+".ready")); err == nil {
+			at = fi.ModTime()
+		}
+		files = append(files, seen{name, id, at})
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, f := range files {
+		if d, ok := a.durable[f.name]; ok && d == f.id {
 			continue
 		}
 		bl.count++
-		bl.bytes += id.size
-		if fi, err := os.Stat(filepath.Join(a.status, name+".ready")); err == nil && (bl.oldest.IsZero() || fi.ModTime().Before(bl.oldest)) {
-			bl.oldest = fi.ModTime()
+		bl.bytes += f.id.size
+		if !f.readyAt.IsZero() && (bl.oldest.IsZero() || f.readyAt.Before(bl.oldest)) {
+			bl.oldest = f.readyAt
 		}
-		if _, ok := a.jobs[name]; ok {
+		if _, ok := a.jobs[f.name]; ok {
 			continue
 		}
-		if f := a.failures[name]; f != nil && f.id == id && now.Before(f.next) {
+		if fl := a.failures[f.name]; fl != nil && fl.id == f.id && now.Before(fl.next) {
 			continue
 		}
-		a.enqueueLocked(name, id, false)
+		a.enqueueLocked(f.name, f.id, false)
 	}
 	a.backlog = bl
 }
