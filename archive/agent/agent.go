@@ -88,6 +88,9 @@ type Config struct {
 	PollInterval time.Duration
 	// MaxBackoff caps the delay between retries of one file (default 30s).
 	MaxBackoff time.Duration
+	// StoreIdentity names the store in markers (default: StoreIdentity of
+	// the store alone); give the endpoints it is reached through.
+	StoreIdentity string
 	// ExitCode maps an error to walvault's exit code for the client.
 	ExitCode func(error) int
 	Log      *slog.Logger
@@ -228,7 +231,11 @@ func Open(r *repo.Repo, cfg Config) (*Agent, error) {
 	if err := a.initPrefetch(); err != nil {
 		return nil, fmt.Errorf("spool directory: %w", err)
 	}
-	a.marks = markers{dir: filepath.Join(a.agentDir, "durable"), store: r.Store, instance: instance}
+	storeID := cfg.StoreIdentity
+	if storeID == "" {
+		storeID = StoreIdentity(r.Store)
+	}
+	a.marks = markers{dir: filepath.Join(a.agentDir, "durable"), store: storeID, instance: instance}
 	a.loadMarkers()
 
 	a.sock = cfg.Socket

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -103,14 +104,28 @@ func instanceID(dir, walDir string) (string, error) {
 // whole in this store, pushed by this agent instance". It is written only
 // after the upload returned, so a crash can lose one (costing a re-check
 // that uploads nothing) but never create a false one.
-func markerText(id fileID, store cloud.Store, instance string) string {
+func markerText(id fileID, store, instance string) string {
 	return fmt.Sprintf("%d %d %s %s\n", id.size, id.mtime, instance, store)
 }
 
 type markers struct {
 	dir      string
-	store    cloud.Store
+	store    string // StoreIdentity
 	instance string
+}
+
+// StoreIdentity names a store for markers: its URL and where it is
+// reached (an endpoint), hashed so that no secret the URL might carry is
+// written down. The same bucket name behind another endpoint is another
+// store.
+func StoreIdentity(st cloud.Store, endpoints ...string) string {
+	h := sha256.New()
+	h.Write([]byte(st.String()))
+	for _, e := range endpoints {
+		h.Write([]byte{0})
+		h.Write([]byte(e))
+	}
+	return hex.EncodeToString(h.Sum(nil))[:32]
 }
 
 func (m markers) write(name string, id fileID) error {

@@ -88,6 +88,7 @@ func runAgent(c *cli.Context) error {
 		NoArchive:           c.Bool("no-archive"),
 		Prefetch:            c.Int("prefetch"),
 		DownloadConcurrency: c.Int("download-concurrency"),
+		StoreIdentity:       agent.StoreIdentity(r.Store, storeEndpoints(c)...),
 		ExitCode:            exitCode,
 		Log:                 slog.Default(),
 	})
@@ -117,6 +118,16 @@ func runAgent(c *cli.Context) error {
 	}
 	// SIGINT / SIGTERM is how an agent is meant to stop: Run returns nil.
 	return a.Run(ctx)
+}
+
+// storeEndpoints are where the store is reached, as the backends find
+// them: a bucket of the same name behind another endpoint is another store.
+func storeEndpoints(c *cli.Context) []string {
+	out := []string{c.String("s3-endpoint"), c.String("gcs-endpoint"), c.String("azure-endpoint")}
+	for _, v := range []string{"AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "STORAGE_EMULATOR_HOST", "AZURE_STORAGE_ACCOUNT"} {
+		out = append(out, os.Getenv(v))
+	}
+	return out
 }
 
 // serveMetrics starts the /metrics endpoint.
