@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -53,6 +54,9 @@ func agentDrain(b *testing.B, tg *target, n int) (time.Duration, int) {
 	c.Psql("SELECT pg_reload_conf()")
 	c.WaitArchived(last, 10*time.Minute)
 	d := time.Since(start)
+	if hwm := vmHWM(a.cmd.Process.Pid); hwm > 0 {
+		b.ReportMetric(float64(hwm)/1024, "MiB-agent-peak-RSS")
+	}
 	a.stop(b)
 	return d, len(ready)
 }
@@ -130,4 +134,19 @@ func startAndRecoverB(b *testing.B, c *pgtest.Cluster) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// vmHWM is a process's peak resident set size in KiB, or 0.
+func vmHWM(pid int) int {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
+			n, _ := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")))
+			return n
+		}
+	}
+	return 0
 }

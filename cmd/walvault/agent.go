@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/user"
+	"runtime/debug"
 	"runtime/pprof"
 	"strconv"
 	"time"
@@ -74,6 +75,12 @@ func runAgent(c *cli.Context) error {
 	if c.Bool("no-archive") {
 		acc = reads | decrypts
 	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		// A resident process beside the database: collect garbage before
+		// the heap doubles (each upload's buffers are short-lived) rather
+		// than hold on to what the last burst used.
+		debug.SetMemoryLimit(agentMemoryLimit)
+	}
 	r, err := openArchive(c, acc)
 	if err != nil {
 		return err
@@ -119,6 +126,9 @@ func runAgent(c *cli.Context) error {
 	// SIGINT / SIGTERM is how an agent is meant to stop: Run returns nil.
 	return a.Run(ctx)
 }
+
+// agentMemoryLimit is the agent's soft memory limit (GOMEMLIMIT overrides).
+const agentMemoryLimit = 80 << 20
 
 // storeEndpoints are where the store is reached, as the backends find
 // them: a bucket of the same name behind another endpoint is another store.
