@@ -149,6 +149,9 @@ func run(argv []string) int {
 	case resp.Code != exitOK:
 		fmt.Fprintf(os.Stderr, "walvault-wal %s: %s\n", inv.verb, oneLine(resp.Message))
 	}
+	if resp.Code > exitFailure {
+		return exitFailure // no code walvault does not use reaches PostgreSQL
+	}
 	return resp.Code
 }
 
@@ -194,7 +197,8 @@ func fallback(inv invocation) int {
 	cmd := map[string]string{"push": "wal-push", "fetch": "wal-fetch"}[inv.verb]
 	args := append([]string{"walvault", cmd}, inv.extra...)
 	args = append(append(args, "--"), inv.args...)
-	signal.Reset()
+	// No signal.Reset: a signal before the exec still ends this process
+	// quietly; the exec itself gives walvault default handlers.
 	err := syscall.Exec(exe, args, os.Environ()) // #nosec G204 -- walvault itself, our own arguments
 	fmt.Fprintf(os.Stderr, "walvault-wal: cannot run %s: %v\n", exe, err)
 	return exitFailure
