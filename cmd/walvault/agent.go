@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 
 	"log/slog"
@@ -59,6 +58,12 @@ func runAgent(c *cli.Context) error {
 	if pgdata == "" {
 		return usageError("--pgdata: give the cluster's data directory")
 	}
+	if n := c.Int("prefetch"); n < 0 || n > 1024 {
+		return usageError("--prefetch %d: use 0 (off) to 1024", n)
+	}
+	if n := c.Int("download-concurrency"); n < 1 || n > 256 {
+		return usageError("--download-concurrency %d: use 1 to 256", n)
+	}
 	gid := -1
 	if g := c.String("socket-group"); g != "" {
 		grp, err := user.LookupGroup(g)
@@ -102,8 +107,6 @@ func runAgent(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	ctx, stop := context.WithCancel(c.Context)
-	defer stop()
 	if addr := c.String("metrics-listen"); addr != "" {
 		srv, err := serveMetrics(addr, a)
 		if err != nil {
@@ -124,7 +127,7 @@ func runAgent(c *cli.Context) error {
 		}
 	}
 	// SIGINT / SIGTERM is how an agent is meant to stop: Run returns nil.
-	return a.Run(ctx)
+	return a.Run(c.Context)
 }
 
 // agentMemoryLimit is the agent's soft memory limit (GOMEMLIMIT overrides).
