@@ -105,6 +105,7 @@ func BenchmarkAgentReplay(b *testing.B) {
 				if err == nil {
 					b.ReportMetric(float64(st.PrefetchHits), "prefetch-hits")
 					b.ReportMetric(float64(st.FetchRequests), "fetches")
+					b.ReportMetric(st.FetchSeconds, "s-in-agent-fetch")
 				}
 				ra.stop(b)
 			}

@@ -132,6 +132,7 @@ type Agent struct {
 	st struct {
 		segments, bytes, stored, already, uploadErrs, retries      atomic.Int64
 		pushReqs, fetchReqs, prefetchHits, notInArchive, uploading atomic.Int64
+		fetchMicros                                                atomic.Int64
 	}
 }
 
@@ -594,6 +595,7 @@ func (a *Agent) Stats() Stats {
 	s.FetchRequests = a.st.fetchReqs.Load()
 	s.PrefetchHits = a.st.prefetchHits.Load()
 	s.NotInArchive = a.st.notInArchive.Load()
+	s.FetchSeconds = float64(a.st.fetchMicros.Load()) / 1e6
 	s.Uploading = a.st.uploading.Load()
 	s.ReadyCount, s.ReadyBytes = bl.count, bl.bytes
 	if !bl.oldest.IsZero() {

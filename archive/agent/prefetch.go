@@ -80,7 +80,9 @@ func (a *Agent) handleFetch(ctx context.Context, name, dest string) proto.Respon
 		res, err = wal.Fetch(ctx, a.r, name, dest, wal.FetchOptions{SpoolDir: a.spool})
 		size, hit = res.Size, res.Prefetched
 	}
-	ms := float64(time.Since(start).Microseconds()) / 1000
+	took := time.Since(start)
+	a.st.fetchMicros.Add(took.Microseconds())
+	ms := float64(took.Microseconds()) / 1000
 	if err != nil {
 		if errors.Is(err, archive.ErrNotInArchive) {
 			a.st.notInArchive.Add(1)

@@ -31,6 +31,7 @@ type Stats struct {
 	FetchRequests     int64            `json:"fetch_requests"`
 	PrefetchHits      int64            `json:"prefetch_hits"`
 	NotInArchive      int64            `json:"fetch_not_in_archive"`
+	FetchSeconds      float64          `json:"fetch_seconds"`
 	Uploading         int64            `json:"uploading"`
 	ReadyCount        int64            `json:"ready_count"`
 	ReadyBytes        int64            `json:"ready_bytes"`

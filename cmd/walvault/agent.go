@@ -182,6 +182,7 @@ var agentMetrics = []agentMetric{
 	{"push_requests_total", "push requests from walvault-wal.", prometheus.CounterValue, func(s agent.Stats) float64 { return float64(s.PushRequests) }},
 	{"fetch_requests_total", "fetch requests from walvault-wal.", prometheus.CounterValue, func(s agent.Stats) float64 { return float64(s.FetchRequests) }},
 	{"prefetch_hits_total", "fetch requests served from the prefetch directory.", prometheus.CounterValue, func(s agent.Stats) float64 { return float64(s.PrefetchHits) }},
+	{"fetch_seconds_total", "Time spent answering fetch requests (restore_command's wait, less the client's start).", prometheus.CounterValue, func(s agent.Stats) float64 { return s.FetchSeconds }},
 	{"uploads_in_flight", "Uploads running now.", prometheus.GaugeValue, func(s agent.Stats) float64 { return float64(s.Uploading) }},
 	{"archive_ready_files", "WAL files marked .ready that are not durable yet.", prometheus.GaugeValue, func(s agent.Stats) float64 { return float64(s.ReadyCount) }},
 	{"archive_ready_bytes", "Bytes of those files.", prometheus.GaugeValue, func(s agent.Stats) float64 { return float64(s.ReadyBytes) }},
