@@ -3,7 +3,7 @@
 #   make demo   a throwaway PostgreSQL cluster archiving to a file:// store, a backup, a restore
 #   make test   everything CI runs (installs the test servers first)
 #   make bench  performance figures (see README)
-#   make install   bin/walvault into $(DESTDIR)$(PREFIX)/bin (PREFIX=/usr/local); the systemd
+#   make install   bin/walvault and bin/walvault-wal into $(DESTDIR)$(PREFIX)/bin (PREFIX=/usr/local); the systemd
 #                  units are written by `walvault systemd-units`, not installed here
 
 GO      ?= go
@@ -13,12 +13,16 @@ export WALVAULT_TEST_CACHE := $(CACHE)
 # Nothing in tests may leave this machine: no cloud metadata probes.
 export AWS_EC2_METADATA_DISABLED := true
 
-.PHONY: build test test-deps unit lint fuzz demo bench clean bin/walvault
+.PHONY: build test test-deps unit lint fuzz demo bench clean bin/walvault bin/walvault-wal
 
-build: bin/walvault
+build: bin/walvault bin/walvault-wal
 
 bin/walvault: $(shell find cmd archive cloud crypto -name '*.go' -not -name '*_test.go') go.mod go.sum
 	$(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $@ ./cmd/walvault
+
+# The client archive_command and restore_command run: standard library only.
+bin/walvault-wal: $(shell find cmd/walvault-wal archive/agent/proto -name '*.go' -not -name '*_test.go') go.mod
+	$(GO) build -trimpath -ldflags "-s -w" -o $@ ./cmd/walvault-wal
 
 # PostgreSQL 15 (Debian's package) and the pinned S3, GCS and Azure servers,
 # installed into $(CACHE) once.
@@ -66,6 +70,7 @@ clean:
 PREFIX ?= /usr/local
 BINDIR ?= $(PREFIX)/bin
 .PHONY: install
-install: bin/walvault
+install: bin/walvault bin/walvault-wal
 	install -d -m 0755 "$(DESTDIR)$(BINDIR)"
 	install -m 0755 bin/walvault "$(DESTDIR)$(BINDIR)/walvault"
+	install -m 0755 bin/walvault-wal "$(DESTDIR)$(BINDIR)/walvault-wal"

@@ -152,12 +152,21 @@ func resolveArchiveCommand(cmd string, env map[string]string, envWhy string, res
 }
 
 // findWALPush finds the first simple command that runs walvault wal-push,
-// with the assignments before it (through env and exec) and its arguments
-// up to the next operator.
+// or walvault-wal push (the agent's client, which runs wal-push with the
+// same flags when no agent answers), with the assignments before it
+// (through env and exec) and its arguments up to the next operator.
 func findWALPush(toks []cmdToken) (walPushCall, bool) {
-	at := -1
+	at, client := -1, false
 	for i := 0; i+1 < len(toks); i++ {
-		if !toks[i].op && strings.HasPrefix(filepath.Base(toks[i].text), "walvault") && toks[i+1].text == "wal-push" && !toks[i+1].op {
+		if toks[i].op || toks[i+1].op {
+			continue
+		}
+		base := filepath.Base(toks[i].text)
+		if base == "walvault-wal" && toks[i+1].text == "push" {
+			at, client = i, true
+			break
+		}
+		if strings.HasPrefix(base, "walvault") && toks[i+1].text == "wal-push" {
 			at = i
 			break
 		}
@@ -173,11 +182,20 @@ func findWALPush(toks []cmdToken) (walPushCall, bool) {
 			break
 		}
 	}
+	skip := false
 	for _, t := range toks[at+2:] {
 		if t.op {
 			break
 		}
-		call.args = append(call.args, t.text)
+		switch {
+		case skip:
+			skip = false
+		case client && (t.text == "--socket" || t.text == "-socket"):
+			skip = true // the client's own flag, with its value
+		case client && (strings.HasPrefix(t.text, "--socket=") || strings.HasPrefix(t.text, "-socket=")):
+		default:
+			call.args = append(call.args, t.text)
+		}
 	}
 	return call, true
 }

@@ -80,6 +80,7 @@ func backupCommands() []*cli.Command {
 				stringFlag("target-inclusive", "true or false: stop just after (true) or just before the target", ""),
 				stringFlag("target-action", "at the target: pause, promote or shutdown", "promote"),
 				boolFlag("standby", "write standby.signal: a replica that keeps following the archive"),
+				boolFlag("agent", "restore_command = 'walvault-wal fetch %f %p': replay through walvault agent (without one running, walvault-wal runs wal-fetch itself)"),
 				sliceFlag("tablespace-map", "OID=DIR or NAME=DIR: restore a tablespace elsewhere; repeatable"),
 				intFlag("download-concurrency", "parts downloaded and extracted at once", 4),
 				boolFlag("force", "restore into a non-empty DEST (and non-empty --tablespace-map directories): files of the backup overwrite what is there, nothing is deleted"),

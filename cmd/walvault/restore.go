@@ -100,7 +100,14 @@ func restore(c *cli.Context) error {
 	for _, l := range res.SettingLines() {
 		fmt.Fprintf(w, "  %s\n", shown(l))
 	}
-	fmt.Fprintf(w, "next: pg_ctl -D %s start   (as the data directory's owner; PostgreSQL fetches WAL with walvault wal-fetch and replays it", shown(res.Dest))
+	if c.Bool("agent") {
+		fmt.Fprintf(w, "first, as the data directory's owner, start the agent that serves restore_command (prefetching ahead of replay):\n  %s\n", shown(agentCommandLine(argv, res.Dest)))
+	}
+	fetcher := "walvault wal-fetch"
+	if c.Bool("agent") {
+		fetcher = "walvault-wal fetch"
+	}
+	fmt.Fprintf(w, "next: pg_ctl -D %s start   (as the data directory's owner; PostgreSQL fetches WAL with %s and replays it", shown(res.Dest), fetcher)
 	switch {
 	case c.Bool("standby"):
 		fmt.Fprintln(w, ", then keeps following the archive as a standby)")
@@ -194,5 +201,33 @@ func fetchArgv(c *cli.Context) ([]string, error) {
 			argv = append(argv, "--"+n)
 		}
 	}
+	if c.Bool("agent") {
+		// The client passes the flags on to wal-fetch when no agent answers.
+		argv[0], argv[1] = walvaultWalPath(exe), "fetch"
+	}
 	return argv, nil
+}
+
+// walvaultWalPath is the client installed beside this binary, else the
+// name for PATH to find.
+func walvaultWalPath(exe string) string {
+	p := filepath.Join(filepath.Dir(exe), "walvault-wal")
+	if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() {
+		return p
+	}
+	return "walvault-wal"
+}
+
+// agentCommandLine is how to start a fetch-only agent for the restored
+// directory, with restore_command's settings.
+func agentCommandLine(fetchArgv []string, dest string) string {
+	exe := filepath.Join(filepath.Dir(fetchArgv[0]), "walvault")
+	if !filepath.IsAbs(fetchArgv[0]) {
+		exe = "walvault"
+	}
+	words := []string{shellQuote(exe), "agent", "--no-archive", "--pgdata", shellQuote(dest)}
+	for _, a := range fetchArgv[2:] {
+		words = append(words, shellQuote(a))
+	}
+	return strings.Join(words, " ")
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 	"github.com/urfave/cli/v2/altsrc"
 
 	"github.com/walvault/walvault/archive"
+	"github.com/walvault/walvault/archive/agent"
 	"github.com/walvault/walvault/archive/status"
 	"github.com/walvault/walvault/cloud"
 )
@@ -92,17 +94,63 @@ func statusCmd(c *cli.Context) error {
 			return fmt.Errorf("writing --prometheus %s: %w", p, err)
 		}
 	}
+	ag := agentState(c.String("pgdata"), rep)
 	if c.Bool("json") {
-		if err := encodeJSON(c.App.Writer, rep); err != nil {
+		out := struct {
+			*status.Report
+			Agent *agent.Stats `json:"agent,omitempty"`
+		}{rep, ag}
+		if err := encodeJSON(c.App.Writer, out); err != nil {
 			return err
 		}
 	} else {
 		printStatus(c.App.Writer, rep)
+		printAgent(c.App.Writer, ag)
 	}
 	if reasons := rep.Exceeded(th); len(reasons) > 0 {
 		return fmt.Errorf("%w: %s", archive.ErrVerifyFailed, shown(strings.Join(reasons, "; ")))
 	}
 	return nil
+}
+
+// agentState reads the state file walvault agent keeps in the data
+// directory's spool (pg_wal/.walvault), if there is one.
+func agentState(pgdata string, rep *status.Report) *agent.Stats {
+	if pgdata == "" && rep.Server != nil {
+		pgdata = rep.Server.DataDirectory
+	}
+	if pgdata == "" {
+		return nil
+	}
+	st, err := agent.ReadState(filepath.Join(pgdata, "pg_wal", ".walvault"))
+	if err != nil {
+		return nil
+	}
+	return &st
+}
+
+// agentStale is how old the agent's state file may be while it runs (it
+// rewrites it every 2 s).
+const agentStale = 15 * time.Second
+
+func printAgent(w io.Writer, s *agent.Stats) {
+	if s == nil {
+		return
+	}
+	age := time.Since(s.Updated)
+	if age > agentStale {
+		fmt.Fprintf(w, "agent             NOT RUNNING: last seen %s (pid %d)\n", ago(age.Seconds()), s.PID)
+		return
+	}
+	oldest := ""
+	if s.ReadyCount > 0 {
+		oldest = ", oldest waiting " + time.Duration(s.OldestReadyAgeSec*float64(time.Second)).Round(time.Second).String()
+	}
+	fmt.Fprintf(w, "agent             running (pid %d, since %s): %d file(s) archived (%s), %d waiting (%s%s), %d uploading, %d upload error(s)\n",
+		s.PID, stamp(s.Started), s.SegmentsArchived, archive.HumanBytes(s.BytesArchived), s.ReadyCount, archive.HumanBytes(s.ReadyBytes), oldest, s.Uploading, s.UploadErrors)
+	if s.LastError != "" {
+		fmt.Fprintf(w, "                  last error %s: %s\n", stamp(s.LastErrorTime), shown(s.LastError))
+	}
 }
 
 func ago(sec float64) string {

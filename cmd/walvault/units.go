@@ -36,13 +36,13 @@ const (
 	defaultUnitEnv    = "/etc/walvault/walvault.env"
 )
 
-// unitNames are the files systemd-units writes, in order. The archiving
-// agent (issue 10), once it exists, adds its long-running service here
-// (units/walvault-agent.service: Type=simple, Restart=on-failure, no
-// timer) and to the "next" lines systemdUnits prints.
+// unitNames are the files systemd-units writes, in order: the nightly
+// services with their timers, and the archiving agent, a template unit
+// whose instance is the escaped data directory.
 var unitNames = []string{
 	"walvault-backup.service", "walvault-backup.timer",
 	"walvault-dump.service", "walvault-dump.timer",
+	"walvault-agent@.service",
 }
 
 // unitExecutable is the binary the units run; tests replace it.
@@ -61,9 +61,10 @@ func init() {
 func unitCommands() []*cli.Command {
 	return []*cli.Command{{
 		Name:  "systemd-units",
-		Usage: "write systemd service + timer units that run backup-push and dump-push nightly",
+		Usage: "write systemd units: backup-push and dump-push nightly (service + timer), and the archiving agent",
 		Description: "Writes walvault-backup.service/.timer (backup-push) and walvault-dump.service/.timer (dump-push --all, or\n" +
-			"each --database) into --dir (default " + defaultUnitDir + "), filled with this binary's path, --config and --user,\n" +
+			"each --database) and walvault-agent@.service (walvault agent, Restart=always; the instance is the escaped data\n" +
+			"directory) into --dir (default " + defaultUnitDir + "), filled with this binary's path, --config and --user,\n" +
 			"or prints them with --print. Existing units are never overwritten without --force. Timers are Persistent=true:\n" +
 			"a night missed while the machine was off runs at the next boot. Then: systemctl daemon-reload; systemctl\n" +
 			"enable --now walvault-backup.timer walvault-dump.timer. Its flags are command-line only (and WALVAULT_CONFIG).",
@@ -153,6 +154,7 @@ func systemdUnits(c *cli.Context) error {
 	fmt.Fprintln(w, "  systemctl enable --now walvault-backup.timer walvault-dump.timer")
 	fmt.Fprintln(w, "  systemctl start walvault-backup.service    # a backup now, to try it; journalctl -u walvault-backup.service")
 	fmt.Fprintln(w, "  systemctl list-timers 'walvault-*'         # when they run next")
+	fmt.Fprintf(w, "  systemctl enable --now walvault-agent@$(systemd-escape --path /var/lib/postgresql/15/main).service   # the agent (archive_command = 'walvault-wal push %%p')\n")
 	return nil
 }
 

@@ -40,7 +40,7 @@ func unitsSetup(t *testing.T) (dir, bin, cfg string) {
 // fails the test even where systemd-analyze is missing.
 var unitKeys = map[string][]string{
 	"Unit":    {"Description", "Wants", "After"},
-	"Service": {"Type", "User", "EnvironmentFile", "ExecStart", "TimeoutStartSec", "Nice", "IOSchedulingClass", "IOSchedulingPriority", "ProtectSystem", "PrivateTmp", "NoNewPrivileges", "ProtectKernelTunables", "ProtectKernelModules", "ProtectControlGroups"},
+	"Service": {"Type", "User", "EnvironmentFile", "ExecStart", "TimeoutStartSec", "Nice", "IOSchedulingClass", "IOSchedulingPriority", "ProtectSystem", "PrivateTmp", "NoNewPrivileges", "ProtectKernelTunables", "ProtectKernelModules", "ProtectControlGroups", "Restart", "RestartSec", "KillSignal", "TimeoutStopSec"},
 	"Timer":   {"OnCalendar", "RandomizedDelaySec", "Persistent"},
 	"Install": {"WantedBy"},
 }
@@ -81,7 +81,11 @@ func parseUnit(t *testing.T, name string, data []byte) map[string]map[string][]s
 		if !known {
 			t.Fatalf("%s: %s is not a key walvault's units use in [%s]", where, k, section)
 		}
-		if strings.ContainsAny(strings.ReplaceAll(v, "%%", ""), "%") {
+		plain := strings.ReplaceAll(v, "%%", "")
+		if strings.Contains(name, "@") {
+			plain = strings.ReplaceAll(plain, "%f", "") // a template's instance, the data directory
+		}
+		if strings.ContainsAny(plain, "%") {
 			t.Fatalf("%s: an unescaped %% specifier", where)
 		}
 		out[section][k] = append(out[section][k], v)
@@ -188,6 +192,15 @@ func TestSystemdUnitsSyntax(t *testing.T) {
 		}
 		if svc["ProtectHome"] != nil {
 			t.Error("ProtectHome= set")
+		}
+	}
+	ag := units["walvault-agent@.service"]["Service"]
+	if got, want := execWords(t, ag["ExecStart"][0]), []string{bin, "agent", "--config", cfg, "--pgdata", "%f"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("agent ExecStart runs %q, want %q", got, want)
+	}
+	for k, v := range map[string]string{"User": "postgres", "Type": "simple", "Restart": "always", "NoNewPrivileges": "yes"} {
+		if strings.Join(ag[k], ",") != v {
+			t.Errorf("agent %s=%q, want %q", k, ag[k], v)
 		}
 	}
 	for name, want := range map[string]string{"walvault-backup.timer": "Mon..Sat *-*-* 01:30:00", "walvault-dump.timer": "*-*-* 02:00:00"} {

@@ -1,0 +1,203 @@
+package main
+
+import (
+	"errors"
+
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/user"
+	"runtime/debug"
+	"runtime/pprof"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/urfave/cli/v2"
+
+	"github.com/walvault/walvault/archive/agent"
+	"github.com/walvault/walvault/cloud"
+)
+
+func init() {
+	register(agentCommands)
+}
+
+func agentCommands() []*cli.Command {
+	return []*cli.Command{{
+		Name:  "agent",
+		Usage: "run the archiving agent for one data directory (archive_command = 'walvault-wal push %p')",
+		Description: "Watches pg_wal/archive_status and pushes every .ready file as it appears, up to --upload-concurrency at once,\n" +
+			"and answers walvault-wal (archive_command, restore_command) on a unix socket (default pg_wal/.walvault/agent.sock,\n" +
+			"mode 0600). One agent per data directory: a second one exits 5. It runs until SIGINT or SIGTERM.",
+		ArgsUsage: " ",
+		Flags: join(storeFlags(), writeFlags(), []cli.Flag{
+			stringFlag("pgdata", "the cluster's data directory (PGDATA)", ""),
+			stringFlag("spool-dir", "walvault's own working directory (default: pg_wal/.walvault)", ""),
+			// Not a config file key: walvault-wal, which reads no config
+			// file, must be told the same path (--socket or WALVAULT_SOCKET).
+			&cli.StringFlag{Name: "socket", Usage: "the unix socket to listen on (default: pg_wal/.walvault/agent.sock); give walvault-wal the same --socket or WALVAULT_SOCKET", EnvVars: []string{"WALVAULT_SOCKET"}},
+			stringFlag("socket-group", "let this group use the socket too (mode 0660)", ""),
+			stringFlag("metrics-listen", "serve Prometheus /metrics on this address (e.g. 127.0.0.1:9187)", ""),
+			boolFlag("no-archive", "only serve restore_command (a restored or standby directory): push nothing, need no signing key"),
+			intFlag("prefetch", "segments to keep downloaded ahead of replay (0: off)", 8),
+			intFlag("download-concurrency", "parallel downloads", 4),
+			&cli.StringFlag{Name: "cpu-profile", Hidden: true, Usage: "write a Go CPU profile of the agent's run to this file"},
+		}),
+		Action: runAgent,
+	}}
+}
+
+func runAgent(c *cli.Context) error {
+	if err := wantArgs(c, 0, "no arguments (the data directory is --pgdata)"); err != nil {
+		return err
+	}
+	pgdata := c.String("pgdata")
+	if pgdata == "" {
+		return usageError("--pgdata: give the cluster's data directory")
+	}
+	if n := c.Int("prefetch"); n < 0 || n > 1024 {
+		return usageError("--prefetch %d: use 0 (off) to 1024", n)
+	}
+	if n := c.Int("download-concurrency"); n < 1 || n > 256 {
+		return usageError("--download-concurrency %d: use 1 to 256", n)
+	}
+	gid := -1
+	if g := c.String("socket-group"); g != "" {
+		grp, err := user.LookupGroup(g)
+		if err != nil {
+			if grp, err = user.LookupGroupId(g); err != nil {
+				return usageError("--socket-group %q: no such group", g)
+			}
+		}
+		if gid, err = strconv.Atoi(grp.Gid); err != nil {
+			return usageError("--socket-group %q: %v", g, err)
+		}
+	}
+	acc := writes | reads | decrypts
+	if c.Bool("no-archive") {
+		acc = reads | decrypts
+	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		// A resident process beside the database: collect garbage before
+		// the heap doubles (each upload's buffers are short-lived) rather
+		// than hold on to what the last burst used.
+		debug.SetMemoryLimit(agentMemoryLimit)
+	}
+	r, err := openArchive(c, acc)
+	if err != nil {
+		return err
+	}
+	defer cloud.Close(r.Store)
+	a, err := agent.Open(r, agent.Config{
+		PGData:              pgdata,
+		SpoolDir:            c.String("spool-dir"),
+		Socket:              c.String("socket"),
+		SocketGID:           gid,
+		Concurrency:         c.Int("upload-concurrency"),
+		NoArchive:           c.Bool("no-archive"),
+		Prefetch:            c.Int("prefetch"),
+		DownloadConcurrency: c.Int("download-concurrency"),
+		StoreIdentity:       agent.StoreIdentity(r.Store, storeEndpoints(c)...),
+		ExitCode:            exitCode,
+		Log:                 slog.Default(),
+	})
+	if err != nil {
+		return err
+	}
+	if addr := c.String("metrics-listen"); addr != "" {
+		srv, err := serveMetrics(addr, a)
+		if err != nil {
+			a.Close()
+			return err
+		}
+		defer srv.Close()
+	}
+	if p := c.String("cpu-profile"); p != "" {
+		f, err := os.Create(p) // #nosec G304 -- the operator's profile file
+		if err != nil {
+			a.Close()
+			return usageError("--cpu-profile: %v", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err == nil {
+			defer pprof.StopCPUProfile()
+		}
+	}
+	// SIGINT / SIGTERM is how an agent is meant to stop: Run returns nil.
+	return a.Run(c.Context)
+}
+
+// agentMemoryLimit is the agent's soft memory limit (GOMEMLIMIT overrides).
+const agentMemoryLimit = 80 << 20
+
+// storeEndpoints are where the store is reached, as the backends find
+// them: a bucket of the same name behind another endpoint is another store.
+func storeEndpoints(c *cli.Context) []string {
+	out := []string{c.String("s3-endpoint"), c.String("gcs-endpoint"), c.String("azure-endpoint")}
+	for _, v := range []string{"AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "STORAGE_EMULATOR_HOST", "AZURE_STORAGE_ACCOUNT"} {
+		out = append(out, os.Getenv(v))
+	}
+	return out
+}
+
+// serveMetrics starts the /metrics endpoint.
+func serveMetrics(addr string, a *agent.Agent) (*http.Server, error) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(agentCollector{a})
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, usageError("--metrics-listen %s: %v", addr, err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			slog.Warn("metrics endpoint stopped", "err", err)
+		}
+	}()
+	slog.Info("serving metrics", "addr", ln.Addr().String())
+	return srv, nil
+}
+
+// agentCollector reads the agent's counters at every scrape.
+type agentCollector struct{ a *agent.Agent }
+
+type agentMetric struct {
+	name, help string
+	kind       prometheus.ValueType
+	value      func(s agent.Stats) float64
+}
+
+var agentMetrics = []agentMetric{
+	{"segments_archived_total", "WAL files the agent uploaded.", prometheus.CounterValue, func(s agent.Stats) float64 { return float64(s.SegmentsArchived) }},
+	{"bytes_archived_total", "Bytes of WAL the agent uploaded (before compression).", prometheus.CounterValue, func(s agent.Stats) float64 { return float64(s.BytesArchived) }},
+	{"bytes_stored_total", "Bytes the agent's uploads occupy in the store.", prometheus.CounterValue, func(s agent.Stats) float64 { return float64(s.BytesStored) }},
+	{"already_archived_total", "WAL files found already archived with identical content.", prometheus.CounterValue, func(s agent.Stats) float64 { return float64(s.AlreadyArchived) }},
+	{"upload_errors_total", "Failed upload attempts.", prometheus.CounterValue, func(s agent.Stats) float64 { return float64(s.UploadErrors) }},
+	{"upload_retries_total", "Upload attempts of a file after a failed one.", prometheus.CounterValue, func(s agent.Stats) float64 { return float64(s.Retries) }},
+	{"push_requests_total", "push requests from walvault-wal.", prometheus.CounterValue, func(s agent.Stats) float64 { return float64(s.PushRequests) }},
+	{"fetch_requests_total", "fetch requests from walvault-wal.", prometheus.CounterValue, func(s agent.Stats) float64 { return float64(s.FetchRequests) }},
+	{"prefetch_hits_total", "fetch requests served from the prefetch directory.", prometheus.CounterValue, func(s agent.Stats) float64 { return float64(s.PrefetchHits) }},
+	{"fetch_seconds_total", "Time spent answering fetch requests (restore_command's wait, less the client's start).", prometheus.CounterValue, func(s agent.Stats) float64 { return s.FetchSeconds }},
+	{"uploads_in_flight", "Uploads running now.", prometheus.GaugeValue, func(s agent.Stats) float64 { return float64(s.Uploading) }},
+	{"archive_ready_files", "WAL files marked .ready that are not durable yet.", prometheus.GaugeValue, func(s agent.Stats) float64 { return float64(s.ReadyCount) }},
+	{"archive_ready_bytes", "Bytes of those files.", prometheus.GaugeValue, func(s agent.Stats) float64 { return float64(s.ReadyBytes) }},
+	{"archive_lag_seconds", "Age of the oldest .ready file not durable yet (0 when none waits).", prometheus.GaugeValue, func(s agent.Stats) float64 { return s.OldestReadyAgeSec }},
+}
+
+func (ac agentCollector) Describe(ch chan<- *prometheus.Desc) { prometheus.DescribeByCollect(ac, ch) }
+
+func (ac agentCollector) Collect(ch chan<- prometheus.Metric) {
+	s := ac.a.Stats()
+	for _, m := range agentMetrics {
+		ch <- prometheus.MustNewConstMetric(prometheus.NewDesc("walvault_agent_"+m.name, m.help, nil, nil), m.kind, m.value(s))
+	}
+	d := prometheus.NewDesc("walvault_agent_store_requests_total", "Requests the agent made to the store, by kind.", []string{"op"}, nil)
+	for op, n := range s.StoreRequests {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(n), op)
+	}
+}
