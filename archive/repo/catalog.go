@@ -75,8 +75,8 @@ type BackupFolder struct {
 	// ManifestSHA256 is the SHA-256 of manifest.json as read, what an
 	// incremental backup records of its parent.
 	ManifestSHA256 string
-	Newest   time.Time // the newest object's modification time
-	Size     int64
+	Newest         time.Time // the newest object's modification time
+	Size           int64
 }
 
 // Has says whether the folder holds file.
