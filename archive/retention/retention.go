@@ -33,6 +33,9 @@ type Policy struct {
 	OrphanAge time.Duration
 	// Now is the time the rules are evaluated at (zero: time.Now()).
 	Now time.Time
+	// Names, for delete NAME...: these backups are deleted and every other
+	// one is kept (no other rule may be given).
+	Names []string
 	// RetainDumps keeps the N newest logical dumps of each database (the
 	// globals dumps are a group of their own); 0: dumps are not touched.
 	// It is a rule of its own: given alone, no backup or WAL is touched.
@@ -41,7 +44,7 @@ type Policy struct {
 
 // backupRules says whether the policy has a rule for backups.
 func (pol Policy) backupRules() bool {
-	return pol.RetainFull > 0 || pol.Before != nil || pol.RetainWindow > 0
+	return pol.RetainFull > 0 || pol.Before != nil || pol.RetainWindow > 0 || len(pol.Names) > 0
 }
 
 // BackupDecision is what delete does with one backup, and why.
@@ -160,6 +163,9 @@ func decideBackups(ctx context.Context, r *repo.Repo, pol Policy, now time.Time,
 	if err != nil {
 		return err
 	}
+	if len(fs.backups) == 0 && len(pol.Names) > 0 {
+		return fmt.Errorf("%w: no backup named %q in %s: walvault backup-list shows them", archive.ErrBadInput, pol.Names[0], r.Store)
+	}
 	if len(fs.backups) == 0 {
 		plan.keepEverything(fs.orphans)
 		return nil
@@ -186,7 +192,14 @@ func decideBackups(ctx context.Context, r *repo.Repo, pol Policy, now time.Time,
 		return fmt.Errorf("%w: no backup in %s can be restored (e.g. %s: %s): delete keeps everything; run walvault verify, and take a new backup",
 			archive.ErrVerifyFailed, r.Store, b.Name, set.broken[b.Name])
 	}
-	k := applyRules(set, pol, now, inv)
+	var k *keeper
+	if len(pol.Names) > 0 {
+		if k, err = set.explicit(pol.Names, inv, r.Store.String()); err != nil {
+			return err
+		}
+	} else {
+		k = applyRules(set, pol, now, inv)
+	}
 	plan.Notes = append(plan.Notes, k.notes...)
 	needs := newWALNeeds(set, k, inv)
 	plan.Notes = append(plan.Notes, needs.notes...)
