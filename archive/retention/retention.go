@@ -56,8 +56,11 @@ type BackupDecision struct {
 	StopWAL    string    `json:"stop_wal"`
 	Permanent  bool      `json:"permanent"`
 	StoredSize int64     `json:"stored_size"`
-	Delete     bool      `json:"delete"`
-	Reasons    []string  `json:"reasons"`
+	// Type is "full" or "incremental"; Parent names an incremental's.
+	Type    string   `json:"type"`
+	Parent  string   `json:"parent"`
+	Delete  bool     `json:"delete"`
+	Reasons []string `json:"reasons"`
 }
 
 // FolderDecision is what delete does with a backup folder that has no
