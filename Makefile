@@ -56,6 +56,7 @@ demo: build
 bench: build test-deps
 	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x -timeout 30m ./integration/
 	bash bench/backup.sh "$(CURDIR)/bin/walvault"
+	bash bench/incremental.sh "$(CURDIR)/bin/walvault"
 
 clean:
 	rm -rf bin
