@@ -292,3 +292,28 @@ func TestRetentionChainsMark(t *testing.T) {
 		t.Fatalf("deletes %v; f2 kept for %s", del, reasonsOf(plan, "f2"))
 	}
 }
+
+// An incremental taken since the plan on a backup the plan deletes keeps
+// that backup and its ancestors.
+func TestRetentionChainsNewChild(t *testing.T) {
+	s := chains(t)
+	plan, err := Decide(s.Ctx, s.R, Policy{RetainFull: 1, Now: tmin(100)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Incremental("i1c", "i1b", 1, 30, 30, tmin(30), tmin(30), false)
+	res, err := Apply(s.Ctx, s.R, plan)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(res.Skipped, ",") != "f1,i1a,i1b" || res.Backups != 3 {
+		t.Fatalf("result %+v: want f1, i1a and i1b skipped", res)
+	}
+	cat, err := s.R.LoadCatalog(s.Ctx, repo.CatalogOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := cat.Folder("i1c"); f == nil || f.Manifest == nil {
+		t.Fatalf("the new incremental lost its chain: %+v", f)
+	}
+}

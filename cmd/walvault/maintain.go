@@ -51,7 +51,7 @@ func maintainCommands() []*cli.Command {
 		},
 		{
 			Name:      "backup-mark",
-			Usage:     "mark a backup permanent (never deleted by retention) or not",
+			Usage:     "mark a backup permanent (never deleted by retention, nor its ancestors if it is incremental) or not; a backup an incremental builds on cannot be changed",
 			ArgsUsage: "NAME",
 			Flags: join(storeFlags(), []cli.Flag{
 				boolFlag("permanent", "mark the backup permanent"),
