@@ -107,23 +107,25 @@ func (c *Catalog) Children(name string) []*Manifest {
 // resolveChains checks every incremental backup's chain link by link and
 // moves the manifest of one that cannot be restored to Broken, with Err
 // saying why: its parent must be a backup of the store whose manifest is
-// the very one it was taken against, and whose own chain is whole.
+// the very one it was taken against, and whose own chain is whole. A
+// backup built on a broken one gets the same reason, which names the
+// ancestor at fault.
 func (c *Catalog) resolveChains() {
-	done := map[string]error{}
+	done := map[string]string{} // name -> why its chain is broken ("": whole)
 	visiting := map[string]bool{}
-	var check func(f *BackupFolder) error
-	check = func(f *BackupFolder) error {
-		if err, ok := done[f.Name]; ok {
-			return err
+	var check func(f *BackupFolder) string
+	check = func(f *BackupFolder) string {
+		if why, ok := done[f.Name]; ok {
+			return why
 		}
 		if visiting[f.Name] {
-			return fmt.Errorf("%w: backup %s is its own ancestor", archive.ErrIntegrity, f.Name)
+			return "it is its own ancestor"
 		}
 		visiting[f.Name] = true
-		err := c.checkLink(f, check)
+		why := c.checkLink(f, check)
 		delete(visiting, f.Name)
-		done[f.Name] = err
-		return err
+		done[f.Name] = why
+		return why
 	}
 	for _, f := range c.Folders {
 		if f.Manifest != nil {
@@ -131,50 +133,43 @@ func (c *Catalog) resolveChains() {
 		}
 	}
 	for _, f := range c.Folders {
-		if err := done[f.Name]; err != nil && f.Manifest != nil {
-			f.Broken, f.Manifest, f.Err = f.Manifest, nil, err
+		if why := done[f.Name]; why != "" && f.Manifest != nil {
+			f.Broken, f.Manifest = f.Manifest, nil
+			f.Err = fmt.Errorf("%w: incremental backup %s cannot be restored: %s", archive.ErrIntegrity, f.Name, why)
 		}
 	}
 }
 
 // checkLink checks incremental backup f against its parent (check
-// resolves the parent's own chain).
-func (c *Catalog) checkLink(f *BackupFolder, check func(*BackupFolder) error) error {
+// resolves the parent's own chain) and says what is wrong ("" nothing).
+func (c *Catalog) checkLink(f *BackupFolder, check func(*BackupFolder) string) string {
 	m := f.Manifest
 	if !m.Incremental() {
-		return nil
-	}
-	broken := func(format string, a ...any) error {
-		return fmt.Errorf("%w: incremental backup %s cannot be restored: %s", archive.ErrIntegrity, m.Name, fmt.Sprintf(format, a...))
+		return ""
 	}
 	pf := c.byName[m.Parent]
 	switch {
-	case pf == nil:
-		return broken("its parent %s is not in the store (deleted?)", m.Parent)
-	case pf.Manifest == nil && pf.Err != nil:
-		return broken("the manifest of its parent %s cannot be used (%s)", m.Parent, oneLine(pf.Err))
-	case pf.Manifest == nil:
-		return broken("its parent %s has no manifest (an interrupted backup or delete)", m.Parent)
+	case pf == nil || pf.Manifest == nil && pf.Err == nil:
+		return fmt.Sprintf("needs its ancestor %s, which is not in %s (deleted or never completed)", m.Parent, c.r.Store)
+	case pf.Manifest == nil && pf.Broken == nil:
+		return fmt.Sprintf("needs its ancestor %s, whose manifest cannot be used (%s)", m.Parent, oneLine(pf.Err))
 	}
 	p := pf.Manifest
 	switch {
 	case pf.ManifestSHA256 != m.ParentManifestSHA256:
-		return broken("the manifest of its parent %s is not the one it was taken against (SHA-256 %.12s…, it recorded %.12s…): the parent was replaced or rewritten", p.Name, pf.ManifestSHA256, m.ParentManifestSHA256)
+		return fmt.Sprintf("its ancestor %s is not the backup %s was taken against (the SHA-256 of its manifest is %.12s…, %s recorded %.12s…): it was replaced or rewritten", p.Name, m.Name, pf.ManifestSHA256, m.Name, m.ParentManifestSHA256)
 	case !slices.Equal(m.Chain, append([]string{p.Name}, p.Chain...)):
-		return broken("its chain (%s) is not its parent %s followed by the parent's chain (%s)", strings.Join(m.Chain, ", "), p.Name, strings.Join(p.Chain, ", "))
+		return fmt.Sprintf("its chain (%s) is not its parent %s followed by the parent's chain (%s)", strings.Join(m.Chain, ", "), p.Name, strings.Join(p.Chain, ", "))
 	case p.SystemIdentifier != m.SystemIdentifier:
-		return broken("its parent %s is of another cluster (system identifier %s, not %s)", p.Name, p.SystemIdentifier, m.SystemIdentifier)
+		return fmt.Sprintf("its parent %s is of another cluster (system identifier %s, not %s)", p.Name, p.SystemIdentifier, m.SystemIdentifier)
 	case p.Timeline != m.Timeline:
-		return broken("its parent %s is on timeline %d, not %d", p.Name, p.Timeline, m.Timeline)
-	case p.StartLSN >= m.StartLSN:
-		return broken("its parent %s started at %s, not before it (%s)", p.Name, p.StartLSN, m.StartLSN)
+		return fmt.Sprintf("its parent %s is on timeline %d, not %d", p.Name, p.Timeline, m.Timeline)
+	case p.StartLSN > m.StartLSN:
+		return fmt.Sprintf("its parent %s started at %s, after it (%s)", p.Name, p.StartLSN, m.StartLSN)
 	case p.Incremental() && p.BlockSize != m.BlockSize:
-		return broken("its parent %s has %d-byte blocks, it has %d", p.Name, p.BlockSize, m.BlockSize)
+		return fmt.Sprintf("its parent %s has %d-byte blocks, it has %d", p.Name, p.BlockSize, m.BlockSize)
 	}
-	if err := check(pf); err != nil {
-		return broken("its parent %s cannot be restored either", p.Name)
-	}
-	return nil
+	return check(pf)
 }
 
 func oneLine(err error) string {

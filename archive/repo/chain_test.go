@@ -39,16 +39,16 @@ func TestCatalogChains(t *testing.T) {
 					_ = s.R.Store.Delete(s.Ctx, k)
 				}
 			}
-		}, map[string]string{"i2": "its parent i1 is not in the store"}},
+		}, map[string]string{"i2": "needs its ancestor i1, which is not in file://"}},
 		{"full's manifest gone: the whole chain is", func(s *backuptest.Synth) {
 			_ = s.R.Store.Delete(s.Ctx, repo.BackupKey("f1", repo.ManifestFile))
-		}, map[string]string{"i1": "its parent f1 has no manifest", "i2": "its parent i1 cannot be restored either"}},
+		}, map[string]string{"i1": "needs its ancestor f1, which is not in", "i2": "cannot be restored: needs its ancestor f1, which is not in"}},
 		{"parent damaged", func(s *backuptest.Synth) {
 			s.Put(repo.BackupKey("i1", repo.ManifestFile), []byte(`{"format": 2, "name": "i1"`), time.Time{})
-		}, map[string]string{"i2": "the manifest of its parent i1 cannot be used"}},
+		}, map[string]string{"i2": "needs its ancestor i1, whose manifest cannot be used"}},
 		{"parent rewritten", func(s *backuptest.Synth) {
 			s.Backup("f2", 1, 8, 8, tmin(8), tmin(8), true) // backup-mark would do this
-		}, map[string]string{"i3": "not the one it was taken against"}},
+		}, map[string]string{"i3": "its ancestor f2 is not the backup i3 was taken against"}},
 		{"chain that skips a link", func(s *backuptest.Synth) {
 			s.Incremental("i4", "i2", 1, 12, 12, tmin(12), tmin(12), false, func(m *repo.Manifest) { m.Chain = []string{"i2", "f1"} })
 		}, map[string]string{"i4": "is not its parent i2 followed by the parent's chain (i1, f1)"}},
@@ -60,7 +60,7 @@ func TestCatalogChains(t *testing.T) {
 		}, map[string]string{"i4": "on timeline 1, not 2"}},
 		{"parent newer than the child", func(s *backuptest.Synth) {
 			s.Incremental("i4", "i3", 1, 9, 9, tmin(12), tmin(12), false)
-		}, map[string]string{"i4": "not before it"}},
+		}, map[string]string{"i4": "after it"}},
 		{"parent of another cluster", func(s *backuptest.Synth) {
 			s.Incremental("i4", "i3", 1, 12, 12, tmin(12), tmin(12), false, func(m *repo.Manifest) { m.SystemIdentifier = "42" })
 		}, map[string]string{"i4": "another cluster"}},

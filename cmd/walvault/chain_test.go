@@ -123,7 +123,7 @@ func TestChainCommands(t *testing.T) {
 	// The full's manifest gone: both incrementals are damaged.
 	_ = st.Delete(ctx, repo.BackupKey("base_1", repo.ManifestFile))
 	code, out, e = runCLI(t, "backup-list")
-	if code != exitIntegrity || !strings.Contains(e, "its parent base_1 is not in the store") || !strings.Contains(out, "DAMAGED") {
+	if code != exitIntegrity || !strings.Contains(e, "needs its ancestor base_1, which is not in") || !strings.Contains(out, "DAMAGED") {
 		t.Fatalf("backup-list of a broken chain: %d\n%s\n%s", code, out, e)
 	}
 }
