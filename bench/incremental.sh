@@ -26,6 +26,10 @@ set -euo pipefail
 BIN=$(readlink -f "${1:-bin/walvault}")
 SCALE=${SCALE:-50}
 RSS_SCALES=${RSS_SCALES:-"10 50"}
+# walvault stores changed blocks only when hint-bit writes are WAL-logged
+# (data checksums or wal_log_hints); without, a changed relation file is
+# stored whole. CHECKSUMS=off measures that case.
+CHECKSUMS=${CHECKSUMS:-on}
 PGBIN=${PG_BINDIR:-/usr/lib/postgresql/15/bin}
 
 die() { echo "incremental: $*" >&2; exit 2; }
@@ -105,7 +109,9 @@ settle() { for p in "$@"; do psql "$p" "CHECKPOINT" >/dev/null; wait_archived "$
 # cluster NAME PORT SCALE ARCHIVE_COMMAND: a running pgbench cluster
 cluster() {
 	local d=$WORK/data-$1
-	as_pg "$PGBIN/initdb" -D "$d" --no-sync -U postgres --auth=trust -E UTF8 --locale=C >/dev/null
+	local ck=()
+	[ "$CHECKSUMS" = on ] && ck=(--data-checksums)
+	as_pg "$PGBIN/initdb" -D "$d" --no-sync -U postgres --auth=trust -E UTF8 --locale=C "${ck[@]}" >/dev/null
 	cat >>"$d/postgresql.conf" <<EOC
 listen_addresses = ''
 port = $2
@@ -192,6 +198,11 @@ for kind in spread clustered; do
 		where="aid <= $((rows / 100))"
 	fi
 	echo "incremental: 1% $kind update ($where) and an incremental ($(date -u +%H:%M:%S))" >&2
+	# How much of the heap the update touches: a block-level incremental
+	# cannot store less than the pages holding an updated row.
+	printf -v "PAGES_$kind" '%s' "$(psql 5441 "SELECT count(DISTINCT (ctid::text::point)[0]) || ' of ' || pg_relation_size('pgbench_accounts') / current_setting('block_size')::int
+		|| ' (' || round(100.0 * count(DISTINCT (ctid::text::point)[0]) / (pg_relation_size('pgbench_accounts') / current_setting('block_size')::int), 1) || '%)'
+		FROM pgbench_accounts WHERE $where")"
 	for p in 5441 5442; do psql "$p" "UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE $where" >/dev/null; done
 	settle 5441 5442
 	wv_backup "wv_$kind" "$WVBK" 5441 --incremental "${MAXCHAIN[@]}"
@@ -252,7 +263,7 @@ done
 # --- the table
 echo
 echo "$("$WV" version 2>/dev/null | head -n 1) vs $PBR_VERSION (--type=incr: file level); file store, lz4, no encryption"
-echo "pgbench -s $SCALE: $(mib "$size") MiB of data; $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); one run each"
+echo "pgbench -s $SCALE: $(mib "$size") MiB of data, data checksums $CHECKSUMS; $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); one run each"
 printf '%-52s %14s %14s %12s %12s\n' "" "walvault" "pgBackRest" "walvault %" "target"
 printf '%-52s %14s %14s\n' "full backup, wall (s)" "$SECS_wv_full" "$SECS_pbr_full"
 printf '%-52s %14s %14s\n' "full backup, stored (MiB)" "$(mib "$WV_FULL_STORED")" "$(mib "$PBR_FULL_STORED")"
@@ -262,6 +273,10 @@ for kind in spread clustered; do
 		"$([ "$kind" = spread ] && echo "<= 35%: $(ok "$(awk -v a="${!ws}" -v b="$SECS_wv_full" 'BEGIN { print a / b }')" 0.35)")"
 	printf '%-52s %14s %14s %12s %12s\n' "incremental after 1% $kind update, stored (MiB)" "$(mib "${!wb}")" "$(mib "${!pb}")" "$(pct "${!wb}" "$WV_FULL_STORED")" \
 		"$([ "$kind" = spread ] && echo "<= 3%: $(ok "$(awk -v a="${!wb}" -v b="$WV_FULL_STORED" 'BEGIN { print a / b }')" 0.03)")"
+done
+for kind in spread clustered; do
+	pg=PAGES_$kind
+	printf '%-52s %14s\n' "  pgbench_accounts pages with a row updated ($kind)" "${!pg}"
 done
 ratio=$(awk -v a="$CHAIN_RESTORE_INCR" -v b="$CHAIN_RESTORE_FULL" 'BEGIN { printf "%.2f", a / b }')
 printf '%-52s %14s\n' "restore of a full (files only), wall (s)" "$CHAIN_RESTORE_FULL"
