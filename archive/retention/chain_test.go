@@ -87,6 +87,9 @@ func TestRetentionChains(t *testing.T) {
 		{name: "a permanent incremental keeps its ancestors, each with its own WAL", permanent: []string{"i1a"}, pol: Policy{RetainFull: 1},
 			del: "i1b,f2,i2a,i2b", reasons: map[string]string{"i1a": reasonPermanent, "f1": "parent of i1a (kept)"},
 			walKeep: []uint64{2, 4, 20}, walDelete: []uint64{1, 3, 5, 19}},
+		{name: "a permanent incremental two links down", permanent: []string{"i1b"}, pol: Policy{RetainFull: 1},
+			del: "f2,i2a,i2b", reasons: map[string]string{"i1a": "parent of i1b (kept)", "f1": "parent of i1a (kept)"},
+			walKeep: []uint64{2, 4, 6, 20}, walDelete: []uint64{3, 5, 7, 19}},
 		{name: "a damaged full breaks its incrementals, which do not count", breakIt: func(s *backuptest.Synth) {
 			_ = s.R.Store.Delete(s.Ctx, repo.BackupKey("f2", "part-00001"))
 		}, pol: Policy{RetainFull: 2}, del: "",

@@ -312,24 +312,33 @@ func (bv *Backup) linkAncestors(checked map[string]*Backup, selected map[string]
 }
 
 // ownWALOnly names the backups that need only their own WAL, start to
-// stop: the permanent ones (retention keeps no more for them), and the
-// ancestors of backups that are all permanent (kept only for them).
+// stop: the permanent ones (retention keeps no more for them), and those
+// whose children all need only theirs (ancestors kept only for permanent
+// backups built on them, as retention keeps them).
 func ownWALOnly(cat *repo.Catalog, backups []*repo.Manifest) map[string]bool {
-	desc := map[string][]*repo.Manifest{}
+	var all []*repo.Manifest
+	children := map[string][]*repo.Manifest{}
 	for _, f := range cat.Folders {
 		if m := f.Backup(); m != nil {
-			for _, a := range m.Chain {
-				desc[a] = append(desc[a], m)
+			all = append(all, m)
+			if m.Incremental() {
+				children[m.Parent] = append(children[m.Parent], m)
 			}
 		}
 	}
+	repo.ChainOrder(all) // children first
+	only := map[string]bool{}
+	for _, m := range all {
+		kids := children[m.Name]
+		o := m.Permanent || len(kids) > 0
+		for _, k := range kids {
+			o = o && only[k.Name]
+		}
+		only[m.Name] = o || m.Permanent
+	}
 	out := map[string]bool{}
 	for _, m := range backups {
-		only := m.Permanent || len(desc[m.Name]) > 0
-		for _, d := range desc[m.Name] {
-			only = only && d.Permanent
-		}
-		out[m.Name] = only || m.Permanent
+		out[m.Name] = only[m.Name]
 	}
 	return out
 }
