@@ -32,9 +32,9 @@ const deleteConcurrency = 8
 // Apply carries out a plan. The backups go manifests first, children
 // before parents (a tombstone is written before each, so that an
 // interrupted delete's leftovers are recognised and finished by the next
-// run), then their other objects; then
-// the incomplete folders; then the WAL; then the dumps. A backup marked
-// permanent since the plan was made is skipped, and so are its ancestors.
+// run), then their other objects; then the incomplete folders; then the
+// WAL; then the dumps. A backup marked permanent since the plan was made
+// is skipped, and so are its ancestors and those of a backup taken since.
 func Apply(ctx context.Context, r *repo.Repo, plan *Plan) (*Result, error) {
 	res := &Result{}
 	var objects atomic.Int64
