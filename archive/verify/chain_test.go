@@ -97,6 +97,10 @@ func TestVerifyChain(t *testing.T) {
 		if rep.OK || rep.Backups[0].OK || rep.Backups[1].OK || rep.Backups[2].OK {
 			t.Fatalf("every link of a chain on a damaged full fails:\n%s", problemsText(rep))
 		}
+		// i1 is whole itself: i2 names f, not i1, as damaged.
+		if a := rep.Backups[2].Ancestors; !a[0].OK || a[1].OK || len(rep.Backups[2].Problems) != 1 {
+			t.Fatalf("i2's links %+v, problems %v", a, rep.Backups[2].Problems)
+		}
 	})
 	t.Run("missing parent part, sizes only", func(t *testing.T) {
 		path := filepath.Join(s.Root, filepath.FromSlash(repo.BackupKey("i1", "part-00000")))

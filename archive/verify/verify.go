@@ -7,6 +7,7 @@ package verify
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -191,8 +192,14 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Report, error) {
 			return nil, err
 		}
 	}
+	// An ancestor fails its descendants for its own problems, not for
+	// those it has from its own ancestors: each descendant sees every link.
+	own := map[string][]Problem{}
+	for name, bv := range checked {
+		own[name] = slices.Clone(bv.Problems)
+	}
 	for _, bv := range rep.Backups {
-		bv.linkAncestors(checked, folders)
+		bv.linkAncestors(checked, own, folders)
 	}
 	if len(backups) > 0 {
 		if err := verifyWAL(cat, backups, rep, ownWALOnly(cat, backups)); err != nil {
@@ -292,21 +299,26 @@ func checkPartSizes(bv *Backup, m *repo.Manifest, f *repo.BackupFolder) {
 // incremental backup. A damaged one fails this backup too: when the
 // ancestor is itself in the report, with one line pointing at it, else
 // with the ancestor's own problems, which name its objects.
-func (bv *Backup) linkAncestors(checked map[string]*Backup, selected map[string]*repo.BackupFolder) {
+func (bv *Backup) linkAncestors(checked map[string]*Backup, own map[string][]Problem, selected map[string]*repo.BackupFolder) {
 	for _, name := range bv.Chain {
 		a := checked[name]
 		if a == nil {
 			continue // not in the store: the catalog reports the chain broken
 		}
-		l := Link{Name: a.Name, Parts: a.Parts, StoredSize: a.StoredSize, FilesChecked: a.FilesChecked, BlockFilesChecked: a.BlockFilesChecked, OK: len(a.Problems) == 0}
+		probs := own[name]
+		l := Link{Name: a.Name, Parts: a.Parts, StoredSize: a.StoredSize, FilesChecked: a.FilesChecked, BlockFilesChecked: a.BlockFilesChecked, OK: len(probs) == 0}
 		bv.Ancestors = append(bv.Ancestors, l)
 		if l.OK {
 			continue
 		}
-		bv.Problems = append(bv.Problems, Problem{Object: repo.BackupPrefix + bv.Name + "/",
-			Problem: fmt.Sprintf("cannot be restored: its ancestor %s is damaged (%d problem(s)%s)", a.Name, len(a.Problems), map[bool]string{true: ", listed under it", false: ", below"}[selected[a.Name] != nil])})
+		where := ", listed under it"
 		if selected[a.Name] == nil {
-			bv.Problems = append(bv.Problems, a.Problems...)
+			where = ", below"
+		}
+		bv.Problems = append(bv.Problems, Problem{Object: repo.BackupPrefix + bv.Name + "/",
+			Problem: fmt.Sprintf("cannot be restored: its ancestor %s is damaged (%d problem(s)%s)", a.Name, len(probs), where)})
+		if selected[a.Name] == nil {
+			bv.Problems = append(bv.Problems, probs...)
 		}
 	}
 }
