@@ -134,6 +134,9 @@ func Decide(ctx context.Context, r *repo.Repo, pol Policy) (*Plan, error) {
 		now = time.Now()
 	}
 	plan := &Plan{Store: r.Store.String(), Backups: []BackupDecision{}, Incomplete: []FolderDecision{}, WAL: []WALRun{}, Notes: []string{}, Dumps: []DumpDecision{}}
+	if len(pol.Names) > 0 {
+		plan.Notes = append(plan.Notes, "backups named: only they are deleted (and the WAL no other backup needs); the retention rules do not apply")
+	}
 	if pol.backupRules() {
 		if err := decideBackups(ctx, r, pol, now, plan); err != nil {
 			return nil, err
@@ -213,6 +216,12 @@ func decideBackups(ctx context.Context, r *repo.Repo, pol Policy, now time.Time,
 	}
 	plan.Backups, plan.staleTombstones = backupDecisions(set.all, k.reasons, fs.tombstoned)
 	plan.Incomplete = folderDecisions(fs.orphans, pol.OrphanAge, now, needs.oldestFull)
+	if len(pol.Names) > 0 {
+		for i := range plan.Incomplete {
+			plan.Incomplete[i].Delete = false
+			plan.Incomplete[i].Reason += "; kept: delete NAME removes only the backups named"
+		}
+	}
 	return nil
 }
 

@@ -34,8 +34,9 @@ func maintainCommands() []*cli.Command {
 				"A kept incremental backup keeps its whole chain (its parent, the parent's parent, ... the full, and the WAL\n" +
 				"from the full's start); --retain-full N counts full backups: the Nth newest and everything after it stay.\n" +
 				"WAL goes when no kept backup needs it and it is older than the kept backups; history files stay.\n" +
-				"With NAMEs instead of rules, exactly those backups go (and the WAL no other backup needs); a permanent\n" +
-				"backup, the parent of a backup that is not named, and the newest restorable backup are refused (exit 5).\n" +
+				"With NAMEs, exactly those backups go (and the WAL no other backup needs), whatever rules are set; a\n" +
+				"permanent backup, the parent of a backup that is not named, and the newest restorable backup are\n" +
+				"refused (exit 5).\n" +
 				"Without --confirm nothing is deleted: the plan is printed, with the reason for every decision.",
 			Flags: join(storeFlags(), []cli.Flag{
 				intFlag("retain-full", "keep the N newest full backups, each with its incremental backups", 0),
@@ -92,20 +93,22 @@ func deleteCmd(c *cli.Context) error {
 			return usageError("%s is not a backup name: walvault backup-list shows them", shown(n))
 		}
 	}
-	if len(pol.Names) > 0 && (c.IsSet("retain-full") || c.IsSet("before") || c.IsSet("retain-window") || c.IsSet("min-keep") || c.IsSet("retain-dumps")) {
-		return usageError("give either backup NAMEs or retention rules, not both")
+	if len(pol.Names) > 0 {
+		// Only the named backups go: rules, wherever they were set (a
+		// config file may hold them), do not apply.
+		pol = retention.Policy{Names: pol.Names}
 	}
 	if pol.RetainFull < 0 || pol.MinKeep < 0 || pol.RetainDumps < 0 {
 		return usageError("--retain-full, --min-keep and --retain-dumps take a positive number")
 	}
-	if s := c.String("before"); s != "" {
+	if s := c.String("before"); s != "" && len(pol.Names) == 0 {
 		t, err := restorepkg.ParseTargetTime(s)
 		if err != nil {
 			return usageError("--before %q: expected a time such as '2026-11-01 00:00:00+00' or 2026-11-01", s)
 		}
 		pol.Before = &t
 	}
-	if s := c.String("retain-window"); s != "" {
+	if s := c.String("retain-window"); s != "" && len(pol.Names) == 0 {
 		d, err := retention.ParseWindow(s)
 		if err != nil {
 			return usageError("--retain-window %q: expected a duration such as 7d, 2w, 36h or 1d12h", s)

@@ -49,7 +49,7 @@ func TestMaintainCommands(t *testing.T) {
 		{"bad before", []string{"delete", "--before", "yesterday"}, exitUsage, "--before"},
 		{"negative", []string{"delete", "--retain-full", "-1"}, exitUsage, "positive"},
 		{"bad orphan age", []string{"delete", "--retain-full", "1", "--orphan-age", "soon"}, exitUsage, "--orphan-age"},
-		{"delete names or rules", []string{"delete", "x", "--retain-full", "1"}, exitUsage, "not both"},
+		{"delete names, not rules", []string{"delete", "x", "--retain-full", "1"}, exitUsage, `no backup named "x"`},
 		{"delete a bad name", []string{"delete", "../x"}, exitUsage, "not a backup name"},
 		{"delete an unknown backup", []string{"delete", "nope"}, exitUsage, `no backup named "nope"`},
 		{"mark needs a flag", []string{"backup-mark", "base_1"}, exitUsage, "exactly one of"},
