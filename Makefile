@@ -62,6 +62,7 @@ bench: build test-deps
 	bash bench/backup.sh "$(CURDIR)/bin/walvault"
 	WALVAULT_BENCH_SEGMENT= $(GO) test -count=6 -run '^$$' -bench Segment ./archive/wal/
 	bash bench/agent.sh "$(CURDIR)/bin/walvault"
+	bash bench/incremental.sh "$(CURDIR)/bin/walvault"
 
 clean:
 	rm -rf bin

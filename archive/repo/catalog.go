@@ -52,6 +52,7 @@ type Catalog struct {
 	r *Repo
 	// Folders is every backups/<name>/ folder, by name.
 	Folders []*BackupFolder
+	byName  map[string]*BackupFolder
 	wal     []cloud.ObjectInfo
 	hist    *histories
 	inv     *WALInventory
@@ -62,11 +63,20 @@ type BackupFolder struct {
 	Name    string
 	Objects map[string]cloud.ObjectInfo // by file name in the folder
 	// Manifest is nil when there is none (or it vanished); Err is set when
-	// it exists but cannot be read as one.
+	// it exists but cannot be read as one, or when it is an incremental
+	// backup whose chain is broken (then Broken holds it).
 	Manifest *Manifest
 	Err      error
-	Newest   time.Time // the newest object's modification time
-	Size     int64
+	// Broken is the sound manifest of an incremental backup that cannot be
+	// restored because of its chain: an ancestor is missing, damaged, or
+	// not the one it was taken against (Err says which). It is not in
+	// Backups(); delete may remove it.
+	Broken *Manifest
+	// ManifestSHA256 is the SHA-256 of manifest.json as read, what an
+	// incremental backup records of its parent.
+	ManifestSHA256 string
+	Newest         time.Time // the newest object's modification time
+	Size           int64
 }
 
 // Has says whether the folder holds file.
@@ -86,7 +96,11 @@ func (r *Repo) LoadCatalog(ctx context.Context, opts CatalogOptions) (*Catalog, 
 	if err != nil {
 		return nil, err
 	}
-	c := &Catalog{r: r, Folders: folders, hist: &histories{parsed: map[uint32][]archive.HistoryEntry{}, keys: map[uint32]string{}, errs: map[uint32]error{}}}
+	c := &Catalog{r: r, Folders: folders, byName: map[string]*BackupFolder{}, hist: &histories{parsed: map[uint32][]archive.HistoryEntry{}, keys: map[uint32]string{}, errs: map[uint32]error{}}}
+	for _, f := range folders {
+		c.byName[f.Name] = f
+	}
+	c.resolveChains()
 	if opts.WAL == NoWAL {
 		return c, nil
 	}
@@ -304,10 +318,10 @@ func (r *Repo) scanBackupFolders(ctx context.Context, full func(name string) boo
 			continue
 		}
 		g.Go(func() error {
-			m, err := r.ReadManifest(gctx, f.Name, full == nil || !full(f.Name))
+			m, sum, err := r.ReadManifestSum(gctx, f.Name, full == nil || !full(f.Name))
 			switch {
 			case err == nil:
-				f.Manifest = m
+				f.Manifest, f.ManifestSHA256 = m, sum
 			case errors.Is(err, archive.ErrNotInArchive):
 			case errors.Is(err, archive.ErrIntegrity), errors.Is(err, codec.ErrCorrupt), errors.Is(err, crypto.ErrBadProof):
 				f.Err = err

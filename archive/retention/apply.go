@@ -29,35 +29,37 @@ type Result struct {
 // deleteConcurrency is how many objects are deleted at once.
 const deleteConcurrency = 8
 
-// Apply carries out a plan. Each backup goes manifest first (a tombstone
-// is written before, so that an interrupted delete's leftovers are
-// recognised and finished by the next run), then its other objects; then
-// the incomplete folders; then the WAL; then the dumps. A backup marked permanent since
-// the plan was made is skipped.
+// Apply carries out a plan. The backups go manifests first, children
+// before parents (a tombstone is written before each, so that an
+// interrupted delete's leftovers are recognised and finished by the next
+// run), then their other objects; then the incomplete folders; then the
+// WAL; then the dumps. A backup marked permanent since the plan was made
+// is skipped, and so are its ancestors and those of a backup taken since.
 func Apply(ctx context.Context, r *repo.Repo, plan *Plan) (*Result, error) {
 	res := &Result{}
 	var objects atomic.Int64
 	defer func() { res.Objects = int(objects.Load()) }()
-	for _, b := range plan.Backups {
-		if !b.Delete {
-			continue
-		}
-		m, err := r.ReadManifest(ctx, b.Name, true)
-		switch {
-		case err == nil && m.Permanent:
-			slog.Warn("skipping a backup marked permanent since the plan was made", "backup", b.Name)
-			res.Skipped = append(res.Skipped, b.Name)
-			continue
-		case err != nil && !errors.Is(err, archive.ErrNotInArchive):
+	del, skipped, err := backupsToDelete(ctx, r, plan)
+	if err != nil {
+		return res, err
+	}
+	res.Skipped = append(res.Skipped, skipped...)
+	// Manifests first, children before parents: from the first deletion
+	// on, no listed backup lacks a part or an ancestor.
+	for _, name := range del {
+		if err := dropManifest(ctx, r, name); err != nil {
 			return res, err
 		}
-		n, err := deleteBackup(ctx, r, b.Name)
+		objects.Add(1)
+	}
+	for _, name := range del {
+		n, err := deleteFolder(ctx, r.Store, name)
 		objects.Add(int64(n))
 		if err != nil {
 			return res, err
 		}
 		res.Backups++
-		slog.Info("deleted backup", "backup", b.Name, "objects", n)
+		slog.Info("deleted backup", "backup", name, "objects", n+1)
 	}
 	for _, f := range plan.Incomplete {
 		if !f.Delete {
@@ -105,22 +107,77 @@ func Apply(ctx context.Context, r *repo.Repo, plan *Plan) (*Result, error) {
 	return res, nil
 }
 
-// deleteBackup removes a backup so that every prefix of the sequence
-// leaves something a re-run finishes: tombstone, manifest (from here on it
-// is not a backup), the other objects, the tombstone.
-func deleteBackup(ctx context.Context, r *repo.Repo, name string) (int, error) {
+// backupsToDelete is the plan's backups to delete as the store holds
+// them now, children before parents, and those skipped: marked permanent
+// since the plan was made, or an ancestor of a backup that is kept (one
+// marked permanent, or taken since the plan with a parent it deletes).
+func backupsToDelete(ctx context.Context, r *repo.Repo, plan *Plan) (del, skipped []string, err error) {
+	cat, err := r.LoadCatalog(ctx, repo.CatalogOptions{})
+	if err != nil {
+		return nil, nil, err
+	}
+	planned := map[string]bool{}
+	for _, b := range plan.Backups {
+		if b.Delete {
+			planned[b.Name] = true
+		}
+	}
+	needed := map[string]string{} // name -> the kept backup that needs it
+	for _, f := range cat.Folders {
+		m := f.Backup()
+		if m == nil || planned[m.Name] && !m.Permanent {
+			continue
+		}
+		if planned[m.Name] {
+			needed[m.Name] = ""
+		}
+		for _, a := range m.Chain {
+			if _, ok := needed[a]; !ok {
+				needed[a] = m.Name
+			}
+		}
+	}
+	var ms []*repo.Manifest
+	for _, b := range plan.Backups {
+		if !b.Delete {
+			continue
+		}
+		by, keep := needed[b.Name]
+		switch {
+		case keep && by == "":
+			slog.Warn("skipping a backup marked permanent since the plan was made", "backup", b.Name)
+			skipped = append(skipped, b.Name)
+		case keep:
+			slog.Warn("skipping a backup that a kept backup needs (marked permanent or taken since the plan was made)", "backup", b.Name, "needed_by", by)
+			skipped = append(skipped, b.Name)
+		case cat.Folder(b.Name) == nil || cat.Folder(b.Name).Backup() == nil:
+			del = append(del, b.Name) // gone already, or half deleted: finish it
+		default:
+			ms = append(ms, cat.Folder(b.Name).Backup())
+		}
+	}
+	repo.ChainOrder(ms)
+	for _, m := range ms {
+		del = append(del, m.Name)
+	}
+	return del, skipped, nil
+}
+
+// dropManifest makes backup name stop being one, so that every prefix of
+// what follows leaves something a re-run finishes: the tombstone, then
+// the manifest; deleteFolder removes the rest, the tombstone last.
+func dropManifest(ctx context.Context, r *repo.Repo, name string) error {
 	st := r.Store
 	body, _ := json.Marshal(map[string]string{"deleted_by": "walvault delete", "at": time.Now().UTC().Format(time.RFC3339)})
 	tomb := repo.BackupKey(name, repo.TombstoneFile)
 	if err := r.PutBytes(ctx, tomb, body, cloud.PutOptions{}); err != nil {
-		return 0, fmt.Errorf("%s: writing %s: %w", st, tomb, err)
+		return fmt.Errorf("%s: writing %s: %w", st, tomb, err)
 	}
 	key := repo.BackupKey(name, repo.ManifestFile)
 	if err := st.Delete(ctx, key); err != nil {
-		return 0, archive.StoreErr(fmt.Errorf("%s: deleting %s: %w", st, key, err))
+		return archive.StoreErr(fmt.Errorf("%s: deleting %s: %w", st, key, err))
 	}
-	n, err := deleteFolder(ctx, st, name)
-	return n + 1, err
+	return nil
 }
 
 // deleteFolder removes everything under backups/<name>/, the tombstone

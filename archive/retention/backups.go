@@ -26,6 +26,11 @@ func classifyFolders(list []*repo.BackupFolder) (*folders, error) {
 	for _, f := range list {
 		fs.byName[f.Name] = f
 		switch {
+		case f.Broken != nil:
+			// Sound, but its chain is not: a backup that cannot be
+			// restored, which the rules may delete.
+			fs.backups = append(fs.backups, f.Broken)
+			fs.tombstoned[f.Name] = f.Has(repo.TombstoneFile)
 		case f.Err != nil:
 			return nil, fmt.Errorf("%w: %v: delete needs every backup's manifest to know which WAL it needs; run walvault verify, and if that backup is lost remove %s%s/ by hand",
 				archive.ErrIntegrity, strings.TrimPrefix(f.Err.Error(), archive.ErrIntegrity.Error()+": "), repo.BackupPrefix, f.Name)
@@ -88,23 +93,29 @@ func sameCluster(ctx context.Context, r *repo.Repo, backups []*repo.Manifest) er
 
 // backupSet is the backups the rules decide on, oldest first. A backup
 // that cannot be restored (a part missing or cut short, or its own WAL
-// gone) is not among the good ones: it never counts as one of the backups
-// a rule keeps, so it cannot push a good one out.
+// gone, or for an incremental backup a link of its chain) is not among
+// the good ones: it never counts as one of the backups a rule keeps, so
+// it cannot push a good one out.
 type backupSet struct {
 	all    []*repo.Manifest
 	good   []*repo.Manifest
-	broken map[string]string // name -> why it cannot be restored
-	index  map[string]int    // name -> position in all
+	broken map[string]string         // name -> why it cannot be restored
+	index  map[string]int            // name -> position in all
+	byName map[string]*repo.Manifest // every backup, by name
 }
 
 // newBackupSet finds the backups that cannot be restored, with a note for
 // each.
 func newBackupSet(fs *folders, inv *repo.WALInventory) (*backupSet, []string) {
-	s := &backupSet{all: fs.backups, broken: map[string]string{}, index: map[string]int{}}
-	var notes []string
+	s := &backupSet{all: fs.backups, broken: map[string]string{}, index: map[string]int{}, byName: map[string]*repo.Manifest{}}
+	partsWhy := map[string]string{}
 	for i, m := range s.all {
-		s.index[m.Name] = i
-		if why := unrestorable(m, fs.byName[m.Name], inv); why != "" {
+		s.index[m.Name], s.byName[m.Name] = i, m
+		partsWhy[m.Name] = missingPart(m, fs.byName[m.Name])
+	}
+	var notes []string
+	for _, m := range s.all {
+		if why := s.unrestorable(m, fs.byName[m.Name], partsWhy, inv); why != "" {
 			s.broken[m.Name] = why
 			notes = append(notes, fmt.Sprintf("backup %s cannot be restored: %s; it is not counted by the retention rules (run walvault verify)", m.Name, why))
 		} else {
@@ -115,16 +126,21 @@ func newBackupSet(fs *folders, inv *repo.WALInventory) (*backupSet, []string) {
 }
 
 // unrestorable says why backup m cannot be restored, from what the store
-// lists: a part missing or of another size, or its own WAL (start to stop)
-// not archived. "" when nothing is wrong that a listing can see.
-func unrestorable(m *repo.Manifest, f *repo.BackupFolder, inv *repo.WALInventory) string {
-	for _, p := range m.Parts {
-		o, ok := f.Objects[p.Name]
-		switch {
-		case !ok:
-			return p.Name + " is missing"
-		case o.Size != p.StoredSize:
-			return fmt.Sprintf("%s is %d bytes, the manifest says %d", p.Name, o.Size, p.StoredSize)
+// lists: its chain broken, a part of it or of an ancestor missing or of
+// another size, or its own WAL (start to stop) not archived (an
+// incremental backup needs its ancestors' parts, not their WAL). "" when
+// nothing is wrong that a listing can see.
+func (s *backupSet) unrestorable(m *repo.Manifest, f *repo.BackupFolder, partsWhy map[string]string, inv *repo.WALInventory) string {
+	if f.Broken != nil {
+		why := strings.TrimPrefix(f.Err.Error(), archive.ErrIntegrity.Error()+": ")
+		return strings.TrimPrefix(why, "incremental backup "+m.Name+" cannot be restored: ")
+	}
+	if why := partsWhy[m.Name]; why != "" {
+		return why
+	}
+	for _, a := range m.Chain {
+		if why := partsWhy[a]; why != "" {
+			return fmt.Sprintf("its ancestor %s cannot be read (%s)", a, why)
 		}
 	}
 	path, _ := inv.PathTo(m, m.Timeline, m.StopLSN)
@@ -134,6 +150,41 @@ func unrestorable(m *repo.Manifest, f *repo.BackupFolder, inv *repo.WALInventory
 		return "its WAL segment " + w.Missing + " is not archived"
 	}
 	return ""
+}
+
+// missingPart says which part of m the store lacks or holds at another
+// size ("" when none).
+func missingPart(m *repo.Manifest, f *repo.BackupFolder) string {
+	for _, p := range m.Parts {
+		o, ok := f.Objects[p.Name]
+		switch {
+		case !ok:
+			return p.Name + " is missing"
+		case o.Size != p.StoredSize:
+			return fmt.Sprintf("%s is %d bytes, the manifest says %d", p.Name, o.Size, p.StoredSize)
+		}
+	}
+	return ""
+}
+
+// children are the backups whose parent is name, oldest first.
+func (s *backupSet) children(name string) []*repo.Manifest {
+	var out []*repo.Manifest
+	for _, m := range s.all {
+		if m.Incremental() && m.Parent == name {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// base is the full backup m's chain starts from (m itself when it is
+// full; nil when the store lacks it).
+func (s *backupSet) base(m *repo.Manifest) *repo.Manifest {
+	if !m.Incremental() {
+		return m
+	}
+	return s.byName[m.Chain[len(m.Chain)-1]]
 }
 
 // head is the most recently archived segment, the archive's present.

@@ -14,7 +14,10 @@ func backupDecisions(backups []*repo.Manifest, reasons map[string][]string, tomb
 	out = []BackupDecision{}
 	for _, m := range backups {
 		d := BackupDecision{Name: m.Name, StopTime: m.StopTime, Timeline: m.Timeline, StartWAL: m.StartWAL, StopWAL: m.StopWAL,
-			Permanent: m.Permanent, StoredSize: m.StoredSize, Reasons: reasons[m.Name]}
+			Permanent: m.Permanent, StoredSize: m.StoredSize, Reasons: reasons[m.Name], Type: repo.BackupFull, Parent: m.Parent}
+		if m.Incremental() {
+			d.Type = repo.BackupIncremental
+		}
 		if len(d.Reasons) == 0 {
 			d.Delete = true
 			d.Reasons = []string{"no rule keeps it"}

@@ -12,7 +12,9 @@ import (
 )
 
 // MarkPermanent sets or clears a backup's permanent flag (retention never
-// deletes a permanent backup, nor the WAL that makes it consistent). The
+// deletes a permanent backup, nor its ancestors, nor the WAL that makes
+// them consistent). A backup that is the parent of an incremental backup
+// is not changed (ErrConflict): its child records its manifest's digest. The
 // manifest is replaced by a complete new one in a single Put, which every
 // backend applies atomically: readers see the old manifest or the new one,
 // never none and never a partial one. changed is false when the flag
@@ -35,6 +37,21 @@ func MarkPermanent(ctx context.Context, r *repo.Repo, name string, permanent boo
 	}
 	if m.Permanent == permanent {
 		return m, false, nil
+	}
+	// An incremental backup records the SHA-256 of its parent's manifest
+	// and is refused against any other: rewriting a parent would make its
+	// children unrestorable.
+	cat, err := r.LoadCatalog(ctx, repo.CatalogOptions{})
+	if err != nil {
+		return nil, false, err
+	}
+	if kids := cat.Children(name); len(kids) > 0 {
+		how := "mark the newest incremental backup of the chain instead: that keeps its ancestors, " + name + " among them"
+		if !permanent {
+			how = "it can be changed once they are deleted"
+		}
+		return nil, false, fmt.Errorf("%w: backup %s is the parent of incremental backup %s, which records the SHA-256 of its manifest: rewriting it would make %s unrestorable; %s",
+			archive.ErrConflict, name, kids[0].Name, kids[0].Name, how)
 	}
 	m.Permanent = permanent
 	body, err := repo.EncodeManifest(m)

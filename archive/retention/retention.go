@@ -33,6 +33,9 @@ type Policy struct {
 	OrphanAge time.Duration
 	// Now is the time the rules are evaluated at (zero: time.Now()).
 	Now time.Time
+	// Names, for delete NAME...: these backups are deleted and every other
+	// one is kept (no other rule may be given).
+	Names []string
 	// RetainDumps keeps the N newest logical dumps of each database (the
 	// globals dumps are a group of their own); 0: dumps are not touched.
 	// It is a rule of its own: given alone, no backup or WAL is touched.
@@ -41,7 +44,7 @@ type Policy struct {
 
 // backupRules says whether the policy has a rule for backups.
 func (pol Policy) backupRules() bool {
-	return pol.RetainFull > 0 || pol.Before != nil || pol.RetainWindow > 0
+	return pol.RetainFull > 0 || pol.Before != nil || pol.RetainWindow > 0 || len(pol.Names) > 0
 }
 
 // BackupDecision is what delete does with one backup, and why.
@@ -53,8 +56,11 @@ type BackupDecision struct {
 	StopWAL    string    `json:"stop_wal"`
 	Permanent  bool      `json:"permanent"`
 	StoredSize int64     `json:"stored_size"`
-	Delete     bool      `json:"delete"`
-	Reasons    []string  `json:"reasons"`
+	// Type is "full" or "incremental"; Parent names an incremental's.
+	Type    string   `json:"type"`
+	Parent  string   `json:"parent"`
+	Delete  bool     `json:"delete"`
+	Reasons []string `json:"reasons"`
 }
 
 // FolderDecision is what delete does with a backup folder that has no
@@ -128,6 +134,9 @@ func Decide(ctx context.Context, r *repo.Repo, pol Policy) (*Plan, error) {
 		now = time.Now()
 	}
 	plan := &Plan{Store: r.Store.String(), Backups: []BackupDecision{}, Incomplete: []FolderDecision{}, WAL: []WALRun{}, Notes: []string{}, Dumps: []DumpDecision{}}
+	if len(pol.Names) > 0 {
+		plan.Notes = append(plan.Notes, "backups named: only they are deleted (and the WAL no other backup needs); the retention rules do not apply")
+	}
 	if pol.backupRules() {
 		if err := decideBackups(ctx, r, pol, now, plan); err != nil {
 			return nil, err
@@ -160,6 +169,9 @@ func decideBackups(ctx context.Context, r *repo.Repo, pol Policy, now time.Time,
 	if err != nil {
 		return err
 	}
+	if len(fs.backups) == 0 && len(pol.Names) > 0 {
+		return fmt.Errorf("%w: no backup named %q in %s: walvault backup-list shows them", archive.ErrBadInput, pol.Names[0], r.Store)
+	}
 	if len(fs.backups) == 0 {
 		plan.keepEverything(fs.orphans)
 		return nil
@@ -186,7 +198,14 @@ func decideBackups(ctx context.Context, r *repo.Repo, pol Policy, now time.Time,
 		return fmt.Errorf("%w: no backup in %s can be restored (e.g. %s: %s): delete keeps everything; run walvault verify, and take a new backup",
 			archive.ErrVerifyFailed, r.Store, b.Name, set.broken[b.Name])
 	}
-	k := applyRules(set, pol, now, inv)
+	var k *keeper
+	if len(pol.Names) > 0 {
+		if k, err = set.explicit(pol.Names, inv, r.Store.String()); err != nil {
+			return err
+		}
+	} else {
+		k = applyRules(set, pol, now, inv)
+	}
 	plan.Notes = append(plan.Notes, k.notes...)
 	needs := newWALNeeds(set, k, inv)
 	plan.Notes = append(plan.Notes, needs.notes...)
@@ -197,6 +216,12 @@ func decideBackups(ctx context.Context, r *repo.Repo, pol Policy, now time.Time,
 	}
 	plan.Backups, plan.staleTombstones = backupDecisions(set.all, k.reasons, fs.tombstoned)
 	plan.Incomplete = folderDecisions(fs.orphans, pol.OrphanAge, now, needs.oldestFull)
+	if len(pol.Names) > 0 {
+		for i := range plan.Incomplete {
+			plan.Incomplete[i].Delete = false
+			plan.Incomplete[i].Reason += "; kept: delete NAME removes only the backups named"
+		}
+	}
 	return nil
 }
 

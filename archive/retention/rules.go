@@ -2,6 +2,8 @@ package retention
 
 import (
 	"fmt"
+	"slices"
+	"sort"
 	"time"
 
 	"github.com/walvault/walvault/archive"
@@ -75,17 +77,77 @@ func applyRules(s *backupSet, pol Policy, now time.Time, inv *repo.WALInventory)
 	k.add(s.newest(k)...)
 	k.latestWAL(s, inv)
 	k.add(s.permanent()...)
+	k.keepChains(s)
 	return k
 }
 
-// retainFull keeps the n newest good backups (--retain-full).
+// retainFull keeps the n newest full backups, each with its incremental
+// backups: the nth newest full and every good backup after it
+// (--retain-full). A full counts when it or a backup of its chain can be
+// restored; in a store of full backups only, that is the n newest good
+// backups.
 func (s *backupSet) retainFull(n int) ruleKeeps {
-	kept := s.good[max(0, len(s.good)-n):]
-	r := ruleKeeps{from: kept[0], rule: "--retain-full"}
-	for _, m := range kept {
-		r.keeps = append(r.keeps, keep{m, newestReason(n, "--retain-full")})
+	var fulls []*repo.Manifest
+	counted := map[string]bool{}
+	for _, m := range s.good {
+		if b := s.base(m); b != nil && !counted[b.Name] {
+			counted[b.Name] = true
+			fulls = append(fulls, b)
+		}
+	}
+	sort.SliceStable(fulls, func(i, j int) bool { return s.index[fulls[i].Name] < s.index[fulls[j].Name] })
+	if len(fulls) == 0 { // cannot be: a good backup's chain is whole
+		fulls = s.good[:1]
+	}
+	from := fulls[max(0, len(fulls)-n)]
+	r := ruleKeeps{from: from, rule: "--retain-full"}
+	for _, m := range s.good {
+		switch {
+		case s.index[m.Name] < s.index[from.Name]:
+		case m.Incremental():
+			r.keeps = append(r.keeps, keep{m, fmt.Sprintf("an incremental backup newer than the %s full backup (--retain-full %d)", nth(n), n)})
+		default:
+			r.keeps = append(r.keeps, keep{m, newestReason(n, "--retain-full")})
+		}
 	}
 	return r
+}
+
+// nth names the nth newest: "newest", "2nd newest", ...
+func nth(n int) string {
+	switch {
+	case n == 1:
+		return "newest"
+	case n%10 == 2 && n%100 != 12:
+		return fmt.Sprintf("%dnd newest", n)
+	case n%10 == 3 && n%100 != 13:
+		return fmt.Sprintf("%drd newest", n)
+	case n%10 == 1 && n%100 != 11:
+		return fmt.Sprintf("%dst newest", n)
+	}
+	return fmt.Sprintf("%dth newest", n)
+}
+
+// keepChains keeps the ancestors of every kept backup: an incremental
+// backup cannot be restored without them. Children come before parents,
+// so a parent's reasons name each kept child. The ancestors of a backup
+// kept only for being permanent are kept as it is: each with its own WAL.
+func (k *keeper) keepChains(s *backupSet) {
+	order := slices.Clone(s.all)
+	repo.ChainOrder(order)
+	for _, m := range order {
+		if len(k.reasons[m.Name]) == 0 || !m.Incremental() {
+			continue
+		}
+		p := s.byName[m.Parent]
+		if p == nil {
+			continue // its chain is broken; nothing to keep
+		}
+		k.reasons[p.Name] = append(k.reasons[p.Name], "parent of "+m.Name+" (kept)")
+		if k.full[m.Name] {
+			k.full[p.Name] = true
+		}
+	}
 }
 
 // before keeps the backups that finished at or after t (--before).
@@ -199,4 +261,51 @@ func newestReason(n int, flag string) string {
 		return fmt.Sprintf("the newest (%s 1)", flag)
 	}
 	return fmt.Sprintf("one of the %d newest (%s %d)", n, flag, n)
+}
+
+// explicit is delete NAME...: the named backups go, every other is kept.
+// A name that would leave the store worse off is refused (ErrConflict):
+// a permanent backup, the parent of a backup that is kept (an incremental
+// backup cannot be restored without it), the newest backup that can be
+// restored, and the newest that restores to the latest archived WAL.
+func (s *backupSet) explicit(names []string, inv *repo.WALInventory, store string) (*keeper, error) {
+	k := &keeper{reasons: map[string][]string{}, full: map[string]bool{}, keepAll: map[uint32]string{}}
+	named := map[string]bool{}
+	for _, n := range names {
+		if _, ok := s.byName[n]; !ok {
+			return nil, fmt.Errorf("%w: no backup named %q in %s: walvault backup-list shows them", archive.ErrBadInput, n, store)
+		}
+		named[n] = true
+	}
+	for _, m := range s.all {
+		if !named[m.Name] {
+			k.add(keep{m, "not named"})
+		}
+	}
+	refuse := func(m *repo.Manifest, format string, a ...any) error {
+		return fmt.Errorf("%w: delete %s refused: %s", archive.ErrConflict, m.Name, fmt.Sprintf(format, a...))
+	}
+	for _, m := range s.all {
+		if !named[m.Name] {
+			continue
+		}
+		if m.Permanent {
+			return nil, refuse(m, "it is permanent (walvault backup-mark --no-permanent %s first)", m.Name)
+		}
+		for _, c := range s.children(m.Name) {
+			if !named[c.Name] {
+				return nil, refuse(m, "it is the parent of incremental backup %s, which is kept and cannot be restored without it (delete %s first, or name both)", c.Name, c.Name)
+			}
+		}
+		if s.broken[m.Name] == "" && m == s.good[len(s.good)-1] {
+			return nil, refuse(m, "it is the newest backup that can be restored (take a new backup first)")
+		}
+	}
+	k.latestWAL(s, inv)
+	for _, m := range s.all {
+		if named[m.Name] && len(k.reasons[m.Name]) > 0 {
+			return nil, refuse(m, "it is %s", k.reasons[m.Name][0])
+		}
+	}
+	return k, nil
 }

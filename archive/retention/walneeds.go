@@ -14,12 +14,13 @@ type segBy struct {
 	by  string
 }
 
-// island is the WAL of a permanent backup that no other rule keeps: its
-// own start to stop segment, which makes it consistent.
+// island is the WAL of a permanent backup that no other rule keeps (or
+// of an ancestor of one): its own start to stop segment, which makes it
+// consistent.
 type island struct {
 	tli         uint32
 	first, last uint64
-	name        string
+	name        string // "permanent backup X" or "backup X, in a permanent chain"
 }
 
 // walNeeds is what the kept backups need of the WAL, and what lies behind
@@ -51,8 +52,13 @@ func newWALNeeds(s *backupSet, k *keeper, inv *repo.WALInventory) *walNeeds {
 		stop, _ := archive.ParseWALName(m.StopWAL)
 		ks := start.SegNo(inv.SegSize)
 		if !k.full[m.Name] {
-			if m.Permanent {
-				n.islands = append(n.islands, island{m.Timeline, ks, stop.SegNo(inv.SegSize), m.Name})
+			// Permanent, or an ancestor of a backup kept only for that.
+			if len(k.reasons[m.Name]) > 0 {
+				what := "permanent backup " + m.Name
+				if !m.Permanent {
+					what = "backup " + m.Name + " (in the chain of a permanent backup)"
+				}
+				n.islands = append(n.islands, island{m.Timeline, ks, stop.SegNo(inv.SegSize), what})
 			}
 			continue
 		}
@@ -127,7 +133,7 @@ func (n *walNeeds) decide(o *repo.WALObject) (bool, string) {
 	}
 	for _, is := range n.islands {
 		if t == is.tli && s >= is.first && s <= is.last {
-			return false, "makes permanent backup " + is.name + " consistent"
+			return false, "makes " + is.name + " consistent"
 		}
 	}
 	if past := n.olderThan[t]; s < past.seg {

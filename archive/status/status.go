@@ -45,6 +45,11 @@ type Backup struct {
 	AgeSeconds float64   `json:"age_seconds"`
 	Timeline   uint32    `json:"timeline"`
 	StoredSize int64     `json:"stored_size"`
+	// Type is "full" or "incremental"; Parent names an incremental's,
+	// and ChainStoredSize is what restoring it reads.
+	Type            string `json:"type"`
+	Parent          string `json:"parent"`
+	ChainStoredSize int64  `json:"chain_stored_size"`
 }
 
 // Dump is the newest database dump.
@@ -254,7 +259,11 @@ func (rep *Report) readBackups(cat *repo.Catalog, now time.Time) []*repo.Manifes
 	rep.Backups = len(backups)
 	if n := len(backups); n > 0 {
 		m := backups[n-1]
-		rep.NewestBackup = &Backup{Name: m.Name, FinishTime: m.StopTime.UTC(), AgeSeconds: age(now, m.StopTime), Timeline: m.Timeline, StoredSize: m.StoredSize}
+		rep.NewestBackup = &Backup{Name: m.Name, FinishTime: m.StopTime.UTC(), AgeSeconds: age(now, m.StopTime), Timeline: m.Timeline, StoredSize: m.StoredSize,
+			Type: repo.BackupFull, Parent: m.Parent, ChainStoredSize: cat.ChainStoredSize(m)}
+		if m.Incremental() {
+			rep.NewestBackup.Type = repo.BackupIncremental
+		}
 	}
 	return backups
 }

@@ -37,6 +37,67 @@ func verifyParts(ctx context.Context, r *repo.Repo, backups []*repo.Manifest, ou
 		if err := verifyBackupParts(ctx, r, m, out[i], concurrency); err != nil {
 			return err
 		}
+		if m.Incremental() {
+			if err := checkAgainstParent(ctx, r, m, out[i]); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// checkAgainstParent checks that what incremental backup m leaves to its
+// parent is there: each file stored in the parent, or as some of its
+// blocks, is a regular file of the parent long enough for every block m
+// does not store. (The parent's own parts are checked as a backup of
+// their own; the whole file's checksum needs the file assembled: restore
+// checks it.) Two file lists are in memory at a time.
+func checkAgainstParent(ctx context.Context, r *repo.Repo, m *repo.Manifest, bv *Backup) error {
+	p, err := r.ReadManifest(ctx, m.Parent, false)
+	if err != nil {
+		if errors.Is(err, archive.ErrIntegrity) || errors.Is(err, archive.ErrNotInArchive) {
+			bv.Problems = append(bv.Problems, Problem{Object: repo.BackupKey(m.Parent, repo.ManifestFile), Problem: trimWhere(err)})
+			return nil
+		}
+		return err
+	}
+	files := p.Index()
+	key := repo.BackupKey(m.Name, repo.ManifestFile)
+	n := 0
+	bad := func(format string, a ...any) {
+		if n++; n <= maxPartProblems {
+			bv.Problems = append(bv.Problems, Problem{Object: key, Problem: fmt.Sprintf(format, a...)})
+		}
+	}
+	bs := int64(m.BlockSize)
+	for i := range m.Files {
+		f := &m.Files[i]
+		if f.Stored != repo.StoredParent && f.Stored != repo.StoredBlocks {
+			continue
+		}
+		pf := files[f.Path]
+		if pf == nil || pf.Type != repo.TypeFile {
+			bad("%s is left to the parent %s, which has no such file", f.Path, p.Name)
+			continue
+		}
+		need := f.Size // StoredParent: the parent's file cut to Size
+		if f.Stored == repo.StoredBlocks {
+			need = 0
+			bm, err := repo.DecodeBlockMap(f.Blocks, f.Size/bs)
+			if err != nil {
+				bad("%s: %v", f.Path, err)
+				continue
+			}
+			for b := f.Size/bs - 1; b >= 0; b-- {
+				if !bm.Has(b) {
+					need = (b + 1) * bs // the last block taken from the parent
+					break
+				}
+			}
+		}
+		if pf.Size < need {
+			bad("%s needs the first %d bytes of its parent %s's file, which has %d", f.Path, need, p.Name, pf.Size)
+		}
 	}
 	return nil
 }
@@ -61,6 +122,7 @@ func verifyBackupParts(ctx context.Context, r *repo.Repo, m *repo.Manifest, bv *
 			}
 			mu.Lock()
 			bv.FilesChecked += c.checked
+			bv.BlockFilesChecked += c.blockFiles
 			bv.Problems = append(bv.Problems, c.probs...)
 			mu.Unlock()
 			return nil
@@ -80,7 +142,7 @@ func verifyBackupParts(ctx context.Context, r *repo.Repo, m *repo.Manifest, bv *
 // not read it.
 func verifyPart(ctx context.Context, r *repo.Repo, m *repo.Manifest, idx int, files repo.FileIndex) (*partCheck, error) {
 	key := repo.BackupKey(m.Name, m.Parts[idx].Name)
-	c := &partCheck{key: key, idx: idx, buf: make([]byte, 256<<10)}
+	c := &partCheck{key: key, idx: idx, buf: make([]byte, 256<<10), blockSize: int64(m.BlockSize)}
 	err := r.ReadPart(ctx, m, idx, files, c.start)
 	if err := c.readEnded(ctx, err, fmt.Sprintf("%s in %s", key, r.Store)); err != nil {
 		return nil, err
@@ -99,13 +161,18 @@ type partCheck struct {
 
 	seen    map[string]bool
 	checked int // regular files whose checksum matched
-	probs   []Problem
-	crc     repo.CRC32C
+	// blockFiles: files of an incremental backup stored as some of their
+	// blocks whose entry has the size the block map says (their checksum
+	// is of the assembled file: restore checks it).
+	blockFiles int
+	blockSize  int64
+	probs      []Problem
+	crc        repo.CRC32C
 }
 
 // start begins (or, after a broken download, begins again) the check.
 func (c *partCheck) start() repo.EntryFunc {
-	c.seen, c.checked, c.probs = map[string]bool{}, 0, nil
+	c.seen, c.checked, c.blockFiles, c.probs = map[string]bool{}, 0, 0, nil
 	return c.entry
 }
 
@@ -129,6 +196,9 @@ func (c *partCheck) entry(hdr *tar.Header, f *repo.File, body io.Reader) error {
 	case c.seen[name]:
 		c.bad("holds %q twice", name)
 		return nil
+	case f.Stored == repo.StoredParent:
+		c.bad("holds %q, which the manifest says is its parent's", name)
+		return nil
 	}
 	c.seen[name] = true
 	switch {
@@ -147,6 +217,9 @@ func (c *partCheck) entry(hdr *tar.Header, f *repo.File, body io.Reader) error {
 
 // checkFile compares a regular file's CRC-32C and size with the manifest.
 func (c *partCheck) checkFile(name string, f *repo.File, hdr *tar.Header, body io.Reader) error {
+	if f.Stored == repo.StoredBlocks {
+		return c.checkBlocks(name, f, hdr, body)
+	}
 	c.crc.Reset()
 	if _, err := io.CopyBuffer(&c.crc, body, c.buf); err != nil { // #nosec G110 -- bounded by the tar entry's size, which must match the manifest
 		return err
@@ -159,12 +232,36 @@ func (c *partCheck) checkFile(name string, f *repo.File, hdr *tar.Header, body i
 	return nil
 }
 
+// checkBlocks checks the entry of a file stored as some of its blocks:
+// exactly the blocks its map sets.
+func (c *partCheck) checkBlocks(name string, f *repo.File, hdr *tar.Header, body io.Reader) error {
+	if c.blockSize <= 0 { // the manifest's validation refuses it
+		c.bad("file %s is stored as blocks in a backup without a block size", name)
+		return nil
+	}
+	bm, err := repo.DecodeBlockMap(f.Blocks, f.Size/c.blockSize)
+	if err != nil {
+		c.bad("file %s: %v", name, err)
+		return nil
+	}
+	n, err := io.CopyBuffer(io.Discard, body, c.buf)
+	if err != nil {
+		return err
+	}
+	if want := bm.Count() * c.blockSize; n != want || hdr.Size != want {
+		c.bad("file %s holds %d bytes of blocks, its block map says %d blocks of %d bytes", name, n, bm.Count(), c.blockSize)
+		return nil
+	}
+	c.blockFiles++
+	return nil
+}
+
 // checkAllSeen notes the files the manifest lists in the part that it
 // does not hold.
 func (c *partCheck) checkAllSeen(files repo.FileIndex) {
 	var missing []string
 	for path, f := range files {
-		if f.Part == c.idx && !c.seen[path] {
+		if f.Part == c.idx && !c.seen[path] && f.Stored != repo.StoredParent {
 			missing = append(missing, path)
 		}
 	}

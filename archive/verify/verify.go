@@ -7,6 +7,7 @@ package verify
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -57,6 +58,19 @@ type Backup struct {
 	Parts        int       `json:"parts"`
 	StoredSize   int64     `json:"stored_size"`
 	FilesChecked int       `json:"files_checked"`
+	// BlockFilesChecked counts the files of an incremental backup stored
+	// as some of their blocks whose entry is the size its block map says.
+	BlockFilesChecked int `json:"block_files_checked"`
+	// Type is "full" or "incremental"; Parent and Chain (parent first,
+	// the full last) name an incremental's ancestors, ChainStoredSize is
+	// what restoring it reads.
+	Type            string   `json:"type"`
+	Parent          string   `json:"parent"`
+	Chain           []string `json:"chain"`
+	ChainStoredSize int64    `json:"chain_stored_size"`
+	// Ancestors is what verify found of each link of an incremental's
+	// chain, parent first: a damaged one makes this backup fail too.
+	Ancestors []Link `json:"ancestors,omitempty"`
 	// Consistent: the WAL from the backup's start to its stop is archived.
 	Consistent bool `json:"consistent"`
 	// RestorableTo is the latest point recovery reaches on the newest
@@ -65,6 +79,16 @@ type Backup struct {
 	Timelines    []TimelineReach `json:"timelines"`
 	OK           bool            `json:"ok"`
 	Problems     []Problem       `json:"problems"`
+}
+
+// Link is one ancestor of an incremental backup as verify found it.
+type Link struct {
+	Name              string `json:"name"`
+	Parts             int    `json:"parts"`
+	StoredSize        int64  `json:"stored_size"`
+	FilesChecked      int    `json:"files_checked"`
+	BlockFilesChecked int    `json:"block_files_checked"`
+	OK                bool   `json:"ok"`
 }
 
 // Timeline is the WAL continuity of one timeline over the range the
@@ -134,26 +158,51 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
+	repo.SortBackups(backups)
+	// The parts of every selected backup and of every ancestor of one are
+	// checked, each once.
+	checked := map[string]*Backup{}
+	var order []*repo.Manifest
+	var results []*Backup
+	add := func(m *repo.Manifest, f *repo.BackupFolder) *Backup {
+		bv := newBackup(m, opts.Full, cat)
+		checkPartSizes(bv, m, f)
+		checked[m.Name] = bv
+		order, results = append(order, m), append(results, bv)
+		return bv
+	}
+	for _, m := range backups {
+		rep.Backups = append(rep.Backups, add(m, folders[m.Name]))
+	}
+	for _, m := range backups {
+		for _, a := range cat.Ancestors(m) {
+			if checked[a.Name] == nil {
+				a.Files = nil
+				add(a, cat.Folder(a.Name))
+			}
+		}
+	}
 	if opts.Full {
-		for _, m := range backups {
+		for _, m := range order {
 			if m.Encrypted && len(r.Identities) == 0 {
 				return nil, fmt.Errorf("%w: backup %s is encrypted: a full check needs --identity-file (or check sizes only, without --full)", archive.ErrBadInput, m.Name)
 			}
 		}
-	}
-	repo.SortBackups(backups)
-	for _, m := range backups {
-		bv := newBackup(m, opts.Full)
-		checkPartSizes(bv, m, folders[m.Name])
-		rep.Backups = append(rep.Backups, bv)
-	}
-	if opts.Full {
-		if err := verifyParts(ctx, r, backups, rep.Backups, max(1, opts.Concurrency)); err != nil {
+		if err := verifyParts(ctx, r, order, results, max(1, opts.Concurrency)); err != nil {
 			return nil, err
 		}
 	}
+	// An ancestor fails its descendants for its own problems, not for
+	// those it has from its own ancestors: each descendant sees every link.
+	own := map[string][]Problem{}
+	for name, bv := range checked {
+		own[name] = slices.Clone(bv.Problems)
+	}
+	for _, bv := range rep.Backups {
+		bv.linkAncestors(checked, own, folders)
+	}
 	if len(backups) > 0 {
-		if err := verifyWAL(cat, backups, rep); err != nil {
+		if err := verifyWAL(cat, backups, rep, ownWALOnly(cat, backups)); err != nil {
 			return nil, err
 		}
 	}
@@ -200,9 +249,13 @@ func (rep *Report) pickBackups(cat *repo.Catalog, opts Options, selected func(st
 	return backups, folders, nil
 }
 
-func newBackup(m *repo.Manifest, full bool) *Backup {
+func newBackup(m *repo.Manifest, full bool, cat *repo.Catalog) *Backup {
 	bv := &Backup{Name: m.Name, Timeline: m.Timeline, StartWAL: m.StartWAL, StopWAL: m.StopWAL, StopTime: m.StopTime,
-		Permanent: m.Permanent, Checked: "sizes", Parts: len(m.Parts), StoredSize: m.StoredSize, Problems: []Problem{}, Timelines: []TimelineReach{}}
+		Permanent: m.Permanent, Checked: "sizes", Parts: len(m.Parts), StoredSize: m.StoredSize, Problems: []Problem{}, Timelines: []TimelineReach{},
+		Type: repo.BackupFull, Parent: m.Parent, Chain: append([]string{}, m.Chain...), ChainStoredSize: cat.ChainStoredSize(m)}
+	if m.Incremental() {
+		bv.Type = repo.BackupIncremental
+	}
 	if full {
 		bv.Checked = "full"
 	}
@@ -240,4 +293,64 @@ func checkPartSizes(bv *Backup, m *repo.Manifest, f *repo.BackupFolder) {
 			bv.Problems = append(bv.Problems, Problem{Object: key, Problem: fmt.Sprintf("is %d bytes, the manifest says %d: the stored part is truncated or altered", o.Size, p.StoredSize)})
 		}
 	}
+}
+
+// linkAncestors records what was found of each ancestor of an
+// incremental backup. A damaged one fails this backup too: when the
+// ancestor is itself in the report, with one line pointing at it, else
+// with the ancestor's own problems, which name its objects.
+func (bv *Backup) linkAncestors(checked map[string]*Backup, own map[string][]Problem, selected map[string]*repo.BackupFolder) {
+	for _, name := range bv.Chain {
+		a := checked[name]
+		if a == nil {
+			continue // not in the store: the catalog reports the chain broken
+		}
+		probs := own[name]
+		l := Link{Name: a.Name, Parts: a.Parts, StoredSize: a.StoredSize, FilesChecked: a.FilesChecked, BlockFilesChecked: a.BlockFilesChecked, OK: len(probs) == 0}
+		bv.Ancestors = append(bv.Ancestors, l)
+		if l.OK {
+			continue
+		}
+		where := ", listed under it"
+		if selected[a.Name] == nil {
+			where = ", below"
+		}
+		bv.Problems = append(bv.Problems, Problem{Object: repo.BackupPrefix + bv.Name + "/",
+			Problem: fmt.Sprintf("cannot be restored: its ancestor %s is damaged (%d problem(s)%s)", a.Name, len(probs), where)})
+		if selected[a.Name] == nil {
+			bv.Problems = append(bv.Problems, probs...)
+		}
+	}
+}
+
+// ownWALOnly names the backups that need only their own WAL, start to
+// stop: the permanent ones (retention keeps no more for them), and those
+// whose children all need only theirs (ancestors kept only for permanent
+// backups built on them, as retention keeps them).
+func ownWALOnly(cat *repo.Catalog, backups []*repo.Manifest) map[string]bool {
+	var all []*repo.Manifest
+	children := map[string][]*repo.Manifest{}
+	for _, f := range cat.Folders {
+		if m := f.Backup(); m != nil {
+			all = append(all, m)
+			if m.Incremental() {
+				children[m.Parent] = append(children[m.Parent], m)
+			}
+		}
+	}
+	repo.ChainOrder(all) // children first
+	only := map[string]bool{}
+	for _, m := range all {
+		kids := children[m.Name]
+		o := m.Permanent || len(kids) > 0
+		for _, k := range kids {
+			o = o && only[k.Name]
+		}
+		only[m.Name] = o || m.Permanent
+	}
+	out := map[string]bool{}
+	for _, m := range backups {
+		out[m.Name] = only[m.Name]
+	}
+	return out
 }

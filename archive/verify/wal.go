@@ -11,8 +11,9 @@ import (
 // verifyWAL checks, for each backup, that its own WAL is archived and how
 // far recovery from it gets on every timeline it can follow; then, per
 // timeline, lists every gap in the range the backups need. A permanent
-// backup needs only its own WAL (retention keeps no more for it).
-func verifyWAL(cat *repo.Catalog, backups []*repo.Manifest, rep *Report) error {
+// backup needs only its own WAL (retention keeps no more for it), and so
+// does an ancestor of permanent backups only (ownOnly).
+func verifyWAL(cat *repo.Catalog, backups []*repo.Manifest, rep *Report, ownOnly map[string]bool) error {
 	segSize, err := repo.SegmentSize(backups)
 	if err != nil {
 		return err
@@ -21,7 +22,7 @@ func verifyWAL(cat *repo.Catalog, backups []*repo.Manifest, rep *Report) error {
 	checkHistories(inv, rep)
 	need := walNeeds{}
 	for i, m := range backups {
-		reachFrom(inv, m, rep.Backups[i], need)
+		reachFrom(inv, m, rep.Backups[i], need, ownOnly[m.Name])
 	}
 	for _, t := range need.timelines() {
 		rep.Timelines = append(rep.Timelines, checkTimeline(inv, t, need[t], rep))
@@ -69,7 +70,7 @@ func (n walNeeds) timelines() []uint32 {
 // reachFrom finds whether backup m can be made consistent and how far
 // recovery from it gets on each timeline it can follow (into bv), and
 // adds the WAL it needs to need.
-func reachFrom(inv *repo.WALInventory, m *repo.Manifest, bv *Backup, need walNeeds) {
+func reachFrom(inv *repo.WALInventory, m *repo.Manifest, bv *Backup, need walNeeds, ownOnly bool) {
 	segSize := inv.SegSize
 	start, _ := archive.ParseWALName(m.StartWAL)
 	stop, _ := archive.ParseWALName(m.StopWAL)
@@ -80,7 +81,7 @@ func reachFrom(inv *repo.WALInventory, m *repo.Manifest, bv *Backup, need walNee
 		bv.Problems = append(bv.Problems, Problem{Object: repo.WALKey(archive.WALFile{Name: w.Missing}),
 			Problem: fmt.Sprintf("missing: backup %s cannot be made consistent without it (it needs %s to %s)", m.Name, m.StartWAL, m.StopWAL)})
 	}
-	if m.Permanent {
+	if ownOnly {
 		need.add(m.Timeline, start.SegNo(segSize), stop.SegNo(segSize), false)
 	}
 	for _, tli := range inv.Reachable(m, m.StopLSN) {
@@ -92,7 +93,7 @@ func reachFrom(inv *repo.WALInventory, m *repo.Manifest, bv *Backup, need walNee
 		r := TimelineReach{Timeline: tli, RestorableTo: inv.Point(w), Gap: w.Gap, Newest: w.Newest}
 		bv.Timelines = append(bv.Timelines, r)
 		bv.RestorableTo = r.RestorableTo
-		if m.Permanent {
+		if ownOnly {
 			continue
 		}
 		for _, sr := range path {

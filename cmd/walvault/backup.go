@@ -203,6 +203,14 @@ type listEntry struct {
 	Permanent        bool              `json:"permanent"`
 	Annotations      map[string]string `json:"annotations,omitempty"`
 	WAL              repo.WALRange     `json:"wal"`
+	// Type is "full" or "incremental"; Chain names an incremental's
+	// ancestors from its parent back to the full ([] for a full);
+	// ChainStoredSize is what restoring it reads (its own stored size
+	// plus every ancestor's).
+	Type            string   `json:"type"`
+	Parent          string   `json:"parent"`
+	Chain           []string `json:"chain"`
+	ChainStoredSize int64    `json:"chain_stored_size"`
 }
 
 func backupList(c *cli.Context) error {
@@ -226,7 +234,11 @@ func backupList(c *cli.Context) error {
 		entries = append(entries, listEntry{Name: m.Name, StartTime: m.StartTime, StopTime: m.StopTime, Timeline: m.Timeline,
 			StartLSN: m.StartLSN.String(), StopLSN: m.StopLSN.String(), StartWAL: m.StartWAL, StopWAL: m.StopWAL, PGVersion: m.PGVersion,
 			SystemIdentifier: m.SystemIdentifier, DataSize: m.DataSize, StoredSize: m.StoredSize, Compression: m.Compression,
-			Encrypted: m.Encrypted, Permanent: m.Permanent, Annotations: m.Annotations, WAL: cat.WAL(m.SegmentSize).Range(m)})
+			Encrypted: m.Encrypted, Permanent: m.Permanent, Annotations: m.Annotations, WAL: cat.WAL(m.SegmentSize).Range(m),
+			Type: repo.BackupFull, Parent: m.Parent, Chain: append([]string{}, m.Chain...), ChainStoredSize: cat.ChainStoredSize(m)})
+		if m.Incremental() {
+			entries[len(entries)-1].Type = repo.BackupIncremental
+		}
 	}
 	bad := badBackups(cat)
 	for _, b := range bad {
@@ -245,7 +257,7 @@ func backupList(c *cli.Context) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(c.App.Writer, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tFINISHED (UTC)\tTL\tSTART LSN\tSTOP LSN\tPG\tSIZE\tSTORED\tPITR WAL\t")
+	fmt.Fprintln(tw, "NAME\tTYPE\tFINISHED (UTC)\tTL\tSTART LSN\tSTOP LSN\tPG\tSIZE\tSTORED\tCHAIN STORED\tPITR WAL\tPARENT\t")
 	for _, e := range entries {
 		wal := "MISSING: " + shown(e.StartWAL)
 		if e.WAL.Last != "" {
@@ -257,13 +269,14 @@ func backupList(c *cli.Context) error {
 		if e.Permanent {
 			wal += "  permanent"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t\n", shown(e.Name), e.StopTime.UTC().Format("2006-01-02 15:04:05"), e.Timeline,
-			e.StartLSN, e.StopLSN, pgVersion(e.PGVersion), archive.HumanBytes(e.DataSize), archive.HumanBytes(e.StoredSize), wal)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", shown(e.Name), shortType(e.Type), e.StopTime.UTC().Format("2006-01-02 15:04:05"), e.Timeline,
+			e.StartLSN, e.StopLSN, pgVersion(e.PGVersion), archive.HumanBytes(e.DataSize), archive.HumanBytes(e.StoredSize), archive.HumanBytes(e.ChainStoredSize),
+			wal, orDash(shown(e.Parent)))
 	}
 	// Marked, not hidden: the operator sees that something is there and
 	// must not be trusted.
 	for _, b := range bad {
-		fmt.Fprintf(tw, "%s\t-\t-\t-\t-\t-\t-\t%s\t%s (see the warning)\t\n", shown(b.name), archive.HumanBytes(b.size), b.mark)
+		fmt.Fprintf(tw, "%s\t%s\t-\t-\t-\t-\t-\t-\t%s\t-\t%s (see the warning)\t%s\t\n", shown(b.name), b.typ, archive.HumanBytes(b.size), b.mark, orDash(shown(b.parent)))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -277,6 +290,24 @@ type badBackup struct {
 	name, mark string // mark: DAMAGED or UNAUTHENTICATED
 	size       int64
 	err        error
+	// typ and parent: what a sound manifest whose chain is broken says;
+	// "-" and "" when the manifest itself cannot be read.
+	typ, parent string
+}
+
+// shortType is a backup type in backup-list's table.
+func shortType(t string) string {
+	if t == repo.BackupIncremental {
+		return "incr"
+	}
+	return "full"
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }
 
 // badBackups lists the folders whose manifest is damaged or fails
@@ -291,7 +322,11 @@ func badBackups(cat *repo.Catalog) []badBackup {
 		if errors.Is(f.Err, crypto.ErrBadProof) {
 			mark = "UNAUTHENTICATED"
 		}
-		out = append(out, badBackup{name: f.Name, mark: mark, size: f.Size, err: f.Err})
+		b := badBackup{name: f.Name, mark: mark, size: f.Size, err: f.Err, typ: "-"}
+		if f.Broken != nil {
+			b.typ, b.parent = shortType(f.Broken.Type), f.Broken.Parent
+		}
+		out = append(out, b)
 	}
 	return out
 }

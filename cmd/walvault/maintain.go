@@ -25,15 +25,21 @@ func init() {
 func maintainCommands() []*cli.Command {
 	return []*cli.Command{
 		{
-			Name:  "delete",
-			Usage: "apply a retention policy: delete old backups and the WAL no kept backup needs (dry run unless --confirm)",
+			Name:      "delete",
+			Usage:     "apply a retention policy, or delete the backups named: old backups go, and the WAL no kept backup needs (dry run unless --confirm)",
+			ArgsUsage: "[NAME...]",
 			Description: "Every rule given keeps some backups; a backup is deleted only when no rule keeps it. The newest backup,\n" +
 				"permanent backups (and the WAL that makes them consistent) and the newest backup that can restore to the\n" +
 				"latest archived WAL are always kept. Backups are ordered by the time they finished, never by timeline.\n" +
+				"A kept incremental backup keeps its whole chain (its parent, the parent's parent, ... the full, and the WAL\n" +
+				"from the full's start); --retain-full N counts full backups: the Nth newest and everything after it stay.\n" +
 				"WAL goes when no kept backup needs it and it is older than the kept backups; history files stay.\n" +
+				"With NAMEs, exactly those backups go (and the WAL no other backup needs), whatever rules are set; a\n" +
+				"permanent backup, the parent of a backup that is not named, and the newest restorable backup are\n" +
+				"refused (exit 5).\n" +
 				"Without --confirm nothing is deleted: the plan is printed, with the reason for every decision.",
 			Flags: join(storeFlags(), []cli.Flag{
-				intFlag("retain-full", "keep the N newest backups", 0),
+				intFlag("retain-full", "keep the N newest full backups, each with its incremental backups", 0),
 				stringFlag("before", "keep the backups that finished at or after this time (e.g. '2026-11-01 00:00:00+00'); older ones may go", ""),
 				stringFlag("retain-window", "keep every backup needed to restore to any moment of this last period (e.g. 7d, 2w, 36h)", ""),
 				intFlag("min-keep", "never keep fewer than the N newest backups", 0),
@@ -46,7 +52,7 @@ func maintainCommands() []*cli.Command {
 		},
 		{
 			Name:      "backup-mark",
-			Usage:     "mark a backup permanent (never deleted by retention) or not",
+			Usage:     "mark a backup permanent (never deleted by retention, nor its ancestors if it is incremental) or not; a backup an incremental builds on cannot be changed",
 			ArgsUsage: "NAME",
 			Flags: join(storeFlags(), []cli.Flag{
 				boolFlag("permanent", "mark the backup permanent"),
@@ -60,7 +66,9 @@ func maintainCommands() []*cli.Command {
 			Usage: "check that backups, the WAL they need and the logical dumps are whole; exit 0 only if everything checked is",
 			Description: "For every backup (or --backup NAME): each part is in the store with its recorded size; with --full\n" +
 				"(the default for a single backup) each part is downloaded, decrypted and decompressed, and its SHA-256\n" +
-				"and every file's CRC-32C are checked against the manifest. Then WAL continuity: from each backup's start\n" +
+				"and every file's CRC-32C are checked against the manifest. An incremental backup's chain is checked too:\n" +
+				"every ancestor's parts, the size of each file stored as changed blocks, and that what it leaves to its\n" +
+				"parent is there; a damaged ancestor fails it. Then WAL continuity: from each backup's start\n" +
 				"to the newest archived segment on every timeline it can follow (through the history files), with every\n" +
 				"gap as a range, and for each backup the latest point it can be restored to. Every logical dump too\n" +
 				"(skipped with --backup): its manifest authenticates, its object has its recorded size, and with --full\n" +
@@ -79,29 +87,36 @@ func maintainCommands() []*cli.Command {
 func printJSON(w io.Writer, v any) error { return encodeJSON(w, v) }
 
 func deleteCmd(c *cli.Context) error {
-	if err := wantArgs(c, 0, "no arguments"); err != nil {
-		return err
+	pol := retention.Policy{RetainFull: c.Int("retain-full"), MinKeep: c.Int("min-keep"), RetainDumps: c.Int("retain-dumps"), Names: c.Args().Slice()}
+	for _, n := range pol.Names {
+		if !repo.ValidBackupName(n) {
+			return usageError("%s is not a backup name: walvault backup-list shows them", shown(n))
+		}
 	}
-	pol := retention.Policy{RetainFull: c.Int("retain-full"), MinKeep: c.Int("min-keep"), RetainDumps: c.Int("retain-dumps")}
+	if len(pol.Names) > 0 {
+		// Only the named backups go: rules, wherever they were set (a
+		// config file may hold them), do not apply.
+		pol = retention.Policy{Names: pol.Names}
+	}
 	if pol.RetainFull < 0 || pol.MinKeep < 0 || pol.RetainDumps < 0 {
 		return usageError("--retain-full, --min-keep and --retain-dumps take a positive number")
 	}
-	if s := c.String("before"); s != "" {
+	if s := c.String("before"); s != "" && len(pol.Names) == 0 {
 		t, err := restorepkg.ParseTargetTime(s)
 		if err != nil {
 			return usageError("--before %q: expected a time such as '2026-11-01 00:00:00+00' or 2026-11-01", s)
 		}
 		pol.Before = &t
 	}
-	if s := c.String("retain-window"); s != "" {
+	if s := c.String("retain-window"); s != "" && len(pol.Names) == 0 {
 		d, err := retention.ParseWindow(s)
 		if err != nil {
 			return usageError("--retain-window %q: expected a duration such as 7d, 2w, 36h or 1d12h", s)
 		}
 		pol.RetainWindow = d
 	}
-	if pol.RetainFull == 0 && pol.Before == nil && pol.RetainWindow == 0 && pol.RetainDumps == 0 {
-		return usageError("give a retention rule: --retain-full N, --before TIME, --retain-window DURATION or --retain-dumps N (e.g. delete --retain-full 7)")
+	if pol.RetainFull == 0 && pol.Before == nil && pol.RetainWindow == 0 && pol.RetainDumps == 0 && len(pol.Names) == 0 {
+		return usageError("give a retention rule: --retain-full N, --before TIME, --retain-window DURATION or --retain-dumps N (e.g. delete --retain-full 7), or the NAMEs of backups to delete")
 	}
 	age, err := durationValue(c, "orphan-age")
 	if err != nil {
@@ -166,8 +181,12 @@ func printPlan(w io.Writer, p *retention.Plan, dry bool) {
 		if b.Permanent {
 			perm = " permanent"
 		}
-		fmt.Fprintf(tw, "  %s\t%s\tfinished %s\tTL %d%s\t%s\t%s\n", verb(b.Delete), shown(b.Name), b.StopTime.UTC().Format("2006-01-02 15:04:05"),
-			b.Timeline, perm, archive.HumanBytes(b.StoredSize), strings.Join(shownAll(b.Reasons), "; "))
+		kind := "full"
+		if b.Parent != "" {
+			kind = "incr of " + shown(b.Parent)
+		}
+		fmt.Fprintf(tw, "  %s\t%s\tfinished %s\tTL %d%s\t%s\t%s\t%s\n", verb(b.Delete), shown(b.Name), b.StopTime.UTC().Format("2006-01-02 15:04:05"),
+			b.Timeline, perm, kind, archive.HumanBytes(b.StoredSize), strings.Join(shownAll(b.Reasons), "; "))
 	}
 	_ = tw.Flush()
 	if len(p.Incomplete) > 0 {
@@ -240,6 +259,9 @@ func backupMark(c *cli.Context) error {
 		fmt.Fprintf(c.App.Writer, "backup %s is already permanent; nothing changed\n", name)
 	case !changed:
 		fmt.Fprintf(c.App.Writer, "backup %s is not permanent; nothing changed\n", name)
+	case on && m.Incremental():
+		fmt.Fprintf(c.App.Writer, "backup %s is now permanent: delete keeps it, its ancestors %s (an incremental backup cannot be restored without them), and the WAL that makes each consistent\n",
+			name, strings.Join(shownAll(m.Chain), ", "))
 	case on:
 		fmt.Fprintf(c.App.Writer, "backup %s is now permanent: delete keeps it, and the WAL that makes it consistent (%s to %s)\n", name, m.StartWAL, m.StopWAL)
 	default:
@@ -297,7 +319,21 @@ func printVerify(w io.Writer, r *verify.Report) {
 		if b.Checked == "full" {
 			what = fmt.Sprintf("%d parts read back (%s): SHA-256 of every part and CRC-32C of %d files checked", b.Parts, archive.HumanBytes(b.StoredSize), b.FilesChecked)
 		}
+		if b.BlockFilesChecked > 0 {
+			what += fmt.Sprintf("; %d files stored as changed blocks have their block map's size (their CRC-32C is checked when restore assembles them)", b.BlockFilesChecked)
+		}
 		fmt.Fprintf(w, "      %s\n", what)
+		if len(b.Ancestors) > 0 {
+			var links []string
+			for _, a := range b.Ancestors {
+				st := "ok"
+				if !a.OK {
+					st = "DAMAGED"
+				}
+				links = append(links, shown(a.Name)+" "+st)
+			}
+			fmt.Fprintf(w, "      incremental: its chain, parent first, each link's parts checked as above: %s (%s to read for a restore)\n", strings.Join(links, ", "), archive.HumanBytes(b.ChainStoredSize))
+		}
 		if b.Consistent {
 			fmt.Fprintf(w, "      WAL %s to %s archived: the backup can be made consistent\n", shown(b.StartWAL), shown(b.StopWAL))
 		}

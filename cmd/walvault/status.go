@@ -165,7 +165,11 @@ func printStatus(w io.Writer, r *status.Report) {
 	case b == nil:
 		fmt.Fprintf(w, "newest backup     none\n")
 	default:
-		fmt.Fprintf(w, "newest backup     %s, finished %s (%s), %d complete backup(s)\n", shown(b.Name), stamp(b.FinishTime), ago(b.AgeSeconds), r.Backups)
+		kind := ""
+		if b.Parent != "" {
+			kind = ", incremental of " + shown(b.Parent)
+		}
+		fmt.Fprintf(w, "newest backup     %s%s, finished %s (%s), %d complete backup(s)\n", shown(b.Name), kind, stamp(b.FinishTime), ago(b.AgeSeconds), r.Backups)
 	}
 	for _, b := range r.BadBackups {
 		fmt.Fprintf(w, "                  %s backup %s not counted: %s\n", b.Mark, shown(b.Name), shown(b.Error))
