@@ -243,6 +243,9 @@ func (inc *incremental) scan(src *os.File, size, parentSize int64, buf []byte, o
 	nb := size / bs
 	sc := &pageScan{blocks: nb, stored: repo.NewBlockMap(nb), crcs: make([]uint32, nb)}
 	chunk := buf[:len(buf)/int(bs)*int(bs)]
+	if len(chunk) == 0 {
+		chunk = make([]byte, bs)
+	}
 	again := make([]byte, bs)
 	for off := int64(0); off < size; {
 		want := min(int64(len(chunk)), size-off)
@@ -280,7 +283,7 @@ func (inc *incremental) scan(src *os.File, size, parentSize int64, buf []byte, o
 // and sums each.
 func (inc *incremental) writeBlocks(w io.Writer, src *os.File, sc *pageScan, buf []byte) error {
 	bs := inc.bs
-	page := buf[:bs]
+	page := make([]byte, bs)
 	for i := int64(0); i < sc.blocks; i++ {
 		if !sc.stored.Has(i) {
 			continue
