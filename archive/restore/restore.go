@@ -114,9 +114,15 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Result, error) {
 	if err := preflightDecrypt(ctx, r, m); err != nil {
 		return nil, err
 	}
+	var links []link
+	if m.Incremental() {
+		if links, err = loadChain(ctx, r, m); err != nil {
+			return nil, err
+		}
+	}
 	settings := renderRecovery(m.PGVersion, opts.FetchArgv, opts.Target, opts.Standby)
 	// From here on we write.
-	if err := write(ctx, r, m, dest, spcs, settings, own, opts); err != nil {
+	if err := write(ctx, r, m, links, dest, spcs, settings, own, opts); err != nil {
 		return nil, err
 	}
 	if rootOwned {
@@ -148,14 +154,20 @@ func pickBackup(ctx context.Context, r *repo.Repo, opts Options) (*repo.Manifest
 
 // write restores m into dest: the parts, then links, modes and owner, then
 // the recovery settings, and global/pg_control last.
-func write(ctx context.Context, r *repo.Repo, m *repo.Manifest, dest string, spcs []repo.Tablespace, settings recoverySettings, own *owner, opts Options) error {
+// An incremental backup (links: its chain) is assembled from its chain.
+func write(ctx context.Context, r *repo.Repo, m *repo.Manifest, links []link, dest string, spcs []repo.Tablespace, settings recoverySettings, own *owner, opts Options) error {
 	x := &extractor{r: r, m: m, force: opts.Force, roots: map[uint32]*os.Root{}, newRoots: map[uint32]bool{}, files: m.Index(), seen: map[string]bool{}}
 	defer x.closeRoots()
 	if err := x.openRoots(dest, spcs); err != nil {
 		return err
 	}
 	x.prog = opts.Progress.Start("restore", m.DataSize)
-	err := x.extractAll(ctx, max(1, opts.Concurrency))
+	var err error
+	if links != nil {
+		err = x.assembleChain(ctx, links, max(1, opts.Concurrency))
+	} else {
+		err = x.extractAll(ctx, max(1, opts.Concurrency))
+	}
 	x.prog.Done()
 	if err != nil {
 		return err
