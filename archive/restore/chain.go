@@ -379,9 +379,10 @@ func (x *extractor) writePiece(pc *piece, hdr *tar.Header, body io.Reader, buf [
 	return err
 }
 
-// writeWhole copies the blocks pc takes from a whole file's entry.
+// writeWhole copies the blocks pc takes from a whole file's entry, which
+// may be shorter than the file (it grew since) or longer (it was cut).
 func (x *extractor) writeWhole(out *os.File, pc *piece, body io.Reader, buf []byte, bs int64) error {
-	size := pc.t.f.Size
+	size := min(pc.t.f.Size, pc.entry.Size)
 	chunk := buf[:max(int64(len(buf))/bs, 1)*bs]
 	if int64(len(buf)) < bs {
 		chunk = make([]byte, bs)

@@ -193,13 +193,13 @@ func backupPush(c *cli.Context) error {
 	m := res.Manifest
 	secs := res.Duration.Seconds()
 	ratio := float64(m.DataSize) / float64(max(m.StoredSize, 1))
-	kind := "backup"
+	kind := ""
 	if m.Incremental() {
-		kind = "incremental backup (parent " + m.Parent + ")"
+		kind = fmt.Sprintf(", incremental on %s (chain of %d)", m.Parent, len(m.Chain)+1)
 	}
-	fmt.Fprintf(c.App.Writer, "%s %s complete: %s read, %s stored (%.1f:1), %d files in %d parts, WAL %s to %s, %.2f s (%s/s)\n",
-		kind, m.Name, archive.HumanBytes(m.DataSize), archive.HumanBytes(m.StoredSize), ratio, m.FileCount, len(m.Parts),
-		m.StartWAL, m.StopWAL, secs, archive.HumanBytes(int64(float64(m.DataSize)/max(secs, 0.001))))
+	fmt.Fprintf(c.App.Writer, "backup %s complete: %s read, %s stored (%.1f:1), %d files in %d parts, WAL %s to %s, %.2f s (%s/s)%s\n",
+		m.Name, archive.HumanBytes(m.DataSize), archive.HumanBytes(m.StoredSize), ratio, m.FileCount, len(m.Parts),
+		m.StartWAL, m.StopWAL, secs, archive.HumanBytes(int64(float64(m.DataSize)/max(secs, 0.001))), kind)
 	return nil
 }
 
