@@ -246,7 +246,10 @@ func (inc *incremental) scan(src *os.File, size, parentSize int64, buf []byte, o
 	if len(chunk) == 0 {
 		chunk = make([]byte, bs)
 	}
-	again := make([]byte, bs)
+	var again []byte // the chunk read a second time, in block mode
+	if inc.parent.blocks {
+		again = make([]byte, len(chunk))
+	}
 	for off := int64(0); off < size; {
 		want := min(int64(len(chunk)), size-off)
 		k, err := io.ReadFull(src, chunk[:want])
@@ -255,15 +258,21 @@ func (inc *incremental) scan(src *os.File, size, parentSize int64, buf []byte, o
 		}
 		clear(chunk[k:want]) // shrank while read: zero pages, stored
 		onRead(int64(k))
+		reread := false
 		for p := int64(0); p < want; p += bs {
 			i := (off + p) / bs
 			page := chunk[p : p+bs]
 			store := i >= parentSize/bs || needStore(page, inc.start, bs)
 			if !store && inc.parent.blocks {
-				if _, err := src.ReadAt(again, off+p); err != nil && err != io.EOF {
-					return nil, err
+				if !reread {
+					k, err := src.ReadAt(again[:want], off)
+					if err != nil && err != io.EOF {
+						return nil, err
+					}
+					clear(again[k:want])
+					reread = true
 				}
-				store = !bytes.Equal(page, again)
+				store = !bytes.Equal(page, again[p:p+bs])
 			}
 			if store {
 				sc.stored.Set(i)

@@ -116,6 +116,17 @@ func (b *pusher) findParent(ctx context.Context) (*parentRef, error) {
 	if err := b.checkParent(cand, inv); err != nil {
 		return nil, err
 	}
+	// Its ancestors must all be there: a chain missing a link restores
+	// nothing.
+	have := map[string]bool{}
+	for _, m := range cat.Backups() {
+		have[m.Name] = true
+	}
+	for _, a := range cand.Chain {
+		if !have[a] {
+			return nil, refuse("%s builds on %s, which is missing or damaged", cand.Name, a)
+		}
+	}
 	m, sum, err := b.r.ReadManifestDigest(ctx, cand.Name)
 	if err != nil {
 		if errors.Is(err, archive.ErrStore) || archive.IsContextErr(err) {
