@@ -67,23 +67,23 @@ func newIncremental(p *parentRef, bs int) *incremental {
 	return &incremental{parent: p, start: p.m.StartLSN, bs: int64(bs), shift: newCRCShift(int64(bs)), newDBs: map[string]bool{}}
 }
 
-// markNewDatabases fills newDBs from the walk: every database directory
-// whose PG_VERSION the parent does not have with the same size, mtime and
-// CRC-32C, and those without one.
+// markNewDatabases fills newDBs from the walk: the directories of every
+// database whose PG_VERSION the parent does not have with the same size,
+// mtime and CRC-32C, or that has none. A database's directories in other
+// tablespaces have no PG_VERSION of their own: they go with the one in its
+// default tablespace (DROP DATABASE removes them all).
 func (inc *incremental) markNewDatabases(ents []walkEntry) error {
-	dbs := map[string]bool{}
+	var dirs []string
+	known := map[string]bool{} // database OIDs with an unchanged PG_VERSION
 	for _, e := range ents {
 		if e.Type == repo.TypeDir && isDBDir(e.Path) {
-			dbs[e.Path] = true
+			dirs = append(dirs, e.Path)
 		}
-	}
-	for db := range dbs {
-		inc.newDBs[db] = true
 	}
 	for _, e := range ents {
 		dir, name := path.Split(e.Path)
 		dir = path.Clean(dir)
-		if name != "PG_VERSION" || e.Type != repo.TypeFile || !dbs[dir] {
+		if name != "PG_VERSION" || e.Type != repo.TypeFile || !isDBDir(dir) {
 			continue
 		}
 		pf := inc.parent.files[e.Path]
@@ -98,7 +98,12 @@ func (inc *incremental) markNewDatabases(ents []walkEntry) error {
 			return localErr(err)
 		}
 		if int64(len(b)) == pf.Size && crcHex(crc32.Checksum(b, castagnoli)) == pf.CRC32C {
-			delete(inc.newDBs, dir)
+			known[path.Base(dir)] = true
+		}
+	}
+	for _, d := range dirs {
+		if !known[path.Base(d)] {
+			inc.newDBs[d] = true
 		}
 	}
 	return nil
