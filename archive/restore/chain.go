@@ -75,6 +75,9 @@ type target struct {
 	rel  string
 	mu   sync.Mutex
 	left int // pieces not yet written
+	// sum: the CRC-32C of what was written, when one whole entry wrote
+	// all of it (no need to read the file back).
+	sum *repo.CRC32C
 }
 
 // piece is what one link's entry gives to a target.
@@ -369,7 +372,14 @@ func (x *extractor) writePiece(pc *piece, hdr *tar.Header, body io.Reader, buf [
 		return fmt.Errorf("opening %s/%s: %w", t.root.Name(), t.rel, err)
 	}
 	if pc.blocks == nil {
-		err = x.writeWhole(out, pc, body, buf, bs)
+		var sum *repo.CRC32C
+		if pc.take == nil { // the only piece: it writes the whole file
+			sum = &repo.CRC32C{}
+		}
+		err = x.writeWhole(out, pc, body, buf, bs, sum)
+		t.mu.Lock()
+		t.sum = sum
+		t.mu.Unlock()
 	} else {
 		err = x.writeBlocks(out, pc, body, buf, bs)
 	}
@@ -381,7 +391,8 @@ func (x *extractor) writePiece(pc *piece, hdr *tar.Header, body io.Reader, buf [
 
 // writeWhole copies the blocks pc takes from a whole file's entry, which
 // may be shorter than the file (it grew since) or longer (it was cut).
-func (x *extractor) writeWhole(out *os.File, pc *piece, body io.Reader, buf []byte, bs int64) error {
+// sum, when set, sums what is written.
+func (x *extractor) writeWhole(out *os.File, pc *piece, body io.Reader, buf []byte, bs int64, sum *repo.CRC32C) error {
 	size := min(pc.t.f.Size, pc.entry.Size)
 	chunk := buf[:max(int64(len(buf))/bs, 1)*bs]
 	if int64(len(buf)) < bs {
@@ -393,6 +404,9 @@ func (x *extractor) writeWhole(out *os.File, pc *piece, body io.Reader, buf []by
 			return err
 		}
 		if pc.take == nil {
+			if sum != nil {
+				_, _ = sum.Write(chunk[:n])
+			}
 			if _, err := out.WriteAt(chunk[:n], off); err != nil {
 				return err
 			}
@@ -442,10 +456,15 @@ func (x *extractor) finishTarget(t *target, syncq chan<- *os.File) error {
 	if err != nil {
 		return err
 	}
-	var crc repo.CRC32C
-	if _, err := io.Copy(&crc, in); err != nil {
-		_ = in.Close()
-		return fmt.Errorf("reading back %s/%s: %w", t.root.Name(), t.rel, err)
+	t.mu.Lock()
+	crc := t.sum
+	t.mu.Unlock()
+	if crc == nil {
+		crc = &repo.CRC32C{}
+		if _, err := io.Copy(crc, in); err != nil {
+			_ = in.Close()
+			return fmt.Errorf("reading back %s/%s: %w", t.root.Name(), t.rel, err)
+		}
 	}
 	if !crc.Matches(t.f) {
 		_ = in.Close()
