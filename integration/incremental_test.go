@@ -29,7 +29,9 @@ func TestIncrementalBackups(t *testing.T) {
 		kind      string
 		checksums bool
 	}{{"file", true}, {"s3", false}} {
-		t.Run(tc.kind, func(t *testing.T) { testIncremental(t, newTarget(t, tc.kind), tc.checksums) })
+		// The steps after the second incremental do not depend on the
+		// store: S3 stops there, to keep the test short.
+		t.Run(tc.kind, func(t *testing.T) { testIncremental(t, newTarget(t, tc.kind), tc.checksums, tc.kind == "file") })
 	}
 }
 
@@ -156,7 +158,7 @@ func (ic *incrCluster) checkRestore(name string, pick bool, want map[string]stri
 	r.Stop()
 }
 
-func testIncremental(t *testing.T, tg *target, checksums bool) {
+func testIncremental(t *testing.T, tg *target, checksums, all bool) {
 	ic := newIncrCluster(t, tg, checksums)
 	c := ic.Cluster
 	c.Psql("CREATE EXTENSION amcheck")
@@ -213,6 +215,9 @@ func testIncremental(t *testing.T, tg *target, checksums bool) {
 	c.WaitArchived(c.SwitchWAL(), 90*time.Second)
 	ic.checkRestore(i2, false, want2, "--target-immediate")
 	ic.checkRestore(i2, true, wantPITR, "--target-time", pitr)
+	if !all {
+		return
+	}
 
 	// 3: a clean restart between parent and child.
 	c.Stop()
