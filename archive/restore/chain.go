@@ -411,13 +411,20 @@ func (x *extractor) writeWhole(out *os.File, pc *piece, body io.Reader, buf []by
 				return err
 			}
 		} else {
-			for b := int64(0); b < n; b += bs {
-				if pc.take.Has((off + b) / bs) {
-					end := min(b+bs, n)
-					if _, err := out.WriteAt(chunk[b:end], off+b); err != nil {
-						return err
-					}
+			// Runs of taken blocks, one write each.
+			for b := int64(0); b < n; {
+				if !pc.take.Has((off + b) / bs) {
+					b += bs
+					continue
 				}
+				e := b
+				for e < n && pc.take.Has((off+e)/bs) {
+					e += bs
+				}
+				if _, err := out.WriteAt(chunk[b:min(e, n)], off+b); err != nil {
+					return err
+				}
+				b = e
 			}
 		}
 		x.prog.AddRead(n)
@@ -426,27 +433,51 @@ func (x *extractor) writeWhole(out *os.File, pc *piece, body io.Reader, buf []by
 	return nil
 }
 
-// writeBlocks writes the blocks pc takes from a block entry.
+// writeBlocks writes the blocks pc takes from a block entry, runs of
+// consecutive ones in one write.
 func (x *extractor) writeBlocks(out *os.File, pc *piece, body io.Reader, buf []byte, bs int64) error {
 	size := pc.t.f.Size
-	page := buf[:bs]
+	if int64(len(buf)) < bs {
+		buf = make([]byte, bs)
+	}
+	run := buf[:len(buf)/int(bs)*int(bs)]
+	var runAt, runLen int64 // the run's first block and its length in bytes
+	flush := func() error {
+		if runLen == 0 {
+			return nil
+		}
+		n := min(runLen, size-runAt*bs)
+		_, err := out.WriteAt(run[:n], runAt*bs)
+		x.prog.AddRead(n)
+		runLen = 0
+		return err
+	}
 	nb := int64(len(pc.blocks)) * 8
 	for i := int64(0); i < nb; i++ {
 		if !pc.blocks.Has(i) {
 			continue
 		}
-		if _, err := io.ReadFull(body, page); err != nil {
-			return err
+		want := pc.take.Has(i) && i*bs < size
+		if !want || runLen > 0 && (i != runAt+runLen/bs || runLen == int64(len(run))) {
+			if err := flush(); err != nil {
+				return err
+			}
 		}
-		if !pc.take.Has(i) || i*bs >= size {
+		if !want {
+			if _, err := io.CopyN(io.Discard, body, bs); err != nil {
+				return err
+			}
 			continue
 		}
-		if _, err := out.WriteAt(page[:min(bs, size-i*bs)], i*bs); err != nil {
+		if runLen == 0 {
+			runAt = i
+		}
+		if _, err := io.ReadFull(body, run[runLen:runLen+bs]); err != nil {
 			return err
 		}
-		x.prog.AddRead(bs)
+		runLen += bs
 	}
-	return nil
+	return flush()
 }
 
 // finishTarget checks an assembled file against the restored backup's
