@@ -19,6 +19,7 @@ import (
 
 	"github.com/walvault/walvault/archive"
 	"github.com/walvault/walvault/archive/repo"
+	"github.com/walvault/walvault/cloud"
 )
 
 // This file restores an incremental backup: each file is assembled in
@@ -190,8 +191,67 @@ func spcOfPath(m *repo.Manifest, p string) uint32 {
 	return 0
 }
 
-// assembleChain restores incremental x.m from its chain.
-func (x *extractor) assembleChain(ctx context.Context, links []link, concurrency int) error {
+// chainPlan is what a restore of an incremental reads from where.
+type chainPlan struct {
+	links   []link
+	targets []*target // the files of links[0], in manifest order
+	jobs    map[[2]int]*partJob
+}
+
+// planChain resolves every file of the chain's newest link and checks
+// that the parts it needs are all in the store, before anything is
+// written.
+func planChain(ctx context.Context, r *repo.Repo, links []link) (*chainPlan, error) {
+	m := links[0].m
+	plan := &chainPlan{links: links, jobs: map[[2]int]*partJob{}}
+	for i := range m.Files {
+		f := &m.Files[i]
+		if f.Type != repo.TypeFile {
+			continue
+		}
+		t := &target{f: f}
+		pieces, err := resolve(links, t)
+		if err != nil {
+			return nil, err
+		}
+		t.left = len(pieces)
+		plan.targets = append(plan.targets, t)
+		for _, p := range pieces {
+			k := [2]int{p.link, p.entry.Part}
+			j := plan.jobs[k]
+			if j == nil {
+				j = &partJob{link: p.link, part: p.entry.Part, pieces: map[string]*piece{}}
+				plan.jobs[k] = j
+			}
+			j.pieces[f.Path] = p
+		}
+	}
+	need := map[int]map[string]bool{}
+	for _, j := range plan.jobs {
+		if need[j.link] == nil {
+			need[j.link] = map[string]bool{}
+		}
+		need[j.link][links[j.link].m.Parts[j.part].Name] = true
+	}
+	for li, parts := range need {
+		name := links[li].m.Name
+		prefix := repo.BackupKey(name, "")
+		err := r.Store.List(ctx, prefix, cloud.ListOptions{}, func(o cloud.ObjectInfo) error {
+			delete(parts, strings.TrimPrefix(o.Key, prefix))
+			return nil
+		})
+		if err != nil {
+			return nil, archive.StoreErr(fmt.Errorf("%s: listing %s: %w", r.Store, prefix, err))
+		}
+		for part := range parts {
+			return nil, fmt.Errorf("%w: backup %s: %s in %s is missing: backup %s cannot be restored", archive.ErrIntegrity, name, repo.BackupKey(name, part), r.Store, m.Name)
+		}
+	}
+	return plan, nil
+}
+
+// assembleChain restores incremental x.m as plan says.
+func (x *extractor) assembleChain(ctx context.Context, plan *chainPlan, concurrency int) error {
 	for _, f := range x.m.Files {
 		if f.Type == repo.TypeDir {
 			oid, root, rel := x.locate(f)
@@ -200,40 +260,16 @@ func (x *extractor) assembleChain(ctx context.Context, links []link, concurrency
 			}
 		}
 	}
-	jobs := map[[2]int]*partJob{}
-	var targets []*target
-	for i := range x.m.Files {
-		f := &x.m.Files[i]
-		if f.Type != repo.TypeFile {
-			continue
-		}
-		oid, root, rel := x.locate(*f)
-		t := &target{f: f, oid: oid, root: root, rel: rel}
-		pieces, err := resolve(links, t)
-		if err != nil {
-			return err
-		}
-		t.left = len(pieces)
-		targets = append(targets, t)
-		for _, p := range pieces {
-			k := [2]int{p.link, p.entry.Part}
-			j := jobs[k]
-			if j == nil {
-				j = &partJob{link: p.link, part: p.entry.Part, pieces: map[string]*piece{}}
-				jobs[k] = j
-			}
-			j.pieces[f.Path] = p
-		}
-	}
 	// Every file exists at its full size before any link writes into it.
-	for _, t := range targets {
+	for _, t := range plan.targets {
+		t.oid, t.root, t.rel = x.locate(*t.f)
 		if err := x.create(t); err != nil {
 			return err
 		}
 	}
 	sy := startSyncer(concurrency)
 	var errFirst error
-	for _, t := range targets {
+	for _, t := range plan.targets {
 		if t.left == 0 {
 			if err := x.finishTarget(t, sy.q); err != nil {
 				errFirst = err
@@ -242,7 +278,7 @@ func (x *extractor) assembleChain(ctx context.Context, links []link, concurrency
 		}
 	}
 	if errFirst == nil {
-		errFirst = x.runJobs(ctx, links, jobs, concurrency, sy.q)
+		errFirst = x.runJobs(ctx, plan.links, plan.jobs, concurrency, sy.q)
 	}
 	if serr := sy.stop(); errFirst == nil {
 		errFirst = serr

@@ -121,35 +121,36 @@ func TestRestoreChainRefuses(t *testing.T) {
 		name  string
 		setup func(t *testing.T, r *repo.Repo)
 		want  string
+		early bool // found before anything is written
 	}{
 		{"a block the parent does not hold as the child assumed", func(t *testing.T, r *repo.Repo) {
 			threeLinks(t, r, func(f []inc) { f[2].Content = blocks('A', 'b', 'c', 'D') })
-		}, "base/1/100 as assembled from its chain fails its checksum"},
+		}, "base/1/100 as assembled from its chain fails its checksum", false},
 		{"a stored block that is not what the manifest's CRC says", func(t *testing.T, r *repo.Repo) {
 			threeLinks(t, r, func(f []inc) { f[2].Data = blocks('Z') })
-		}, "base/1/100 as assembled from its chain fails its checksum"},
+		}, "base/1/100 as assembled from its chain fails its checksum", false},
 		{"a parent whose manifest changed since", func(t *testing.T, r *repo.Repo) {
 			_, i1, _, _ := threeLinks(t, r, nil)
 			i1.Annotations = map[string]string{"changed": "yes"}
 			if err := r.WriteManifest(context.Background(), i1, false); err != nil {
 				t.Fatal(err)
 			}
-		}, "its ancestor base_i1 is not the backup base_i2 was taken against"},
+		}, "its ancestor base_i1 is not the backup base_i2 was taken against", true},
 		{"a missing ancestor", func(t *testing.T, r *repo.Repo) {
 			threeLinks(t, r, nil)
 			if err := r.Store.Delete(context.Background(), repo.BackupKey("base_f", repo.ManifestFile)); err != nil {
 				t.Fatal(err)
 			}
-		}, "needs its ancestor base_f, which is not in"},
+		}, "needs its ancestor base_f, which is not in", true},
 		{"a missing part of an ancestor", func(t *testing.T, r *repo.Repo) {
 			threeLinks(t, r, nil)
 			if err := r.Store.Delete(context.Background(), repo.BackupKey("base_i1", repo.PartName(0))); err != nil {
 				t.Fatal(err)
 			}
-		}, "backup base_i1: backups/base_i1/part-00000"},
+		}, "backup base_i1: backups/base_i1/part-00000", true},
 		{"an ancestor without the file", func(t *testing.T, r *repo.Repo) {
 			threeLinks(t, r, func(f []inc) { f[5].Stored = repo.StoredParent })
-		}, "takes base/1/400 from base_i1, which does not have it"},
+		}, "takes base/1/400 from base_i1, which does not have it", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := chainStore(t)
@@ -160,6 +161,9 @@ func TestRestoreChainRefuses(t *testing.T) {
 			}
 			if _, err := os.Stat(filepath.Join(dest, "global/pg_control")); err == nil {
 				t.Fatal("a failed restore left global/pg_control")
+			}
+			if _, err := os.Stat(dest); tc.early && !os.IsNotExist(err) {
+				t.Fatalf("DEST was made before the failure was found: %v", err)
 			}
 		})
 	}

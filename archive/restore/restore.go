@@ -114,15 +114,19 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Result, error) {
 	if err := preflightDecrypt(ctx, r, m); err != nil {
 		return nil, err
 	}
-	var links []link
+	var plan *chainPlan
 	if m.Incremental() {
-		if links, err = loadChain(ctx, r, m); err != nil {
+		links, err := loadChain(ctx, r, m)
+		if err != nil {
+			return nil, err
+		}
+		if plan, err = planChain(ctx, r, links); err != nil {
 			return nil, err
 		}
 	}
 	settings := renderRecovery(m.PGVersion, opts.FetchArgv, opts.Target, opts.Standby)
 	// From here on we write.
-	if err := write(ctx, r, m, links, dest, spcs, settings, own, opts); err != nil {
+	if err := write(ctx, r, m, plan, dest, spcs, settings, own, opts); err != nil {
 		return nil, err
 	}
 	if rootOwned {
@@ -154,8 +158,8 @@ func pickBackup(ctx context.Context, r *repo.Repo, opts Options) (*repo.Manifest
 
 // write restores m into dest: the parts, then links, modes and owner, then
 // the recovery settings, and global/pg_control last.
-// An incremental backup (links: its chain) is assembled from its chain.
-func write(ctx context.Context, r *repo.Repo, m *repo.Manifest, links []link, dest string, spcs []repo.Tablespace, settings recoverySettings, own *owner, opts Options) error {
+// An incremental backup is assembled from its chain as plan says.
+func write(ctx context.Context, r *repo.Repo, m *repo.Manifest, plan *chainPlan, dest string, spcs []repo.Tablespace, settings recoverySettings, own *owner, opts Options) error {
 	x := &extractor{r: r, m: m, force: opts.Force, roots: map[uint32]*os.Root{}, newRoots: map[uint32]bool{}, files: m.Index(), seen: map[string]bool{}}
 	defer x.closeRoots()
 	if err := x.openRoots(dest, spcs); err != nil {
@@ -163,8 +167,8 @@ func write(ctx context.Context, r *repo.Repo, m *repo.Manifest, links []link, de
 	}
 	x.prog = opts.Progress.Start("restore", m.DataSize)
 	var err error
-	if links != nil {
-		err = x.assembleChain(ctx, links, max(1, opts.Concurrency))
+	if plan != nil {
+		err = x.assembleChain(ctx, plan, max(1, opts.Concurrency))
 	} else {
 		err = x.extractAll(ctx, max(1, opts.Concurrency))
 	}
