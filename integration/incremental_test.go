@@ -173,6 +173,9 @@ func testIncremental(t *testing.T, tg *target, checksums, all bool) {
 	psqlDB(t, c, "db_gone", "CREATE TABLE old_data AS SELECT i FROM generate_series(1, 3000) i")
 	goneOID := c.Psql("SELECT oid FROM pg_database WHERE datname = 'db_gone'")
 	c.Psql("CHECKPOINT")
+	// The databases made above are days old for walvault: one made
+	// within the hour before a backup began is stored whole.
+	backdatePGVersion(t, c.Data, 48*time.Hour)
 
 	full, _ := ic.push("--full")
 
@@ -325,4 +328,20 @@ func (l *lockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// backdatePGVersion sets the mtime of every database's PG_VERSION back by
+// age.
+func backdatePGVersion(t *testing.T, pgdata string, age time.Duration) {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(pgdata, "base", "*", "PG_VERSION"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no PG_VERSION in %s/base: %v", pgdata, err)
+	}
+	when := time.Now().Add(-age)
+	for _, f := range files {
+		if err := os.Chtimes(f, when, when); err != nil {
+			t.Fatal(err)
+		}
+	}
 }

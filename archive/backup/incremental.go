@@ -13,6 +13,7 @@ import (
 	"os"
 	"path"
 	"regexp"
+	"time"
 
 	"github.com/walvault/walvault/archive"
 	"github.com/walvault/walvault/archive/repo"
@@ -69,10 +70,14 @@ func newIncremental(p *parentRef, bs int) *incremental {
 
 // markNewDatabases fills newDBs from the walk: the directories of every
 // database whose PG_VERSION the parent does not have with the same size,
-// mtime and CRC-32C, or that has none. A database's directories in other
-// tablespaces have no PG_VERSION of their own: they go with the one in its
-// default tablespace (DROP DATABASE removes them all).
+// mtime and CRC-32C, or that has none, or whose PG_VERSION was written
+// less than newDBSlack before the parent started (a database copied while
+// the parent was read may be in it half copied, and WAL replay from this
+// backup's start would not copy it again). A database's directories in
+// other tablespaces have no PG_VERSION of their own: they go with the one
+// in its default tablespace (DROP DATABASE removes them all).
 func (inc *incremental) markNewDatabases(ents []walkEntry) error {
+	settled := inc.parent.m.StartTime.Add(-newDBSlack)
 	var dirs []string
 	known := map[string]bool{} // database OIDs with an unchanged PG_VERSION
 	for _, e := range ents {
@@ -87,7 +92,7 @@ func (inc *incremental) markNewDatabases(ents []walkEntry) error {
 			continue
 		}
 		pf := inc.parent.files[e.Path]
-		if pf == nil || pf.Type != repo.TypeFile || pf.Size != e.Size || !pf.MTime.Equal(e.MTime.UTC()) {
+		if pf == nil || pf.Type != repo.TypeFile || pf.Size != e.Size || !pf.MTime.Equal(e.MTime.UTC()) || !e.MTime.Before(settled) {
 			continue
 		}
 		b, err := os.ReadFile(e.Abs) // #nosec G304 -- a file of the data directory being backed up
@@ -108,6 +113,13 @@ func (inc *incremental) markNewDatabases(ents []walkEntry) error {
 	}
 	return nil
 }
+
+// newDBSlack is how long before the parent's start a database must have
+// been created for the parent's copy of it to be trusted: CREATE DATABASE
+// ... STRATEGY = FILE_COPY writes PG_VERSION while it copies, and a copy
+// that began before the parent and ended after it is not in the parent
+// whole. An hour covers copying a large template.
+const newDBSlack = time.Hour
 
 // parentFile is the parent's record of path p when a change can be
 // measured against it: nil means the file is stored whole.

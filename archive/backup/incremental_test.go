@@ -78,16 +78,17 @@ func TestIncrementalFiles(t *testing.T) {
 	p0, p1, p2 := page(old, 'a'), page(old, 'b'), page(old, 'c')
 	mtime := time.Date(2026, 11, 30, 1, 0, 0, 0, time.UTC)
 	for _, tc := range []struct {
-		name    string
-		path    string
-		parent  []byte // nil: the parent has no such file
-		pCRC    string // the parent's CRC when not that of parent
-		now     []byte
-		blocks  bool   // block mode
-		newDB   bool   // PG_VERSION of base/5 changed
-		stored  string // want
-		entry   []byte // the tar entry's content (nil: none)
-		wantCRC string // "" : that of now
+		name     string
+		path     string
+		parent   []byte // nil: the parent has no such file
+		pCRC     string // the parent's CRC when not that of parent
+		now      []byte
+		blocks   bool   // block mode
+		newDB    bool   // PG_VERSION of base/5 changed
+		pvRecent bool   // PG_VERSION written just before the parent began
+		stored   string // want
+		entry    []byte // the tar entry's content (nil: none)
+		wantCRC  string // "" : that of now
 	}{
 		{name: "unchanged: the parent's, with the parent's CRC", path: "base/5/16384", parent: cat(p0, p1), pCRC: "0badc0de", now: cat(p0, p1), blocks: true,
 			stored: repo.StoredParent, wantCRC: "0badc0de"},
@@ -112,6 +113,8 @@ func TestIncrementalFiles(t *testing.T) {
 		{name: "file mode: shrunk, whole", path: "base/5/16384", parent: cat(p0, p1, p2), now: cat(p0, p1),
 			stored: repo.StoredWhole, entry: cat(p0, p1)},
 		{name: "database made again with the same OID (FILE_COPY): whole", path: "base/5/16384", parent: cat(p0, p1), now: cat(p0, p1), blocks: true, newDB: true,
+			stored: repo.StoredWhole, entry: cat(p0, p1)},
+		{name: "database made while the parent was taken: whole", path: "base/5/16384", parent: cat(p0, p1), now: cat(p0, p1), blocks: true, newDB: true, pvRecent: true,
 			stored: repo.StoredWhole, entry: cat(p0, p1)},
 		{name: "not a multiple of the block size: whole", path: "base/5/16384", parent: cat(p0), now: append(cat(p0), 1, 2, 3), blocks: true,
 			stored: repo.StoredWhole, entry: append(cat(p0), 1, 2, 3)},
@@ -141,13 +144,17 @@ func TestIncrementalFiles(t *testing.T) {
 				t.Fatal(err)
 			}
 			pvTime := mtime
-			if tc.newDB {
+			if tc.newDB && !tc.pvRecent {
 				pvTime = mtime.Add(time.Hour)
 			}
 			if err := os.Chtimes(pv, pvTime, pvTime); err != nil {
 				t.Fatal(err)
 			}
-			pm := &repo.Manifest{StartLSN: parentStart, Files: []repo.File{
+			parentBegan := mtime.Add(24 * time.Hour)
+			if tc.pvRecent {
+				parentBegan = mtime.Add(time.Minute)
+			}
+			pm := &repo.Manifest{StartLSN: parentStart, StartTime: parentBegan, Files: []repo.File{
 				{Path: "base/5/PG_VERSION", Size: 3, MTime: mtime, CRC32C: crcOf([]byte("15\n"))},
 			}}
 			if tc.parent != nil {
