@@ -54,6 +54,7 @@ func threeLinks(t *testing.T, r *repo.Repo, lie func([]inc)) (full, i1, i2 *repo
 		{Path: "base/1/200", Content: blocks('p', 'q')},
 		{Path: "base/1/300", Content: blocks('x', 'y', 'z')},
 		{Path: "base/1/gone", Content: []byte("dropped later")},
+		{Path: "base/1/500", Content: blocks('e', 'f', 'g', 'h', 'i')},
 	}, nil)
 	// i1: block 1 of 100 changed and block 3 added; 200 rewritten whole;
 	// 300 unchanged; PG_VERSION from the parent.
@@ -63,6 +64,7 @@ func threeLinks(t *testing.T, r *repo.Repo, lie func([]inc)) (full, i1, i2 *repo
 		{Path: "base/1/100", Content: blocks('a', 'B', 'c', 'D'), Stored: repo.StoredBlocks, Blocks: []int64{1, 3}},
 		{Path: "base/1/200", Content: blocks('P', 'Q')},
 		{Path: "base/1/300", Content: blocks('x', 'y', 'z'), Stored: repo.StoredParent},
+		{Path: "base/1/500", Content: blocks('E', 'F', 'G', 'h', 'I'), Stored: repo.StoredBlocks, Blocks: []int64{0, 1, 2, 4}},
 	}, nil)
 	// i2: block 0 of 100 changed; 300 cut to one block by vacuum; 200
 	// from i1 as a block file with none stored here; a new file.
@@ -73,6 +75,7 @@ func threeLinks(t *testing.T, r *repo.Repo, lie func([]inc)) (full, i1, i2 *repo
 		{Path: "base/1/200", Content: blocks('P', 'Q'), Stored: repo.StoredParent},
 		{Path: "base/1/300", Content: blocks('x'), Stored: repo.StoredParent},
 		{Path: "base/1/400", Content: blocks('n')},
+		{Path: "base/1/500", Content: blocks('E', 'F', 'G', 'h', 'J'), Stored: repo.StoredBlocks, Blocks: []int64{4}},
 	}
 	if lie != nil {
 		lie(files)
