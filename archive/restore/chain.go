@@ -430,10 +430,10 @@ func (x *extractor) writePiece(pc *piece, hdr *tar.Header, body io.Reader, buf [
 // sum, when set, sums what is written.
 func (x *extractor) writeWhole(out *os.File, pc *piece, body io.Reader, buf []byte, bs int64, sum *repo.CRC32C) error {
 	size := min(pc.t.f.Size, pc.entry.Size)
-	chunk := buf[:max(int64(len(buf))/bs, 1)*bs]
 	if int64(len(buf)) < bs {
-		chunk = make([]byte, bs)
+		buf = make([]byte, bs)
 	}
+	chunk := buf[:int64(len(buf))/bs*bs]
 	for off := int64(0); off < size; {
 		n := min(int64(len(chunk)), size-off)
 		if _, err := io.ReadFull(body, chunk[:n]); err != nil {
