@@ -251,6 +251,26 @@ func testIncremental(t *testing.T, tg *target, checksums, all bool) {
 	if code != 0 || strings.Contains(stdout, "incremental on") || !strings.Contains(stderr, "already holds 4 incremental backups") {
 		t.Fatalf("backup-push at the chain limit: exit %d\n%s\n%s", code, stdout, stderr)
 	}
+	// A period with wal_level = minimal (archiving off) after that full
+	// backup: its WAL never reaches the store, so the next --incremental
+	// takes a full backup, saying why.
+	c.Stop()
+	c.AppendConf("wal_level = minimal", "archive_mode = off", "max_wal_senders = 0")
+	c.Start()
+	c.Psql("BEGIN; CREATE TABLE t_minimal (i int); INSERT INTO t_minimal SELECT generate_series(1, 10000); COMMIT")
+	c.SwitchWAL()
+	c.Psql("UPDATE t_move SET v = 'during minimal' WHERE i % 7 = 0")
+	c.SwitchWAL()
+	c.Stop()
+	c.AppendConf("wal_level = replica", "archive_mode = on", "max_wal_senders = 4")
+	c.Start()
+	c.Psql("CREATE TABLE t_after_minimal AS SELECT 1 AS i")
+	c.WaitArchived(c.SwitchWAL(), 90*time.Second)
+	code, stdout, stderr = tg.walvault(t, backupEnv(c, ic.recipient), "backup-push", "--fast-checkpoint", "--incremental")
+	if code != 0 || strings.Contains(stdout, "incremental on") || !strings.Contains(stderr, "the WAL archive has a gap") {
+		t.Fatalf("backup-push after a wal_level = minimal period: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+
 	// --parent that cannot be used is an error; --full with --incremental
 	// a usage error.
 	if code, _, stderr := tg.walvault(t, backupEnv(c, ic.recipient), "backup-push", "--parent", "base_nope"); code != 2 || !strings.Contains(stderr, "base_nope") {
