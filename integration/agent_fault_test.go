@@ -108,14 +108,14 @@ func TestAgentKill(t *testing.T) {
 			if err != nil {
 				continue // a marker being written
 			}
-			want, err := fileSHA256(filepath.Join(pgWal, e.Name()))
-			if err != nil {
-				continue // recycled since
-			}
 			got, err := storedChecksum(ctx, srv, raw.Bucket, cloud.JoinKey(raw.Prefix, repo.WALKey(wf)))
 			if err != nil {
 				t.Errorf("checking marker %s: %v", e.Name(), err)
 				continue
+			}
+			want, err := fileChecksum(filepath.Join(pgWal, e.Name()), got)
+			if err != nil {
+				continue // recycled since
 			}
 			markersChecked++
 			if got != want {

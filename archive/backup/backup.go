@@ -45,6 +45,14 @@ type Options struct {
 	Software string
 	// Progress reports the upload; nil reports nothing.
 	Progress archive.NewProgress
+	// Incremental builds on the newest restorable backup of this cluster
+	// and timeline, or takes a full backup, saying why, when none is
+	// usable. Parent names the parent instead (an unusable one is an
+	// error). MaxChain is the most incrementals a chain holds after its
+	// full backup (0: DefaultMaxChain).
+	Incremental bool
+	Parent      string
+	MaxChain    int
 }
 
 // DefaultPartSize is --part-size's default.
@@ -57,6 +65,9 @@ func (o Options) withDefaults() Options {
 	o.Concurrency = max(o.Concurrency, 1)
 	if o.ArchiveTimeout <= 0 {
 		o.ArchiveTimeout = 5 * time.Minute
+	}
+	if o.MaxChain <= 0 {
+		o.MaxChain = DefaultMaxChain
 	}
 	return o
 }
@@ -75,7 +86,8 @@ func Push(ctx context.Context, r *repo.Repo, opts Options) (*Result, error) {
 	b := &pusher{r: r, opts: opts.withDefaults(), began: time.Now()}
 	defer b.end(ctx)
 	steps := []func(context.Context) error{
-		b.connect, b.start, b.uploadParts, b.stop, b.uploadFinalPart, b.waitWAL, b.writeManifest,
+		b.connect, b.chooseParent, b.start, b.uploadParts, b.stop, b.uploadFinalPart, b.waitWAL,
+		b.checkWALSinceParent, b.writeManifest,
 	}
 	for _, step := range steps {
 		if err := step(ctx); err != nil {
@@ -95,6 +107,8 @@ type pusher struct {
 	pgdata   string
 	spcNames map[uint32]string
 	tli      uint32
+	facts    pg.Facts
+	parent   *parentRef // nil: a full backup
 
 	m     *repo.Manifest
 	up    *uploader
@@ -144,7 +158,10 @@ func (b *pusher) connect(ctx context.Context) error {
 	if b.spcNames, err = srv.Tablespaces(ctx); err != nil {
 		return err
 	}
-	b.tli, err = srv.CurrentTimeline(ctx)
+	if b.tli, err = srv.CurrentTimeline(ctx); err != nil {
+		return err
+	}
+	b.facts, err = srv.Facts(ctx)
 	return err
 }
 
@@ -178,6 +195,11 @@ func (b *pusher) newManifest(startTime time.Time, startLSN archive.LSN) *repo.Ma
 		StartLSN: startLSN, StartWAL: archive.SegmentOf(b.tli, startLSN, srv.SegSize), StartTime: startTime,
 		SegmentSize: srv.SegSize, Compression: string(orLZ4(b.r.Codec.Compression)), Encrypted: len(b.r.Codec.Recipients) > 0,
 		Permanent: b.opts.Permanent, Annotations: b.opts.Annotations, PGData: b.pgdata, Owner: ownerOf(b.pgdata),
+		BlockSize: b.facts.BlockSize, DataChecksums: b.facts.DataChecksums,
+	}
+	if p := b.parent; p != nil {
+		m.Format, m.Type, m.Parent, m.ParentManifestSHA256 = repo.ManifestFormatIncremental, repo.BackupIncremental, p.m.Name, p.sum
+		m.Chain = append([]string{p.m.Name}, p.m.Chain...)
 	}
 	m.Hostname, _ = os.Hostname()
 	m.Name = fmt.Sprintf("base_%s_%s", startTime.Format("20060102T150405Z"), m.StartWAL)
@@ -193,6 +215,12 @@ func (b *pusher) uploadParts(ctx context.Context) error {
 	}
 	b.m.Tablespaces = walk.Tablespaces
 	slog.Debug("data directory listed", "files", len(walk.Base), "bytes", walk.Total, "ms", sinceMs(b.began))
+	if b.parent != nil {
+		b.up.inc = newIncremental(b.parent, b.facts.BlockSize)
+		if err := b.up.inc.markNewDatabases(walk.all()); err != nil {
+			return err
+		}
+	}
 	plans := planParts(walk, partTarget(walk.Total, b.opts.PartSize, b.opts.Concurrency))
 	b.up.prog = b.opts.Progress.Start("backup", walk.Total)
 	b.parts, b.files, err = b.up.uploadParts(ctx, plans, b.opts.Concurrency)
@@ -201,6 +229,9 @@ func (b *pusher) uploadParts(ctx context.Context) error {
 		return err
 	}
 	slog.Debug("parts stored", "parts", len(b.parts), "ms", sinceMs(b.began))
+	if b.parent != nil {
+		logSummary(b.files)
+	}
 	return nil
 }
 

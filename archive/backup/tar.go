@@ -35,7 +35,10 @@ func tarEntryName(p, typ string) string {
 // its header announced (the header goes out before the data is read), one
 // that grew is cut at that size. WAL replay from the backup's start
 // repairs all three, as it does for pg_basebackup.
-func writeTar(ctx context.Context, w io.Writer, ents []walkEntry, part int, buf []byte, onRead func(int64)) ([]repo.File, error) {
+//
+// inc, when not nil, makes it an incremental backup's part: files the
+// parent has may be stored as changed blocks or not at all.
+func writeTar(ctx context.Context, w io.Writer, ents []walkEntry, part int, buf []byte, onRead func(int64), inc *incremental) ([]repo.File, error) {
 	tw := tar.NewWriter(w)
 	var files []repo.File
 	for _, e := range ents {
@@ -54,7 +57,13 @@ func writeTar(ctx context.Context, w io.Writer, ents []walkEntry, part int, buf 
 			}
 			f.Link = e.Link
 		case repo.TypeFile:
-			done, err := tarFile(tw, e, &f, buf, onRead)
+			var done bool
+			var err error
+			if inc != nil {
+				done, err = inc.tarFile(tw, e, &f, buf, onRead)
+			} else {
+				done, err = tarFile(tw, e, &f, buf, onRead)
+			}
 			if err != nil {
 				return nil, err
 			}

@@ -24,7 +24,7 @@ func TestWriteTarVanishedAndGrown(t *testing.T) {
 		t.Fatal(err)
 	}
 	var buf bytes.Buffer
-	files, err := writeTar(context.Background(), &buf, ents, 0, make([]byte, 3), func(int64) {})
+	files, err := writeTar(context.Background(), &buf, ents, 0, make([]byte, 3), func(int64) {}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,6 +24,7 @@ type uploader struct {
 	r    *repo.Repo
 	name string
 	prog archive.Progress // set before the first upload
+	inc  *incremental     // nil: a full backup
 
 	mu      sync.Mutex
 	written []string
@@ -47,7 +48,7 @@ func (u *uploader) uploadParts(ctx context.Context, plans []partPlan, concurrenc
 		g.Go(func() error {
 			buf := make([]byte, copyBufSize)
 			p, f, err := u.uploadPart(gctx, i, plans[i].Tablespace, plans[i].Size, func(w io.Writer) ([]repo.File, error) {
-				return writeTar(gctx, w, plans[i].Entries, i, buf, u.prog.AddRead)
+				return writeTar(gctx, w, plans[i].Entries, i, buf, u.prog.AddRead, u.inc)
 			})
 			parts[i], files[i] = p, f
 			return err
@@ -90,7 +91,7 @@ func (u *uploader) uploadPart(ctx context.Context, idx int, spc uint32, sizeHint
 	files := src.files()
 	n := 0
 	for _, f := range files {
-		if f.Type == repo.TypeFile {
+		if f.Type == repo.TypeFile && f.Stored != repo.StoredParent {
 			n++
 		}
 	}

@@ -65,7 +65,7 @@ func TestUploadPartRetry(t *testing.T) {
 	var produced atomic.Int32
 	part, files, err := u.uploadPart(ctx, 0, 0, w.Total, func(wr io.Writer) ([]repo.File, error) {
 		produced.Add(1)
-		return writeTar(ctx, wr, w.Base, 0, make([]byte, 4096), func(int64) {})
+		return writeTar(ctx, wr, w.Base, 0, make([]byte, 4096), func(int64) {}, nil)
 	})
 	if err != nil {
 		t.Fatal(err)

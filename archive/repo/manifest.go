@@ -81,10 +81,15 @@ type Manifest struct {
 	Chain []string `json:"chain,omitempty"`
 	// BlockSize is the server's block size (BLCKSZ), the unit of the
 	// block maps of an incremental's files.
-	BlockSize int    `json:"block_size,omitempty"`
-	Parts     []Part `json:"parts"`
-	FileCount int    `json:"file_count"`
-	Files     []File `json:"files,omitempty"`
+	BlockSize int `json:"block_size,omitempty"`
+	// DataChecksums is the server's data_checksums ("on" or "off") when
+	// the backup was taken: pg_checksums can change it while the server
+	// is down, rewriting pages without changing their LSNs, so an
+	// incremental builds only on a backup taken with the same setting.
+	DataChecksums string `json:"data_checksums,omitempty"`
+	Parts         []Part `json:"parts"`
+	FileCount     int    `json:"file_count"`
+	Files         []File `json:"files,omitempty"`
 }
 
 // FileOwner is who owned the data directory; restore run as root hands the
@@ -271,6 +276,9 @@ func (m *Manifest) validate(full bool) error {
 	}
 	if err := m.checkChain(); err != nil {
 		return err
+	}
+	if m.DataChecksums != "" && m.DataChecksums != "on" && m.DataChecksums != "off" {
+		return fmt.Errorf("data_checksums %s is neither on nor off", short(m.DataChecksums))
 	}
 	switch m.Compression {
 	case "", "lz4", "zstd", "none":

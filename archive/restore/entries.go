@@ -39,6 +39,9 @@ func checkEntries(m *repo.Manifest, authenticated bool) error {
 			return bad("%q is in part %d, which does not exist", f.Path, f.Part)
 		}
 		spc := m.Parts[f.Part].Tablespace
+		if f.Stored == repo.StoredParent {
+			spc = spcOfPath(m, f.Path) // stored in the parent: no part of its own
+		}
 		if spc != 0 {
 			if rel, ok := strings.CutPrefix(f.Path, fmt.Sprintf("pg_tblspc/%d/", spc)); !ok || !repo.SafeRelPath(rel) {
 				return bad("%q is in a part of tablespace %d but not in its directory", f.Path, spc)

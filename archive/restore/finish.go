@@ -94,9 +94,12 @@ func (x *extractor) symlinks() error {
 
 // locate maps a manifest path to its root and path there.
 func (x *extractor) locate(f repo.File) (uint32, *os.Root, string) {
-	p := x.m.Parts[f.Part]
-	if p.Tablespace != 0 {
-		return p.Tablespace, x.roots[p.Tablespace], strings.TrimPrefix(f.Path, fmt.Sprintf("pg_tblspc/%d/", p.Tablespace))
+	spc := x.m.Parts[f.Part].Tablespace
+	if f.Stored == repo.StoredParent {
+		spc = spcOfPath(x.m, f.Path) // no part of its own
+	}
+	if spc != 0 {
+		return spc, x.roots[spc], strings.TrimPrefix(f.Path, fmt.Sprintf("pg_tblspc/%d/", spc))
 	}
 	if f.Path == "global/pg_control" {
 		return 0, x.roots[0], controlTemp

@@ -114,9 +114,19 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Result, error) {
 	if err := preflightDecrypt(ctx, r, m); err != nil {
 		return nil, err
 	}
+	var plan *chainPlan
+	if m.Incremental() {
+		links, err := loadChain(ctx, r, m)
+		if err != nil {
+			return nil, err
+		}
+		if plan, err = planChain(ctx, r, links); err != nil {
+			return nil, err
+		}
+	}
 	settings := renderRecovery(m.PGVersion, opts.FetchArgv, opts.Target, opts.Standby)
 	// From here on we write.
-	if err := write(ctx, r, m, dest, spcs, settings, own, opts); err != nil {
+	if err := write(ctx, r, m, plan, dest, spcs, settings, own, opts); err != nil {
 		return nil, err
 	}
 	if rootOwned {
@@ -148,14 +158,20 @@ func pickBackup(ctx context.Context, r *repo.Repo, opts Options) (*repo.Manifest
 
 // write restores m into dest: the parts, then links, modes and owner, then
 // the recovery settings, and global/pg_control last.
-func write(ctx context.Context, r *repo.Repo, m *repo.Manifest, dest string, spcs []repo.Tablespace, settings recoverySettings, own *owner, opts Options) error {
+// An incremental backup is assembled from its chain as plan says.
+func write(ctx context.Context, r *repo.Repo, m *repo.Manifest, plan *chainPlan, dest string, spcs []repo.Tablespace, settings recoverySettings, own *owner, opts Options) error {
 	x := &extractor{r: r, m: m, force: opts.Force, roots: map[uint32]*os.Root{}, newRoots: map[uint32]bool{}, files: m.Index(), seen: map[string]bool{}}
 	defer x.closeRoots()
 	if err := x.openRoots(dest, spcs); err != nil {
 		return err
 	}
 	x.prog = opts.Progress.Start("restore", m.DataSize)
-	err := x.extractAll(ctx, max(1, opts.Concurrency))
+	var err error
+	if plan != nil {
+		err = x.assembleChain(ctx, plan, max(1, opts.Concurrency))
+	} else {
+		err = x.extractAll(ctx, max(1, opts.Concurrency))
+	}
 	x.prog.Done()
 	if err != nil {
 		return err

@@ -42,6 +42,10 @@ func backupCommands() []*cli.Command {
 				sliceFlag("annotation", "key=value stored in the manifest; repeatable"),
 				stringFlag("wal-archive-timeout", "how long to wait for the backup's WAL to reach the store (e.g. 90s, 5m)", "5m"),
 				stringFlag("progress-interval", "log progress this often when not on a terminal (e.g. 30s)", "30s"),
+				boolFlag("incremental", "store only what changed since the newest restorable backup of this cluster and timeline (a full backup, saying why, when none can be used)"),
+				boolFlag("full", "take a full backup (the default; not together with --incremental or --parent)"),
+				stringFlag("parent", "build the incremental on this backup (an error when it cannot be used)", ""),
+				intFlag("incremental-max-chain", "most incrementals after a full backup; the next backup is full", backup.DefaultMaxChain),
 			}),
 			Action: backupPush,
 		},
@@ -150,6 +154,17 @@ func backupPush(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	incremental, parent := c.Bool("incremental"), c.String("parent")
+	if c.Bool("full") && (incremental || parent != "") {
+		return usageError("--full and --incremental (or --parent) contradict each other")
+	}
+	if parent != "" && !repo.ValidBackupName(parent) {
+		return usageError("--parent %q is not a backup name", parent)
+	}
+	maxChain := c.Int("incremental-max-chain")
+	if maxChain < 1 || maxChain > repo.MaxChain {
+		return usageError("--incremental-max-chain %d: use 1 to %d", maxChain, repo.MaxChain)
+	}
 	ann := map[string]string{}
 	for _, a := range c.StringSlice("annotation") {
 		k, v, ok := strings.Cut(a, "=")
@@ -171,6 +186,7 @@ func backupPush(c *cli.Context) error {
 		Concurrency: c.Int("upload-concurrency"), FastCheckpoint: c.Bool("fast-checkpoint"),
 		Permanent: c.Bool("permanent"), Annotations: ann, ArchiveTimeout: timeout,
 		Software: "walvault " + version, Progress: progressReporter(progressBar(c), interval),
+		Incremental: incremental, Parent: parent, MaxChain: maxChain,
 	})
 	if err != nil {
 		return err
@@ -178,9 +194,13 @@ func backupPush(c *cli.Context) error {
 	m := res.Manifest
 	secs := res.Duration.Seconds()
 	ratio := float64(m.DataSize) / float64(max(m.StoredSize, 1))
-	fmt.Fprintf(c.App.Writer, "backup %s complete: %s read, %s stored (%.1f:1), %d files in %d parts, WAL %s to %s, %.2f s (%s/s)\n",
+	kind := ""
+	if m.Incremental() {
+		kind = fmt.Sprintf(", incremental on %s (chain of %d)", m.Parent, len(m.Chain)+1)
+	}
+	fmt.Fprintf(c.App.Writer, "backup %s complete: %s read, %s stored (%.1f:1), %d files in %d parts, WAL %s to %s, %.2f s (%s/s)%s\n",
 		m.Name, archive.HumanBytes(m.DataSize), archive.HumanBytes(m.StoredSize), ratio, m.FileCount, len(m.Parts),
-		m.StartWAL, m.StopWAL, secs, archive.HumanBytes(int64(float64(m.DataSize)/max(secs, 0.001))))
+		m.StartWAL, m.StopWAL, secs, archive.HumanBytes(int64(float64(m.DataSize)/max(secs, 0.001))), kind)
 	return nil
 }
 

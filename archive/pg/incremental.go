@@ -1,0 +1,32 @@
+package pg
+
+import (
+	"context"
+	"time"
+)
+
+// Facts are the settings that decide whether an incremental backup may
+// build on an earlier one, and what its manifest records.
+type Facts struct {
+	WALLevel       string
+	FullPageWrites bool
+	DataChecksums  string // "on" or "off"
+	WALLogHints    bool
+	BlockSize      int
+	// Started is when the postmaster started: settings that need a
+	// restart (wal_level, wal_log_hints) are as now since then.
+	Started time.Time
+}
+
+// Facts reads them.
+func (s *Server) Facts(ctx context.Context) (Facts, error) {
+	var f Facts
+	err := s.conn.QueryRow(ctx, `SELECT current_setting('wal_level'), current_setting('full_page_writes')::bool,
+		current_setting('data_checksums'), current_setting('wal_log_hints')::bool,
+		current_setting('block_size')::int, pg_postmaster_start_time()`).Scan(
+		&f.WALLevel, &f.FullPageWrites, &f.DataChecksums, &f.WALLogHints, &f.BlockSize, &f.Started)
+	if err != nil {
+		return f, Err("reading the server's settings for an incremental backup", err)
+	}
+	return f, nil
+}
