@@ -142,23 +142,12 @@ func (inc *incremental) tarFile(tw *tar.Writer, e walkEntry, f *repo.File, buf [
 	if pf == nil {
 		return tarFile(tw, e, f, buf, onRead)
 	}
-	src, err := os.Open(e.Abs) // #nosec G304 -- a file of the data directory being backed up
-	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return false, nil
-		}
-		return false, localErr(err)
+	src, st, err := openSource(e, f)
+	if src == nil || err != nil {
+		return false, err
 	}
 	defer src.Close()
-	st, err := src.Stat()
-	if err != nil {
-		return false, localErr(err)
-	}
-	if !st.Mode().IsRegular() {
-		return false, nil
-	}
 	size := st.Size()
-	f.Size, f.MTime, f.Mode = size, st.ModTime().UTC(), fmt.Sprintf("%04o", st.Mode().Perm())
 	if kind == kindContent {
 		same, err := sameContent(src, size, pf, buf, onRead)
 		if err != nil {

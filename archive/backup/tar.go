@@ -77,25 +77,38 @@ func writeTar(ctx context.Context, w io.Writer, ents []walkEntry, part int, buf 
 }
 
 // tarFile adds one regular file; done is false when it has vanished.
-func tarFile(tw *tar.Writer, e walkEntry, f *repo.File, buf []byte, onRead func(int64)) (done bool, err error) {
+// openSource opens a file of the data directory for reading and states
+// its size, mtime and mode in f. A file that vanished or is no longer a
+// regular file yields a nil file and no error: the backup goes on
+// without it (WAL replay recreates what it needs).
+func openSource(e walkEntry, f *repo.File) (*os.File, fs.FileInfo, error) {
 	src, err := os.Open(e.Abs) // #nosec G304 -- a file of the data directory being backed up
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			slog.Debug("file vanished during the backup", "path", e.Path)
-			return false, nil
+			return nil, nil, nil
 		}
-		return false, localErr(err)
+		return nil, nil, localErr(err)
+	}
+	st, err := src.Stat()
+	if err != nil || !st.Mode().IsRegular() {
+		_ = src.Close() // only read from
+		if err != nil {
+			return nil, nil, localErr(err)
+		}
+		return nil, nil, nil
+	}
+	f.Size, f.MTime, f.Mode = st.Size(), st.ModTime().UTC(), fmt.Sprintf("%04o", st.Mode().Perm())
+	return src, st, nil
+}
+
+func tarFile(tw *tar.Writer, e walkEntry, f *repo.File, buf []byte, onRead func(int64)) (done bool, err error) {
+	src, st, err := openSource(e, f)
+	if src == nil || err != nil {
+		return false, err
 	}
 	defer src.Close()
-	st, err := src.Stat()
-	if err != nil {
-		return false, localErr(err)
-	}
-	if !st.Mode().IsRegular() {
-		return false, nil
-	}
 	size := st.Size()
-	f.Size, f.MTime, f.Mode = size, st.ModTime().UTC(), fmt.Sprintf("%04o", st.Mode().Perm())
 	hdr := &tar.Header{Name: e.Path, Mode: int64(st.Mode().Perm()), Size: size, ModTime: st.ModTime(), Typeflag: tar.TypeReg}
 	if err := tw.WriteHeader(hdr); err != nil {
 		return false, err
