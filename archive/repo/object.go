@@ -70,9 +70,9 @@ func (r *Repo) Put(ctx context.Context, key string, src func() (io.ReadCloser, e
 // Like Put, it signs the object when its metadata states the content's
 // digest and size and the repo has a signing key.
 func (r *Repo) PutBytes(ctx context.Context, key string, body []byte, opts cloud.PutOptions) error {
-	if opts.SizeHint == 0 {
-		opts.SizeHint = int64(len(body))
-	}
+	// The body's size is known exactly; a caller's hint (the plain size of
+	// what was encoded) would make a store reserve memory for that much.
+	opts.SizeHint = int64(len(body))
 	var err error
 	if opts.Metadata, err = r.withProof(key, opts.Metadata); err != nil {
 		return err

@@ -136,29 +136,39 @@ func (s *store) Put(ctx context.Context, key string, r io.Reader, opts cloud.Put
 		return cloud.Permanent(fmt.Errorf("%s: put %s: %w", s, key, err))
 	}
 	partSize := s.partSizeFor(opts.SizeHint)
+	if br, ok := r.(*bytes.Reader); ok && int64(br.Len()) <= partSize+cloud.PartSlack {
+		// Already in memory (an encoded WAL segment): sent as it is, not
+		// copied into a buffer of its own first.
+		return s.putSingle(ctx, key, br, int64(br.Len()), opts)
+	}
 	first, eof, err := readFirst(ctx, r, partSize+cloud.PartSlack, opts.SizeHint)
 	if err != nil {
 		return fmt.Errorf("%s: put %s: reading the data: %w", s, key, err)
 	}
 	if eof {
-		in := &awss3.PutObjectInput{
-			Bucket:        aws.String(s.bucket),
-			Key:           aws.String(s.key(key)),
-			Body:          bytes.NewReader(first),
-			ContentLength: aws.Int64(int64(len(first))),
-			Metadata:      opts.Metadata,
-			StorageClass:  s.class,
-		}
-		if opts.IfAbsent {
-			in.IfNoneMatch = aws.String("*")
-		}
-		s.applyKMS(&in.ServerSideEncryption, &in.SSEKMSKeyId)
-		if _, err := s.client.PutObject(ctx, in); err != nil {
-			return s.mapErr(ctx, "put", key, err)
-		}
-		return nil
+		return s.putSingle(ctx, key, bytes.NewReader(first), int64(len(first)), opts)
 	}
 	return s.putMultipart(ctx, key, r, opts, partSize, first)
+}
+
+// putSingle stores body, size bytes, in one PutObject.
+func (s *store) putSingle(ctx context.Context, key string, body io.ReadSeeker, size int64, opts cloud.PutOptions) error {
+	in := &awss3.PutObjectInput{
+		Bucket:        aws.String(s.bucket),
+		Key:           aws.String(s.key(key)),
+		Body:          body,
+		ContentLength: aws.Int64(size),
+		Metadata:      opts.Metadata,
+		StorageClass:  s.class,
+	}
+	if opts.IfAbsent {
+		in.IfNoneMatch = aws.String("*")
+	}
+	s.applyKMS(&in.ServerSideEncryption, &in.SSEKMSKeyId)
+	if _, err := s.client.PutObject(ctx, in); err != nil {
+		return s.mapErr(ctx, "put", key, err)
+	}
+	return nil
 }
 
 func (s *store) applyKMS(sse *types.ServerSideEncryption, id **string) {
