@@ -247,6 +247,8 @@ percall() { # percall KEY CMD...: median wall ms of CALLS runs (cwd: the data di
 		sort -g | sed -n 3p | awk '{ printf "%.1f\n", $1 / 1024 }' >>"$WORK/percall"
 }
 as_pg "$PGBIN/pg_ctl" -D "$DATA" -l "$WORK/data.log" -w start >/dev/null
+# What starting any process costs on this machine: the floor of every row.
+percall true /bin/true
 if [ "$HAVE_AGENT" = 1 ]; then
 	start_agent "$DATA" $(wv_opts file agent-plain plain)
 	percall agent-push "$WVC" push "pg_wal/$LAST_SEG"
@@ -271,7 +273,7 @@ EOC
 	as_pg touch "$rec/recovery.signal"
 	[ -n "$agent_opts" ] && start_agent "$rec" $agent_opts
 	t0=$EPOCHREALTIME
-	as_pg "$PGBIN/pg_ctl" -D "$rec" -l "$WORK/rec-$key.log" start >/dev/null
+	as_pg "$PGBIN/pg_ctl" -D "$rec" -l "$WORK/rec-$key.log" start >/dev/null || die "$key: the recovering server did not start: $(tail -n 5 "$WORK/rec-$key.log")"
 	for _ in $(seq 6000); do
 		[ "$(psql 5460 "SELECT pg_is_in_recovery()" 2>/dev/null)" = f ] && break
 		tick 0.02
@@ -284,12 +286,15 @@ EOC
 	awk -v k="$key" -v a="$t0" -v b="$t1" 'BEGIN { printf "%s %.3f\n", k, b - a }' >>"$WORK/recover"
 }
 say "recovery: replaying $BACKLOG segments"
-RD="--store file://$WORK/stores/walpush-plain --verify-key $VERIFY --log-level warn"
+# From the first of STORES, the stores the drains filled.
+REC_STORE=$(echo $STORES | cut -d' ' -f1)
+RD="--store $(store_url "$REC_STORE" walpush-plain) --verify-key $VERIFY --log-level warn"
+[ "$REC_STORE" = s3 ] && RD="$RD --s3-endpoint https://127.0.0.1:$VGW_PORT --s3-path-style"
 recover walfetch "$WV wal-fetch $RD %f %p"
 if [ "$HAVE_AGENT" = 1 ]; then
-	recover agent "$WVC fetch %f %p" "--store file://$WORK/stores/agent-plain --verify-key $VERIFY --signing-key $WORK/sign.key --log-level warn"
+	recover agent "$WVC fetch %f %p" "$(wv_opts "$REC_STORE" agent-plain plain) --verify-key $VERIFY"
 fi
-pbr_conf file pbr-async-plain plain y "$WORK/rec" 5460 >/dev/null
+pbr_conf "$REC_STORE" pbr-async-plain plain y "$WORK/rec" 5460 >/dev/null
 recover pbr "$PBR --config=$WORK/pbr-pbr-async-plain.conf --stanza=bench archive-get %f \"%p\""
 
 # --- sustained: a bulk load against each archive_command
@@ -335,12 +340,21 @@ sustain() {
 	echo "$key $mb $peak $over $samples $rss" >>"$WORK/sustain"
 }
 say "sustained: ${DURATION}s of bulk load per archive_command"
+# The first run on a new cluster is slower (files created, caches cold):
+# one unmeasured run first, and /bin/true both before and after the
+# archivers, its mean the baseline.
+DURATION_SET=$DURATION
+DURATION=10 sustain warmup /bin/true
+DURATION=$DURATION_SET
 sustain true /bin/true
-if [ "$HAVE_AGENT" = 1 ]; then
-	sustain agent "$WVC push %p" "$(wv_opts file load-agent plain)"
-fi
-sustain walpush "$WV wal-push $(wv_opts file load-walpush plain) %p"
-PBR_CONF=$(pbr_conf file load-pbr plain y "$LOAD" 5451) sustain pbrasync "$PBR --config=$WORK/pbr-load-pbr.conf --stanza=bench archive-push %p"
+for store in $STORES; do
+	if [ "$HAVE_AGENT" = 1 ]; then
+		sustain "$store-agent" "$WVC push %p" "$(wv_opts "$store" "load-agent-$store" plain)"
+	fi
+	sustain "$store-walpush" "$WV wal-push $(wv_opts "$store" "load-walpush-$store" plain) %p"
+	PBR_CONF=$(pbr_conf "$store" "load-pbr-$store" plain y "$LOAD" 5451) sustain "$store-pbrasync" "$PBR --config=$WORK/pbr-load-pbr-$store.conf --stanza=bench archive-push %p"
+done
+sustain true-after /bin/true
 as_pg "$PGBIN/pg_ctl" -D "$LOAD" -m fast -w stop >/dev/null
 
 # --- the tables
@@ -362,19 +376,20 @@ for store in $STORES; do
 	done
 done
 echo
-echo "Sustained bulk load, ${DURATION}s each: WAL MB/s, share of /bin/true's, .ready backlog (peak; samples > 2 of all, every 0.5 s), agent peak RSS"
+echo "Sustained bulk load, ${DURATION}s each: WAL MB/s, share of /bin/true's (mean of the two), .ready backlog (peak; samples > 2 of all, every 0.5 s), agent peak RSS"
 printf '%-22s %10s %8s %8s %12s %10s\n' archive_command "WAL MB/s" share peak ">2/samples" "RSS MiB"
-base=$(get sustain true 2)
-for k in true agent walpush pbrasync; do
+base=$(awk '$1 == "true" || $1 == "true-after" { s += $2; n++ } END { if (n) printf "%.1f", s / n }' "$WORK/sustain")
+for k in true true-after $(for s in $STORES; do echo "$s-agent $s-walpush $s-pbrasync"; done); do
 	printf '%-22s %10s %8s %8s %12s %10s\n' "$k" "$(get sustain $k 2)" "$(ratio "$(get sustain $k 2)" "$base")" "$(get sustain $k 3)" "$(get sustain $k 4)/$(get sustain $k 5)" "$(get sustain $k 6)"
 done
 echo
 echo "Per call, a segment already archived: median wall ms of $CALLS (process start included), peak RSS MiB"
 printf '%-30s %10s %10s\n' "" "ms" "RSS MiB"
+printf '%-30s %10s %10s\n' "/bin/true (process start)" "$(get percall true 2)" "$(get percall true 3)"
 printf '%-30s %10s %10s\n' "walvault-wal push (agent)" "$(get percall agent-push 2)" "$(get percall agent-push 3)"
 printf '%-30s %10s %10s\n' "walvault wal-push" "$(get percall walpush-again 2)" "$(get percall walpush-again 3)"
 echo
-echo "Recovery: initdb's cluster replays $BACKLOG archived segments until it promotes, s (ratio: / pgBackRest)"
+echo "Recovery from the $REC_STORE store: initdb's cluster replays $BACKLOG archived segments until it promotes, s (ratio: / pgBackRest)"
 pr=$(get recover pbr 2)
 for k in walfetch agent pbr; do
 	printf '%-30s %10s %8s\n' "$k" "$(get recover $k 2)" "$(ratio "$(get recover $k 2)" "$pr")"

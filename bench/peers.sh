@@ -59,6 +59,11 @@ trap 'exit 130' INT TERM
 cp "$BIN" "$WORK/walvault"
 chmod 755 "$WORK/walvault"
 WV="$WORK/walvault"
+# walvault signs what it stores and authenticates what it reads: one key
+# pair for the whole run, through the environment every command inherits.
+VERIFY_KEY=$(as_pg "$WV" keygen --signing-key "$WORK/signing.key" 2>/dev/null | tail -n 1)
+[ "${VERIFY_KEY#walvault-verify-}" != "$VERIFY_KEY" ] || die "walvault keygen --signing-key printed no verify key"
+export WALVAULT_SIGNING_KEY=$WORK/signing.key WALVAULT_VERIFY_KEY=$VERIFY_KEY
 
 # timeit OUT CMD...: runs CMD (as the postgres user), writes "seconds
 # peak_rss_kib tree_peak_rss_kib cpu_seconds" to OUT, CMD's stdout to OUT.out. The clock
@@ -241,7 +246,7 @@ as_pg mkdir "$WVBK"
 cat >>"$WORK/data-wv/postgresql.conf" <<EOC
 port = 5441
 archive_mode = on
-archive_command = '$WV wal-push --store file://$WVBK %p'
+archive_command = '$WV wal-push --signing-key $WORK/signing.key --store file://$WVBK %p'
 EOC
 cat >>"$WORK/data-pbr/postgresql.conf" <<EOC
 port = 5442

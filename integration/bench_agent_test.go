@@ -1,9 +1,12 @@
 package integration
 
 import (
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -61,13 +64,16 @@ func agentDrain(b *testing.B, tg *target, n int) (time.Duration, int) {
 	return d, len(ready)
 }
 
-// BenchmarkAgentReplay: a backup, then about n segments of pgbench WAL
+// BenchmarkAgentReplay: a backup, then over 2 GiB of pgbench WAL
 // archived; the same backup restored twice and started until it has
 // replayed everything and promoted: once with restore_command =
 // walvault wal-fetch, once with --agent and a fetch-only agent. Reports
-// both times and the agent's prefetch hits.
+// both times, the agent's prefetch hits and the share of the agent's
+// replay spent inside restore_command: the agent's own time answering
+// fetches plus, per fetch, what starting walvault-wal costs here (its
+// median over 21 runs), over the replay's wall time.
 func BenchmarkAgentReplay(b *testing.B) {
-	const n = 48
+	const n = 170 // pgbench -i -s 170 writes about 140 segments (2.2 GiB)
 	for i := 0; i < b.N; i++ {
 		tg := newTarget(b, "file")
 		identity, recipient := keygen(b, pgtest.WorkDir(b))
@@ -102,16 +108,39 @@ func BenchmarkAgentReplay(b *testing.B) {
 			b.ReportMetric(time.Since(start).Seconds(), "s-replay-"+mode)
 			if ra != nil {
 				st, err := agentStatus(b, filepath.Join(r.Data, "pg_wal", ".walvault", "agent.sock"))
-				if err == nil {
-					b.ReportMetric(float64(st.PrefetchHits), "prefetch-hits")
-					b.ReportMetric(float64(st.FetchRequests), "fetches")
-					b.ReportMetric(st.FetchSeconds, "s-in-agent-fetch")
+				if err != nil {
+					b.Fatalf("agent status: %v", err)
 				}
+				replay := time.Since(start).Seconds()
+				inCommand := st.FetchSeconds + float64(st.FetchRequests)*clientStart(b).Seconds()
+				b.ReportMetric(float64(st.PrefetchHits), "prefetch-hits")
+				b.ReportMetric(float64(st.FetchRequests), "fetches")
+				b.ReportMetric(st.FetchSeconds, "s-in-agent-fetch")
+				b.ReportMetric(100*inCommand/replay, "pct-in-restore_command")
 				ra.stop(b)
 			}
 			r.Stop()
 		}
 	}
+}
+
+// clientStart is the median wall time of starting walvault-wal (run
+// without a command, it prints its usage and exits 2) on this machine:
+// the part of each restore_command call the agent does not see.
+func clientStart(b *testing.B) time.Duration {
+	b.Helper()
+	var ds []time.Duration
+	for range 21 {
+		t0 := time.Now()
+		err := exec.Command(pgtest.WalvaultWal(b)).Run()
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != 2 {
+			b.Fatalf("walvault-wal without a command: %v, want exit 2", err)
+		}
+		ds = append(ds, time.Since(t0))
+	}
+	slices.Sort(ds)
+	return ds[len(ds)/2]
 }
 
 func mustWalvaultB(b *testing.B, tg *target, env []string, args ...string) {
