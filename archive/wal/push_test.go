@@ -74,12 +74,15 @@ func TestPushStatesEncodedDigest(t *testing.T) {
 		name    string
 		c       codec.Compression
 		encrypt bool
+		random  bool // content that does not compress: over the in-memory limit
 		encoded bool // stated by walvault-encoded-sha256
 	}{
-		{"lz4", codec.LZ4, false, true},
-		{"lz4+age", codec.LZ4, true, true},
-		{"zstd+age", codec.Zstd, true, true},
-		{"none", codec.None, false, false},
+		{"lz4", codec.LZ4, false, false, true},
+		{"lz4+age", codec.LZ4, true, false, true},
+		{"zstd+age", codec.Zstd, true, false, true},
+		{"none", codec.None, false, false, false},
+		{"lz4 incompressible", codec.LZ4, false, true, false},
+		{"lz4+age incompressible", codec.LZ4, true, true, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := openRepo(t, t.TempDir(), tc.c)
@@ -87,6 +90,9 @@ func TestPushStatesEncodedDigest(t *testing.T) {
 				r = withAge(t, r)
 			}
 			src, want := writeCompressible(t, t.TempDir(), 3, 16<<20, 0)
+			if tc.random {
+				src, want = writeSegment(t, t.TempDir(), 3, 16<<20)
+			}
 			if _, err := Push(context.Background(), r, src, PushOptions{}); err != nil {
 				t.Fatal(err)
 			}
@@ -362,5 +368,32 @@ func TestPushOneConcurrently(t *testing.T) {
 		if got, _ := os.ReadFile(dest); !bytes.Equal(got, b) {
 			t.Fatalf("%s: fetched other bytes", p)
 		}
+	}
+}
+
+// TestBoundedBuffer: the in-memory copy of an encoded object refuses to
+// pass encodeInMemoryLimit, and a reused buffer keeps its memory within
+// that limit (the agent keeps a few in its free list).
+func TestBoundedBuffer(t *testing.T) {
+	var b boundedBuffer
+	b.Reset(100)
+	chunk := bytes.Repeat([]byte{7}, 1<<20)
+	for i := 0; i < encodeInMemoryLimit>>20; i++ {
+		if _, err := b.Write(chunk); err != nil {
+			t.Fatalf("write %d: %v", i, err)
+		}
+	}
+	if len(b.Bytes()) != encodeInMemoryLimit || cap(b.Bytes()) > encodeInMemoryLimit {
+		t.Fatalf("len %d cap %d, want both %d", len(b.Bytes()), cap(b.Bytes()), encodeInMemoryLimit)
+	}
+	if _, err := b.Write([]byte{1}); !errors.Is(err, errTooBig) {
+		t.Fatalf("write past the limit: %v, want errTooBig", err)
+	}
+	b.Reset(10)
+	if len(b.Bytes()) != 0 || cap(b.Bytes()) != encodeInMemoryLimit {
+		t.Fatalf("after Reset: len %d cap %d, want 0 and the memory kept", len(b.Bytes()), cap(b.Bytes()))
+	}
+	if _, err := b.Write([]byte("abc")); err != nil || string(b.Bytes()) != "abc" {
+		t.Fatalf("after Reset: %q, %v", b.Bytes(), err)
 	}
 }
