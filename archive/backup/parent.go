@@ -127,7 +127,7 @@ func (b *pusher) findParent(ctx context.Context) (*parentRef, error) {
 			return nil, refuse("%s builds on %s, which is missing or damaged", cand.Name, a)
 		}
 	}
-	m, sum, err := b.r.ReadManifestDigest(ctx, cand.Name)
+	m, sum, err := b.r.ReadManifestSum(ctx, cand.Name, false)
 	if err != nil {
 		if errors.Is(err, archive.ErrStore) || archive.IsContextErr(err) {
 			return nil, err

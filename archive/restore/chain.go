@@ -40,7 +40,7 @@ func loadChain(ctx context.Context, r *repo.Repo, m *repo.Manifest) ([]link, err
 	links := []link{{m: m, files: m.Index()}}
 	child := m
 	for i, name := range m.Chain {
-		anc, sum, err := r.ReadManifestDigest(ctx, name)
+		anc, sum, err := r.ReadManifestSum(ctx, name, false)
 		switch {
 		case errors.Is(err, archive.ErrNotInArchive):
 			return nil, fmt.Errorf("%w: backup %s needs its ancestor %s, which is not in %s (deleted or never completed)", archive.ErrIntegrity, m.Name, name, r.Store)

@@ -92,7 +92,7 @@ func PushChainLink(t testing.TB, r *repo.Repo, name, parent string, bs int, when
 		Parts: []repo.Part{{Name: repo.PartName(0), Files: len(files), Size: st.Size, StoredSize: st.StoredSize, SHA256: st.SHA256}},
 		Files: list, FileCount: len(list)}
 	if parent != "" {
-		pm, sum, err := r.ReadManifestDigest(ctx, parent)
+		pm, sum, err := r.ReadManifestSum(ctx, parent, false)
 		if err != nil {
 			t.Fatal(err)
 		}
