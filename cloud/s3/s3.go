@@ -386,13 +386,31 @@ func (s *store) putMultipart(ctx context.Context, key string, r io.Reader, opts 
 }
 
 // abort cleans up a failed multipart upload, even when ctx was cancelled:
-// left-over parts are invisible but billed.
+// left-over parts are invisible but billed. A part whose connection broke
+// may still be stored by the server after the abort, bringing the upload
+// back (S3's documentation says to check with ListParts and abort again);
+// so it is checked, and aborted again, a few times.
 func (s *store) abort(ctx context.Context, k string, uploadID *string) {
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	_, _ = s.client.AbortMultipartUpload(actx, &awss3.AbortMultipartUploadInput{
-		Bucket: aws.String(s.bucket), Key: aws.String(k), UploadId: uploadID,
-	})
+	for attempt := range 4 {
+		if attempt > 0 {
+			select {
+			case <-time.After(time.Duration(attempt) * 200 * time.Millisecond):
+			case <-actx.Done():
+				return
+			}
+		}
+		_, _ = s.client.AbortMultipartUpload(actx, &awss3.AbortMultipartUploadInput{
+			Bucket: aws.String(s.bucket), Key: aws.String(k), UploadId: uploadID,
+		})
+		_, err := s.client.ListParts(actx, &awss3.ListPartsInput{
+			Bucket: aws.String(s.bucket), Key: aws.String(k), UploadId: uploadID,
+		})
+		if err != nil { // NoSuchUpload: gone (other errors: nothing more to learn)
+			return
+		}
+	}
 }
 
 func (s *store) Get(ctx context.Context, key string) (io.ReadCloser, cloud.ObjectInfo, error) {
