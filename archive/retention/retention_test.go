@@ -67,7 +67,7 @@ func TestRetentionAcrossTimelines(t *testing.T) {
 		want[k] = true
 	}
 	for _, b := range []string{"b2", "b4", "b5"} {
-		for _, f := range []string{"part-00000", "part-00001", repo.ManifestFile} {
+		for _, f := range []string{"part-00000", "part-00001", "part-00000.sums", "part-00001.sums", repo.ManifestFile} {
 			want[repo.BackupKey(b, f)] = true
 		}
 	}
@@ -76,8 +76,9 @@ func TestRetentionAcrossTimelines(t *testing.T) {
 		t.Fatalf("after delete the store holds\n%s\nwant\n%s", strings.Join(sortedKeys(got), "\n"), strings.Join(sortedKeys(want), "\n"))
 	}
 	// Deleted: timeline 1 but b2's island (1-9, 12-30, the .partial), and
-	// timeline 2 before b4 (15-24); plus two backups of 3 objects each.
-	if res.Backups != 2 || res.WALObjects != 9+19+1+10 || res.Objects != 2*3+1*2+res.WALObjects {
+	// timeline 2 before b4 (15-24); plus two backups of 5 objects each
+	// (two parts, their sums, the manifest).
+	if res.Backups != 2 || res.WALObjects != 9+19+1+10 || res.Objects != 2*5+1*2+res.WALObjects {
 		t.Fatalf("result %+v", res)
 	}
 

@@ -184,14 +184,29 @@ func TestVerify(t *testing.T) {
 			t.Fatalf("%s", problemsText(rep))
 		}
 	})
-	t.Run("manifest records another SHA-256", func(t *testing.T) {
+	t.Run("manifest records other sums", func(t *testing.T) {
 		s2 := newSynth(t)
 		src := filepath.Join(t.TempDir(), "src")
 		writeTree(t, src, map[string]string{"PG_VERSION": "15\n", "base/1/1259": "data"})
 		pushTestBackup(t, s2.R, src, "base_x", func(m *repo.Manifest) {
 			m.SegmentSize = backuptest.SynthSegSize
 			m.StartWAL, m.StopWAL = "000000010000000000000020", "000000010000000000000020"
-			m.Parts[0].SHA256 = strings.Repeat("ab", 32)
+			m.Parts[0].Sums = strings.Repeat("ab", 32)
+		})
+		s2.Segs(1, 0x20, 0x20, func(n uint64) time.Time { return tmin(int(n)) })
+		rep, _ := Run(s2.Ctx, s2.R, Options{Full: true})
+		if rep.OK || !strings.Contains(problemsText(rep), "backups/base_x/part-00000.sums in ") || !strings.Contains(problemsText(rep), "SHA-256") {
+			t.Fatalf("%s", problemsText(rep))
+		}
+	})
+	t.Run("legacy manifest records another SHA-256", func(t *testing.T) {
+		s2 := newSynth(t)
+		src := filepath.Join(t.TempDir(), "src")
+		writeTree(t, src, map[string]string{"PG_VERSION": "15\n", "base/1/1259": "data"})
+		pushTestBackup(t, s2.R, src, "base_x", func(m *repo.Manifest) {
+			m.SegmentSize = backuptest.SynthSegSize
+			m.StartWAL, m.StopWAL = "000000010000000000000020", "000000010000000000000020"
+			m.Parts[0].SHA256, m.Parts[0].Sums, m.Format = strings.Repeat("ab", 32), "", repo.ManifestFormatIncremental
 		})
 		s2.Segs(1, 0x20, 0x20, func(n uint64) time.Time { return tmin(int(n)) })
 		rep, _ := Run(s2.Ctx, s2.R, Options{Full: true})

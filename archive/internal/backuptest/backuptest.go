@@ -12,6 +12,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"io/fs"
 	"os"
@@ -155,12 +156,7 @@ func Push(t testing.TB, r *repo.Repo, src, name string, mutate func(*repo.Manife
 	var dataSize int64
 	for i, plan := range plans {
 		body, fs := tarPart(t, plan, i)
-		st, err := r.Put(ctx, repo.BackupKey(name, repo.PartName(i)), func() (io.ReadCloser, error) {
-			return io.NopCloser(bytes.NewReader(body)), nil
-		}, repo.PutOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
+		part := PutPart(t, r, name, i, body)
 		n := 0
 		for _, f := range fs {
 			if f.Type == repo.TypeFile {
@@ -168,7 +164,8 @@ func Push(t testing.TB, r *repo.Repo, src, name string, mutate func(*repo.Manife
 				dataSize += f.Size
 			}
 		}
-		parts = append(parts, repo.Part{Name: repo.PartName(i), Tablespace: planSpc[i], Files: n, Size: st.Size, StoredSize: st.StoredSize, SHA256: st.SHA256})
+		part.Tablespace, part.Files = planSpc[i], n
+		parts = append(parts, part)
 		files = append(files, fs...)
 	}
 	stop := time.Now().UTC()
@@ -194,6 +191,19 @@ func Push(t testing.TB, r *repo.Repo, src, name string, mutate func(*repo.Manife
 		t.Fatal(err)
 	}
 	return m
+}
+
+// PutPart stores a tar stream as part idx of backup name, with its sums
+// object, as backup-push does.
+func PutPart(t testing.TB, r *repo.Repo, name string, idx int, body []byte) repo.Part {
+	t.Helper()
+	st, sums, err := r.PutChunked(context.Background(), repo.BackupKey(name, repo.PartName(idx)), func() (io.ReadCloser, error) {
+		return io.NopCloser(bytes.NewReader(body)), nil
+	}, repo.PutOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return repo.Part{Name: repo.PartName(idx), Size: st.Size, StoredSize: st.StoredSize, SHA256: st.SHA256, Sums: sums}
 }
 
 // SignedRepo is a repository over st that signs what it writes and checks
@@ -237,5 +247,32 @@ func WriteTree(t testing.TB, root string, files map[string]string) {
 		if err := os.WriteFile(full, []byte(body), 0o600); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// ForgeCRC32C rewrites the last 4 bytes of b (at least 4 long) so that its
+// CRC-32C is want (8 hex digits): what anyone can do to a file whose only
+// check is a CRC, as an attacker forging a part would.
+func ForgeCRC32C(b []byte, want string) {
+	target, err := strconv.ParseUint(want, 16, 32)
+	if err != nil || len(b) < 4 {
+		panic("ForgeCRC32C: bad arguments")
+	}
+	tab := crc32.MakeTable(crc32.Castagnoli)
+	var rev [256]byte
+	for i := range 256 {
+		rev[tab[i]>>24] = byte(i)
+	}
+	// The table index each of the 4 steps must use to end at the target.
+	f := ^uint32(target)
+	var idx [4]byte
+	for i := 3; i >= 0; i-- {
+		idx[i] = rev[f>>24]
+		f = (f ^ tab[idx[i]]) << 8
+	}
+	state := ^crc32.Update(0, tab, b[:len(b)-4])
+	for i := range 4 {
+		b[len(b)-4+i] = byte(state) ^ idx[i]
+		state = state>>8 ^ tab[idx[i]]
 	}
 }

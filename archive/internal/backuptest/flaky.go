@@ -8,6 +8,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/walvault/walvault/archive/repo"
 	"github.com/walvault/walvault/cloud"
 )
 
@@ -39,7 +40,7 @@ func NewFlakyStore(st cloud.Store) cloud.Store {
 
 func (f *flakyStore) Get(ctx context.Context, key string) (io.ReadCloser, cloud.ObjectInfo, error) {
 	rc, info, err := f.Store.Get(ctx, key)
-	if err != nil || !strings.Contains(key, "/part-") {
+	if err != nil || !strings.Contains(key, "/part-") || strings.HasSuffix(key, repo.SumsSuffix) {
 		return rc, info, err
 	}
 	f.mu.Lock()

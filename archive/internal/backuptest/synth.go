@@ -99,6 +99,8 @@ func (s *Synth) Backup(name string, tli uint32, start, stop uint64, began, ended
 	// SampleManifest's parts: 10 stored bytes each.
 	s.Put(repo.BackupKey(name, "part-00000"), []byte("part zero!"), ended)
 	s.Put(repo.BackupKey(name, "part-00001"), []byte("part one!!"), ended)
+	s.Put(repo.SumsKey(repo.BackupKey(name, "part-00000")), []byte("sums zero"), ended)
+	s.Put(repo.SumsKey(repo.BackupKey(name, "part-00001")), []byte("sums one!"), ended)
 	s.Put(repo.BackupKey(name, repo.ManifestFile), body, ended)
 	return m
 }
@@ -164,8 +166,8 @@ func SampleManifest() *repo.Manifest {
 		StartWAL: "000000010000000000000004", StopWAL: "000000010000000000000004", StartTime: t0, StopTime: t0.Add(3 * time.Second),
 		SegmentSize: 16 << 20, Compression: "lz4", DataSize: 30, StoredSize: 20,
 		Parts: []repo.Part{
-			{Name: "part-00000", Files: 2, Size: 3072, StoredSize: 10, SHA256: strings.Repeat("ab", 32)},
-			{Name: "part-00001", Files: 1, Size: 2048, StoredSize: 10, SHA256: strings.Repeat("cd", 32)},
+			{Name: "part-00000", Files: 2, Size: 3072, StoredSize: 10, SHA256: strings.Repeat("ab", 32), Sums: strings.Repeat("a1", 32)},
+			{Name: "part-00001", Files: 1, Size: 2048, StoredSize: 10, SHA256: strings.Repeat("cd", 32), Sums: strings.Repeat("c1", 32)},
 		},
 		FileCount: 4,
 		Files: []repo.File{
