@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -85,29 +86,9 @@ func DatabaseOf(dsn string) (string, error) {
 	return cc.Database, nil
 }
 
-// SafeName turns a database name into the part of a dump name it may be:
-// characters outside [A-Za-z0-9._-] become '_', at most 64 bytes.
-func SafeName(db string) string {
-	var b strings.Builder
-	for _, c := range []byte(db) {
-		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-'
-		if !ok {
-			c = '_'
-		}
-		b.WriteByte(c)
-		if b.Len() >= 64 {
-			break
-		}
-	}
-	if b.Len() == 0 {
-		return "db"
-	}
-	return b.String()
-}
-
 // Name is the name of a dump of db started at t.
 func Name(t time.Time, db string) string {
-	return "dump_" + t.UTC().Format("20060102T150405Z") + "_" + SafeName(db)
+	return repo.DumpName(t, repo.DumpKindDatabase, db)
 }
 
 // toolLog copies a tool's stderr into the log, one slog line per line,
@@ -175,6 +156,22 @@ func toolErr(tool string, err error, last string) error {
 	return fmt.Errorf("%w: %s failed (%s)", archive.ErrPostgres, tool, what)
 }
 
+// toolCommand runs one of PostgreSQL's client tools with args and the
+// connection dsn: its settings as --dbname, its password (if any) in the
+// tool's environment, never on its command line.
+func toolCommand(ctx context.Context, path, dsn, app string, args ...string) (*exec.Cmd, error) {
+	conn, env, err := pg.ToolConn(dsn)
+	if err != nil {
+		return nil, err
+	}
+	if conn != "" {
+		args = append([]string{"--dbname=" + conn}, args...)
+	}
+	cmd := exec.CommandContext(ctx, path, args...) // #nosec G204 -- PostgreSQL's own client, the user's settings, no shell
+	cmd.Env = append(append(os.Environ(), "PGAPPNAME="+app), env...)
+	return cmd, nil
+}
+
 // toolVersion runs `tool --version` and returns its line.
 func toolVersion(ctx context.Context, path string) (string, error) {
 	out, err := exec.CommandContext(ctx, path, "--version").Output() // #nosec G204 -- the PostgreSQL client the user chose
@@ -201,7 +198,7 @@ type PushOptions struct {
 // not "dump_", so no database (not even one called "globals") can have
 // the same name.
 func GlobalsName(t time.Time) string {
-	return "dumpall_" + t.UTC().Format("20060102T150405Z") + "_globals"
+	return repo.DumpName(t, repo.DumpKindGlobals, "")
 }
 
 // Push runs pg_dump -Fc -Z0 (or, with o.Globals, pg_dumpall
@@ -239,13 +236,13 @@ func Push(ctx context.Context, r *repo.Repo, o PushOptions) (*repo.DumpManifest,
 	if err != nil {
 		return nil, err
 	}
-	srvVer, srvText := srv.Version, srv.VersionString
+	srvVer, srvText, sysid := srv.Version, srv.VersionString, srv.SystemID
 	srv.Close()
 
 	start := now().UTC()
 	m := &repo.DumpManifest{Format: repo.DumpManifestFormat, Kind: repo.DumpKindDatabase, Name: Name(start, db), Software: o.Software,
 		Database: db, PGVersion: srvVer, PGVersionText: srvText, PGDumpVersion: ver, DumpFormat: "custom", StartTime: start,
-		Compression: string(r.Codec.Compression), Encrypted: len(r.Codec.Recipients) > 0}
+		Compression: string(r.Codec.Compression), Encrypted: len(r.Codec.Recipients) > 0, SystemIdentifier: strconv.FormatUint(sysid, 10)}
 	args := []string{"-Fc", "-Z0", "--no-password"}
 	if o.Globals {
 		m.Kind, m.Name, m.DumpFormat = repo.DumpKindGlobals, GlobalsName(start), "plain"
@@ -255,10 +252,7 @@ func Push(ctx context.Context, r *repo.Repo, o PushOptions) (*repo.DumpManifest,
 		m.Compression = "lz4"
 	}
 	m.Hostname, _ = os.Hostname()
-	if dsn != "" {
-		args = append(args, "--dbname="+dsn)
-	}
-	if err := stream(ctx, r, m, tool, toolPath, args); err != nil {
+	if err := stream(ctx, r, m, tool, toolPath, dsn, args); err != nil {
 		return nil, err
 	}
 	m.StopTime = now().UTC()
@@ -266,7 +260,7 @@ func Push(ctx context.Context, r *repo.Repo, o PushOptions) (*repo.DumpManifest,
 		m.StopTime = m.StartTime
 	}
 	if err := r.WriteDumpManifest(ctx, m); err != nil {
-		_ = r.Store.Delete(context.WithoutCancel(ctx), repo.DumpKey(m.Name, repo.DumpFile))
+		removeDumpObjects(ctx, r, m.Name)
 		return nil, err
 	}
 	return m, nil
@@ -274,12 +268,14 @@ func Push(ctx context.Context, r *repo.Repo, o PushOptions) (*repo.DumpManifest,
 
 // stream runs the dump tool and stores its output as m's dump object,
 // recording the sizes and digest in m. On failure the object is removed.
-func stream(ctx context.Context, r *repo.Repo, m *repo.DumpManifest, tool, toolPath string, args []string) error {
+func stream(ctx context.Context, r *repo.Repo, m *repo.DumpManifest, tool, toolPath, dsn string, args []string) error {
 	key := repo.DumpKey(m.Name, repo.DumpFile)
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	cmd := exec.CommandContext(cctx, toolPath, args...) // #nosec G204 -- pg_dump / pg_dumpall with the user's connection settings, no shell
-	cmd.Env = append(os.Environ(), "PGAPPNAME=walvault dump-push")
+	cmd, err := toolCommand(cctx, toolPath, dsn, "walvault dump-push", args...)
+	if err != nil {
+		return err
+	}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		return err
@@ -303,7 +299,7 @@ func stream(ctx context.Context, r *repo.Repo, m *repo.DumpManifest, tool, toolP
 		opened = true
 		return io.NopCloser(stdout), nil
 	}
-	st, putErr := r.Put(cctx, key, src, repo.PutOptions{PutOptions: cloud.PutOptions{IfAbsent: true}})
+	st, sums, putErr := r.PutChunked(cctx, key, src, repo.PutOptions{PutOptions: cloud.PutOptions{IfAbsent: true}})
 	if putErr != nil {
 		cancel() // the tool must not block on a pipe nobody reads
 	}
@@ -317,9 +313,7 @@ func stream(ctx context.Context, r *repo.Repo, m *repo.DumpManifest, tool, toolP
 	}
 	if putErr != nil || waitErr != nil {
 		// Nothing of a failed dump is kept.
-		if derr := r.Store.Delete(context.WithoutCancel(ctx), key); derr != nil {
-			slog.Warn("could not remove the dump object of a failed dump", "key", key, "err", derr)
-		}
+		removeDumpObjects(ctx, r, m.Name)
 		if putErr != nil {
 			return putErr
 		}
@@ -328,8 +322,19 @@ func stream(ctx context.Context, r *repo.Repo, m *repo.DumpManifest, tool, toolP
 		}
 		return toolErr(tool, waitErr, last)
 	}
-	m.Size, m.StoredSize, m.SHA256 = st.Size, st.StoredSize, st.SHA256
+	m.Size, m.StoredSize, m.SHA256, m.Sums = st.Size, st.StoredSize, st.SHA256, sums
 	return nil
+}
+
+// removeDumpObjects removes the dump object and its sums of a dump that
+// failed: nothing of it is kept.
+func removeDumpObjects(ctx context.Context, r *repo.Repo, name string) {
+	key := repo.DumpKey(name, repo.DumpFile)
+	for _, k := range []string{key, repo.SumsKey(key)} {
+		if err := r.Store.Delete(context.WithoutCancel(ctx), k); err != nil {
+			slog.Warn("could not remove an object of a failed dump", "key", k, "err", err)
+		}
+	}
 }
 
 // ListDatabases names the databases dump-push --all dumps: those that
@@ -432,20 +437,21 @@ func Resolve(ctx context.Context, r *repo.Repo, name string) (*repo.DumpManifest
 	return nil, fmt.Errorf("no complete dump in %s: %w", r.Store, archive.ErrNotInArchive)
 }
 
-// load streams dump m's verified, decoded content to fn. The stored
-// object must hash to what the (signed) manifest records, and be
-// encrypted when the manifest says so and an identity is configured; its
-// decoded size must be the manifest's. A mismatch found at the end is an
-// ErrIntegrity error even after fn has consumed everything.
-func load(ctx context.Context, r *repo.Repo, m *repo.DumpManifest, fn func(io.Reader) error) error {
-	want := repo.Want{StoredSHA256: m.SHA256, StoredSize: m.StoredSize, Encrypted: m.Encrypted, MaxSize: max(m.Size, 1)}
+// load streams dump m's authenticated, decoded content to fn. The stored
+// object is released to the decoder chunk by chunk, each chunk only once
+// it matched the sums object the (signed) manifest proves: fn never reads
+// a byte that is not the dump's. A dump from before sums (format 1) is
+// downloaded into stageDir ("": the system's temp directory) and checked
+// whole first. Its decoded size must be the manifest's.
+func load(ctx context.Context, r *repo.Repo, m *repo.DumpManifest, stageDir string, fn func(io.Reader) error) error {
+	want := repo.Want{Encrypted: m.Encrypted, MaxSize: max(m.Size, 1)}
 	key := repo.DumpKey(m.Name, repo.DumpFile)
-	return r.Load(ctx, key, want, func(rd io.Reader, _ cloud.ObjectInfo) error {
+	read := func(rd io.Reader, _ cloud.ObjectInfo) error {
 		cr := &countReader{r: rd}
 		if err := fn(cr); err != nil {
 			return err
 		}
-		// Read to the end: the digest check runs there.
+		// Read to the end: the last chunk, and the size, are checked there.
 		if _, err := io.Copy(io.Discard, cr); err != nil {
 			return err
 		}
@@ -453,7 +459,16 @@ func load(ctx context.Context, r *repo.Repo, m *repo.DumpManifest, fn func(io.Re
 			return fmt.Errorf("%w: %s in %s decodes to %d bytes, its manifest says %d", archive.ErrIntegrity, key, r.Store, cr.n, m.Size)
 		}
 		return nil
-	})
+	}
+	if m.Sums == "" {
+		return r.LoadStaged(ctx, key, m.SHA256, m.StoredSize, stageDir, want, read)
+	}
+	sums, err := r.LoadSums(ctx, key, m.Sums, m.StoredSize)
+	if err != nil {
+		return err
+	}
+	want.Sums = sums
+	return r.Load(ctx, key, want, read)
 }
 
 type countReader struct {

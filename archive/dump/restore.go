@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 
 	"github.com/walvault/walvault/archive"
@@ -48,7 +47,7 @@ func Restore(ctx context.Context, r *repo.Repo, m *repo.DumpManifest, o RestoreO
 	if err != nil {
 		return err
 	}
-	args := []string{"--no-password", "--exit-on-error", "--dbname=" + o.DSN}
+	args := []string{"--no-password", "--exit-on-error"}
 	if o.Clean {
 		args = append(args, "--clean", "--if-exists")
 	}
@@ -59,10 +58,17 @@ func Restore(ctx context.Context, r *repo.Repo, m *repo.DumpManifest, o RestoreO
 	if o.Jobs > 1 {
 		return restoreFromFile(ctx, r, m, o, pgRestore, args)
 	}
+	if m.Sums == "" {
+		// A dump from before sums can only be checked whole: it is
+		// downloaded and checked first, as for a parallel restore.
+		return restoreFromFile(ctx, r, m, o, pgRestore, args)
+	}
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	cmd := exec.CommandContext(cctx, pgRestore, args...) // #nosec G204 -- pg_restore with the user's settings, no shell
-	cmd.Env = append(os.Environ(), "PGAPPNAME=walvault dump-restore")
+	cmd, err := toolCommand(cctx, pgRestore, o.DSN, "walvault dump-restore", args...)
+	if err != nil {
+		return err
+	}
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		return err
@@ -77,7 +83,7 @@ func Restore(ctx context.Context, r *repo.Repo, m *repo.DumpManifest, o RestoreO
 	logs := logLines("pg_restore", stderr)
 	var toolGone bool
 	w := &writeErr{w: stdin}
-	loadErr := load(ctx, r, m, func(rd io.Reader) error {
+	loadErr := load(ctx, r, m, o.TempDir, func(rd io.Reader) error {
 		if w.n > 0 {
 			// The store's connection broke and Load starts over: what
 			// pg_restore already read cannot be taken back.
@@ -105,9 +111,9 @@ func Restore(ctx context.Context, r *repo.Repo, m *repo.DumpManifest, o RestoreO
 		if archive.IsContextErr(loadErr) || w.n == 0 {
 			return loadErr
 		}
-		// What failed the check may be what made pg_restore stop: the
-		// damage is the cause either way.
-		return fmt.Errorf("%w; %w: pg_restore was stopped, but it had already restored part of the dump: clean the database (or restore again with --clean)", loadErr, ErrPartial)
+		// Only authenticated chunks reached pg_restore, but the dump ended
+		// early (a later chunk failed, or the download broke off).
+		return fmt.Errorf("%w; %w: pg_restore was stopped after it had restored part of the dump (only data the dump's manifest proves reached it): clean the database (or restore again with --clean)", loadErr, ErrPartial)
 	case waitErr != nil:
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -148,12 +154,14 @@ func restoreGlobals(ctx context.Context, r *repo.Repo, m *repo.DumpManifest, o R
 		return err
 	}
 	var sql bytes.Buffer
-	if err := load(ctx, r, m, func(rd io.Reader) error { sql.Reset(); _, err := io.Copy(&sql, rd); return err }); err != nil {
+	if err := load(ctx, r, m, o.TempDir, func(rd io.Reader) error { sql.Reset(); _, err := io.Copy(&sql, rd); return err }); err != nil {
 		return err
 	}
 	slog.Info("restoring globals dump", "dump", m.Name)
-	cmd := exec.CommandContext(ctx, psql, "-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=0", "--dbname="+o.DSN, "-f", "-") // #nosec G204 -- psql with the user's settings, no shell
-	cmd.Env = append(os.Environ(), "PGAPPNAME=walvault dump-restore")
+	cmd, err := toolCommand(ctx, psql, o.DSN, "walvault dump-restore", "-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=0", "-f", "-")
+	if err != nil {
+		return err
+	}
 	cmd.Stdin = &sql
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -188,16 +196,18 @@ func restoreFromFile(ctx context.Context, r *repo.Repo, m *repo.DumpManifest, o 
 		return fmt.Errorf("%w: temp file for a parallel restore: %v (set --temp-dir)", archive.ErrBadInput, err)
 	}
 	defer func() { _ = os.Remove(f.Name()) }()
-	err = load(ctx, r, m, func(rd io.Reader) error { _, err := io.Copy(f, rd); return err })
+	err = load(ctx, r, m, dir, func(rd io.Reader) error { _, err := io.Copy(f, rd); return err })
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
 		return err
 	}
-	args = append(args, fmt.Sprintf("--jobs=%d", o.Jobs), f.Name())
-	cmd := exec.CommandContext(ctx, pgRestore, args...) // #nosec G204 -- pg_restore with the user's settings, no shell
-	cmd.Env = append(os.Environ(), "PGAPPNAME=walvault dump-restore")
+	args = append(args, fmt.Sprintf("--jobs=%d", max(o.Jobs, 1)), f.Name())
+	cmd, err := toolCommand(ctx, pgRestore, o.DSN, "walvault dump-restore", args...)
+	if err != nil {
+		return err
+	}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return err
@@ -229,7 +239,7 @@ func Fetch(ctx context.Context, r *repo.Repo, m *repo.DumpManifest, dest string)
 	}
 	tmp := f.Name()
 	defer func() { _ = os.Remove(tmp) }()
-	err = load(ctx, r, m, func(rd io.Reader) error { _, err := io.Copy(f, rd); return err })
+	err = load(ctx, r, m, filepath.Dir(dest), func(rd io.Reader) error { _, err := io.Copy(f, rd); return err })
 	if err == nil {
 		err = f.Sync()
 	}

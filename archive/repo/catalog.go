@@ -92,6 +92,9 @@ type histories struct {
 // LoadCatalog lists backups/ once and reads every manifest (eight at a
 // time), then lists wal/ and reads the history files as opts says.
 func (r *Repo) LoadCatalog(ctx context.Context, opts CatalogOptions) (*Catalog, error) {
+	if err := r.BindCluster(ctx); err != nil {
+		return nil, err
+	}
 	folders, err := r.scanBackupFolders(ctx, opts.FullManifest)
 	if err != nil {
 		return nil, err

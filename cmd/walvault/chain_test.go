@@ -49,7 +49,7 @@ func TestChainCommands(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &repo.Repo{Store: st, Sign: sk, AllowUnsigned: true} // reads here need no proof
+	r := &repo.Repo{Store: st, Sign: sk, AllowUnsigned: true, Cluster: "42"} // reads here need no proof
 	parent := ""
 	for i, seg := range []int{2, 4, 6} {
 		m := chainManifest(fmt.Sprintf("base_%d", i+1), seg)

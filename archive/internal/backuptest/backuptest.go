@@ -220,7 +220,7 @@ func SignedRepo(t testing.TB, st cloud.Store) *repo.Repo {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &repo.Repo{Store: st, Sign: sk, Verify: []crypto.VerifyKey{vk}}
+	return &repo.Repo{Store: st, Sign: sk, Verify: []crypto.VerifyKey{vk}, Cluster: "1"}
 }
 
 func oids(spcs []repo.Tablespace) []uint32 {
