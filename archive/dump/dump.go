@@ -238,6 +238,11 @@ func Push(ctx context.Context, r *repo.Repo, o PushOptions) (*repo.DumpManifest,
 	}
 	srvVer, srvText, sysid := srv.Version, srv.VersionString, srv.SystemID
 	srv.Close()
+	// A prefix holds one cluster's archive, dumps included: the dump is
+	// bound to it (and claims a prefix nothing was archived to yet).
+	if err := r.EnsureCluster(ctx, sysid, 0, ""); err != nil {
+		return nil, err
+	}
 
 	start := now().UTC()
 	m := &repo.DumpManifest{Format: repo.DumpManifestFormat, Kind: repo.DumpKindDatabase, Name: Name(start, db), Software: o.Software,

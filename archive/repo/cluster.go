@@ -131,7 +131,7 @@ func (r *Repo) EnsureCluster(ctx context.Context, sysid uint64, segSize int64, c
 	if cacheDir != "" {
 		cache = filepath.Join(cacheDir, "cluster-v2-"+hex.EncodeToString(sum[:8]))
 		if b, err := os.ReadFile(cache); err == nil && string(bytes.TrimSpace(b)) == cached { // #nosec G304 -- our spool
-			r.Cluster = want
+			r.bind(want)
 			return nil
 		}
 	}
@@ -172,8 +172,16 @@ func (r *Repo) EnsureCluster(ctx context.Context, sysid uint64, segSize int64, c
 	if cache != "" {
 		_ = fsutil.WriteFileAtomic(cache, []byte(cached+"\n"), false)
 	}
-	r.Cluster = want
+	r.bind(want)
 	return nil
+}
+
+// bind records the cluster r writes for. It writes r only when that
+// changes: concurrent pushes of a bound repository only read it.
+func (r *Repo) bind(sysid string) {
+	if r.Cluster != sysid {
+		r.Cluster = sysid
+	}
 }
 
 // writeCluster stores cluster.json for ci, signed: write-once when it

@@ -77,10 +77,11 @@ func TestKeygenMakesBothKeys(t *testing.T) {
 	if code, _, e := runCLI(t, "wal-fetch", "--store", store, "--identity-file", id, "--verify-key", lines[1], "--prefetch", "0", filepath.Base(seg), dest); code != exitOK {
 		t.Fatalf("wal-fetch: %s", e)
 	}
-	// Another verify key refuses it: exit 4, nothing written.
+	// Another verify key refuses it (cluster.json first): recovery must
+	// stop, nothing written.
 	dest2 := filepath.Join(dir, "restored2")
 	code, _, e = runCLI(t, "wal-fetch", "--store", store, "--identity-file", id, "--verify-key", os.Getenv("WALVAULT_VERIFY_KEY"), "--prefetch", "0", filepath.Base(seg), dest2)
-	if code != exitIntegrity || !strings.Contains(e, "not among the configured verify keys") {
+	if code != exitStopRecovery || !strings.Contains(e, "not among the configured verify keys") {
 		t.Fatalf("wal-fetch with another verify key: %d %s", code, e)
 	}
 	if _, err := os.Stat(dest2); err == nil {

@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -43,8 +44,22 @@ var commandMakers []func() []*cli.Command
 func register(commands func() []*cli.Command) { commandMakers = append(commandMakers, commands) }
 
 func main() {
-	os.Exit(run(os.Args, os.Stdout, os.Stderr))
+	code := run(os.Args, os.Stdout, os.Stderr)
+	if sig := dieBy.Load(); sig != nil {
+		// Ended by a signal, as PostgreSQL expects of restore_command:
+		// SIGTERM (its shutdown) ends the startup process quietly, any
+		// other signal stops recovery. An exit code would read as "no
+		// such file" and could end recovery.
+		signal.Reset(sig.(syscall.Signal))
+		_ = syscall.Kill(os.Getpid(), sig.(syscall.Signal))
+		time.Sleep(time.Second)
+	}
+	os.Exit(code)
 }
+
+// dieBy is the signal a restore command stopped by it re-raises on its
+// way out, once its work is cancelled and cleaned up.
+var dieBy atomic.Value
 
 func newApp(stdout, stderr io.Writer) *cli.App {
 	var commands []*cli.Command
@@ -137,8 +152,20 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 	// SIGQUIT is how PostgreSQL ends a running archive or restore command
 	// on an immediate shutdown: caught, it cancels the work like the others
 	// do, instead of Go's default goroutine dump into the server log.
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGQUIT)
+	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGQUIT)
+	defer signal.Stop(sigs)
+	var got atomic.Value
+	go func() {
+		select {
+		case sig := <-sigs:
+			got.Store(sig)
+			stop()
+		case <-ctx.Done():
+		}
+	}()
 	if len(args) == 1 {
 		// Help for the person at the terminal, but a script that lost its
 		// command to an empty variable must not look successful.
@@ -164,10 +191,16 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 	if err == nil {
 		return exitOK
 	}
-	if ctx.Err() != nil {
+	if sig, ok := got.Load().(os.Signal); ok {
 		// Stopped by a signal: one line, and a code that is neither success
 		// nor "not in the archive" (PostgreSQL is shutting down anyway).
+		// wal-fetch, PostgreSQL's restore_command, ends by the signal
+		// itself (SIGQUIT, an immediate shutdown, excepted: Go would dump
+		// its goroutines for it).
 		say("%s: stopped by a signal", name)
+		if name == "walvault wal-fetch" && sig != syscall.SIGQUIT {
+			dieBy.Store(sig)
+		}
 		return exitFailure
 	}
 	var quiet quietError

@@ -119,7 +119,9 @@ func TestBadInputExitCodes(t *testing.T) {
 		{"unknown flag", []string{"wal-push", "--stor", store, seg}, exitUsage, "stor"},
 		{"bad identity", []string{"wal-fetch", "--store", store, "--identity-file", badIdentity, "000000010000000000000003", filepath.Join(dir, "out")}, exitUsage, "does not parse"},
 		{"loose identity", []string{"wal-fetch", "--store", store, "--identity-file", looseIdentity, "000000010000000000000003", filepath.Join(dir, "out")}, exitUsage, "chmod 600"},
-		{"fetch bad name", []string{"wal-fetch", "--store", store, "../../etc/passwd", filepath.Join(dir, "out")}, exitUsage, "not a WAL file name"},
+		// A restore_command with %f and %p swapped: recovery must stop,
+		// not end at once taking every file for absent.
+		{"fetch bad name", []string{"wal-fetch", "--store", store, "../../etc/passwd", filepath.Join(dir, "out")}, exitStopRecovery, "not a WAL file name"},
 		{"fetch missing", []string{"wal-fetch", "--store", store, "00000002.history", filepath.Join(dir, "out")}, exitNotFound, "not in the archive"},
 		{"keygen overwrite", []string{"keygen", looseIdentity}, exitUsage, "never overwrites"},
 		{"bad config file", []string{"wal-push", "--config", filepath.Join(dir, "nope.yaml"), seg}, exitUsage, "config file"},

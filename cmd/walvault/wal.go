@@ -137,6 +137,9 @@ func walFetch(c *cli.Context) error {
 		if isNotInArchive(err) {
 			return quietError{err}
 		}
+		if c.Context.Err() == nil && wal.StopsRecovery(err, wal.DataDirOf(dest)) {
+			return stopRecovery{err}
+		}
 		return err
 	}
 	slog.Debug("fetched", "file", name, "bytes", res.Size, "prefetched", res.Prefetched)
@@ -147,6 +150,13 @@ func walFetch(c *cli.Context) error {
 	}
 	return nil
 }
+
+// stopRecovery is a failed fetch that must not pass for a missing file:
+// exit 255, which makes PostgreSQL stop recovery (see wal.StopsRecovery).
+type stopRecovery struct{ error }
+
+func (s stopRecovery) Unwrap() error { return s.error }
+func (s stopRecovery) Error() string { return s.error.Error() + wal.StopRecoveryHint }
 
 // startPrefetcher re-runs this binary, detached in its own session, as
 // "wal-prefetch" with the same settings. PostgreSQL does not wait for it.
