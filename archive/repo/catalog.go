@@ -56,6 +56,10 @@ type Catalog struct {
 	wal     []cloud.ObjectInfo
 	hist    *histories
 	inv     *WALInventory
+	// walChecked are the WAL keys AuthenticateWAL checked; BadWAL the
+	// ones that failed, taken out of wal.
+	walChecked map[string]bool
+	BadWAL     []BadObject
 }
 
 // BackupFolder is what the store holds under backups/<name>/.

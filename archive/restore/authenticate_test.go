@@ -209,9 +209,7 @@ func TestRestorePartTrailer(t *testing.T) {
 			if err := f.r.WriteManifest(context.Background(), m, true); err != nil {
 				t.Fatal(err)
 			}
-			if err := f.st.Put(context.Background(), repo.WALKey(archive.WALFile{Name: m.StartWAL}), strings.NewReader("wal"), cloud.PutOptions{}); err != nil {
-				t.Fatal(err)
-			}
+			backuptest.PutWAL(t, f.r, m.StartWAL)
 			dest := filepath.Join(f.root, "dest")
 			opts := f.opts(dest)
 			opts.Backup = "base_x"
@@ -265,4 +263,40 @@ func TestRestoreForgedPartWithValidCRCs(t *testing.T) {
 		}
 	}
 	mustNotBeStartable(t, dest)
+}
+
+// A WAL segment the listing shows but whose proof fails (planted without
+// one, or signed for another cluster) is a gap: restore refuses before
+// writing anything, naming it.
+func TestRestoreRefusesUnauthenticatedWAL(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		plant func(t *testing.T, f *fixture)
+	}{
+		{"planted without a proof", func(t *testing.T, f *fixture) {
+			key := repo.WALKey(archive.WALFile{Name: "000000010000000000000002"})
+			if err := f.st.Put(context.Background(), key, strings.NewReader("planted"), cloud.PutOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"signed for another cluster", func(t *testing.T, f *fixture) {
+			other := *f.r
+			other.Cluster = "2"
+			backuptest.PutWAL(t, &other, "000000010000000000000002")
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t)
+			pushTestBackup(t, f.r, f.src, "base_1", nil)
+			tt.plant(t, f)
+			reader := f.reader(false)
+			reader.Cluster = "1"
+			dest := filepath.Join(f.root, "dest")
+			_, err := Run(context.Background(), reader, f.opts(dest))
+			if !errors.Is(err, archive.ErrIntegrity) || !strings.Contains(err.Error(), "fail authentication") || !strings.Contains(err.Error(), "000000010000000000000002") {
+				t.Fatalf("got %v", err)
+			}
+			mustNotExist(t, dest)
+		})
+	}
 }

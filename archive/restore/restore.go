@@ -178,6 +178,20 @@ func pickBackup(ctx context.Context, r *repo.Repo, opts Options) (*repo.Manifest
 	if err := checkWAL(r, cat, m, opts.Target); err != nil {
 		return nil, err
 	}
+	// The listing said the WAL is there; its proofs say it is this
+	// cluster's, written by the database host. One that fails is a gap.
+	bad, err := cat.AuthenticateWAL(ctx, walToTarget(cat, m, opts.Target))
+	if err != nil {
+		return nil, err
+	}
+	if len(bad) > 0 {
+		for _, b := range bad {
+			slog.Warn("WAL object fails authentication: taken as missing", "key", b.Key, "err", b.Err)
+		}
+		if err := checkWAL(r, cat, m, opts.Target); err != nil {
+			return nil, fmt.Errorf("%w (%d WAL object(s) fail authentication, the first %s: %s)", err, len(bad), bad[0].Key, bad[0].Err)
+		}
+	}
 	return m, nil
 }
 

@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/walvault/walvault/archive"
 	"github.com/walvault/walvault/archive/repo"
 	"github.com/walvault/walvault/cloud"
 	"github.com/walvault/walvault/crypto"
@@ -274,5 +275,21 @@ func ForgeCRC32C(b []byte, want string) {
 	for i := range 4 {
 		b[len(b)-4+i] = byte(state) ^ idx[i]
 		state = state>>8 ^ tab[idx[i]]
+	}
+}
+
+// PutWAL stores a WAL object for segment (or other pg_wal file) name,
+// signed by r as wal-push signs: its content is a stand-in, its proof real.
+func PutWAL(t testing.TB, r *repo.Repo, name string) {
+	t.Helper()
+	wf, err := archive.ParseWALName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := []byte("wal " + name)
+	sum := sha256.Sum256(body)
+	meta := map[string]string{repo.MetaSHA256: hex.EncodeToString(sum[:]), repo.MetaSize: strconv.Itoa(len(body))}
+	if err := r.PutBytes(context.Background(), repo.WALKey(wf), body, cloud.PutOptions{Metadata: meta}); err != nil {
+		t.Fatal(err)
 	}
 }
