@@ -116,4 +116,3 @@ func (r *Repo) authenticateMeta(ctx context.Context, key string) error {
 	_, err = r.checkProof(key, info.Metadata)
 	return err
 }
-
