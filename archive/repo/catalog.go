@@ -86,6 +86,41 @@ type BackupFolder struct {
 // Has says whether the folder holds file.
 func (f *BackupFolder) Has(file string) bool { _, ok := f.Objects[file]; return ok }
 
+// PartProblem is a part (or its sums object) of a backup that the listing
+// does not show as its manifest records it.
+type PartProblem struct {
+	Key     string
+	Problem string
+}
+
+// MissingParts lists the parts of m, and their sums objects, that the
+// folder does not hold with the size m records: without them the backup
+// cannot be restored.
+func (f *BackupFolder) MissingParts(m *Manifest) []PartProblem {
+	var out []PartProblem
+	for _, p := range m.Parts {
+		key := BackupKey(m.Name, p.Name)
+		o, ok := f.Objects[p.Name]
+		switch {
+		case !ok:
+			out = append(out, PartProblem{key, "missing"})
+		case o.Size != p.StoredSize:
+			out = append(out, PartProblem{key, fmt.Sprintf("is %d bytes, the manifest says %d: the stored part is truncated or altered", o.Size, p.StoredSize)})
+		}
+		if p.Sums == "" {
+			continue // a backup from before sums
+		}
+		so, ok := f.Objects[p.Name+SumsSuffix]
+		switch want := SumsLen(p.StoredSize); {
+		case !ok:
+			out = append(out, PartProblem{SumsKey(key), "missing: the part cannot be authenticated without it"})
+		case so.Size != want:
+			out = append(out, PartProblem{SumsKey(key), fmt.Sprintf("is %d bytes, a part of %d bytes has one of %d: it is truncated or altered", so.Size, p.StoredSize, want)})
+		}
+	}
+	return out
+}
+
 // histories are the timeline history files read from wal/history/.
 type histories struct {
 	parsed map[uint32][]archive.HistoryEntry

@@ -69,6 +69,10 @@ func sumsLen(chunk, size int64) int64 {
 	return int64(len(sumsHeader(chunk, size))) + chunkCount(size, chunk)*(2*sha256.Size+1)
 }
 
+// SumsLen is the size of the sums object of a stored object of storedSize
+// bytes.
+func SumsLen(storedSize int64) int64 { return sumsLen(ChunkSize, storedSize) }
+
 // Encode renders s as its sums object.
 func (s *Sums) Encode() []byte {
 	var b bytes.Buffer

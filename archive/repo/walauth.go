@@ -74,23 +74,33 @@ func (c *Catalog) AuthenticateWAL(ctx context.Context, want func(key string) boo
 	for _, k := range keys {
 		c.walChecked[k] = true
 	}
-	if len(bad) == 0 {
-		return nil, nil
-	}
-	kept := c.wal[:0]
-	for _, o := range c.wal {
-		if _, isBad := bad[o.Key]; !isBad {
-			kept = append(kept, o)
-		}
-	}
-	c.wal, c.inv = kept, nil
 	out := make([]BadObject, 0, len(bad))
 	for k, e := range bad {
 		out = append(out, BadObject{Key: k, Err: e})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
-	c.BadWAL = append(c.BadWAL, out...)
+	c.DropWAL(out)
 	return out, nil
+}
+
+// DropWAL takes bad out of the catalog's WAL listing, so that every later
+// inventory sees them as absent, and adds them to c.BadWAL.
+func (c *Catalog) DropWAL(bad []BadObject) {
+	if len(bad) == 0 {
+		return
+	}
+	drop := make(map[string]bool, len(bad))
+	for _, b := range bad {
+		drop[b.Key] = true
+	}
+	kept := c.wal[:0]
+	for _, o := range c.wal {
+		if !drop[o.Key] {
+			kept = append(kept, o)
+		}
+	}
+	c.wal, c.inv = kept, nil
+	c.BadWAL = append(c.BadWAL, bad...)
 }
 
 // authenticateMeta checks the proof of the object at key from its

@@ -98,6 +98,8 @@ func (s *synth) backup(name string, start, stop uint64, ended time.Time) {
 	}
 	s.put(repo.BackupKey(name, "part-00000"), []byte("part zero!"), ended)
 	s.put(repo.BackupKey(name, "part-00001"), []byte("part one!!"), ended)
+	s.put(repo.SumsKey(repo.BackupKey(name, "part-00000")), make([]byte, repo.SumsLen(10)), ended)
+	s.put(repo.SumsKey(repo.BackupKey(name, "part-00001")), make([]byte, repo.SumsLen(10)), ended)
 	s.put(repo.BackupKey(name, repo.ManifestFile), body, ended)
 }
 
