@@ -361,6 +361,9 @@ func (r *Repo) scanBackupFolders(ctx context.Context, full func(name string) boo
 		}
 		g.Go(func() error {
 			m, sum, err := r.ReadManifestSum(gctx, f.Name, full == nil || !full(f.Name))
+			if err == nil {
+				err = r.applyMarks(gctx, f, m)
+			}
 			switch {
 			case err == nil:
 				f.Manifest, f.ManifestSHA256 = m, sum

@@ -95,7 +95,6 @@ func TestChainCommands(t *testing.T) {
 		code int
 		msg  string
 	}{
-		{[]string{"backup-mark", "base_1", "--permanent"}, exitConflict, "parent of incremental backup base_2"},
 		{[]string{"delete", "base_2"}, exitConflict, "parent of incremental backup base_3, which is kept"},
 		{[]string{"delete", "base_3"}, exitConflict, "newest backup that can be restored"},
 	} {

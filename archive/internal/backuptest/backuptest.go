@@ -293,3 +293,27 @@ func PutWAL(t testing.TB, r *repo.Repo, name string) {
 		t.Fatal(err)
 	}
 }
+
+// GetObject reads an object's stored bytes and metadata as they are, as a
+// bucket writer copying it would.
+func GetObject(t testing.TB, st cloud.Store, key string) ([]byte, map[string]string) {
+	t.Helper()
+	rc, info, err := st.Get(context.Background(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b, info.Metadata
+}
+
+// PutObject stores bytes and metadata as they are under key.
+func PutObject(t testing.TB, st cloud.Store, key string, body []byte, meta map[string]string) {
+	t.Helper()
+	if err := st.Put(context.Background(), key, bytes.NewReader(body), cloud.PutOptions{Metadata: meta}); err != nil {
+		t.Fatal(err)
+	}
+}
