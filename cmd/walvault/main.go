@@ -182,7 +182,9 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 		say("%s: %s", name, oneLine(err.Error()))
 		return exitUsage
 	}
-	err := app.RunContext(ctx, reorderArgs(app, args))
+	ordered := reorderArgs(app, args)
+	cmdlineFlags = flagWords(ordered)
+	err := app.RunContext(ctx, ordered)
 	if unknown, ok := app.Metadata[unknownCommandKey].(string); ok {
 		say("walvault: unknown command %q%s: run 'walvault help' for the list of commands",
 			unknown, didYouMean(unknown, commandNames(app), func(n string) string { return n }))
@@ -213,6 +215,29 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 	}
 	say("%s: %s", name, oneLine(err.Error()))
 	return exitCode(err)
+}
+
+// cmdlineFlags are the flags given on this process's command line (not
+// those from the environment or the config file): what a child started
+// with the same settings gets on its command line. Settings from the
+// environment reach it by inheritance, and so never land in its argv,
+// where every local user can read them.
+var cmdlineFlags []string
+
+// flagWords are the words of a reordered command line between the command
+// and "--" (or the end).
+func flagWords(ordered []string) []string {
+	if len(ordered) < 3 {
+		return nil
+	}
+	var out []string
+	for _, w := range ordered[2:] {
+		if w == "--" {
+			break
+		}
+		out = append(out, w)
+	}
+	return out
 }
 
 // quietError is an expected outcome (a missing WAL file) reported in one

@@ -158,6 +158,14 @@ type stopRecovery struct{ error }
 func (s stopRecovery) Unwrap() error { return s.error }
 func (s stopRecovery) Error() string { return s.error.Error() + wal.StopRecoveryHint }
 
+// prefetchArgs is the prefetcher's command line: the flags of this
+// command line only. Settings from the environment are inherited, and must
+// not move into the child's argv, where every local user can read them.
+func prefetchArgs(name string, segSize int64, spool string) []string {
+	args := append([]string{"wal-prefetch"}, cmdlineFlags...)
+	return append(args, "--", name, strconv.FormatInt(segSize, 10), spool)
+}
+
 // startPrefetcher re-runs this binary, detached in its own session, as
 // "wal-prefetch" with the same settings. PostgreSQL does not wait for it.
 func startPrefetcher(c *cli.Context, name string, segSize int64, spool string) {
@@ -165,19 +173,7 @@ func startPrefetcher(c *cli.Context, name string, segSize int64, spool string) {
 	if err != nil {
 		return
 	}
-	args := []string{"wal-prefetch"}
-	for _, f := range c.Command.Flags {
-		n := f.Names()[0]
-		if c.IsSet(n) && n != "config" {
-			for _, v := range flagValues(c, n) {
-				args = append(args, "--"+n+"="+v)
-			}
-		}
-	}
-	if cf := c.String("config"); cf != "" {
-		args = append(args, "--config="+cf)
-	}
-	args = append(args, "--", name, strconv.FormatInt(segSize, 10), spool)
+	args := prefetchArgs(name, segSize, spool)
 	cmd := exec.Command(exe, args...) // #nosec G204 -- our own binary and settings
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = nil, nil, nil
@@ -186,13 +182,6 @@ func startPrefetcher(c *cli.Context, name string, segSize int64, spool string) {
 		return
 	}
 	_ = cmd.Process.Release()
-}
-
-func flagValues(c *cli.Context, name string) []string {
-	if v := c.StringSlice(name); len(v) > 0 {
-		return v
-	}
-	return []string{fmt.Sprint(c.Value(name))}
 }
 
 func walPrefetch(c *cli.Context) error {

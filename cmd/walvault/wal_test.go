@@ -231,6 +231,7 @@ func TestFetchPrefetchAndVerify(t *testing.T) {
 	// stops a standby as well: retrying cannot mend it.
 	t.Setenv("AWS_ACCESS_KEY_ID", "test")
 	t.Setenv("AWS_SECRET_ACCESS_KEY", "test")
+	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
 	gone := []string{"--prefetch", "0", "--store", "s3://bucket/prefix", "--s3-endpoint", "http://127.0.0.1:1", "--s3-path-style"}
 	if code, e := fetch(segName(1), gone...); code != exitStopRecovery || !strings.Contains(e, "stops recovery") {
 		t.Fatalf("unreachable store, archive recovery: exit %d, %q", code, e)
@@ -246,5 +247,22 @@ func TestFetchPrefetchAndVerify(t *testing.T) {
 	}
 	if code, e := fetch(segName(9), "--prefetch", "0"); code != exitNotFound {
 		t.Fatalf("absent file, standby: exit %d, %q", code, e)
+	}
+}
+
+// The prefetcher gets this command line's flags, never a setting that
+// came from the environment (a store URL with credentials in it, say).
+func TestPrefetchArgsKeepEnvironmentOffArgv(t *testing.T) {
+	t.Setenv("WALVAULT_STORE", "s3://bucket/p?secret=hunter2")
+	// Nothing may leave this machine: a closed local port, static keys.
+	t.Setenv("WALVAULT_S3_ENDPOINT", "http://127.0.0.1:1")
+	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	t.Setenv("AWS_ACCESS_KEY_ID", "test")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "test")
+	dir := t.TempDir()
+	runCLI(t, "wal-fetch", "--prefetch", "2", "--log-level", "warn", "000000010000000000000001", filepath.Join(dir, "x"))
+	got := strings.Join(prefetchArgs("000000010000000000000001", 16<<20, dir), " ")
+	if strings.Contains(got, "hunter2") || !strings.Contains(got, "--prefetch") || !strings.HasPrefix(got, "wal-prefetch ") {
+		t.Fatalf("prefetcher argv: %s", got)
 	}
 }
