@@ -415,9 +415,9 @@ func PushAll(ctx context.Context, r *repo.Repo, o PushOptions, done func(*repo.D
 }
 
 // Resolve finds the dump NAME names. LATEST is the newest complete
-// database dump: a globals dump (dump-push --all) is never picked by it,
-// only by its name.
-func Resolve(ctx context.Context, r *repo.Repo, name string) (*repo.DumpManifest, error) {
+// database dump of database (of any database when it is ""): a globals
+// dump (dump-push --all) is never picked by it, only by its name.
+func Resolve(ctx context.Context, r *repo.Repo, name, database string) (*repo.DumpManifest, error) {
 	if name != "LATEST" {
 		return r.ReadDumpManifest(ctx, name)
 	}
@@ -432,14 +432,43 @@ func Resolve(ctx context.Context, r *repo.Repo, name string) (*repo.DumpManifest
 	}
 	list := repo.CompleteDumps(folders)
 	for i := len(list) - 1; i >= 0; i-- {
-		if list[i].Kind == repo.DumpKindDatabase {
+		if list[i].Kind == repo.DumpKindDatabase && (database == "" || list[i].Database == database) {
 			return list[i], nil
 		}
 	}
-	if len(list) > 0 {
+	switch {
+	case database != "":
+		return nil, fmt.Errorf("no complete dump of database %s in %s (dump-list shows the dumps, --database names whose dump LATEST is): %w", database, r.Store, archive.ErrNotInArchive)
+	case len(list) > 0:
 		return nil, fmt.Errorf("no complete database dump in %s (LATEST never picks a globals dump: name it, dump-list shows them): %w", r.Store, archive.ErrNotInArchive)
 	}
 	return nil, fmt.Errorf("no complete dump in %s: %w", r.Store, archive.ErrNotInArchive)
+}
+
+// CheckTarget refuses to restore dump m into a database of another name
+// unless the user said whose dump it is (source, --database): a dump
+// restored under another database's name is either a mistake, or LATEST
+// picking another database's dump because this one's newer dumps are
+// gone. With --create pg_restore makes the dump's own database.
+func CheckTarget(m *repo.DumpManifest, dsn string, create bool, source string) error {
+	if m.Kind != repo.DumpKindDatabase {
+		return nil
+	}
+	if source != "" && source != m.Database {
+		return fmt.Errorf("%w: dump %s is of database %s, not %s (--database)", archive.ErrBadInput, m.Name, m.Database, source)
+	}
+	if create || source != "" {
+		return nil
+	}
+	target, err := DatabaseOf(dsn)
+	if err != nil {
+		return err
+	}
+	if target != m.Database {
+		return fmt.Errorf("%w: dump %s is of database %s, and --dbname connects to %s: to restore it there, say so with --database %s (or use --create to restore it as %s)",
+			archive.ErrBadInput, m.Name, m.Database, target, m.Database, m.Database)
+	}
+	return nil
 }
 
 // load streams dump m's authenticated, decoded content to fn. The stored

@@ -195,7 +195,7 @@ func TestFetchVerifies(t *testing.T) {
 	if err := w.WriteDumpManifest(ctx, g); err != nil {
 		t.Fatal(err)
 	}
-	m, err := Resolve(ctx, r, "LATEST")
+	m, err := Resolve(ctx, r, "LATEST", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -299,5 +299,28 @@ func TestManifestValidation(t *testing.T) {
 	}
 	if _, err := repo.DecodeDumpManifest(strings.NewReader(strings.Repeat(" ", repo.MaxDumpManifestBytes+1))); err == nil {
 		t.Error("an oversized manifest was accepted")
+	}
+}
+
+// A dump goes into a database of another name only when the user said
+// whose dump it is.
+func TestCheckTarget(t *testing.T) {
+	m := &repo.DumpManifest{Kind: repo.DumpKindDatabase, Name: "dump_20261129T201500Z_crm", Database: "crm"}
+	for _, tt := range []struct {
+		dsn, source string
+		create, ok  bool
+	}{
+		{"dbname=crm", "", false, true},
+		{"dbname=shop", "", false, false},
+		{"dbname=shop", "crm", false, true},
+		{"dbname=shop", "shop", false, false},
+		{"dbname=postgres", "", true, true},
+		{"dbname=postgres", "shop", true, false},
+		{"postgresql://h/crm_staging", "crm", false, true},
+	} {
+		err := CheckTarget(m, tt.dsn, tt.create, tt.source)
+		if (err == nil) != tt.ok || err != nil && !errors.Is(err, archive.ErrBadInput) {
+			t.Errorf("%+v: %v", tt, err)
+		}
 	}
 }

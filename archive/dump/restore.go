@@ -21,6 +21,9 @@ type RestoreOptions struct {
 	Clean   bool   // pg_restore --clean --if-exists
 	Create  bool   // pg_restore --create
 	TempDir string // for Jobs > 1 ("" : os.TempDir())
+	// Database is whose dump the user means to restore (--database):
+	// needed to restore it into a database of another name.
+	Database string
 	BinDir  string // where pg_restore is
 }
 
@@ -42,6 +45,9 @@ func Restore(ctx context.Context, r *repo.Repo, m *repo.DumpManifest, o RestoreO
 	}
 	if m.Kind == repo.DumpKindGlobals {
 		return restoreGlobals(ctx, r, m, o)
+	}
+	if err := CheckTarget(m, o.DSN, o.Create, o.Database); err != nil {
+		return err
 	}
 	pgRestore, err := FindTool(o.BinDir, "pg_restore")
 	if err != nil {
