@@ -34,8 +34,6 @@ func exitCode(err error) int {
 	switch {
 	case err == nil:
 		return exitOK
-	case errors.As(err, new(stopRecovery)):
-		return exitStopRecovery
 	case errors.Is(err, archive.ErrNotInArchive):
 		return exitNotFound
 	case errors.Is(err, errUsage), errors.Is(err, cloud.ErrBadURL), errors.Is(err, crypto.ErrBadKey),

@@ -114,8 +114,8 @@ func TestKeysRequired(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			code, _, e := runCLI(t, tt.args...)
-			if code != tt.code || !strings.Contains(e, tt.msg) {
-				t.Fatalf("exit %d, stderr %q; want %d with %q", code, e, tt.code, tt.msg)
+			if want := fetchCode(tt.args[0], tt.code); code != want || !strings.Contains(e, tt.msg) {
+				t.Fatalf("exit %d, stderr %q; want %d with %q", code, e, want, tt.msg)
 			}
 		})
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/walvault/walvault/archive"
 	"github.com/walvault/walvault/archive/codec"
 	"github.com/walvault/walvault/archive/repo"
+	"github.com/walvault/walvault/archive/wal"
 	"github.com/walvault/walvault/cloud"
 	"github.com/walvault/walvault/crypto"
 )
@@ -177,10 +178,22 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 	if !strings.HasPrefix(args[1], "-") {
 		name += " " + args[1]
 	}
+	// restore_command must never exit with a status PostgreSQL takes for
+	// "not in the archive" unless that is what it is: every other failure
+	// of wal-fetch stops recovery (see wal.StopsRecovery), a usage or
+	// configuration mistake included.
+	fail := func(err error, code int) int {
+		if name == "walvault wal-fetch" && code != exitOK && code != exitNotFound &&
+			(code == exitUsage || wal.StopsRecovery(err, wal.DataDirOf(args[len(args)-1]))) {
+			say("%s: %s%s", name, oneLine(err.Error()), wal.StopRecoveryHint)
+			return exitStopRecovery
+		}
+		say("%s: %s", name, oneLine(err.Error()))
+		return code
+	}
 	args = helpArgs(app, args)
 	if err := missingValue(app, args); err != nil {
-		say("%s: %s", name, oneLine(err.Error()))
-		return exitUsage
+		return fail(err, exitUsage)
 	}
 	ordered := reorderArgs(app, args)
 	cmdlineFlags = flagWords(ordered)
@@ -213,8 +226,7 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 	if !errors.Is(err, errUsage) && (strings.HasPrefix(err.Error(), "flag provided but not defined") || strings.Contains(err.Error(), "invalid value")) {
 		err = usageError("%v", err)
 	}
-	say("%s: %s", name, oneLine(err.Error()))
-	return exitCode(err)
+	return fail(err, exitCode(err))
 }
 
 // cmdlineFlags are the flags given on this process's command line (not

@@ -137,10 +137,7 @@ func walFetch(c *cli.Context) error {
 		if isNotInArchive(err) {
 			return quietError{err}
 		}
-		if c.Context.Err() == nil && wal.StopsRecovery(err, wal.DataDirOf(dest)) {
-			return stopRecovery{err}
-		}
-		return err
+		return err // run decides whether it stops recovery
 	}
 	slog.Debug("fetched", "file", name, "bytes", res.Size, "prefetched", res.Prefetched)
 	if n := c.Int("prefetch"); n > 0 {
@@ -150,13 +147,6 @@ func walFetch(c *cli.Context) error {
 	}
 	return nil
 }
-
-// stopRecovery is a failed fetch that must not pass for a missing file:
-// exit 255, which makes PostgreSQL stop recovery (see wal.StopsRecovery).
-type stopRecovery struct{ error }
-
-func (s stopRecovery) Unwrap() error { return s.error }
-func (s stopRecovery) Error() string { return s.error.Error() + wal.StopRecoveryHint }
 
 // prefetchArgs is the prefetcher's command line: the flags of this
 // command line only. Settings from the environment are inherited, and must
