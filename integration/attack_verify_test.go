@@ -213,12 +213,16 @@ func (v *attackVictim) forgedPartForce(t *testing.T) {
 }
 
 // 15. A part that decodes to far more than its recorded size (a zstd bomb
-// of 32 GiB of zeros in a few MiB), encrypted to the recipient: the first
-// chunk fails its digest, so nothing is decompressed at all.
+// of 4 GiB of zeros in a few hundred KiB), encrypted to the recipient:
+// the first chunk fails its digest, so nothing is decompressed at all.
 func (v *attackVictim) bombPart(t *testing.T) {
 	m := v.manifest(t, v.backups[1])
-	head := tarHeaderBlock(t, m.Files[0].Path, 32<<30)
-	bomb := ageEncrypt(t, v.recipient, zstdZeros(zstdWindow8MiB, head, 32<<30))
+	head := tarHeaderBlock(t, m.Files[0].Path, 4<<30)
+	bomb := ageEncrypt(t, v.recipient, zstdZeros(zstdWindow8MiB, head, 4<<30))
+	// As long as the part it replaces, so that only its content is wrong.
+	if n := m.Parts[0].StoredSize; int64(len(bomb)) < n {
+		bomb = append(bomb, make([]byte, n-int64(len(bomb)))...)
+	}
 	key := repo.BackupKey(m.Name, m.Parts[0].Name)
 	replaceFor(t, v.bucket, key, bytes.NewReader(bomb), int64(len(bomb)), nil)
 	for _, args := range [][]string{
@@ -323,7 +327,7 @@ func (v *attackVictim) otherHost(t *testing.T) *repo.Repo {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := cloud.Open(context.Background(), v.tg.URL, cloud.Options{})
+	st, err := cloud.Open(context.Background(), v.tg.URL, v.tg.opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -416,7 +420,11 @@ func (v *attackVictim) replayedMark(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	t.Cleanup(func() { v.bucket.removeAll(t, repo.BackupKey(name, repo.MarkPrefix)) })
+	t.Cleanup(func() {
+		for _, k := range listKeys(t, v, repo.BackupKey(name, repo.MarkPrefix)) {
+			v.bucket.removeAll(t, k)
+		}
+	})
 	if after, _ := v.bucket.get(t, repo.BackupKey(name, repo.ManifestFile)); !bytes.Equal(before, after) {
 		t.Error("backup-mark rewrote the manifest")
 	}
@@ -448,7 +456,7 @@ func (v *attackVictim) replayedMark(t *testing.T) {
 // library, as any reader would.
 func listKeys(t *testing.T, v *attackVictim, prefix string) []string {
 	t.Helper()
-	st, err := cloud.Open(context.Background(), v.tg.URL, cloud.Options{})
+	st, err := cloud.Open(context.Background(), v.tg.URL, v.tg.opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -521,7 +529,7 @@ func (v *attackVictim) blindMonitoring(t *testing.T) {
 		t.Errorf("last archived %+v: the planted name counted", rep.LastArchived)
 	}
 	if rep.PITR == nil || rep.PITR.StartBackup != v.backups[1] {
-		t.Errorf("PITR window %+v: want it to start at %s, after the gap", rep.PITR, v.backups[1])
+		t.Errorf("PITR window %+v: want it to start at %s, after the gap\n%s", rep.PITR, v.backups[1], res.stdout)
 	}
 	vr := v.run(t, append([]string{"verify"}, v.keys()...)...)
 	vr.exitIn(t, "verify with a gap, a missing part and a planted segment", 7)

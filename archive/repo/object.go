@@ -346,8 +346,10 @@ func (c *countHash) Read(p []byte) (int, error) {
 }
 
 func (r *Repo) open(key string, body io.Reader, info cloud.ObjectInfo, want Want, where string) (*verifiedReader, error) {
+	var chunks *chunkReader
 	if want.Sums != nil {
-		body = newChunkReader(body, want.Sums, where)
+		chunks = newChunkReader(body, want.Sums, where)
+		body = chunks
 	}
 	v := &verifiedReader{want: want, where: where, stored: &countHash{r: body}, limit: want.MaxSize, exact: -1}
 	if want.StoredSHA256 != "" {
@@ -386,6 +388,14 @@ func (r *Repo) open(key string, body io.Reader, info cloud.ObjectInfo, want Want
 		}
 	}
 	dec, err := codec.NewReaderTap(v.stored, r.Identities, tap)
+	if chunks != nil && chunks.err != nil && chunks.err != io.EOF {
+		// The first chunk failed its digest: that, not what a decoder
+		// made of no bytes, is what is wrong.
+		if err == nil {
+			_ = dec.Close()
+		}
+		return nil, chunks.err
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", where, err)
 	}

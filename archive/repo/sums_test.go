@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"filippo.io/age"
 	"io"
 	"math/rand/v2"
 	"strings"
@@ -191,5 +192,39 @@ func TestPutChunkedLoad(t *testing.T) {
 	})
 	if !errors.Is(err, archive.ErrIntegrity) || seen != 0 {
 		t.Fatalf("a replaced object: %d bytes handed on, %v", seen, err)
+	}
+}
+
+// An object shorter than its first chunk is reported as truncated, not as
+// whatever a decoder makes of no bytes.
+func TestChunkedLoadNamesTheChunk(t *testing.T) {
+	ctx := context.Background()
+	st, err := cloud.Open(ctx, "file://"+t.TempDir(), cloud.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &Repo{Store: st, Codec: codec.Settings{Compression: codec.None}, AllowUnsigned: true}
+	plain := randomBytes(2*ChunkSize, 8)
+	st2, sum, err := r.PutChunked(ctx, "obj", func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(plain)), nil }, PutOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := r.LoadSums(ctx, "obj", sum, st2.StoredSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Put(ctx, "obj", bytes.NewReader(plain[:1000]), cloud.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// With an identity configured, a decoder that saw no bytes would also
+	// call the object unencrypted: the chunk's failure is what is named.
+	id, err := age.GenerateX25519Identity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Identities = []age.Identity{id}
+	err = r.Load(ctx, "obj", Want{Sums: s, Encrypted: true}, func(io.Reader, cloud.ObjectInfo) error { return nil })
+	if !errors.Is(err, archive.ErrIntegrity) || !strings.Contains(err.Error(), "truncated") {
+		t.Fatalf("a short object: %v", err)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/walvault/walvault/archive"
 	"github.com/walvault/walvault/archive/internal/backuptest"
 	"github.com/walvault/walvault/archive/repo"
 	"github.com/walvault/walvault/cloud"
@@ -28,7 +29,9 @@ func TestStatusCountsOnlyAuthenticated(t *testing.T) {
 		return backuptest.Push(t, w, src, name, func(m *repo.Manifest) {
 			m.SegmentSize = backuptest.SynthSegSize
 			m.StartWAL, m.StopWAL = wal, wal
-			m.StartLSN, m.StopLSN = 0, 0
+			w, _ := archive.ParseWALName(wal)
+			m.StartLSN = archive.LSN(w.SegNo(backuptest.SynthSegSize)*uint64(backuptest.SynthSegSize) + 0x28)
+			m.StopLSN = m.StartLSN + 0x100
 			m.StopTime = time.Now().Add(-time.Hour)
 			if name == "b2" {
 				m.StopTime = time.Now().Add(-time.Minute)

@@ -422,9 +422,12 @@ func window(inv *repo.WALInventory, backups []*repo.Manifest) (*Window, []repo.W
 	if len(rs) == 0 {
 		return nil, nil
 	}
+	// The furthest by position (timeline, then segment); an object's time
+	// in the store is only when it was last written.
 	best := 0
 	for i, rc := range rs {
-		if rc.end.ModTime.After(rs[best].end.ModTime) {
+		b := rs[best].wk
+		if rc.wk.LastTLI > b.LastTLI || rc.wk.LastTLI == b.LastTLI && rc.wk.LastSegN > b.LastSegN {
 			best = i
 		}
 	}
