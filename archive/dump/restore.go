@@ -24,7 +24,7 @@ type RestoreOptions struct {
 	// Database is whose dump the user means to restore (--database):
 	// needed to restore it into a database of another name.
 	Database string
-	BinDir  string // where pg_restore is
+	BinDir   string // where pg_restore is
 }
 
 // ErrPartial marks a streaming restore whose dump failed its check after
