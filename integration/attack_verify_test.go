@@ -428,10 +428,7 @@ func (v *attackVictim) replayedMark(t *testing.T) {
 	if after, _ := v.bucket.get(t, repo.BackupKey(name, repo.ManifestFile)); !bytes.Equal(before, after) {
 		t.Error("backup-mark rewrote the manifest")
 	}
-	var marks []string
-	for _, k := range listKeys(t, v, repo.BackupKey(name, repo.MarkPrefix)) {
-		marks = append(marks, k)
-	}
+	marks := listKeys(t, v, repo.BackupKey(name, repo.MarkPrefix))
 	if len(marks) != 2 {
 		t.Fatalf("mark records %v, want 2", marks)
 	}

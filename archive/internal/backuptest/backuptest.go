@@ -273,7 +273,7 @@ func ForgeCRC32C(b []byte, want string) {
 	}
 	state := ^crc32.Update(0, tab, b[:len(b)-4])
 	for i := range 4 {
-		b[len(b)-4+i] = byte(state) ^ idx[i]
+		b[len(b)-4+i] = byte(state) ^ idx[i] // #nosec G115 -- the low byte is wanted: CRC bytes, one at a time
 		state = state>>8 ^ tab[idx[i]]
 	}
 }
