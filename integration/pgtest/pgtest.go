@@ -141,6 +141,9 @@ func Cleanup() {
 	if keysDir != "" {
 		_ = os.RemoveAll(keysDir)
 	}
+	for _, d := range copies {
+		_ = os.RemoveAll(d)
+	}
 }
 
 // Walvault builds cmd/walvault once per test binary into a directory the
@@ -180,15 +183,20 @@ func Walvault(t testing.TB) string {
 
 // Cluster is one throwaway PostgreSQL server.
 type Cluster struct {
-	t       testing.TB
-	Bin     string // server binaries
-	Data    string // PGDATA
-	Sock    string // unix socket directory
-	Port    int
-	Owner   Owner
-	Env     []string // extra environment for the server (reaches archive/restore_command)
-	Log     string   // server log file
-	running bool
+	t testing.TB
+	// Bin holds the client tools (psql, pgbench, pg_dump, pg_verifybackup):
+	// PostgreSQL 15's, which work with every server walvault supports.
+	Bin string
+	// ServerBin holds initdb, pg_ctl and postgres of Major.
+	ServerBin string
+	Major     int
+	Data      string // PGDATA
+	Sock      string // unix socket directory
+	Port      int
+	Owner     Owner
+	Env       []string // extra environment for the server (reaches archive/restore_command)
+	Log       string   // server log file
+	running   bool
 }
 
 // Options shape a new cluster.
@@ -204,6 +212,9 @@ type Options struct {
 	NoInit bool
 	// Dir, when set, is where PGDATA goes instead of a new WorkDir.
 	Data string
+	// Major is the PostgreSQL major version to run (see Majors); 0 is
+	// DefaultMajor, Debian's.
+	Major int
 }
 
 // New creates (initdb) a cluster; call Start to run it. It is stopped and
@@ -214,12 +225,20 @@ func New(t testing.TB, opts Options) *Cluster {
 	if err != nil {
 		t.Fatal(err)
 	}
+	major := opts.Major
+	if major == 0 {
+		major = DefaultMajor
+	}
+	srvBin, err := ServerBinDir(major)
+	if err != nil {
+		t.Fatal(err)
+	}
 	o, err := ServerOwner()
 	if err != nil {
 		t.Fatal(err)
 	}
 	work := WorkDir(t)
-	c := &Cluster{t: t, Bin: bin, Owner: o, Port: FreePort(t), Env: opts.Env,
+	c := &Cluster{t: t, Bin: bin, ServerBin: srvBin, Major: major, Owner: o, Port: FreePort(t), Env: opts.Env,
 		Data: opts.Data, Sock: filepath.Join(work, "s"), Log: filepath.Join(work, "server.log")}
 	if c.Data == "" {
 		c.Data = filepath.Join(work, "data")
@@ -241,7 +260,7 @@ func New(t testing.TB, opts Options) *Cluster {
 		}
 	} else {
 		args := append([]string{"-D", c.Data, "--no-sync", "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C"}, opts.InitdbArgs...)
-		if out, err := o.Cmd(context.Background(), filepath.Join(bin, "initdb"), args...).CombinedOutput(); err != nil {
+		if out, err := o.Cmd(context.Background(), filepath.Join(srvBin, "initdb"), args...).CombinedOutput(); err != nil {
 			t.Fatalf("initdb: %v\n%s", err, out)
 		}
 		c.AppendConf(append([]string{
@@ -282,7 +301,7 @@ func (c *Cluster) Start() {
 // TryStart is Start returning the error instead of failing the test.
 func (c *Cluster) TryStart() error {
 	opts := fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1", c.Port, c.Sock)
-	cmd := c.Owner.Cmd(context.Background(), filepath.Join(c.Bin, "pg_ctl"), "-D", c.Data, "-l", c.Log, "-o", opts, "-w", "-t", "120", "start")
+	cmd := c.Owner.Cmd(context.Background(), filepath.Join(c.ServerBin, "pg_ctl"), "-D", c.Data, "-l", c.Log, "-o", opts, "-w", "-t", "120", "start")
 	cmd.Env = append(os.Environ(), c.Env...)
 	if c.Owner.AsOther {
 		// Create the log for the server's user; keep it across restarts.
@@ -302,7 +321,7 @@ func (c *Cluster) TryStart() error {
 // Stop shuts the server down (fast mode) and waits.
 func (c *Cluster) Stop() {
 	c.t.Helper()
-	out, err := c.Owner.Cmd(context.Background(), filepath.Join(c.Bin, "pg_ctl"), "-D", c.Data, "-m", "fast", "-w", "-t", "120", "stop").CombinedOutput()
+	out, err := c.Owner.Cmd(context.Background(), filepath.Join(c.ServerBin, "pg_ctl"), "-D", c.Data, "-m", "fast", "-w", "-t", "120", "stop").CombinedOutput()
 	if err != nil {
 		c.t.Fatalf("pg_ctl stop: %v\n%s", err, out)
 	}
@@ -314,7 +333,7 @@ func (c *Cluster) StopIfRunning() {
 	if _, err := os.Stat(filepath.Join(c.Data, "postmaster.pid")); err != nil {
 		return
 	}
-	_ = c.Owner.Cmd(context.Background(), filepath.Join(c.Bin, "pg_ctl"), "-D", c.Data, "-m", "immediate", "-w", "-t", "60", "stop").Run()
+	_ = c.Owner.Cmd(context.Background(), filepath.Join(c.ServerBin, "pg_ctl"), "-D", c.Data, "-m", "immediate", "-w", "-t", "60", "stop").Run()
 	c.running = false
 }
 
