@@ -18,6 +18,13 @@ type archiveCmd struct {
 	why    string // when !calls
 	binary string
 	hasP   bool
+	// client: archive_command runs walvault-wal push, the agent's client,
+	// which runs walvault wal-push with the same flags (its fallback) when
+	// no agent answers; socket is its --socket, if given.
+	client bool
+	socket string
+	// env is the server's environment, nil when it cannot be seen.
+	env map[string]string
 	// binaryProblem: the binary cannot be found where the server looks.
 	binaryProblem string
 	set           Resolved
@@ -116,6 +123,8 @@ type walPushCall struct {
 	binary string
 	assign map[string]string
 	args   []string
+	client bool
+	socket string
 }
 
 // resolveArchiveCommand parses archive_command (as PostgreSQL reports it;
@@ -137,7 +146,7 @@ func resolveArchiveCommand(cmd string, env map[string]string, envWhy string, res
 		ac.why = "archive_command does not run walvault wal-push"
 		return ac
 	}
-	ac.calls, ac.binary = true, call.binary
+	ac.calls, ac.binary, ac.client, ac.socket, ac.env = true, call.binary, call.client, call.socket, env
 	if resolve == nil {
 		resolve = cannotResolve
 	}
@@ -174,7 +183,7 @@ func findWALPush(toks []cmdToken) (walPushCall, bool) {
 	if at < 0 {
 		return walPushCall{}, false
 	}
-	call := walPushCall{binary: toks[at].text, assign: map[string]string{}}
+	call := walPushCall{binary: toks[at].text, assign: map[string]string{}, client: client}
 	for j := at - 1; j >= 0 && !toks[j].op; j-- {
 		if k, v, ok := strings.Cut(toks[j].text, "="); ok && isAssignment(toks[j].text) {
 			call.assign[k] = v
@@ -190,9 +199,11 @@ func findWALPush(toks []cmdToken) (walPushCall, bool) {
 		switch {
 		case skip:
 			skip = false
+			call.socket = t.text
 		case client && (t.text == "--socket" || t.text == "-socket"):
 			skip = true // the client's own flag, with its value
 		case client && (strings.HasPrefix(t.text, "--socket=") || strings.HasPrefix(t.text, "-socket=")):
+			_, call.socket, _ = strings.Cut(t.text, "=")
 		default:
 			call.args = append(call.args, t.text)
 		}
@@ -276,6 +287,10 @@ func checkArchiveCommand(rep *Report, ac archiveCmd, opts Options) {
 		rep.add(name, Warn, "archive_command runs walvault wal-push, but cannot tell which store it reaches: "+ac.set.Store.Why,
 			"the segment switch check below shows whether the WAL reaches this store")
 		return
+	case ac.set.Store.Value == "" && ac.client:
+		rep.add(name, Fail, "archive_command runs walvault-wal push, whose fallback when no agent answers (walvault wal-push with the same flags) has no store (no --store, WALVAULT_STORE or config file with 'store:'): with the agent down, every segment fails",
+			"keep walvault-wal, and give its fallback the store: --config=/etc/walvault/walvault.yaml in archive_command (walvault-wal passes it on), or WALVAULT_CONFIG / WALVAULT_STORE in the server's environment; then reload PostgreSQL")
+		return
 	case ac.set.Store.Value == "":
 		rep.add(name, Fail, "archive_command runs walvault wal-push with no store (no --store, WALVAULT_STORE or config file with 'store:')", fixCmd)
 		return
@@ -286,6 +301,9 @@ func checkArchiveCommand(rep *Report, ac archiveCmd, opts Options) {
 	}
 	loc, _ := cloud.ParseURL(opts.StoreURL)
 	detail := fmt.Sprintf("runs %s wal-push %%p; store %s (from %s)", ac.binary, cloud.Redact(ac.set.Store.Value), ac.set.Store.From)
+	if ac.client {
+		detail = fmt.Sprintf("runs %s push %%p (the agent's client); its fallback, walvault wal-push when no agent answers, has store %s (from %s)", ac.binary, cloud.Redact(ac.set.Store.Value), ac.set.Store.From)
+	}
 	if loc.Scheme != "file" {
 		switch {
 		case !ac.set.Endpoint.Known:

@@ -115,6 +115,9 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) *Report {
 	checkWALLevel(ctx, rep, srv)
 	archiving := checkArchiveMode(rep, srv)
 	ac := checkArchiveCommandOf(ctx, rep, srv, opts)
+	if ac.client {
+		checkAgent(ctx, rep, srv, ac, opts)
+	}
 	if storeOK {
 		checkCluster(ctx, rep, r, srv)
 	} else {

@@ -373,3 +373,26 @@ func TestConnectDetail(t *testing.T) {
 		t.Fatalf("%q", got)
 	}
 }
+
+func TestArchivedThrough(t *testing.T) {
+	const seg = "000000010000000000000012"
+	for _, c := range []struct {
+		last string
+		want bool
+	}{
+		{"", false},
+		{"000000010000000000000011", false},
+		{seg, true},
+		{"000000010000000000000013", true},
+		{"000000010000000000000012.partial", true},
+		{"000000010000000000000012.00000028.backup", true},
+		{"000000010000000000000011.00000028.backup", false},
+		{"000000020000000000000005", true}, // a later timeline
+		{"00000002.history", false},
+		{"garbage", false},
+	} {
+		if got := archivedThrough(c.last, seg); got != c.want {
+			t.Errorf("archivedThrough(%q, %s) = %v, want %v", c.last, seg, got, c.want)
+		}
+	}
+}

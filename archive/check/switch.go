@@ -37,6 +37,13 @@ func checkSegmentSwitch(ctx context.Context, rep *Report, r *repo.Repo, srv *pg.
 // checkSwitch makes PostgreSQL finish a segment and waits for it to reach
 // the store, then (with an identity) fetches it back and checks it.
 func checkSwitch(ctx context.Context, rep *Report, r *repo.Repo, srv *pg.Server, timeout time.Duration) {
+	// The archiver's failures before the switch: a failure after it means
+	// archive_command fails, whatever reached the store.
+	before, err := srv.Archiver(ctx)
+	if err != nil {
+		rep.add("segment switch", Fail, err.Error(), "run check as a superuser or a member of pg_monitor")
+		return
+	}
 	// SwitchSegment writes a record first, so the switch has something to
 	// finish: otherwise it may return a segment archived long ago, which
 	// proves nothing.
@@ -57,8 +64,14 @@ func checkSwitch(ctx context.Context, rep *Report, r *repo.Repo, srv *pg.Server,
 	}
 	took := time.Since(began).Round(10 * time.Millisecond)
 	checkSigning(ctx, rep, r, seg, key)
+	// The store having the segment is not enough: something else (an
+	// agent) may have put it there while archive_command fails, and then
+	// PostgreSQL keeps every segment and pg_wal grows until the disk is full.
+	if !waitForArchiver(ctx, rep, srv, seg, before, began.Add(timeout)) {
+		return
+	}
 	if len(r.Identities) == 0 {
-		rep.add("segment switch", OK, fmt.Sprintf("forced a switch; segment %s reached the store in %s", seg, took), "")
+		rep.add("segment switch", OK, fmt.Sprintf("forced a switch; segment %s reached the store in %s, and PostgreSQL's archiver reports it archived", seg, took), "")
 		return
 	}
 	// The proof is the signing check's to report: here only the identity
@@ -71,7 +84,53 @@ func checkSwitch(ctx context.Context, rep *Report, r *repo.Repo, srv *pg.Server,
 			"use the identity that belongs to archive_command's recipient")
 		return
 	}
-	rep.add("segment switch", OK, fmt.Sprintf("forced a switch; segment %s reached the store in %s, and fetched back with the identity it is whole (%s, checksum matches)", seg, took, archive.HumanBytes(size)), "")
+	rep.add("segment switch", OK, fmt.Sprintf("forced a switch; segment %s reached the store in %s, PostgreSQL's archiver reports it archived, and fetched back with the identity it is whole (%s, checksum matches)", seg, took, archive.HumanBytes(size)), "")
+}
+
+// waitForArchiver polls pg_stat_archiver until its last archived WAL has
+// reached seg (true), or reports a failure of archive_command since
+// before (its failed_count grew) or a deadline passed.
+func waitForArchiver(ctx context.Context, rep *Report, srv *pg.Server, seg string, before pg.ArchiverStatus, deadline time.Time) bool {
+	const fix = "read archive_command's error in the PostgreSQL log: until archive_command itself succeeds, PostgreSQL keeps every segment (pg_wal grows) even when the store has it"
+	delay := 50 * time.Millisecond
+	for {
+		a, err := srv.Archiver(ctx)
+		if err != nil {
+			rep.add("segment switch", Fail, err.Error(), "")
+			return false
+		}
+		if a.Failed > before.Failed {
+			rep.add("segment switch", Fail, fmt.Sprintf("segment %s reached the store, but archive_command failed %d time(s) since the switch, the last for %s at %s (last archived: %s)",
+				seg, a.Failed-before.Failed, a.LastFailed, archive.FormatTime(a.LastFailedTime), archive.OrNone(a.LastArchived)), fix)
+			return false
+		}
+		if archivedThrough(a.LastArchived, seg) {
+			return true
+		}
+		if time.Now().After(deadline) {
+			rep.add("segment switch", Fail, fmt.Sprintf("segment %s reached the store, but PostgreSQL's archiver has not reported it archived (%s)", seg, a), fix)
+			return false
+		}
+		select {
+		case <-ctx.Done():
+			rep.add("segment switch", Fail, ctx.Err().Error(), "")
+			return false
+		case <-time.After(delay):
+		}
+		delay = min(delay*3/2, 500*time.Millisecond)
+	}
+}
+
+// archivedThrough says whether last, pg_stat_archiver's last archived WAL
+// file, is segment seg or one after it (a later timeline counts as
+// after). A history or other file that is not a segment says nothing.
+func archivedThrough(last, seg string) bool {
+	lf, err1 := archive.ParseWALName(last)
+	_, err2 := archive.ParseWALName(seg)
+	if err1 != nil || err2 != nil || len(last) < 24 || lf.Kind == archive.KindHistory {
+		return false
+	}
+	return last[:24] >= seg[:24]
 }
 
 // waitForSegment polls the store for key until it is there (true), or
