@@ -95,8 +95,13 @@ type fileStore struct {
 	uid, gid int      // owner of new files and folders; -1: the process's
 }
 
-func openFile(_ context.Context, loc Location, _ Options) (Store, error) {
+func openFile(_ context.Context, loc Location, opts Options) (Store, error) {
 	dir := filepath.Clean(loc.Path)
+	if opts.MustExist {
+		if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+			return nil, Permanent(NewStoreError(fmt.Sprintf("file store %s does not exist: fix the store URL, or create the directory (writers such as wal-push and backup-push create it)", dir), ErrNotFound, err))
+		}
+	}
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("file store %s: cannot create the directory: %w", dir, err)
 	}

@@ -35,6 +35,12 @@ type Options struct {
 	// IOTimeout fails a connection on which no data moves for this long;
 	// 0 means 60 s.
 	IOTimeout time.Duration
+	// MustExist: the store's container must exist already. A file:// store
+	// whose directory is missing is then ErrNotFound ("does not exist")
+	// instead of being created: a reader given a mistyped path must not
+	// take a new, empty directory for an empty archive. (Buckets and
+	// containers are never created.)
+	MustExist bool
 }
 
 // IdleTimeout is the I/O timeout in force: IOTimeout, or 60 s when unset.

@@ -375,7 +375,13 @@ func openArchive(c *cli.Context, a access) (*repo.Repo, error) {
 	if err := loadKeys(c, cfg, a); err != nil {
 		return nil, err
 	}
-	st, err := cloud.Open(c.Context, c.String("store"), storeOptions(c))
+	so := storeOptions(c)
+	// Only the commands that add to the archive may start one: for the
+	// others a file:// store that does not exist is a mistyped path, not
+	// an empty archive (wal-fetch must not answer "not in the archive",
+	// which ends recovery).
+	so.MustExist = a&writes == 0 || c.Command.Name == "backup-mark"
+	st, err := cloud.Open(c.Context, c.String("store"), so)
 	if err != nil {
 		return nil, err
 	}

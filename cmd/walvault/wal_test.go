@@ -188,6 +188,9 @@ func TestFetchPrefetchAndVerify(t *testing.T) {
 		t.Fatal("segment 3 differs after fallback")
 	}
 	// Prefetched files from another store are not served either.
+	if err := os.Mkdir(filepath.Join(dir, "other"), 0o750); err != nil {
+		t.Fatal(err)
+	}
 	if code, e := fetch(segName(4), "--prefetch", "0", "--log-level", "debug", "--store", "file://"+filepath.Join(dir, "other")); code != exitNotFound {
 		t.Fatalf("exit %d, %q: served a file prefetched from another store", code, e)
 	}
