@@ -53,7 +53,70 @@ func chooseBackup(cat *repo.Catalog, opts Options) (*repo.Manifest, error) {
 	if err := refuseDamaged(cat, opts.Backup); err != nil {
 		return nil, err
 	}
-	return selectBackup(cat.Backups(), sel)
+	m, err := selectBackup(cat.Backups(), sel)
+	if err != nil {
+		if why := skippedBackups(cat); why != nil {
+			// Not "no backup": there are backups, and the reason none can be
+			// used is most likely a wrong verify key.
+			if len(cat.Backups()) == 0 {
+				return nil, why
+			}
+			return nil, tagged{msg: fmt.Sprintf("%v; of the others, none fits: %v", why, untag(err)), err: why}
+		}
+		return nil, err
+	}
+	return m, nil
+}
+
+// tagged prints msg and unwraps to err (which carries the sentinel for
+// the exit code).
+type tagged struct {
+	msg string
+	err error
+}
+
+func (t tagged) Error() string { return t.msg }
+func (t tagged) Unwrap() error { return t.err }
+
+// untag drops the "bad input: " a selection error starts with.
+func untag(err error) string {
+	return strings.TrimPrefix(err.Error(), archive.ErrBadInput.Error()+": ")
+}
+
+// skippedBackups says, when backup folders were left out for a manifest
+// that fails authentication or is damaged, how many and which, with the
+// fix: ErrBadProof (exit 4) naming verify-key when any fails
+// authentication, else ErrIntegrity. nil when none was left out.
+func skippedBackups(cat *repo.Catalog) error {
+	var unauth, damaged []string
+	for _, f := range cat.Folders {
+		if f.Manifest != nil || f.Err == nil {
+			continue
+		}
+		if errors.Is(f.Err, crypto.ErrBadProof) {
+			unauth = append(unauth, f.Name)
+		} else {
+			damaged = append(damaged, f.Name)
+		}
+	}
+	list := func(names []string) string {
+		if len(names) > 3 {
+			return strings.Join(names[:3], ", ") + ", ..."
+		}
+		return strings.Join(names, ", ")
+	}
+	switch {
+	case len(unauth) > 0:
+		more := ""
+		if len(damaged) > 0 {
+			more = fmt.Sprintf("; %d more are damaged", len(damaged))
+		}
+		return tagged{msg: fmt.Sprintf("%d backup(s) fail authentication (%s)%s: check verify-key (the verify key keygen printed for the signing key of the host that took them; walvault backup-list shows why each fails)",
+			len(unauth), list(unauth), more), err: crypto.ErrBadProof}
+	case len(damaged) > 0:
+		return tagged{msg: fmt.Sprintf("%d backup(s) are damaged (%s): walvault backup-list shows why", len(damaged), list(damaged)), err: archive.ErrIntegrity}
+	}
+	return nil
 }
 
 // refuseDamaged keeps restore away from backups whose manifest is damaged
