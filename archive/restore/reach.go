@@ -59,13 +59,34 @@ func CheckWALReachable(cat *repo.Catalog, m *repo.Manifest, target Target, store
 	}
 	reached := inv.Point(w)
 	if w.Gap == nil {
-		if target.LSN != nil && *target.LSN >= mustLSN(reached.LSN) {
-			return fmt.Errorf("%w: --target-lsn %s is past the newest archived WAL (%s, which ends at %s): force a segment switch on the server (SELECT pg_switch_wal()) and wait for it to be archived, or pick an earlier target",
-				archive.ErrIntegrity, *target.LSN, reached.Segment, reached.LSN)
-		}
-		return nil
+		return checkEnd(w, reached, target)
 	}
 	return checkGap(w, reached, target, store)
+}
+
+// beyondHint is how to take a target past the archive knowingly.
+const beyondHint = "or, if that WAL is still on its way to the store, --allow-target-beyond-archive (recovery then waits for it, and fails if it never comes)"
+
+// checkEnd refuses a time or LSN target past the end of the archive (no
+// gap on the way): PostgreSQL would replay everything and then fail with
+// "recovery ended before configured recovery target was reached".
+func checkEnd(w repo.WALWalk, reached *repo.WALPoint, target Target) error {
+	var err error
+	switch {
+	case target.LSN != nil && *target.LSN >= mustLSN(reached.LSN):
+		err = fmt.Errorf("%w: --target-lsn %s is past the newest archived WAL (%s, which ends at %s): force a segment switch on the server (SELECT pg_switch_wal()) and wait for it to be archived, or pick an earlier target, %s",
+			archive.ErrIntegrity, *target.LSN, reached.Segment, reached.LSN, beyondHint)
+	case target.Time != nil && w.Last != nil && target.Time.After(w.Last.ModTime):
+		// The newest segment was stored at ModTime: every record in the
+		// archive is older, so no commit after the target can end recovery.
+		err = fmt.Errorf("%w: --target-time %s is past the newest archived WAL: the latest moment the archive reaches is about %s (%s, stored then, ends at %s on timeline %d): pick a target at or before it, or force a segment switch on the server (SELECT pg_switch_wal()) and wait for it to be archived, %s",
+			archive.ErrIntegrity, archive.FormatTime(*target.Time), archive.FormatTime(w.Last.ModTime), reached.Segment, reached.LSN, reached.Timeline, beyondHint)
+	}
+	if err != nil && target.BeyondArchive {
+		slog.Warn("the target is past the newest archived WAL; restoring anyway (--allow-target-beyond-archive): recovery waits for more WAL and fails if it never comes", "reachable_to", reached.LSN, "segment", reached.Segment)
+		return nil
+	}
+	return err
 }
 
 // targetTimeline is the timeline recovery follows to the target.

@@ -38,6 +38,24 @@ func TestCheckWALReachable(t *testing.T) {
 	if err := check(Target{LSN: lsn("0/1500000")}); err == nil || !strings.Contains(err.Error(), "past the newest archived WAL") {
 		t.Fatalf("target past the end: %v", err)
 	}
+	// Segment 20, the newest, was stored at tmin(20): a time after it is
+	// past the archive, and the message says how far it reaches.
+	for _, tt := range []struct {
+		target Target
+		want   string // "" = accepted
+	}{
+		{Target{Time: timePtr(tmin(19))}, ""},
+		{Target{Time: timePtr(tmin(20))}, ""},
+		{Target{Time: timePtr(tmin(21))}, "the latest moment the archive reaches is about " + archive.FormatTime(tmin(20))},
+		{Target{Time: timePtr(tmin(21)), BeyondArchive: true}, ""},
+		{Target{LSN: lsn("0/1500000"), BeyondArchive: true}, ""},
+	} {
+		err := check(tt.target)
+		if tt.want == "" && err != nil || tt.want != "" && (!errors.Is(err, archive.ErrIntegrity) || !strings.Contains(err.Error(), tt.want) ||
+			!strings.Contains(err.Error(), "--allow-target-beyond-archive")) {
+			t.Errorf("%+v: %v, want %q", tt.target, err, tt.want)
+		}
+	}
 	for _, k := range s.WALKeys(1, 10, 11) {
 		_ = s.R.Store.Delete(s.Ctx, k)
 	}

@@ -23,6 +23,10 @@ type Target struct {
 	Inclusive *bool
 	// Action: pause, promote (default) or shutdown.
 	Action string
+	// BeyondArchive accepts a time or LSN target past the newest archived
+	// WAL (more WAL is on its way: the server still archives), which is
+	// otherwise refused before anything is written.
+	BeyondArchive bool
 }
 
 // Validate checks the target as a whole.

@@ -83,6 +83,7 @@ func backupCommands() []*cli.Command {
 				stringFlag("target-timeline", "latest, current or a timeline number", "latest"),
 				stringFlag("target-inclusive", "true or false: stop just after (true) or just before the target", ""),
 				stringFlag("target-action", "at the target: pause, promote or shutdown", "promote"),
+				boolFlag("allow-target-beyond-archive", "accept a --target-time or --target-lsn past the newest archived WAL (refused otherwise: recovery would end before reaching it), when that WAL is still on its way to the store"),
 				boolFlag("standby", "write standby.signal: a replica that keeps following the archive"),
 				boolFlag("agent", "restore_command = 'walvault-wal fetch %f %p': replay through walvault agent (without one running, walvault-wal runs wal-fetch itself)"),
 				sliceFlag("tablespace-map", "OID=DIR or NAME=DIR: restore a tablespace elsewhere; repeatable"),

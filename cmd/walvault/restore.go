@@ -21,7 +21,7 @@ func restore(c *cli.Context) error {
 		return err
 	}
 	t := restorepkg.Target{XID: c.String("target-xid"), Name: c.String("target-name"), Immediate: c.Bool("target-immediate"),
-		Timeline: c.String("target-timeline"), Action: c.String("target-action")}
+		Timeline: c.String("target-timeline"), Action: c.String("target-action"), BeyondArchive: c.Bool("allow-target-beyond-archive")}
 	if s := c.String("target-time"); s != "" {
 		tt, err := restorepkg.ParseTargetTime(s)
 		if err != nil {
