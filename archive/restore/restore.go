@@ -48,6 +48,10 @@ type Options struct {
 	FetchArgv []string
 	// Progress reports the bytes written (nil: no report).
 	Progress archive.NewProgress
+	// ServerReads are the files FetchArgv makes restore_command read; run
+	// as root for another owner, restore refuses them up front when that
+	// owner cannot read them.
+	ServerReads []ServerFile
 }
 
 // Result says what restore did.
@@ -120,6 +124,9 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Result, error) {
 	_, serr := os.Stat(dest)
 	own, rootOwned, err := chooseOwner(opts.Owner, dest, serr == nil)
 	if err != nil {
+		return nil, err
+	}
+	if err := checkServerReads(own, opts.ServerReads); err != nil {
 		return nil, err
 	}
 	m, err := pickBackup(ctx, r, opts)

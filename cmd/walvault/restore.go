@@ -74,7 +74,7 @@ func restore(c *cli.Context) error {
 	res, err := restorepkg.Run(c.Context, cfg, restorepkg.Options{
 		Dest: c.Args().First(), Backup: c.String("backup"), Target: t, Standby: c.Bool("standby"),
 		TablespaceMap: tmap, Concurrency: n, Force: c.Bool("force"), Owner: c.String("owner"), FetchArgv: argv,
-		Progress: progressReporter(progressBar(c), interval),
+		Progress: progressReporter(progressBar(c), interval), ServerReads: serverReads(argv),
 	})
 	if err != nil {
 		return err
@@ -230,4 +230,18 @@ func agentCommandLine(fetchArgv []string, dest string) string {
 		words = append(words, shellQuote(a))
 	}
 	return strings.Join(words, " ")
+}
+
+// serverReads are the files restore_command (argv) reads: the config file,
+// the identity file, verify-key files.
+func serverReads(argv []string) []restorepkg.ServerFile {
+	var out []restorepkg.ServerFile
+	for _, a := range argv {
+		for flag, what := range map[string]string{"--config=": "config file", "--identity-file=": "identity file", "--verify-key=": "verify-key file"} {
+			if v, ok := strings.CutPrefix(a, flag); ok && filepath.IsAbs(v) {
+				out = append(out, restorepkg.ServerFile{What: what, Path: v})
+			}
+		}
+	}
+	return out
 }
