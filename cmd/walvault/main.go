@@ -304,21 +304,32 @@ func hasFlag(flags []cli.Flag, name string) bool {
 }
 
 // setupLogging sends one line per event to stderr, where PostgreSQL's
-// logging collector picks it up.
+// logging collector, journald or a cron job's log file picks it up. Each
+// line starts with its time (UTC, to the millisecond), except under
+// journald (systemd sets JOURNAL_STREAM for a service whose stderr goes
+// to the journal), which stamps every line itself.
 func setupLogging(c *cli.Context) error {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
 		return usageError("--log-level %q: use debug, info, warn or error", c.String("log-level"))
 	}
-	h := slog.NewTextHandler(c.App.ErrWriter, &slog.HandlerOptions{Level: level,
-		ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
-			if a.Key == slog.TimeKey {
+	slog.SetDefault(slog.New(logHandler(c.App.ErrWriter, level, os.Getenv("JOURNAL_STREAM") != "")).With("cmd", c.Command.Name))
+	return nil
+}
+
+// logHandler writes key=value lines to w, stamped with the time unless
+// journald stamps them.
+func logHandler(w io.Writer, level slog.Level, journald bool) slog.Handler {
+	return slog.NewTextHandler(w, &slog.HandlerOptions{Level: level,
+		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+			if a.Key != slog.TimeKey || len(groups) > 0 {
+				return a
+			}
+			if journald || a.Value.Kind() != slog.KindTime {
 				return slog.Attr{}
 			}
-			return a
+			return slog.String(slog.TimeKey, a.Value.Time().UTC().Format("2006-01-02T15:04:05.000Z"))
 		}})
-	slog.SetDefault(slog.New(h).With("cmd", c.Command.Name))
-	return nil
 }
 
 func storeOptions(c *cli.Context) cloud.Options {

@@ -3,9 +3,11 @@ package main
 import (
 	"bytes"
 	"encoding/binary"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -166,4 +168,29 @@ func fetchCode(command string, code int) int {
 		return exitStopRecovery
 	}
 	return code
+}
+
+// Log lines carry their time (UTC) so that a cron job's log file is dated,
+// except under journald, which dates them itself.
+func TestLogTimestamps(t *testing.T) {
+	for _, journald := range []bool{false, true} {
+		var b strings.Builder
+		slog.New(logHandler(&b, slog.LevelInfo, journald)).Info("archived", "file", "000000010000000000000001")
+		line := b.String()
+		stamped := regexp.MustCompile(`^time=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z level=INFO msg=archived file=000000010000000000000001\n$`).MatchString(line)
+		if stamped == journald || journald && line != "level=INFO msg=archived file=000000010000000000000001\n" {
+			t.Errorf("journald %v: %q", journald, line)
+		}
+	}
+	// The real command line: JOURNAL_STREAM decides.
+	dir := t.TempDir()
+	t.Setenv("WALVAULT_ALLOW_UNSIGNED", "true")
+	seg := fakeSegment(t, dir, "000000010000000000000001", 42, 1)
+	for _, js := range []string{"", "8:12345"} {
+		t.Setenv("JOURNAL_STREAM", js)
+		_, _, e := runCLI(t, "wal-push", "--log-level", "debug", "--store", "file://"+filepath.Join(dir, "store"), seg)
+		if strings.HasPrefix(e, "time=") != (js == "") {
+			t.Errorf("JOURNAL_STREAM=%q: %q", js, e)
+		}
+	}
 }
