@@ -41,7 +41,7 @@ func (r *Report) Registry() *prometheus.Registry {
 	gauge("server_up", "1 when the server was reached to read pg_stat_archiver, else 0.", b2f(r.Server != nil))
 	if s := r.Server; s != nil {
 		gauge("archiver_failing", "1 when the archiver's latest attempt failed (pg_stat_archiver).", b2f(s.Failing))
-		gauge("archiver_failed_total", "pg_stat_archiver.failed_count.", float64(s.FailedCount))
+		gauge("archiver_failures", "Failed archive_command runs pg_stat_archiver counted (failed_count) since its statistics were reset.", float64(s.FailedCount))
 		if s.LastArchivedAgeSeconds != nil {
 			gauge("archiver_last_archived_age_seconds", "Seconds since pg_stat_archiver's last successful archiving.", *s.LastArchivedAgeSeconds)
 		}
