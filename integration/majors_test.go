@@ -68,7 +68,11 @@ func testMajor(t *testing.T, major int) {
 	backdatePGVersion(t, c.Data, 2*time.Hour)
 
 	// A full backup, archived through walvault wal-push.
-	full := backupName(t, mustWalvault(t, tg, backupEnv(c, recipient), "backup-push", "--fast-checkpoint", "--part-size", "4MiB"))
+	out := mustWalvault(t, tg, backupEnv(c, recipient), "backup-push", "--fast-checkpoint", "--part-size", "4MiB")
+	full := backupName(t, out)
+	if !regexp.MustCompile(`complete: .* s \(checkpoint \d+\.\d\d s, copy \d+\.\d\d s at [0-9.]+ [KMG]?i?B/s, WAL archiving \d+\.\d\d s\)`).MatchString(out) {
+		t.Errorf("the summary does not split the time: %s", out)
+	}
 	// (Each major knows only one of the backup APIs' names: pg_start_backup
 	// is gone from 15, pg_backup_start new in it, so a backup with the
 	// wrong one fails here.)

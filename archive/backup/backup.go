@@ -76,6 +76,10 @@ func (o Options) withDefaults() Options {
 type Result struct {
 	Manifest *repo.Manifest
 	Duration time.Duration
+	// The parts of Duration a DBA tells apart: waiting for the starting
+	// checkpoint (spread unless FastCheckpoint), reading and storing the
+	// files, and waiting for the backup's WAL to reach the store.
+	Checkpoint, Copy, WALWait time.Duration
 }
 
 // Push takes a base backup of the server opts.DSN reaches and stores it
@@ -94,7 +98,7 @@ func Push(ctx context.Context, r *repo.Repo, opts Options) (*Result, error) {
 			return nil, err
 		}
 	}
-	return &Result{Manifest: b.m, Duration: time.Since(b.began)}, nil
+	return &Result{Manifest: b.m, Duration: time.Since(b.began), Checkpoint: b.checkpoint, Copy: b.copy, WALWait: b.walWait}, nil
 }
 
 // pusher is the state of one backup-push, step to step.
@@ -102,6 +106,8 @@ type pusher struct {
 	r     *repo.Repo
 	opts  Options
 	began time.Time
+	// checkpoint, copy, walWait: see Result.
+	checkpoint, copy, walWait time.Duration
 
 	srv      *pg.Server
 	pgdata   string
@@ -177,6 +183,7 @@ func (b *pusher) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	b.checkpoint = time.Since(startTime)
 	b.m = b.newManifest(startTime, startLSN)
 	if err := checkNameFree(ctx, b.r.Store, b.m.Name); err != nil {
 		return err
@@ -221,6 +228,8 @@ func (b *pusher) uploadParts(ctx context.Context) error {
 			return err
 		}
 	}
+	began := time.Now()
+	defer func() { b.copy = time.Since(began) }()
 	plans := planParts(walk, partTarget(walk.Total, b.opts.PartSize, b.opts.Concurrency))
 	b.up.prog = b.opts.Progress.Start("backup", walk.Total)
 	b.parts, b.files, err = b.up.uploadParts(ctx, plans, b.opts.Concurrency)
@@ -279,6 +288,8 @@ func (b *pusher) uploadFinalPart(ctx context.Context) error {
 
 // waitWAL waits for the WAL the backup needs to be in the store.
 func (b *pusher) waitWAL(ctx context.Context) error {
+	began := time.Now()
+	defer func() { b.walWait = time.Since(began) }()
 	if err := waitArchived(ctx, b.r, b.srv, b.m, b.opts.ArchiveTimeout); err != nil {
 		return err
 	}

@@ -6,8 +6,11 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/walvault/walvault/archive/backup"
 )
 
 func TestParseSize(t *testing.T) {
@@ -107,5 +110,15 @@ func TestRestoreFlagsAfterDest(t *testing.T) {
 	code, out, stderr := runCLI(t, "backup-list", "--store", store, "--json")
 	if code != 0 || strings.TrimSpace(out) != "[]" {
 		t.Fatalf("backup-list on an empty store: exit %d, %q, %s", code, out, stderr)
+	}
+}
+
+// The summary's rate is the copy's: a long spread checkpoint shows as
+// such, not as a slow copy.
+func TestBackupTimeSplit(t *testing.T) {
+	res := &backup.Result{Duration: 170 * time.Second, Checkpoint: 166 * time.Second, Copy: 2 * time.Second, WALWait: 2 * time.Second}
+	got := timeSplit(res, 480<<20)
+	if want := "checkpoint 166.00 s, copy 2.00 s at 240.0 MiB/s, WAL archiving 2.00 s"; got != want {
+		t.Fatalf("%q, want %q", got, want)
 	}
 }
