@@ -106,6 +106,12 @@ func testMajor(t *testing.T, major int) {
 	if blocks == nil {
 		t.Fatalf("no summary of the incremental's files in its log:\n%s", stderr)
 	}
+	// It says which files it stored whole, and why: pg_xact always
+	// changes; without checksums, so do the relations pgbench wrote.
+	if !regexp.MustCompile(`msg="incremental: files stored whole" cmd=backup-push why="changed \(compared whole[^"]*" files=\d+ paths="[^"]*pg_xact/0000`).MatchString(stderr) ||
+		checksums == "off" && !strings.Contains(stderr, `why="changed, and without data_checksums or wal_log_hints`) {
+		t.Errorf("the incremental does not say which files it stored whole and why:\n%s", stderr)
+	}
 	if n, _ := strconv.Atoi(blocks[1]); (n > 0) != (checksums == "on") {
 		t.Errorf("data_checksums = %s, and the incremental stored %s files as changed blocks\n%s", checksums, blocks[1], stderr)
 	}

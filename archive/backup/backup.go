@@ -240,6 +240,7 @@ func (b *pusher) uploadParts(ctx context.Context) error {
 	slog.Debug("parts stored", "parts", len(b.parts), "ms", sinceMs(b.began))
 	if b.parent != nil {
 		logSummary(b.files)
+		b.up.inc.logWhole()
 	}
 	return nil
 }

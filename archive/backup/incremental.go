@@ -13,6 +13,9 @@ import (
 	"os"
 	"path"
 	"regexp"
+	"sort"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/walvault/walvault/archive"
@@ -62,10 +65,73 @@ type incremental struct {
 	// the database was (re)created since the parent, perhaps by copying a
 	// template's pages with their old LSNs, so all of it is stored.
 	newDBs map[string]bool
+
+	// whole records, for the log, why files were stored whole.
+	wholeMu sync.Mutex
+	whole   map[string][]string // reason -> paths
 }
 
 func newIncremental(p *parentRef, bs int) *incremental {
-	return &incremental{parent: p, start: p.m.StartLSN, bs: int64(bs), shift: newCRCShift(int64(bs)), newDBs: map[string]bool{}}
+	return &incremental{parent: p, start: p.m.StartLSN, bs: int64(bs), shift: newCRCShift(int64(bs)), newDBs: map[string]bool{}, whole: map[string][]string{}}
+}
+
+// Why an incremental stores a file whole.
+const (
+	wholeNewDB      = "in a database created since the parent (its PG_VERSION is new, changed, or under an hour older than the parent)"
+	wholeNew        = "not in the parent"
+	wholeChanged    = "changed (compared whole: not a relation's main fork)"
+	wholeOddSize    = "a relation file whose size is no whole number of blocks, or too large for a block map"
+	wholeAllPages   = "every page changed"
+	wholeNoChecksum = "changed, and without data_checksums or wal_log_hints (or after a restart since the parent) pages are not taken one by one"
+)
+
+// storedWhole notes that p was stored whole, and why.
+func (inc *incremental) storedWhole(p, why string) {
+	inc.wholeMu.Lock()
+	inc.whole[why] = append(inc.whole[why], p)
+	inc.wholeMu.Unlock()
+}
+
+// logWhole says which files were stored whole and why: one line per
+// reason with a count and the first few paths (every path at debug level).
+func (inc *incremental) logWhole() {
+	inc.wholeMu.Lock()
+	defer inc.wholeMu.Unlock()
+	reasons := make([]string, 0, len(inc.whole))
+	for r := range inc.whole {
+		reasons = append(reasons, r)
+	}
+	sort.Strings(reasons)
+	for _, r := range reasons {
+		paths := inc.whole[r]
+		sort.Strings(paths)
+		if r == wholeNewDB {
+			paths = dbDirs(paths)
+		}
+		some := paths
+		if len(some) > 5 {
+			some = append(append([]string{}, some[:5]...), "...")
+		}
+		slog.Info("incremental: files stored whole", "why", r, "files", len(inc.whole[r]), "paths", strings.Join(some, " "))
+		slog.Debug("incremental: files stored whole, every path", "why", r, "paths", strings.Join(inc.whole[r], " "))
+	}
+}
+
+// dbDirs reduces paths in new databases to their database directories.
+func dbDirs(paths []string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, p := range paths {
+		_, db := kindOf(p)
+		if db == "" {
+			db = path.Dir(p)
+		}
+		if !seen[db] {
+			seen[db] = true
+			out = append(out, db+"/")
+		}
+	}
+	return out
 }
 
 // markNewDatabases fills newDBs from the walk: the directories of every
@@ -139,8 +205,18 @@ func (inc *incremental) parentFile(p string) (*repo.File, fileKind) {
 // blocks, or (no entry) as the parent's.
 func (inc *incremental) tarFile(tw *tar.Writer, e walkEntry, f *repo.File, buf []byte, onRead func(int64)) (bool, error) {
 	pf, kind := inc.parentFile(e.Path)
+	whole := func(why string) (bool, error) {
+		ok, err := tarFile(tw, e, f, buf, onRead)
+		if ok && err == nil {
+			inc.storedWhole(e.Path, why)
+		}
+		return ok, err
+	}
 	if pf == nil {
-		return tarFile(tw, e, f, buf, onRead)
+		if _, db := kindOf(e.Path); db != "" && inc.newDBs[db] {
+			return whole(wholeNewDB)
+		}
+		return whole(wholeNew)
 	}
 	src, st, err := openSource(e, f)
 	if src == nil || err != nil {
@@ -157,10 +233,10 @@ func (inc *incremental) tarFile(tw *tar.Writer, e walkEntry, f *repo.File, buf [
 			f.Stored, f.Part, f.CRC32C = repo.StoredParent, 0, pf.CRC32C
 			return true, nil
 		}
-		return tarFile(tw, e, f, buf, onRead)
+		return whole(wholeChanged)
 	}
 	if size%inc.bs != 0 || pf.Size%inc.bs != 0 || size/inc.bs > repo.MaxBlockMapBlocks {
-		return tarFile(tw, e, f, buf, onRead)
+		return whole(wholeOddSize)
 	}
 	sc, err := inc.scan(src, size, pf.Size, buf, onRead)
 	if err != nil {
@@ -176,8 +252,10 @@ func (inc *incremental) tarFile(tw *tar.Writer, e walkEntry, f *repo.File, buf [
 		// Cut by vacuum: the parent's first blocks, which are what was read.
 		f.Stored, f.Part, f.CRC32C = repo.StoredParent, 0, crcHex(sc.crc(inc, nil))
 		return true, nil
-	case n == size/inc.bs || !inc.parent.blocks:
-		return tarFile(tw, e, f, buf, onRead)
+	case !inc.parent.blocks:
+		return whole(wholeNoChecksum)
+	case n == size/inc.bs:
+		return whole(wholeAllPages)
 	}
 	hdr := &tar.Header{Name: e.Path, Mode: int64(st.Mode().Perm()), Size: n * inc.bs, ModTime: st.ModTime(), Typeflag: tar.TypeReg}
 	if err := tw.WriteHeader(hdr); err != nil {
