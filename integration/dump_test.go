@@ -214,7 +214,8 @@ func testDumps(t *testing.T, tg *target) {
 	// Conflicting objects without --clean: pg_restore's error, exit 6;
 	// with --clean it replaces them.
 	code, _, stderr = tg.walvault(t, nil, "dump-restore", name, "--dbname", c.ConnString("copy1"), "--database", "shop", "--identity-file", identity)
-	if code != 6 || !strings.Contains(stderr, "already exists") || !strings.Contains(stderr, "pg_restore failed") {
+	if code != 6 || !strings.Contains(stderr, "already exists") || !strings.Contains(stderr, "pg_restore failed") ||
+		!strings.Contains(stderr, "restore with --clean") || strings.Contains(lastLine(stderr), "Command was") {
 		t.Fatalf("dump-restore over conflicting objects: exit %d: %s", code, stderr)
 	}
 	dumpPSQL(t, c, "copy1", "DELETE FROM invoices WHERE no % 2 = 0")
@@ -415,4 +416,10 @@ func TestDumpAll(t *testing.T) {
 	if list := listDumps(t, tg); len(list) != 7 {
 		t.Fatalf("after a partly failed --all: %d dumps", len(list))
 	}
+}
+
+// lastLine is the last non-empty line of s.
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
 }

@@ -92,13 +92,51 @@ func Name(t time.Time, db string) string {
 }
 
 // toolLog copies a tool's stderr into the log, one slog line per line,
-// and keeps the last non-empty one for the error message.
+// and keeps for the error message the tool's first error line with the
+// detail and hint lines after it (pg_restore follows its error with the
+// statement it ran, "Command was: ...", which says less), else the last
+// line.
 type toolLog struct {
-	tool string
-	mu   sync.Mutex
-	last string
-	errs int // lines with "ERROR:" (psql's failed statements)
-	done chan struct{}
+	tool   string
+	mu     sync.Mutex
+	last   string
+	errMsg []string // the first error line, then its detail and hint lines
+	inErr  bool     // still reading the lines that belong to errMsg
+	errs   int      // lines with "ERROR:" (psql's failed statements)
+	done   chan struct{}
+}
+
+// isErrorLine: the tool's own error ("pg_restore: error: ...") or the
+// server's ("ERROR:  ...", "FATAL:  ...", as psql prints them).
+func isErrorLine(tool, line string) bool {
+	return strings.HasPrefix(line, tool+": error:") || strings.Contains(line, "ERROR:") || strings.Contains(line, "FATAL:")
+}
+
+// isDetailLine: a line that explains the error before it.
+func isDetailLine(tool, line string) bool {
+	for _, p := range []string{tool + ": detail:", tool + ": hint:", "DETAIL:", "HINT:"} {
+		if strings.HasPrefix(line, p) {
+			return true
+		}
+	}
+	return false
+}
+
+func (l *toolLog) note(line string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.last = line
+	if strings.Contains(line, "ERROR:") {
+		l.errs++
+	}
+	switch {
+	case l.errMsg == nil && isErrorLine(l.tool, line):
+		l.errMsg, l.inErr = []string{line}, true
+	case l.inErr && isDetailLine(l.tool, line) && len(l.errMsg) < 4:
+		l.errMsg = append(l.errMsg, line)
+	default:
+		l.inErr = false
+	}
 }
 
 func logLines(tool string, r io.Reader) *toolLog {
@@ -113,23 +151,22 @@ func logLines(tool string, r io.Reader) *toolLog {
 				continue
 			}
 			slog.Warn(tool, "line", line)
-			l.mu.Lock()
-			l.last = line
-			if strings.Contains(line, "ERROR:") {
-				l.errs++
-			}
-			l.mu.Unlock()
+			l.note(line)
 		}
 		_, _ = io.Copy(io.Discard, r)
 	}()
 	return l
 }
 
-// lastLine waits for the stream's end and returns its last line.
+// lastLine waits for the stream's end and returns what the error message
+// quotes: the first error with its detail, else the last line.
 func (l *toolLog) lastLine() string {
 	<-l.done
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.errMsg != nil {
+		return strings.Join(l.errMsg, " ")
+	}
 	return l.last
 }
 
@@ -151,7 +188,7 @@ func toolErr(tool string, err error, last string) error {
 		what = ee.ProcessState.String()
 	}
 	if last != "" {
-		return fmt.Errorf("%w: %s failed (%s): %s", archive.ErrPostgres, tool, what, last)
+		return fmt.Errorf("%w: %s failed (%s): %s%s", archive.ErrPostgres, tool, what, last, toolHint(tool, last))
 	}
 	return fmt.Errorf("%w: %s failed (%s)", archive.ErrPostgres, tool, what)
 }
@@ -170,6 +207,21 @@ func toolCommand(ctx context.Context, path, dsn, app string, args ...string) (*e
 	cmd := exec.CommandContext(ctx, path, args...) // #nosec G204 -- PostgreSQL's own client, the user's settings, no shell
 	cmd.Env = append(append(os.Environ(), "PGAPPNAME="+app), env...)
 	return cmd, nil
+}
+
+// toolHint is walvault's advice for a tool's error, where it has one.
+func toolHint(tool, msg string) string {
+	switch {
+	case tool == "pg_restore" && strings.Contains(msg, "already exists"):
+		return " (the database already holds the dump's objects: restore with --clean to drop them first, or into an empty database)"
+	case tool == "pg_restore" && strings.Contains(msg, "database") && strings.Contains(msg, "does not exist"):
+		return " (create the database first, or restore with --create and --dbname naming an existing one, such as postgres)"
+	case tool == "pg_dump" && strings.Contains(msg, "server version mismatch"):
+		return " (pg_dump must be at least as new as the server: point --pg-bin-dir at a newer PostgreSQL's client tools)"
+	case strings.Contains(msg, "role") && strings.Contains(msg, "does not exist"):
+		return " (restore the globals dump first: walvault dump-restore dumpall_..._globals)"
+	}
+	return ""
 }
 
 // toolVersion runs `tool --version` and returns its line.
