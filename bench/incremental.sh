@@ -139,8 +139,8 @@ wv_backup() {
 	NAME=$(awk '{ print $2; exit }' "$WORK/t.out")
 	[ -n "$NAME" ] && [ -d "$store/backups/$NAME" ] || die "no backup name in: $(cat "$WORK/t.out")"
 }
-wv_type() { # wv_type STORE NAME: full or incr, as backup-list's TYPE column says
-	as_pg "$WV" backup-list --store "file://$1" | awk -v n="$2" '$1 == n { print $2 }'
+wv_type() { # wv_type STORE NAME: full or incr, as backup-list's PARENT column (the last) says
+	as_pg "$WV" backup-list --store "file://$1" | awk -v n="$2" '$1 == n { print ($NF == "-" ? "full" : "incr") }'
 }
 wv_restore() { # wv_restore KEY STORE NAME
 	rm -rf "$WORK/restore"

@@ -116,6 +116,26 @@ func testMajor(t *testing.T, major int) {
 		t.Errorf("data_checksums = %s, and the incremental stored %s files as changed blocks\n%s", checksums, blocks[1], stderr)
 	}
 
+	// backup-list fits 120 columns; backup-info shows one backup whole.
+	list := mustWalvault(t, tg, nil, "backup-list")
+	for _, l := range strings.Split(strings.TrimRight(list, "\n"), "\n") {
+		if len(l) > 120 {
+			t.Errorf("backup-list line of %d columns: %q", len(l), l)
+		}
+	}
+	if !regexp.MustCompile(`(?m)^` + full + ` .* -\n` + incr + ` .* ` + full[5:21] + `$`).MatchString(list) {
+		t.Errorf("backup-list: %s", list)
+	}
+	info := mustWalvault(t, tg, nil, "backup-info", incr)
+	for _, w := range []string{"parent        " + full, "databases     template1 ", "postgres                 OID ", fmt.Sprintf("PostgreSQL    %d.", major), "PITR window   ", "data checksums " + checksums} {
+		if !strings.Contains(info, w) {
+			t.Errorf("backup-info %s: no %q in\n%s", incr, w, info)
+		}
+	}
+	if major == pgtest.DefaultMajor {
+		t.Logf("backup-list:\n%s\nbackup-info %s:\n%s", list, incr, info)
+	}
+
 	c.Run("pgbench", "-n", "-t", "200", "-c", "2")
 	want := tableChecksums(t, c)
 	target := c.Psql("SELECT clock_timestamp()")

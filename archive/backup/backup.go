@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"syscall"
 	"time"
@@ -112,6 +113,7 @@ type pusher struct {
 	srv      *pg.Server
 	pgdata   string
 	spcNames map[uint32]string
+	dbNames  map[uint32]string
 	tli      uint32
 	facts    pg.Facts
 	parent   *parentRef // nil: a full backup
@@ -164,6 +166,9 @@ func (b *pusher) connect(ctx context.Context) error {
 	if b.spcNames, err = srv.Tablespaces(ctx); err != nil {
 		return err
 	}
+	if b.dbNames, err = srv.Databases(ctx); err != nil {
+		return err
+	}
 	if b.tli, err = srv.CurrentTimeline(ctx); err != nil {
 		return err
 	}
@@ -208,6 +213,10 @@ func (b *pusher) newManifest(startTime time.Time, startLSN archive.LSN) *repo.Ma
 		m.Type, m.Parent, m.ParentManifestSHA256 = repo.BackupIncremental, p.m.Name, p.sum
 		m.Chain = append([]string{p.m.Name}, p.m.Chain...)
 	}
+	for oid, name := range b.dbNames {
+		m.Databases = append(m.Databases, repo.Database{OID: oid, Name: name})
+	}
+	sort.Slice(m.Databases, func(i, j int) bool { return m.Databases[i].OID < m.Databases[j].OID })
 	m.Hostname, _ = os.Hostname()
 	m.Name = fmt.Sprintf("base_%s_%s", startTime.Format("20060102T150405Z"), m.StartWAL)
 	return m

@@ -163,6 +163,24 @@ func (s *Server) Tablespaces(ctx context.Context) (map[uint32]string, error) {
 	return out, errOrNil("listing tablespaces", rows.Err())
 }
 
+// Databases names the server's databases by OID.
+func (s *Server) Databases(ctx context.Context) (map[uint32]string, error) {
+	rows, err := s.conn.Query(ctx, `SELECT oid::int8, datname FROM pg_database`)
+	if err != nil {
+		return nil, Err("listing databases", err)
+	}
+	out := map[uint32]string{}
+	for rows.Next() {
+		var oid int64
+		var name string
+		if err := rows.Scan(&oid, &name); err != nil {
+			return nil, Err("listing databases", err)
+		}
+		out[uint32(oid)] = name // #nosec G115 -- OIDs are 32 bits
+	}
+	return out, errOrNil("listing databases", rows.Err())
+}
+
 func errOrNil(what string, err error) error {
 	if err == nil {
 		return nil

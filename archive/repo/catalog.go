@@ -271,6 +271,9 @@ func (c *Catalog) History(tli uint32) ([]archive.HistoryEntry, error) {
 type WALRange struct {
 	First string `json:"first,omitempty"`
 	Last  string `json:"last,omitempty"`
+	// LastTime is when Last was stored: recovery from the backup reaches
+	// a moment at or just before it (the end of its PITR window).
+	LastTime time.Time `json:"last_time,omitzero"`
 	// Restorable: the range reaches the backup's stop segment, so the backup
 	// can be made consistent.
 	Restorable bool `json:"restorable"`
@@ -290,6 +293,7 @@ func (inv *WALInventory) Range(m *Manifest) WALRange {
 			r.First = m.StartWAL
 		}
 		r.Last = archive.SegmentName(m.Timeline, seg, m.SegmentSize)
+		r.LastTime = inv.segs[m.Timeline][seg].ModTime
 		seg++
 	}
 	r.Restorable = r.Last != "" && seg > stop.SegNo(m.SegmentSize)

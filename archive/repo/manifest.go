@@ -73,8 +73,11 @@ type Manifest struct {
 	PGData           string            `json:"pgdata"`
 	Owner            FileOwner         `json:"owner"`
 	Tablespaces      []Tablespace      `json:"tablespaces,omitempty"`
-	BackupLabel      string            `json:"backup_label"`
-	TablespaceMap    string            `json:"tablespace_map,omitempty"`
+	// Databases names the databases by OID (their directories in base/
+	// and the tablespaces), for backup-info; written since backup-info.
+	Databases     []Database `json:"databases,omitempty"`
+	BackupLabel   string     `json:"backup_label"`
+	TablespaceMap string     `json:"tablespace_map,omitempty"`
 	// Type is BackupFull or BackupIncremental ("" is full).
 	Type string `json:"type,omitempty"`
 	// Parent is the backup an incremental builds on, and
@@ -106,6 +109,12 @@ type FileOwner struct {
 	Group string `json:"group,omitempty"`
 	UID   int    `json:"uid"`
 	GID   int    `json:"gid"`
+}
+
+// Database is one database of the backed-up cluster.
+type Database struct {
+	OID  uint32 `json:"oid"`
+	Name string `json:"name"`
 }
 
 // Tablespace is one entry of pg_tblspc.
@@ -298,6 +307,9 @@ func (m *Manifest) validate(full bool) error {
 	if err := m.checkText(); err != nil {
 		return err
 	}
+	if err := checkDatabases(m.Databases); err != nil {
+		return err
+	}
 	if err := checkTablespaces(m.Tablespaces); err != nil {
 		return err
 	}
@@ -420,6 +432,22 @@ func (m *Manifest) checkText() error {
 		}
 		if badRune(k, false) >= 0 || badRune(v, false) >= 0 {
 			return fmt.Errorf("annotation %s holds a control or format character", short(k))
+		}
+	}
+	return nil
+}
+
+// maxDatabases bounds the databases a manifest may name.
+const maxDatabases = 100000
+
+// checkDatabases: names are bounded text without control characters.
+func checkDatabases(dbs []Database) error {
+	if len(dbs) > maxDatabases {
+		return fmt.Errorf("%d databases, at most %d", len(dbs), maxDatabases)
+	}
+	for _, d := range dbs {
+		if err := checkText(fmt.Sprintf("the name of database %d", d.OID), d.Name, maxNameLen, false); err != nil {
+			return err
 		}
 	}
 	return nil

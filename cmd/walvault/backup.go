@@ -50,10 +50,18 @@ func backupCommands() []*cli.Command {
 			Action: backupPush,
 		},
 		{
-			Name:   "backup-list",
-			Usage:  "list the complete backups and the WAL available for point-in-time recovery from each",
-			Flags:  join(storeFlags(), []cli.Flag{boolFlag("json", "print JSON for scripts")}),
+			Name:  "backup-list",
+			Usage: "list the complete backups and how far point-in-time recovery from each reaches",
+			Flags: join(storeFlags(), []cli.Flag{boolFlag("json", "print JSON for scripts"),
+				&cli.StringFlag{Name: "detail", Usage: "show one backup whole, as backup-info NAME does"}}),
 			Action: backupList,
+		},
+		{
+			Name:      "backup-info",
+			Usage:     "show one backup whole: databases and sizes, tablespaces, chain, WAL range, PITR window, durations, annotations",
+			ArgsUsage: "NAME",
+			Flags:     join(storeFlags(), []cli.Flag{boolFlag("json", "print JSON for scripts")}),
+			Action:    backupInfo,
 		},
 		{
 			Name:      "restore",
@@ -243,6 +251,12 @@ type listEntry struct {
 }
 
 func backupList(c *cli.Context) error {
+	if name := c.String("detail"); name != "" {
+		if err := wantArgs(c, 0, "no arguments besides --detail NAME"); err != nil {
+			return err
+		}
+		return showBackup(c, name)
+	}
 	if err := wantArgs(c, 0, "no arguments"); err != nil {
 		return err
 	}
@@ -294,27 +308,28 @@ func backupList(c *cli.Context) error {
 		fmt.Fprintf(c.App.ErrWriter, "walvault backup-list: no complete backup in %s\n", r.Store)
 		return nil
 	}
+	// 120 columns: the name, the PITR window as times (the backup's end
+	// to the last segment reachable from it), what restoring it reads
+	// (its chain's stored size), flags, and the parent by the start time
+	// in its name ("-": a full backup). backup-info and --json have the
+	// rest.
 	tw := tabwriter.NewWriter(c.App.Writer, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tTYPE\tFINISHED (UTC)\tTL\tSTART LSN\tSTOP LSN\tPG\tSIZE\tSTORED\tCHAIN STORED\tPITR WAL\tPARENT\t")
+	fmt.Fprintln(tw, "NAME\tFINISHED (UTC)\tPITR UNTIL (UTC)\tSTORED\tFLAGS\tPARENT")
 	for _, e := range entries {
-		wal := "MISSING: " + shown(e.StartWAL)
-		if e.WAL.Last != "" {
-			wal = shown(e.WAL.First) + " - " + shown(e.WAL.Last)
-			if !e.WAL.Restorable {
-				wal += " (INCOMPLETE: needs " + shown(e.StopWAL) + ")"
-			}
+		until := "MISSING WAL"
+		switch {
+		case e.WAL.Last != "" && !e.WAL.Restorable:
+			until = "INCOMPLETE WAL"
+		case e.WAL.Last != "":
+			until = e.WAL.LastTime.UTC().Format(listTime)
 		}
-		if e.Permanent {
-			wal += "  permanent"
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", shown(e.Name), shortType(e.Type), e.StopTime.UTC().Format("2006-01-02 15:04:05"), e.Timeline,
-			e.StartLSN, e.StopLSN, pgVersion(e.PGVersion), archive.HumanBytes(e.DataSize), archive.HumanBytes(e.StoredSize), archive.HumanBytes(e.ChainStoredSize),
-			wal, orDash(shown(e.Parent)))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", shown(e.Name), e.StopTime.UTC().Format(listTime), until,
+			archive.HumanBytes(e.ChainStoredSize), listFlags(e), shortParent(e.Parent))
 	}
 	// Marked, not hidden: the operator sees that something is there and
 	// must not be trusted.
 	for _, b := range bad {
-		fmt.Fprintf(tw, "%s\t%s\t-\t-\t-\t-\t-\t-\t%s\t-\t%s (see the warning)\t%s\t\n", shown(b.name), b.typ, archive.HumanBytes(b.size), b.mark, orDash(shown(b.parent)))
+		fmt.Fprintf(tw, "%s\t-\t%s\t%s\t-\t%s\n", shown(b.name), b.mark, archive.HumanBytes(b.size), shortParent(b.parent))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -329,6 +344,34 @@ func listErr(bad []badBackup, badWAL []repo.BadObject, store fmt.Stringer) error
 		return err
 	}
 	return fmt.Errorf("%w: %d WAL object(s) in %s fail authentication (the first: %s): they are not counted in the PITR ranges", crypto.ErrBadProof, len(badWAL), store, shown(badWAL[0].Key))
+}
+
+// listTime is how backup-list shows a moment: to the minute (backup-info
+// has the seconds).
+const listTime = "2006-01-02 15:04"
+
+// listFlags is backup-list's FLAGS column: perm for a permanent backup,
+// "-" for none.
+func listFlags(e listEntry) string {
+	if e.Permanent {
+		return "perm"
+	}
+	return "-"
+}
+
+// shortParent names a parent in backup-list by the start time in its name
+// (base_20261129T220224Z_...: 20261129T220224Z), "-" for none; a name
+// walvault did not make is shown whole.
+func shortParent(p string) string {
+	if p == "" {
+		return "-"
+	}
+	if rest, ok := strings.CutPrefix(p, "base_"); ok {
+		if t, _, ok := strings.Cut(rest, "_"); ok && len(t) == len("20060102T150405Z") {
+			return t
+		}
+	}
+	return shown(p)
 }
 
 // badBackup is a backup folder whose manifest is there but cannot be

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/walvault/walvault/archive/repo"
 	"github.com/walvault/walvault/cloud"
@@ -72,9 +73,9 @@ func TestChainCommands(t *testing.T) {
 
 	code, out, e := runCLI(t, "backup-list")
 	lines := strings.Split(out, "\n")
-	if code != 0 || !strings.Contains(lines[0], "TYPE") || !strings.Contains(lines[0], "CHAIN STORED") || !strings.Contains(lines[0], "PARENT") ||
-		!strings.Contains(lines[1], " full ") || !strings.Contains(lines[3], " incr ") || !strings.HasSuffix(strings.TrimSpace(lines[3]), "base_2") ||
-		!strings.Contains(lines[3], "15 B") {
+	if code != 0 || !strings.Contains(lines[0], "PITR UNTIL (UTC)") || !strings.Contains(lines[0], "FLAGS") || !strings.HasSuffix(lines[0], "PARENT") ||
+		!strings.HasSuffix(strings.TrimSpace(lines[1]), " -") || !strings.HasSuffix(strings.TrimSpace(lines[3]), "base_2") ||
+		!strings.Contains(lines[3], "15 B") || strings.Contains(out, `""`) {
 		t.Fatalf("backup-list: %d\n%s\n%s", code, out, e)
 	}
 	var list []struct {
@@ -88,6 +89,39 @@ func TestChainCommands(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &list); err != nil || len(list) != 3 || list[0].Type != "full" || list[0].Chain == nil || len(list[0].Chain) != 0 ||
 		list[0].ChainStoredSize != 5 || list[2].Type != "incremental" || list[2].Parent != "base_2" || strings.Join(list[2].Chain, ",") != "base_2,base_1" || list[2].ChainStoredSize != 15 {
 		t.Fatalf("backup-list --json: %v\n%s", err, out)
+	}
+
+	// One backup whole: the chain, the WAL, sizes; the same with --detail.
+	code, out, e = runCLI(t, "backup-info", "base_3")
+	for _, want := range []string{"type          incremental", "parent        base_2", "chain         base_2 (incremental, finished 2026-11-01 00:04:05 UTC, 5 B stored)",
+		"base_1 (full, finished", "WAL           000000010000000000000006 - 000000010000000000000008", "PITR window   2026-11-01 00:06:05 UTC to about ",
+		"restoring it reads 15 B (with its chain)", "started       2026-11-01 "} {
+		if !strings.Contains(out, want) {
+			t.Errorf("backup-info base_3: no %q in\n%s", want, out)
+		}
+	}
+	if code != 0 {
+		t.Fatalf("backup-info: exit %d: %s", code, e)
+	}
+	if code, detail, _ := runCLI(t, "backup-list", "--detail", "base_3"); code != 0 || detail != out {
+		t.Fatalf("backup-list --detail base_3: exit %d, differs from backup-info:\n%s", code, detail)
+	}
+	var info struct {
+		Name  string `json:"name"`
+		Chain []struct {
+			Name string `json:"name"`
+		} `json:"chain_backups"`
+		PITR struct {
+			Start, End time.Time
+		} `json:"pitr_window"`
+		ChainStoredSize int64 `json:"chain_stored_size"`
+	}
+	_, out, _ = runCLI(t, "backup-info", "base_3", "--json")
+	if err := json.Unmarshal([]byte(out), &info); err != nil || info.Name != "base_3" || len(info.Chain) != 2 || info.ChainStoredSize != 15 || info.PITR.End.IsZero() {
+		t.Fatalf("backup-info --json: %v\n%s", err, out)
+	}
+	if code, _, e := runCLI(t, "backup-info", "base_9"); code != exitUsage || !strings.Contains(e, "no complete backup named base_9") {
+		t.Fatalf("backup-info of a backup that is not there: exit %d: %s", code, e)
 	}
 
 	for _, tt := range []struct {
