@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"embed"
 	"errors"
 	"fmt"
@@ -19,6 +20,8 @@ import (
 
 	"github.com/urfave/cli/v2"
 	"github.com/urfave/cli/v2/altsrc"
+
+	"github.com/walvault/walvault/internal/calendar"
 )
 
 // systemd-units: the scheduling the binary carries itself. The unit files
@@ -390,6 +393,10 @@ func unitCalendar(what, s string) (string, error) {
 	}
 	if !unitCalendarChars().MatchString(s) {
 		return "", usageError("%s %q: a systemd calendar event such as daily, 'Mon..Fri 02:30' or '*-*-* 01:00:00' (check one with systemd-analyze calendar)", what, s)
+	}
+	// Before anything is written: a timer systemd refuses would never run.
+	if via, err := calendar.Check(context.Background(), s); err != nil {
+		return "", usageError("%s: %v (checked with %s); use e.g. daily, 'Mon..Fri 02:30' or '*-*-* 01:00:00'", what, err, via)
 	}
 	return s, nil
 }

@@ -327,6 +327,8 @@ func TestSystemdUnitsBadInput(t *testing.T) {
 		{"user with a space", []string{"--user", "post gres"}, "--user"},
 		{"schedule with a newline", []string{"--backup-schedule", "daily\nOnBootSec=1"}, "--backup-schedule"},
 		{"schedule with a quote", []string{"--dump-schedule", `daily"`}, "--dump-schedule"},
+		{"schedule systemd refuses", []string{"--backup-schedule", "nightly at 1"}, "--backup-schedule: not a systemd calendar event: \"nightly at 1\""},
+		{"time out of range", []string{"--dump-schedule", "*-*-* 25:00"}, "--dump-schedule"},
 		{"database with a newline", []string{"--database", "shop\nx"}, "--database"},
 		{"database like a flag", []string{"--database", "--all"}, "--database"},
 		{"env file relative", []string{"--env-file", "walvault.env"}, "--env-file"},
