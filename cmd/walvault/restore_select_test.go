@@ -15,9 +15,10 @@ import (
 )
 
 // signedBackupStore makes a file store holding segments 1 to 8 of cluster
-// 42 and a full backup base_1 (segment 2), signed with the test signing
-// key, and returns its URL.
-func signedBackupStore(t *testing.T, dir string) string {
+// 42 (signed with the test signing key) and a full backup base_1 (segment
+// 2) whose manifest is signed with the key in signingKey, and returns its
+// URL.
+func signedBackupStore(t *testing.T, dir, signingKey string) string {
 	t.Helper()
 	store := filepath.Join(dir, "store")
 	url := "file://" + store
@@ -31,11 +32,11 @@ func signedBackupStore(t *testing.T, dir string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sk, err := crypto.LoadSigningKey(os.Getenv("WALVAULT_SIGNING_KEY"), false)
+	sk, err := crypto.LoadSigningKey(signingKey, false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &repo.Repo{Store: st, Sign: sk, AllowUnsigned: true}
+	r := &repo.Repo{Store: st, Sign: sk, AllowUnsigned: true, Cluster: "42"}
 	m := chainManifest("base_1", 2)
 	if err := st.Put(ctx, repo.BackupKey(m.Name, "part-00000"), bytes.NewReader([]byte("hello")), cloud.PutOptions{}); err != nil {
 		t.Fatal(err)
@@ -47,16 +48,17 @@ func signedBackupStore(t *testing.T, dir string) string {
 }
 
 // A restore whose verify key is not the one the backups were signed with
-// says so (exit 4), instead of "the store has no complete backup".
+// (a key rotated away, a host that signs with another key) says so
+// (exit 4), instead of "the store has no complete backup".
 func TestRestoreNamesUnauthenticatedBackups(t *testing.T) {
 	dir := t.TempDir()
-	store := signedBackupStore(t, dir)
-	other, err := crypto.GenerateSigningKey(filepath.Join(dir, "other.key"))
-	if err != nil {
+	other := filepath.Join(dir, "other.key")
+	if _, err := crypto.GenerateSigningKey(other); err != nil {
 		t.Fatal(err)
 	}
+	store := signedBackupStore(t, dir, other)
 	dest := filepath.Join(dir, "dest")
-	code, _, e := runCLI(t, "restore", dest, "--store", store, "--verify-key", other.String())
+	code, _, e := runCLI(t, "restore", dest, "--store", store)
 	if code != exitIntegrity || !strings.Contains(e, "1 backup(s) fail authentication (base_1)") || !strings.Contains(e, "check verify-key") ||
 		strings.Contains(e, "run walvault backup-push first") {
 		t.Fatalf("exit %d: %s", code, e)
