@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"testing"
@@ -235,7 +236,7 @@ func TestRestoreTargets(t *testing.T) {
 			t.Fatalf("backup-list --json:\n%s", js)
 		}
 		table := mustWalvault(t, tg, nil, "backup-list")
-		if !strings.Contains(table, "PITR WAL") || !strings.Contains(table, name) || !strings.Contains(table, "permanent") {
+		if !strings.Contains(table, "PITR UNTIL (UTC)") || !strings.Contains(table, name) || !regexp.MustCompile(`(?m)^`+name+` .* perm +-$`).MatchString(table) {
 			t.Fatalf("backup-list:\n%s", table)
 		}
 	})

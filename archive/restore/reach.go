@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/walvault/walvault/archive"
 	"github.com/walvault/walvault/archive/repo"
@@ -76,11 +77,11 @@ func checkEnd(w repo.WALWalk, reached *repo.WALPoint, target Target) error {
 	case target.LSN != nil && *target.LSN >= mustLSN(reached.LSN):
 		err = fmt.Errorf("%w: --target-lsn %s is past the newest archived WAL (%s, which ends at %s): force a segment switch on the server (SELECT pg_switch_wal()) and wait for it to be archived, or pick an earlier target, %s",
 			archive.ErrIntegrity, *target.LSN, reached.Segment, reached.LSN, beyondHint)
-	case target.Time != nil && w.Last != nil && target.Time.After(w.Last.ModTime):
+	case target.Time != nil && w.Last != nil && target.Time.After(storedBy(w.Last.ModTime)):
 		// The newest segment was stored at ModTime: every record in the
 		// archive is older, so no commit after the target can end recovery.
 		err = fmt.Errorf("%w: --target-time %s is past the newest archived WAL: the latest moment the archive reaches is about %s (%s, stored then, ends at %s on timeline %d): pick a target at or before it, or force a segment switch on the server (SELECT pg_switch_wal()) and wait for it to be archived, %s",
-			archive.ErrIntegrity, archive.FormatTime(*target.Time), archive.FormatTime(w.Last.ModTime), reached.Segment, reached.LSN, reached.Timeline, beyondHint)
+			archive.ErrIntegrity, archive.FormatTime(*target.Time), archive.FormatTime(w.Last.ModTime.Truncate(time.Second)), reached.Segment, reached.LSN, reached.Timeline, beyondHint)
 	}
 	if err != nil && target.BeyondArchive {
 		slog.Warn("the target is past the newest archived WAL; restoring anyway (--allow-target-beyond-archive): recovery waits for more WAL and fails if it never comes", "reachable_to", reached.LSN, "segment", reached.Segment)
@@ -88,6 +89,15 @@ func checkEnd(w repo.WALWalk, reached *repo.WALPoint, target Target) error {
 	}
 	return err
 }
+
+// storeClockSlack allows for the store's clock: S3's Last-Modified has
+// whole seconds, and a store's clock may run a little behind the
+// server's, whose clock the target is given in.
+const storeClockSlack = 2 * time.Second
+
+// storedBy is the latest moment an object the store says it stored at t
+// may hold a record of.
+func storedBy(t time.Time) time.Time { return t.Truncate(time.Second).Add(storeClockSlack) }
 
 // targetTimeline is the timeline recovery follows to the target.
 func targetTimeline(cat *repo.Catalog, m *repo.Manifest, target Target) (uint32, error) {

@@ -46,6 +46,8 @@ func TestCheckWALReachable(t *testing.T) {
 	}{
 		{Target{Time: timePtr(tmin(19))}, ""},
 		{Target{Time: timePtr(tmin(20))}, ""},
+		{Target{Time: timePtr(tmin(20).Add(1500 * time.Millisecond))}, ""}, // S3 has whole seconds; clocks differ a little
+		{Target{Time: timePtr(tmin(20).Add(3 * time.Second))}, "the latest moment the archive reaches is about " + archive.FormatTime(tmin(20))},
 		{Target{Time: timePtr(tmin(21))}, "the latest moment the archive reaches is about " + archive.FormatTime(tmin(20))},
 		{Target{Time: timePtr(tmin(21)), BeyondArchive: true}, ""},
 		{Target{LSN: lsn("0/1500000"), BeyondArchive: true}, ""},
