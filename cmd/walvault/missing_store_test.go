@@ -28,8 +28,8 @@ func TestMissingFileStore(t *testing.T) {
 	} {
 		t.Run(args[0], func(t *testing.T) {
 			code, out, e := runCLI(t, append(args, "--store", store)...)
-			if code != exitStore || !strings.Contains(e, "file store "+missing+" does not exist") || strings.Contains(out, "no complete backup") {
-				t.Fatalf("exit %d, stdout %q, stderr %q; want 3 naming the missing store", code, out, e)
+			if code != fetchCode(args[0], exitStore) || !strings.Contains(e, "file store "+missing+" does not exist") || strings.Contains(out, "no complete backup") {
+				t.Fatalf("exit %d, stdout %q, stderr %q; want 3 (wal-fetch: stop recovery) naming the missing store", code, out, e)
 			}
 			if _, err := os.Stat(filepath.Join(dir, "no")); err == nil {
 				t.Fatalf("%s created the missing store's directories", args[0])
