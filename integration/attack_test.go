@@ -102,6 +102,12 @@ func newAttackVictim(t *testing.T, kind string) *attackVictim {
 		t.Fatalf("keygen --signing-key: %s", kg)
 	}
 	v.recipient, v.verifyKey = lines[0], lines[1]
+	// Restores run as root for postgres (--owner) name this identity in
+	// restore_command, which runs as postgres: restore refuses one that
+	// user cannot read.
+	if o, err := pgtest.ServerOwner(); err == nil {
+		_ = o.Chown(v.identity)
+	}
 	o, _ := pgtest.ServerOwner()
 	if err := o.Chown(v.signingKey); err != nil { // archive_command runs as the server's user
 		t.Fatal(err)

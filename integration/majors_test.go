@@ -237,7 +237,7 @@ func majorDumps(t *testing.T, tg *target, c *pgtest.Cluster, identity, recipient
 		t.Fatalf("dump-push: exit %d\n%s%s", code, out, stderr)
 	}
 	c.Psql("CREATE DATABASE copy")
-	mustWalvault(t, tg, []string{"WALVAULT_IDENTITY_FILE=" + identity}, "dump-restore", "LATEST", "--dbname", c.ConnString("copy"))
+	mustWalvault(t, tg, []string{"WALVAULT_IDENTITY_FILE=" + identity}, "dump-restore", "LATEST", "--database", "postgres", "--dbname", c.ConnString("copy"))
 	n := psqlDB(t, c, "copy", "SELECT count(*) FROM pgbench_accounts")
 	if want := c.Psql("SELECT count(*) FROM pgbench_accounts"); n != want {
 		t.Fatalf("the restored dump has %s accounts, the server %s", n, want)
