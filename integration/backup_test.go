@@ -60,7 +60,14 @@ type restored struct {
 // tool sees it (before the server has touched it).
 func restoreInto(t *testing.T, tg *target, serverEnv []string, identity string, args ...string) *restored {
 	t.Helper()
-	c := pgtest.New(t, pgtest.Options{NoInit: true, Env: serverEnv})
+	return restoreIntoMajor(t, tg, 0, serverEnv, identity, args...)
+}
+
+// restoreIntoMajor is restoreInto for a server of PostgreSQL major (0: the
+// default).
+func restoreIntoMajor(t *testing.T, tg *target, major int, serverEnv []string, identity string, args ...string) *restored {
+	t.Helper()
+	c := pgtest.New(t, pgtest.Options{NoInit: true, Env: serverEnv, Major: major})
 	all := append([]string{"restore", c.Data, "--identity-file", identity}, args...)
 	out := mustWalvault(t, tg, nil, all...)
 	verifyBackup(t, c, true)
