@@ -68,7 +68,11 @@ func restoreInto(t *testing.T, tg *target, serverEnv []string, identity string, 
 func restoreIntoMajor(t *testing.T, tg *target, major int, serverEnv []string, identity string, args ...string) *restored {
 	t.Helper()
 	c := pgtest.New(t, pgtest.Options{NoInit: true, Env: serverEnv, Major: major})
-	all := append([]string{"restore", c.Data, "--identity-file", identity}, args...)
+	all := []string{"restore", c.Data}
+	if identity != "" { // "": an archive that is not encrypted
+		all = append(all, "--identity-file", identity)
+	}
+	all = append(all, args...)
 	out := mustWalvault(t, tg, nil, all...)
 	verifyBackup(t, c, true)
 	return &restored{Cluster: c, Stdout: out}

@@ -581,3 +581,80 @@ func (l *lockedBuffer) String() string {
 	defer l.mu.Unlock()
 	return l.b.String()
 }
+
+// TestIncrementalWALFromArchive: when pg_wal no longer holds the WAL since
+// the parent, an incremental reads it from the archive (authenticated as
+// wal-fetch reads it) where the database host can: the archive is not
+// encrypted. Archived encrypted, it cannot (the host holds no identity):
+// the backup is taken full, saying why. On PostgreSQL 15 and on 17 with
+// summarize_wal off, S3.
+func TestIncrementalWALFromArchive(t *testing.T) {
+	for _, major := range []int{15, 17} {
+		t.Run(fmt.Sprintf("pg%d", major), func(t *testing.T) { testWALFromArchive(t, major) })
+	}
+}
+
+func testWALFromArchive(t *testing.T, major int) {
+	tg := newTarget(t, "s3")
+	work := pgtest.WorkDir(t)
+	_, recipient := keygen(t, work)
+	env := append([]string{"AWS_EC2_METADATA_DISABLED=true"}, tg.Env...) // archive_command does not encrypt
+	c := pgtest.New(t, pgtest.Options{Major: major, InitdbArgs: []string{"--wal-segsize=1", "--data-checksums"}, Env: env, Conf: []string{
+		"archive_mode = on",
+		fmt.Sprintf("archive_command = '%s wal-push %%p'", pgtest.Walvault(t)),
+		"wal_keep_size = 0",
+		"min_wal_size = '2MB'",
+		"checkpoint_timeout = '1h'",
+		"autovacuum = off",
+	}})
+	c.Start()
+	spc := filepath.Join(work, "spc")
+	if err := os.Mkdir(spc, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.Owner.Chown(spc)
+	ic := &incrCluster{Cluster: c, t: t, tg: tg, serverEnv: env, spcDir: spc} // restores read it unencrypted
+	c.Psql("CREATE TABLESPACE fast LOCATION '" + spc + "'")
+	c.Run("pgbench", "-i", "-s", "1", "-q")
+	c.Psql("CREATE TABLE t_fast TABLESPACE fast AS SELECT generate_series(1, 1000) AS i")
+	// forget drops the WAL before the current segment from pg_wal: once
+	// archived, a checkpoint removes or recycles it.
+	forget := func(name string) {
+		t.Helper()
+		for i := 0; i < 3; i++ {
+			c.Psql("SELECT pg_create_restore_point('forget')")
+			c.WaitArchived(c.SwitchWAL(), 90*time.Second)
+			c.Psql("CHECKPOINT")
+		}
+		if _, err := os.Stat(filepath.Join(c.Data, "pg_wal", name)); err == nil {
+			t.Fatalf("pg_wal still holds %s", name)
+		}
+	}
+
+	full, _ := ic.push("--full")
+	c.Psql("CREATE DATABASE db_copy STRATEGY = FILE_COPY")
+	c.Run("pgbench", "-n", "-t", "200", "-c", "2")
+	want := state(t, c)
+	forget(readManifest(t, tg, full).StartWAL)
+	i1, log1 := ic.incremental(full)
+	if !regexp.MustCompile(`msg="incremental: WAL since the parent read" cmd=backup-push segments_from_pg_wal=\d+ segments_from_archive=[1-9]`).MatchString(log1) {
+		t.Errorf("the incremental did not read the WAL from the archive:\n%s", log1)
+	}
+	ic.checkKnown(log1, ic.dbDir("db_copy"))
+	ic.checkRestore(i1, false, want, "--target-immediate")
+
+	// From now on archive_command encrypts.
+	c.Psql(fmt.Sprintf("ALTER SYSTEM SET archive_command = '%s wal-push --recipient %s %%p'", pgtest.Walvault(t), recipient))
+	c.Psql("SELECT pg_reload_conf()")
+	c.Psql("SELECT pg_create_restore_point('encrypting')") // a switch needs WAL to switch from
+	c.WaitArchived(c.SwitchWAL(), 90*time.Second)
+	full2, _ := ic.push("--full")
+	c.Psql("CREATE DATABASE db_later STRATEGY = FILE_COPY")
+	forget(readManifest(t, tg, full2).StartWAL)
+	code, stdout, stderr := tg.walvault(t, backupEnv(c, ""), "backup-push", "--fast-checkpoint", "--incremental")
+	if code != 0 || strings.Contains(stdout, "incremental on") ||
+		!strings.Contains(stderr, "taking a full backup instead of an incremental: the WAL since the parent cannot be read") ||
+		!strings.Contains(stderr, "archived encrypted, and this host holds no identity") {
+		t.Fatalf("an incremental whose WAL is only archived, encrypted: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+}

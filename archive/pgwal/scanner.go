@@ -179,7 +179,7 @@ func (p *parser) segment(segNo uint64, r io.Reader) error {
 			return nil
 		}
 		if _, err := io.ReadFull(r, page); err != nil {
-			return fmt.Errorf("reading the page at %s: %w", at+archive.LSN(p.st.pageSize), err)
+			return fmt.Errorf("reading the page after %s: %w", at, err)
 		}
 	}
 }
