@@ -455,6 +455,13 @@ func testIncremental(t *testing.T, tg *target, major int, checksums, all bool) {
 	ic.checkKnown(log4)
 	ic.checkRestore(i4, false, want4, "--target-immediate")
 
+	testIncrementalLimits(t, ic, full, i4)
+}
+
+// testIncrementalLimits: the chain limit, wal_level = minimal periods,
+// unusable --parent, and a damaged ancestor, after the chain full..i4.
+func testIncrementalLimits(t *testing.T, ic *incrCluster, full, i4 string) {
+	c, tg, major := ic.Cluster, ic.tg, ic.Major
 	// The chain limit makes the next backup full, saying why.
 	code, stdout, stderr := tg.walvault(t, backupEnv(c, ic.recipient), "backup-push", "--fast-checkpoint", "--incremental", "--incremental-max-chain", "4")
 	if code != 0 || strings.Contains(stdout, "incremental on") || !strings.Contains(stderr, "already holds 4 incremental backups") {
