@@ -222,6 +222,9 @@ func TestAgent(t *testing.T) {
 	if _, ok := m["walvault_agent_archive_lag_seconds"]; !ok {
 		t.Fatal("no walvault_agent_archive_lag_seconds")
 	}
+	if m["walvault_build_info"] != 1 {
+		t.Fatalf("walvault_build_info: %v", m)
+	}
 	sock := proto.DefaultSocket(filepath.Join(c.Data, "pg_wal"))
 	st, err := agentStatus(t, sock)
 	if err != nil || st.SegmentsArchived < 1 {
