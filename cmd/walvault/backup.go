@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -18,7 +17,6 @@ import (
 	"github.com/walvault/walvault/archive/backup"
 	"github.com/walvault/walvault/archive/repo"
 	"github.com/walvault/walvault/cloud"
-	"github.com/walvault/walvault/crypto"
 )
 
 func init() {
@@ -260,9 +258,9 @@ func backupList(c *cli.Context) error {
 			entries[len(entries)-1].Type = repo.BackupIncremental
 		}
 	}
-	bad := badBackups(cat)
+	bad := cat.Damaged()
 	for _, b := range bad {
-		fmt.Fprintf(c.App.ErrWriter, "walvault backup-list: warning: backup %s is %s and cannot be restored: %s\n", shown(b.name), b.mark, shown(oneLine(b.err.Error())))
+		fmt.Fprintf(c.App.ErrWriter, "walvault backup-list: warning: backup %s is %s and cannot be restored: %s\n", shown(b.Name), b.Mark, shown(oneLine(b.Err.Error())))
 	}
 	if c.Bool("json") {
 		// Scripts pick a backup from this array: only backups that can be
@@ -270,7 +268,7 @@ func backupList(c *cli.Context) error {
 		if err := encodeJSON(c.App.Writer, entries); err != nil {
 			return err
 		}
-		return badBackupsErr(bad, r.Store)
+		return damagedErr("backup", bad, r.Store)
 	}
 	if len(entries) == 0 && len(bad) == 0 {
 		fmt.Fprintf(c.App.ErrWriter, "walvault backup-list: no complete backup in %s\n", r.Store)
@@ -296,23 +294,16 @@ func backupList(c *cli.Context) error {
 	// Marked, not hidden: the operator sees that something is there and
 	// must not be trusted.
 	for _, b := range bad {
-		fmt.Fprintf(tw, "%s\t%s\t-\t-\t-\t-\t-\t-\t%s\t-\t%s (see the warning)\t%s\t\n", shown(b.name), b.typ, archive.HumanBytes(b.size), b.mark, orDash(shown(b.parent)))
+		typ, parent := "-", ""
+		if b.Broken != nil {
+			typ, parent = shortType(b.Broken.Type), b.Broken.Parent
+		}
+		fmt.Fprintf(tw, "%s\t%s\t-\t-\t-\t-\t-\t-\t%s\t-\t%s (see the warning)\t%s\t\n", shown(b.Name), typ, archive.HumanBytes(b.Size), b.Mark, orDash(shown(parent)))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	return badBackupsErr(bad, r.Store)
-}
-
-// badBackup is a backup folder whose manifest is there but cannot be
-// trusted.
-type badBackup struct {
-	name, mark string // mark: DAMAGED or UNAUTHENTICATED
-	size       int64
-	err        error
-	// typ and parent: what a sound manifest whose chain is broken says;
-	// "-" and "" when the manifest itself cannot be read.
-	typ, parent string
+	return damagedErr("backup", bad, r.Store)
 }
 
 // shortType is a backup type in backup-list's table.
@@ -330,40 +321,13 @@ func orDash(s string) string {
 	return s
 }
 
-// badBackups lists the folders whose manifest is damaged or fails
-// authentication.
-func badBackups(cat *repo.Catalog) []badBackup {
-	var out []badBackup
-	for _, f := range cat.Folders {
-		if f.Manifest != nil || f.Err == nil {
-			continue
-		}
-		mark := "DAMAGED"
-		if errors.Is(f.Err, crypto.ErrBadProof) {
-			mark = "UNAUTHENTICATED"
-		}
-		b := badBackup{name: f.Name, mark: mark, size: f.Size, err: f.Err, typ: "-"}
-		if f.Broken != nil {
-			b.typ, b.parent = shortType(f.Broken.Type), f.Broken.Parent
-		}
-		out = append(out, b)
-	}
-	return out
-}
-
-// badBackupsErr makes backup-list exit 4 when a backup is damaged or fails
-// authentication (after listing everything).
-func badBackupsErr(bad []badBackup, store fmt.Stringer) error {
+// damagedErr makes a listing exit 4 when a backup or dump (what) is
+// damaged or fails authentication (after listing everything).
+func damagedErr(what string, bad []repo.Damaged, store fmt.Stringer) error {
 	if len(bad) == 0 {
 		return nil
 	}
-	kind := archive.ErrIntegrity
-	for _, b := range bad {
-		if errors.Is(b.err, crypto.ErrBadProof) {
-			kind = crypto.ErrBadProof
-		}
-	}
-	return fmt.Errorf("%w: %d backup(s) in %s are damaged or fail authentication (the first: %s); they cannot be restored", kind, len(bad), store, shown(bad[0].name))
+	return fmt.Errorf("%w: %d %s(s) in %s are damaged or fail authentication (the first: %s); they cannot be restored", repo.DamagedKind(bad), len(bad), what, store, shown(bad[0].Name))
 }
 
 func pgVersion(n int) string {
