@@ -12,7 +12,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/walvault/walvault/cloud"
-	"github.com/walvault/walvault/cloud/all"
+	_ "github.com/walvault/walvault/cloud/all" // the SDK backends, as cmd/walvault links them
 	"github.com/walvault/walvault/cloud/storetest"
 	"github.com/walvault/walvault/integration/testenv"
 )
@@ -60,7 +60,6 @@ func isolate() {
 
 func TestMain(m *testing.M) {
 	isolate()
-	all.Register() // the SDK backends, as cmd/walvault registers them
 	dir, err := os.MkdirTemp("", "walvault-cloud-test-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

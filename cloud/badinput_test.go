@@ -108,7 +108,7 @@ func TestS3MissingBucket(t *testing.T) {
 
 func TestS3ServerDown(t *testing.T) {
 	addr := closedPort(t)
-	checkServerDown(t, "s3://bucket/prefix", cloud.Options{S3Endpoint: "http://" + addr, S3PathStyle: true}, "cannot reach endpoint http://"+addr)
+	checkServerDown(t, "s3://bucket/prefix", cloud.Options{Settings: cloud.Values{"s3-endpoint": "http://" + addr, "s3-path-style": "true"}}, "cannot reach endpoint http://"+addr)
 }
 
 // TestS3Restart stops the server under a store and starts it again on the
@@ -195,7 +195,7 @@ func TestAzureWrongKey(t *testing.T) {
 				t.Setenv("AZURE_STORAGE_KEY", bad)
 			case "connection string":
 				t.Setenv("AZURE_STORAGE_CONNECTION_STRING", strings.Replace(srv.ConnectionString(), testenv.AzureKey, bad, 1))
-				opts.AzureEndpoint = ""
+				opts = opts.With("azure-endpoint", "")
 			case "sas":
 				t.Setenv("AZURE_STORAGE_KEY", "")
 				secret = badSAS(t, bad, tg.Bucket, time.Hour)
@@ -265,7 +265,7 @@ func checkMissingBucket(t *testing.T, srv *testenv.Server, noun string, secrets 
 
 func TestAzureServerDown(t *testing.T) {
 	addr := closedPort(t)
-	checkServerDown(t, "azure://container/prefix", cloud.Options{AzureEndpoint: "http://" + addr + "/devstoreaccount1"}, "cannot reach endpoint http://"+addr, testenv.AzureKey)
+	checkServerDown(t, "azure://container/prefix", cloud.Options{Settings: cloud.Values{"azure-endpoint": "http://" + addr + "/devstoreaccount1"}}, "cannot reach endpoint http://"+addr, testenv.AzureKey)
 }
 
 // checkServerDown: a Put to a server that is not running fails within a
@@ -314,9 +314,9 @@ func TestOpenIsLocal(t *testing.T) {
 		url  string
 		opts cloud.Options
 	}{
-		{"s3://b/p", cloud.Options{S3Endpoint: ep}},
-		{"gs://b/p", cloud.Options{GCSEndpoint: ep + "/storage/v1/"}},
-		{"azure://c/p", cloud.Options{AzureEndpoint: ep + "/devstoreaccount1"}},
+		{"s3://b/p", cloud.Options{Settings: cloud.Values{"s3-endpoint": ep}}},
+		{"gs://b/p", cloud.Options{Settings: cloud.Values{"gcs-endpoint": ep + "/storage/v1/"}}},
+		{"azure://c/p", cloud.Options{Settings: cloud.Values{"azure-endpoint": ep + "/devstoreaccount1"}}},
 	} {
 		start := time.Now()
 		openURL(t, tc.url, tc.opts)

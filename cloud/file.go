@@ -72,7 +72,7 @@ import (
 // removes the link, never its target. The store directory itself may be a
 // link (file:///backups pointing at a mount): it is resolved once, when
 // the store is opened.
-func init() { Register("file", openFile) }
+func init() { Register(Backend{Schemes: []string{"file"}, Open: openFile}) }
 
 const (
 	fileMagic     = "WVO1"

@@ -12,13 +12,12 @@ import (
 	"testing"
 
 	"github.com/walvault/walvault/cloud"
-	"github.com/walvault/walvault/cloud/all"
+	_ "github.com/walvault/walvault/cloud/all" // stores are opened in-process too, as cmd/walvault opens them
 	"github.com/walvault/walvault/integration/pgtest"
 	"github.com/walvault/walvault/integration/testenv"
 )
 
 func TestMain(m *testing.M) {
-	all.Register() // stores are opened in-process too, as cmd/walvault opens them
 	if err := pgtest.UseSigningKeys(); err != nil {
 		fmt.Fprintln(os.Stderr, "integration: making the signing key:", err)
 		os.Exit(1)

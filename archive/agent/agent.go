@@ -65,6 +65,7 @@ import (
 	"github.com/walvault/walvault/archive/agent/proto"
 	"github.com/walvault/walvault/archive/repo"
 	"github.com/walvault/walvault/archive/wal"
+	"github.com/walvault/walvault/cloud"
 )
 
 // Config sets up an agent.
@@ -234,7 +235,7 @@ func Open(r *repo.Repo, cfg Config) (*Agent, error) {
 	}
 	storeID := cfg.StoreIdentity
 	if storeID == "" {
-		storeID = StoreIdentity(r.Store)
+		storeID = StoreIdentity(cloud.Identity(r.Store, ""))
 	}
 	a.marks = markers{dir: filepath.Join(a.agentDir, "durable"), store: storeID, instance: instance}
 	a.loadMarkers()

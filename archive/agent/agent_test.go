@@ -331,7 +331,7 @@ func TestMarkers(t *testing.T) {
 	r, _ := testRepo(t)
 	other, _ := testRepo(t)
 	dir := t.TempDir()
-	m := markers{dir: dir, store: StoreIdentity(r.Store), instance: "a"}
+	m := markers{dir: dir, store: StoreIdentity(cloud.Identity(r.Store, "")), instance: "a"}
 	id := fileID{size: 16 << 20, mtime: 1234}
 	name := archive.SegmentName(1, 1, 16<<20)
 	if err := m.write(name, id); err != nil {
@@ -346,9 +346,9 @@ func TestMarkers(t *testing.T) {
 		{"same", m, id, true},
 		{"other size", m, fileID{size: 1, mtime: 1234}, false},
 		{"other mtime", m, fileID{size: 16 << 20, mtime: 1235}, false},
-		{"other instance", markers{dir: dir, store: StoreIdentity(r.Store), instance: "b"}, id, false},
-		{"other store", markers{dir: dir, store: StoreIdentity(other.Store), instance: "a"}, id, false},
-		{"same store, another endpoint", markers{dir: dir, store: StoreIdentity(r.Store, "https://other:9000"), instance: "a"}, id, false},
+		{"other instance", markers{dir: dir, store: StoreIdentity(cloud.Identity(r.Store, "")), instance: "b"}, id, false},
+		{"other store", markers{dir: dir, store: StoreIdentity(cloud.Identity(other.Store, "")), instance: "a"}, id, false},
+		{"same store, another endpoint", markers{dir: dir, store: StoreIdentity(cloud.Identity(r.Store, "https://other:9000")), instance: "a"}, id, false},
 	} {
 		if got := c.m.valid(name, c.id); got != c.want {
 			t.Errorf("%s: valid %v, want %v", c.what, got, c.want)

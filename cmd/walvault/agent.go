@@ -98,7 +98,7 @@ func runAgent(c *cli.Context) error {
 		NoArchive:           c.Bool("no-archive"),
 		Prefetch:            c.Int("prefetch"),
 		DownloadConcurrency: c.Int("download-concurrency"),
-		StoreIdentity:       agent.StoreIdentity(r.Store, storeEndpoints(c)...),
+		StoreIdentity:       agent.StoreIdentity(cloud.Identity(r.Store, cloud.Endpoint(c.String("store"), backendValues(c), os.Getenv))),
 		ExitCode:            exitCode,
 		Log:                 slog.Default(),
 	})
@@ -130,16 +130,6 @@ func runAgent(c *cli.Context) error {
 
 // agentMemoryLimit is the agent's soft memory limit (GOMEMLIMIT overrides).
 const agentMemoryLimit = 80 << 20
-
-// storeEndpoints are where the store is reached, as the backends find
-// them: a bucket of the same name behind another endpoint is another store.
-func storeEndpoints(c *cli.Context) []string {
-	out := []string{c.String("s3-endpoint"), c.String("gcs-endpoint"), c.String("azure-endpoint")}
-	for _, v := range []string{"AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "STORAGE_EMULATOR_HOST", "AZURE_STORAGE_ACCOUNT"} {
-		out = append(out, os.Getenv(v))
-	}
-	return out
-}
 
 // serveMetrics starts the /metrics endpoint.
 func serveMetrics(addr string, a *agent.Agent) (*http.Server, error) {

@@ -244,20 +244,7 @@ func setupLogging(c *cli.Context) error {
 
 func storeOptions(c *cli.Context) cloud.Options {
 	timeout, _ := time.ParseDuration(c.String("io-timeout")) // checked by openArchive; 0 is the default
-	return cloud.Options{
-		IOTimeout:            timeout,
-		S3Endpoint:           c.String("s3-endpoint"),
-		S3PathStyle:          c.Bool("s3-path-style"),
-		S3Region:             c.String("s3-region"),
-		S3StorageClass:       c.String("s3-storage-class"),
-		S3SSEKMSKeyID:        c.String("s3-sse-kms-key-id"),
-		GCSEndpoint:          c.String("gcs-endpoint"),
-		GCSStorageClass:      c.String("gcs-storage-class"),
-		GCSKMSKeyName:        c.String("gcs-kms-key-name"),
-		AzureEndpoint:        c.String("azure-endpoint"),
-		AzureAccessTier:      c.String("azure-access-tier"),
-		AzureEncryptionScope: c.String("azure-encryption-scope"),
-	}
+	return cloud.Options{IOTimeout: timeout, Settings: backendValues(c)}
 }
 
 // openArchive opens the archive the commands share, with the keys a

@@ -15,11 +15,11 @@ import (
 // WALVAULT_S3_PATH_STYLE), and finds the object on disk where ObjectPath says.
 func TestS3Env(t *testing.T) {
 	tg := testenv.ForS3(t)
-	opts := cloud.Options{}
+	opts := cloud.Options{Settings: cloud.Values{}}
 	for _, kv := range tg.Env {
 		k, v, _ := strings.Cut(kv, "=")
 		if k == "WALVAULT_S3_PATH_STYLE" {
-			opts.S3PathStyle = v == "true"
+			opts.Settings["s3-path-style"] = v
 			continue
 		}
 		t.Setenv(k, v)
