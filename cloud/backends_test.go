@@ -119,8 +119,31 @@ func TestFileConformance(t *testing.T) {
 	})
 }
 
+// TestFaultsConformance: the fault-injecting store, with no rule set,
+// is a store like any other (the decorators pass the suite too).
+func TestFaultsConformance(t *testing.T) {
+	t.Parallel()
+	storetest.Run(t, func(t *testing.T) cloud.Store {
+		return storetest.NewFaults(openURL(t, "file://"+t.TempDir()+"/store", cloud.Options{}))
+	}, storetest.Hooks{
+		Open: func(t *testing.T, url string) cloud.Store { return openURL(t, url, cloud.Options{}) },
+	})
+}
+
+// unavailable opens url's store through endpoint, for the retry budget.
+func unavailable(url string, set cloud.Values) func(t *testing.T, endpoint string) cloud.Store {
+	return func(t *testing.T, endpoint string) cloud.Store {
+		opts := cloud.Options{Settings: cloud.Values{}}
+		for k, v := range set {
+			opts.Settings[k] = strings.ReplaceAll(v, "ENDPOINT", endpoint)
+		}
+		return openURL(t, url, opts)
+	}
+}
+
 func TestS3Conformance(t *testing.T) {
-	conformance(t, testenv.S3, storetest.Hooks{Leftovers: s3Leftovers})
+	conformance(t, testenv.S3, storetest.Hooks{Leftovers: s3Leftovers,
+		Unavailable: unavailable("s3://bucket/p", cloud.Values{"s3-endpoint": "ENDPOINT", "s3-path-style": "true"})})
 }
 
 // s3Leftovers lists unfinished multipart uploads in the store's bucket.
@@ -138,9 +161,15 @@ func s3Leftovers(t *testing.T, st cloud.Store) []string {
 	return l
 }
 
-func TestGCSConformance(t *testing.T) { conformance(t, testenv.GCS, storetest.Hooks{}) }
+func TestGCSConformance(t *testing.T) {
+	conformance(t, testenv.GCS, storetest.Hooks{
+		Unavailable: unavailable("gs://bucket/p", cloud.Values{"gcs-endpoint": "ENDPOINT/storage/v1/"})})
+}
 
-func TestAzureConformance(t *testing.T) { conformance(t, testenv.Azure, storetest.Hooks{}) }
+func TestAzureConformance(t *testing.T) {
+	conformance(t, testenv.Azure, storetest.Hooks{
+		Unavailable: unavailable("azure://container/p", cloud.Values{"azure-endpoint": "ENDPOINT/devstoreaccount1"})})
+}
 
 // conformance runs the storetest suite on the shared server of kind, each
 // test in a fresh bucket.

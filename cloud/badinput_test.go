@@ -53,7 +53,7 @@ func checkMessage(t *testing.T, err error, store string, secrets ...string) {
 // allOps runs every Store operation on key and returns their errors.
 func allOps(ctx context.Context, st cloud.Store, key string) map[string]error {
 	errs := map[string]error{}
-	errs["put"] = st.Put(ctx, key, strings.NewReader("data"), cloud.PutOptions{})
+	errs["put"] = st.Put(ctx, key, cloud.Bytes([]byte("data")), cloud.PutOptions{})
 	_, errs["stat"] = st.Stat(ctx, key)
 	rc, _, err := st.Get(ctx, key)
 	if rc != nil {
@@ -119,7 +119,7 @@ func TestS3Restart(t *testing.T) {
 	tg := srv.NewTarget(t)
 	st := tg.Open(t)
 	ctx := t.Context()
-	if err := st.Put(ctx, "a", strings.NewReader("before"), cloud.PutOptions{}); err != nil {
+	if err := st.Put(ctx, "a", cloud.Bytes([]byte("before")), cloud.PutOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := srv.Stop(); err != nil {
@@ -168,7 +168,7 @@ func TestGCSEmulatorNoMetadataProbe(t *testing.T) {
 	t.Setenv("STORAGE_EMULATOR_HOST", srv.Addr)
 	st2 := openURL(t, tg.URL, cloud.Options{})
 	for _, st := range []cloud.Store{st1, st2} {
-		if err := st.Put(t.Context(), "k", strings.NewReader("x"), cloud.PutOptions{}); err != nil {
+		if err := st.Put(t.Context(), "k", cloud.Bytes([]byte("x")), cloud.PutOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := st.Stat(t.Context(), "k"); err != nil {
@@ -275,7 +275,7 @@ func checkServerDown(t *testing.T, url string, opts cloud.Options, want string, 
 	t.Helper()
 	st := openURL(t, url, opts)
 	start := time.Now()
-	err := st.Put(t.Context(), "k", strings.NewReader("x"), cloud.PutOptions{})
+	err := st.Put(t.Context(), "k", cloud.Bytes([]byte("x")), cloud.PutOptions{})
 	d := time.Since(start)
 	if err == nil || !strings.Contains(err.Error(), want) {
 		t.Fatalf("Put to a closed port: %v; want 'cannot reach endpoint'", err)

@@ -160,7 +160,7 @@ func (s *fileStore) name(key string) (string, error) {
 	return filepath.FromSlash(key), nil
 }
 
-func (s *fileStore) Put(ctx context.Context, key string, r io.Reader, opts PutOptions) (err error) {
+func (s *fileStore) Put(ctx context.Context, key string, r Body, opts PutOptions) (err error) {
 	dst, err := s.name(key)
 	if err != nil {
 		return err
@@ -460,4 +460,9 @@ func (c ctxReader) Read(p []byte) (int, error) {
 type ctxReadCloser struct {
 	io.Reader
 	io.Closer
+}
+
+// Load is LoadOnce: a local read that breaks is not worth another try.
+func (s *fileStore) Load(ctx context.Context, key string, fn func(io.Reader, ObjectInfo) error) error {
+	return LoadOnce(ctx, s, key, fn)
 }

@@ -77,7 +77,7 @@ func putBoth(t *testing.T, st cloud.Store) {
 	for _, n := range []int{100, 18 << 20} {
 		data := make([]byte, n)
 		_, _ = rand.Read(data)
-		if err := st.Put(ctx, "obj", bytes.NewReader(data), cloud.PutOptions{}); err != nil {
+		if err := st.Put(ctx, "obj", cloud.Bytes(data), cloud.PutOptions{}); err != nil {
 			t.Fatalf("Put %d bytes: %v", n, err)
 		}
 		rc, _, err := st.Get(ctx, "obj")
@@ -166,12 +166,12 @@ func TestS3EndpointPrecedence(t *testing.T) {
 	dead := "http://" + closedPort(t)
 	t.Setenv("AWS_ENDPOINT_URL_S3", dead)
 	t.Setenv("AWS_ENDPOINT_URL", dead)
-	if err := openURL(t, tg.URL, tg.Options).Put(context.Background(), "k", bytes.NewReader([]byte("x")), cloud.PutOptions{}); err != nil {
+	if err := openURL(t, tg.URL, tg.Options).Put(context.Background(), "k", cloud.Bytes([]byte("x")), cloud.PutOptions{}); err != nil {
 		t.Fatalf("with the endpoint option set: %v", err)
 	}
 	opts := tg.Options
 	opts = opts.With("s3-endpoint", "")
-	err := openURL(t, tg.URL, opts).Put(context.Background(), "k", bytes.NewReader([]byte("x")), cloud.PutOptions{})
+	err := openURL(t, tg.URL, opts).Put(context.Background(), "k", cloud.Bytes([]byte("x")), cloud.PutOptions{})
 	if err == nil || !strings.Contains(err.Error(), dead) {
 		t.Fatalf("without the option, AWS_ENDPOINT_URL_S3 should be used: %v", err)
 	}

@@ -77,7 +77,7 @@ func TestStalledConnection(t *testing.T) {
 				t.Fatal(err)
 			}
 			start := time.Now()
-			err = st.Put(context.Background(), "k", bytes.NewReader(data), cloud.PutOptions{})
+			err = st.Put(context.Background(), "k", cloud.Bytes(data), cloud.PutOptions{})
 			d := time.Since(start)
 			if err == nil || !strings.Contains(err.Error(), "no data moved") {
 				t.Fatalf("stalled Put: %v; want a 'no data moved' error", err)

@@ -522,8 +522,7 @@ func (a *Agent) upload(ctx context.Context, j *job) {
 		a.lastErr, a.lastErrT = archive.OneLine(err.Error()), time.Now()
 	}
 	a.mu.Unlock()
-	j.err = err
-	close(j.done)
+	// The counters first: a client told the answer may read them.
 	switch {
 	case err != nil && ctx.Err() != nil:
 	case err != nil:
@@ -538,6 +537,8 @@ func (a *Agent) upload(ctx context.Context, j *job) {
 		a.st.stored.Add(res.StoredBytes)
 		a.log.Info("archived", "file", j.name, "bytes", res.RawBytes, "stored", res.StoredBytes, "ms", ms, "urgent", j.urgent)
 	}
+	j.err = err
+	close(j.done)
 	a.poke()
 }
 

@@ -1,12 +1,16 @@
 package agent
 
 import (
+	"context"
 	"runtime"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
+
+	"github.com/walvault/walvault/cloud"
+	"github.com/walvault/walvault/cloud/storetest"
 )
 
 // The agent's /metrics: the documented names, each walvault_agent_* one
@@ -63,4 +67,18 @@ func TestMetrics(t *testing.T) {
 			t.Errorf("%s = %v, want %v", name, values[name], v)
 		}
 	}
+}
+
+// TestCountingStoreConformance: the agent's counting decorator is a store
+// like any other, its Load the retrying one of the store it wraps.
+func TestCountingStoreConformance(t *testing.T) {
+	open := func(t *testing.T, url string) cloud.Store {
+		st, err := cloud.Open(context.Background(), url, cloud.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &countingStore{Store: st}
+	}
+	storetest.Run(t, func(t *testing.T) cloud.Store { return open(t, "file://"+t.TempDir()+"/store") },
+		storetest.Hooks{Open: open, MultipartSize: 2 << 20, LargeSize: 4<<20 + 3})
 }

@@ -24,7 +24,7 @@ func clusterRepo(t *testing.T) *Repo {
 
 func putCluster(t *testing.T, r *Repo, body string) {
 	t.Helper()
-	if err := r.Store.Put(context.Background(), ClusterKey, strings.NewReader(body), cloud.PutOptions{}); err != nil {
+	if err := r.Store.Put(context.Background(), ClusterKey, cloud.Bytes([]byte(body)), cloud.PutOptions{}); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -1,7 +1,6 @@
 package repo
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -77,7 +76,7 @@ func (r *Repo) PutBytes(ctx context.Context, key string, body []byte, opts cloud
 	if opts.Metadata, err = r.withProof(key, opts.Metadata); err != nil {
 		return err
 	}
-	return archive.StoreErr(r.Store.Put(ctx, key, bytes.NewReader(body), opts))
+	return archive.StoreErr(r.Store.Put(ctx, key, cloud.Bytes(body), opts))
 }
 
 // withProof returns meta with the object's proof added when meta states a
@@ -185,7 +184,7 @@ func (e *encoder) stop() error {
 	return e.srcErr
 }
 
-// Rewind implements cloud.Rewinder.
+// Rewind implements cloud.Body.
 func (e *encoder) Rewind() error {
 	if err := e.stop(); err != nil {
 		return err
@@ -226,7 +225,7 @@ type Want struct {
 // a missing or wrong key is crypto's error.
 func (r *Repo) Load(ctx context.Context, key string, want Want, fn func(rd io.Reader, info cloud.ObjectInfo) error) error {
 	where := fmt.Sprintf("%s in %s", key, r.Store)
-	err := cloud.Load(ctx, r.Store, key, func(body io.Reader, info cloud.ObjectInfo) error {
+	err := r.Store.Load(ctx, key, func(body io.Reader, info cloud.ObjectInfo) error {
 		vr, err := r.open(key, body, info, want, where)
 		if err == nil {
 			defer vr.close()

@@ -33,7 +33,7 @@ func chainStore(t *testing.T) *repo.Repo {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := st.Put(context.Background(), repo.WALKey(archive.WALFile{Name: "000000010000000000000002"}), strings.NewReader("wal"), cloud.PutOptions{}); err != nil {
+	if err := st.Put(context.Background(), repo.WALKey(archive.WALFile{Name: "000000010000000000000002"}), cloud.Bytes([]byte("wal")), cloud.PutOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	return signedRepo(t, st)

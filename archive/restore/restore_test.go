@@ -35,7 +35,7 @@ func TestRestoreSynthetic(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := signedRepo(t, st)
-	if err := st.Put(ctx, repo.WALKey(archive.WALFile{Name: "000000010000000000000002"}), strings.NewReader("wal"), cloud.PutOptions{}); err != nil {
+	if err := st.Put(ctx, repo.WALKey(archive.WALFile{Name: "000000010000000000000002"}), cloud.Bytes([]byte("wal")), cloud.PutOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	m := pushTestBackup(t, r, src, "base_1", nil)
@@ -153,7 +153,7 @@ func TestRestoreBrokenDownload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := st.Put(ctx, repo.WALKey(archive.WALFile{Name: "000000010000000000000002"}), strings.NewReader("wal"), cloud.PutOptions{}); err != nil {
+	if err := st.Put(ctx, repo.WALKey(archive.WALFile{Name: "000000010000000000000002"}), cloud.Bytes([]byte("wal")), cloud.PutOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	w := signedRepo(t, st)

@@ -53,7 +53,7 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	f.r = signedRepo(t, f.st)
-	if err := f.st.Put(context.Background(), repo.WALKey(archive.WALFile{Name: "000000010000000000000002"}), strings.NewReader("wal"), cloud.PutOptions{}); err != nil {
+	if err := f.st.Put(context.Background(), repo.WALKey(archive.WALFile{Name: "000000010000000000000002"}), cloud.Bytes([]byte("wal")), cloud.PutOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	return f
@@ -499,12 +499,12 @@ func TestRestoreRefusesUnauthenticatedBackup(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := f.st.Put(ctx, repo.BackupKey(forged.Name, p.Name), rc, cloud.PutOptions{}); err != nil {
+		if err := f.st.Put(ctx, repo.BackupKey(forged.Name, p.Name), cloud.Once(rc), cloud.PutOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		_ = rc.Close()
 	}
-	if err := f.st.Put(ctx, repo.BackupKey(forged.Name, repo.ManifestFile), bytes.NewReader(body), cloud.PutOptions{}); err != nil {
+	if err := f.st.Put(ctx, repo.BackupKey(forged.Name, repo.ManifestFile), cloud.Bytes(body), cloud.PutOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	// Signed, but not a manifest.

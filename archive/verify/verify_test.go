@@ -3,6 +3,7 @@ package verify
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -16,6 +17,8 @@ import (
 	"github.com/walvault/walvault/archive/codec"
 	"github.com/walvault/walvault/archive/internal/backuptest"
 	"github.com/walvault/walvault/archive/repo"
+	"github.com/walvault/walvault/cloud"
+	"github.com/walvault/walvault/cloud/storetest"
 )
 
 // verifiedBackup stores a real backup (tar parts, checksums) of a small
@@ -322,7 +325,9 @@ func TestVerifyStoreChecksum(t *testing.T) {
 	s := newSynth(t)
 	verifiedBackup(t, s, "base_1")
 	s.Segs(1, 0x20, 0x20, func(n uint64) time.Time { return tmin(int(n)) })
-	s.R.Store = badChecksumStore{s.R.Store}
+	bad := storetest.NewFaults(s.R.Store)
+	bad.Set(storetest.Rule{Op: storetest.Get, Keys: "/part-", AtEnd: true, Err: fmt.Errorf("%w: checksum did not match", cloud.ErrChecksum)})
+	s.R.Store = bad
 	rep, err := Run(s.Ctx, s.R, Options{Full: true})
 	// (The wording "the store's own checksum of the object does not
 	// match its content" needs codec's reader to keep the cause in the

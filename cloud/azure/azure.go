@@ -190,7 +190,7 @@ func Open(_ context.Context, loc cloud.Location, opts cloud.Options) (cloud.Stor
 	}
 	copts := &container.ClientOptions{ClientOptions: azcore.ClientOptions{
 		// Bounded retries: a dead endpoint must fail wal-push in seconds.
-		Retry:     policy.RetryOptions{MaxRetries: 2, RetryDelay: 100 * time.Millisecond, MaxRetryDelay: 2 * time.Second},
+		Retry:     policy.RetryOptions{MaxRetries: cloud.SDKAttempts - 1, RetryDelay: 100 * time.Millisecond, MaxRetryDelay: 2 * time.Second},
 		Transport: &http.Client{Transport: cloud.NewHTTPTransport(opts.IdleTimeout())}, // stall detection
 	}}
 	containerURL := st.endpoint + "/" + url.PathEscape(loc.Bucket)
@@ -270,7 +270,7 @@ func metaIn(m map[string]*string) map[string]string {
 	return out
 }
 
-func (s *store) Put(ctx context.Context, key string, r io.Reader, opts cloud.PutOptions) error {
+func (s *store) Put(ctx context.Context, key string, r cloud.Body, opts cloud.PutOptions) error {
 	if err := cloud.CheckMetadata(opts.Metadata); err != nil {
 		return cloud.Permanent(fmt.Errorf("%s: put %s: %w", s, key, err))
 	}
@@ -318,6 +318,11 @@ func (s *store) Get(ctx context.Context, key string) (io.ReadCloser, cloud.Objec
 		info.ModTime = *resp.LastModified
 	}
 	return resp.Body, info, nil
+}
+
+// Load is cloud.LoadOnce over Get; the retry decorator retries it.
+func (s *store) Load(ctx context.Context, key string, fn func(io.Reader, cloud.ObjectInfo) error) error {
+	return cloud.LoadOnce(ctx, s, key, fn)
 }
 
 func (s *store) Stat(ctx context.Context, key string) (cloud.ObjectInfo, error) {

@@ -89,7 +89,7 @@ func Open(ctx context.Context, loc cloud.Location, opts cloud.Options) (cloud.St
 	// (retry idempotent operations only) is right.
 	client.SetRetry(
 		storage.WithBackoff(gax.Backoff{Initial: 100 * time.Millisecond, Max: 2 * time.Second, Multiplier: 2}),
-		storage.WithMaxAttempts(3),
+		storage.WithMaxAttempts(cloud.SDKAttempts), // the retry budget
 	)
 	s := &store{
 		client: client,
@@ -124,7 +124,7 @@ func (s *store) chunkFor(hint int64) int {
 	return int((c + chunkAlign - 1) / chunkAlign * chunkAlign)
 }
 
-func (s *store) Put(ctx context.Context, key string, r io.Reader, opts cloud.PutOptions) error {
+func (s *store) Put(ctx context.Context, key string, r cloud.Body, opts cloud.PutOptions) error {
 	if err := cloud.CheckMetadata(opts.Metadata); err != nil {
 		return cloud.Permanent(fmt.Errorf("%s: put %s: %w", s, key, err))
 	}
@@ -208,6 +208,11 @@ func (s *store) Get(ctx context.Context, key string) (io.ReadCloser, cloud.Objec
 // reports only as text, with cloud.ErrChecksum.
 func checksumBody(body io.ReadCloser) io.ReadCloser {
 	return cloud.MarkChecksum(body, "bad CRC on read")
+}
+
+// Load is cloud.LoadOnce over Get; the retry decorator retries it.
+func (s *store) Load(ctx context.Context, key string, fn func(io.Reader, cloud.ObjectInfo) error) error {
+	return cloud.LoadOnce(ctx, s, key, fn)
 }
 
 func (s *store) Stat(ctx context.Context, key string) (cloud.ObjectInfo, error) {

@@ -104,7 +104,7 @@ func Open(ctx context.Context, loc cloud.Location, opts cloud.Options) (cloud.St
 	if cfg.Credentials != nil {
 		cfg.Credentials = taggedCredentials{cfg.Credentials}
 	}
-	maxAttempts := 3
+	maxAttempts := cloud.SDKAttempts // the retry budget (AWS_MAX_ATTEMPTS overrides it)
 	if cfg.RetryMaxAttempts > 0 {
 		maxAttempts = cfg.RetryMaxAttempts
 	}
@@ -164,15 +164,15 @@ func (s *store) partSizeFor(hint int64) int64 {
 	return ps
 }
 
-func (s *store) Put(ctx context.Context, key string, r io.Reader, opts cloud.PutOptions) error {
+func (s *store) Put(ctx context.Context, key string, r cloud.Body, opts cloud.PutOptions) error {
 	if err := cloud.CheckMetadata(opts.Metadata); err != nil {
 		return cloud.Permanent(fmt.Errorf("%s: put %s: %w", s, key, err))
 	}
 	partSize := s.partSizeFor(opts.SizeHint)
-	if br, ok := r.(*bytes.Reader); ok && int64(br.Len()) <= partSize+cloud.PartSlack {
+	if b, ok := r.(*cloud.BytesBody); ok && int64(len(b.Bytes())) <= partSize+cloud.PartSlack {
 		// Already in memory (an encoded WAL segment): sent as it is, not
 		// copied into a buffer of its own first.
-		return s.putSingle(ctx, key, br, int64(br.Len()), opts)
+		return s.putSingle(ctx, key, bytes.NewReader(b.Bytes()), int64(len(b.Bytes())), opts)
 	}
 	first, eof, err := readFirst(ctx, r, partSize+cloud.PartSlack, opts.SizeHint)
 	if err != nil {
@@ -463,6 +463,11 @@ func (s *store) Get(ctx context.Context, key string) (io.ReadCloser, cloud.Objec
 // which it reports only as text, with cloud.ErrChecksum.
 func checksumBody(body io.ReadCloser) io.ReadCloser {
 	return cloud.MarkChecksum(body, "checksum did not match")
+}
+
+// Load is cloud.LoadOnce over Get; the retry decorator retries it.
+func (s *store) Load(ctx context.Context, key string, fn func(io.Reader, cloud.ObjectInfo) error) error {
+	return cloud.LoadOnce(ctx, s, key, fn)
 }
 
 func (s *store) Stat(ctx context.Context, key string) (cloud.ObjectInfo, error) {

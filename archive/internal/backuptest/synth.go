@@ -1,7 +1,6 @@
 package backuptest
 
 import (
-	"bytes"
 	"context"
 	"os"
 	"path/filepath"
@@ -49,7 +48,7 @@ func Tmin(minutes int) time.Time { return SynthT0.Add(time.Duration(minutes) * t
 // Put stores body under key, with modification time when (unless zero).
 func (s *Synth) Put(key string, body []byte, when time.Time) {
 	s.T.Helper()
-	if err := s.R.Store.Put(s.Ctx, key, bytes.NewReader(body), cloud.PutOptions{}); err != nil {
+	if err := s.R.Store.Put(s.Ctx, key, cloud.Bytes(body), cloud.PutOptions{}); err != nil {
 		s.T.Fatal(err)
 	}
 	if !when.IsZero() {
