@@ -18,6 +18,12 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	// No walvault these tests run (nor the archive_command of their
+	// servers) reads the machine's /etc/walvault/walvault.yaml.
+	if err := os.Setenv("WALVAULT_TEST_DEFAULT_CONFIG", filepath.Join(os.TempDir(), "walvault-tests-read-no-default-config.yaml")); err != nil {
+		fmt.Fprintln(os.Stderr, "integration:", err)
+		os.Exit(1)
+	}
 	if err := pgtest.UseSigningKeys(); err != nil {
 		fmt.Fprintln(os.Stderr, "integration: making the signing key:", err)
 		os.Exit(1)

@@ -7,6 +7,10 @@ import (
 	"github.com/walvault/walvault/cloud"
 )
 
+// walvault-wal's copy of wal-push's and wal-fetch's flags (it may link
+// nothing of walvault's) is generated from this table:
+//go:generate go test -run ^TestWALClientFlags$ . -args -update
+
 // Every setting is a flag, a WALVAULT_* environment variable, and a key of
 // the same name in the optional YAML config file. Precedence: flag > env >
 // file > default.

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/urfave/cli/v2"
-	"github.com/urfave/cli/v2/altsrc"
 
 	"github.com/walvault/walvault/archive"
 	"github.com/walvault/walvault/archive/codec"
@@ -56,6 +55,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		if hasFlag(c.Flags, "config") {
 			c.Before = chain(applyConfigFile, c.Before)
 		}
+		c.Before = chain(checkEnvironment, c.Before)
 		c.OnUsageError = onUsageError // else urfave/cli prints the whole help to stdout
 	}
 	return &cli.App{
@@ -78,26 +78,6 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			c.App.Metadata[unknownCommandKey] = name
 		},
 	}
-}
-
-// applyConfigFile fills the flags neither given nor set in the environment
-// from the YAML file named by --config / WALVAULT_CONFIG.
-func applyConfigFile(c *cli.Context) error {
-	path := c.String("config")
-	if path == "" {
-		return nil
-	}
-	if _, err := os.Stat(path); err != nil {
-		return usageError("config file %s cannot be read: %v (fix --config / WALVAULT_CONFIG)", path, errors.Unwrap(err))
-	}
-	src, err := altsrc.NewYamlSourceFromFile(path)
-	if err != nil {
-		return usageError("config file %s is not valid YAML with flag names as keys: %s", path, oneLine(err.Error()))
-	}
-	if err := altsrc.ApplyInputSourceValues(c, src, c.Command.Flags); err != nil {
-		return usageError("config file %s: %s", path, oneLine(err.Error()))
-	}
-	return nil
 }
 
 func chain(fns ...cli.BeforeFunc) cli.BeforeFunc {

@@ -157,21 +157,27 @@ func (r *walvaultRun) lookupEnv(k string) (v, from string, ok bool) {
 }
 
 // findConfig finds the config file (--config, else its environment
-// variable) and opens it.
+// variable, else the default file when it exists) and opens it.
 func (r *walvaultRun) findConfig() configFile {
 	var c configFile
+	named := false
 	if v := r.flags["config"]; len(v) > 0 {
-		c.path, c.from = v[len(v)-1], "--config in archive_command"
+		c.path, c.from, named = v[len(v)-1], "--config in archive_command", true
 	} else {
 		for _, k := range r.table["config"].env {
-			if v := r.assign[k]; v != "" {
-				c.path, c.from = v, k+" in archive_command"
+			if v, ok := r.assign[k]; ok {
+				c.path, c.from, named = v, k+" in archive_command", true
 				break
 			}
-			if v := r.env[k]; v != "" {
-				c.path, c.from = v, k+" in the server's environment"
+			if v, ok := r.env[k]; ok {
+				c.path, c.from, named = v, k+" in the server's environment", true
 				break
 			}
+		}
+	}
+	if p := defaultConfigFile(); !named && p != "" {
+		if _, err := os.Stat(p); err == nil || !errors.Is(err, os.ErrNotExist) {
+			c.path, c.from = p, "the default config file"
 		}
 	}
 	switch {

@@ -124,9 +124,22 @@ func TestResolveWALPushSettings(t *testing.T) {
 			}
 		})
 	}
+	// With neither --config nor WALVAULT_CONFIG, the default file, which
+	// wal-push reads too.
+	def := writeDefaultConfig(t, "store: file:///srv/default-store\n")
+	res := resolve([]string{"%p"}, nil, map[string]string{}, "")
+	if res.Store.Value != "file:///srv/default-store" || !strings.Contains(res.Store.From, "config file "+def) {
+		t.Fatalf("store with the default config file: %+v", res.Store)
+	}
+	if res := resolve([]string{"%p"}, map[string]string{"WALVAULT_CONFIG": ""}, map[string]string{}, ""); res.Store.Value != "" || res.Store.From != "nowhere" {
+		t.Fatalf("WALVAULT_CONFIG=\"\" reads no file: %+v", res.Store)
+	}
+	if err := os.Remove(def); err != nil {
+		t.Fatal(err)
+	}
 	// A store in the config file with the environment unseen: its endpoint
 	// may come from the SDK's variables, which check cannot see either.
-	res := resolve([]string{"--store", "s3://b/p", "%p"}, nil, nil, "hidden")
+	res = resolve([]string{"--store", "s3://b/p", "%p"}, nil, nil, "hidden")
 	if res.Endpoint.Known || !strings.Contains(res.Endpoint.Why, "WALVAULT_S3_ENDPOINT") || !strings.Contains(res.Endpoint.Why, "hidden") {
 		t.Fatalf("endpoint with the environment unseen: %+v", res.Endpoint)
 	}
