@@ -37,7 +37,7 @@ func plant(t *testing.T, relative bool) *plantedStore {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer Close(out)
+	defer func() { _ = Close(out) }()
 	for key, body := range map[string]string{"b1/manifest.json": "outside manifest", "passwd": "root:x:0:0:outside"} {
 		if err := out.Put(ctx, key, Bytes([]byte(body)), PutOptions{Metadata: map[string]string{"walvault-size": "1"}}); err != nil {
 			t.Fatal(err)
@@ -244,7 +244,7 @@ func TestFileStoreDirMayBeLink(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer Close(st)
+	defer func() { _ = Close(st) }()
 	if err := st.Put(ctx, "wal/a/b", Bytes([]byte("x")), PutOptions{IfAbsent: true}); err != nil {
 		t.Fatal(err)
 	}

@@ -136,7 +136,7 @@ func agentStatus(t testing.TB, sock string) (agent.Stats, error) {
 	if err != nil {
 		return s, err
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	if _, err := c.Write([]byte(proto.Request{Verb: proto.VerbStatus}.Encode())); err != nil {
 		return s, err
 	}

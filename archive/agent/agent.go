@@ -297,7 +297,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			defer watcher.Close()
+			defer func() { _ = watcher.Close() }()
 			a.watch(ctx, watcher)
 		}()
 	}

@@ -117,7 +117,7 @@ func ask(t *testing.T, sock string, req proto.Request) proto.Response {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	if _, err := c.Write([]byte(req.Encode())); err != nil {
 		t.Fatal(err)
 	}

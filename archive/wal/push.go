@@ -99,7 +99,7 @@ func pushFile(ctx context.Context, r *repo.Repo, path string, wf archive.WALFile
 	if err != nil {
 		return res, err
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	res.RawBytes = size
 
 	// The digest travels as metadata, which most stores need before the

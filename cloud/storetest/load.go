@@ -42,7 +42,7 @@ func testLoad(t *testing.T, s cloud.Store, h Hooks) {
 		_, _ = io.CopyN(io.Discard, r, 1000)
 		return errMine
 	})
-	if err != errMine || calls != 1 { //nolint:errorlint // returned as fn returned it, not wrapped
+	if err != errMine || calls != 1 { // returned as fn returned it, not wrapped
 		t.Fatalf("Load whose fn fails: %v after %d calls; want fn's own error after 1", err, calls)
 	}
 }

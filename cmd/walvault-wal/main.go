@@ -189,7 +189,7 @@ func ask(socket string, req proto.Request) (proto.Response, error) {
 		}
 		return proto.Response{}, err
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	if _, err := c.Write([]byte(req.Encode())); err != nil {
 		return proto.Response{}, err
 	}

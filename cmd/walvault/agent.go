@@ -111,7 +111,7 @@ func runAgent(c *cli.Context) error {
 			a.Close()
 			return err
 		}
-		defer srv.Close()
+		defer func() { _ = srv.Close() }()
 	}
 	if p := c.String("cpu-profile"); p != "" {
 		f, err := os.Create(p) // #nosec G304 -- the operator's profile file
@@ -119,7 +119,11 @@ func runAgent(c *cli.Context) error {
 			a.Close()
 			return usageError("--cpu-profile: %v", err)
 		}
-		defer f.Close()
+		defer func() {
+			if err := f.Close(); err != nil {
+				slog.Warn("cannot write the CPU profile", "file", p, "err", err)
+			}
+		}()
 		if err := pprof.StartCPUProfile(f); err == nil {
 			defer pprof.StopCPUProfile()
 		}

@@ -50,7 +50,9 @@ func TestDefaultConfigFile(t *testing.T) {
 	}
 	// A default file that is wrong is refused like a named one.
 	writeDefaultConfig(t, "store: [unclosed\n")
-	os.Unsetenv("WALVAULT_CONFIG")
+	if err := os.Unsetenv("WALVAULT_CONFIG"); err != nil {
+		t.Fatal(err)
+	}
 	if code, _, e := runCLI(t, "wal-push", seg); code != exitUsage || !strings.Contains(e, defaultConfigFile()) {
 		t.Fatalf("a broken default file: exit %d, %s", code, e)
 	}

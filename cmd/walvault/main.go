@@ -113,7 +113,8 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 	}
 	// The one line run prints is scrubbed also when stderr is a terminal.
 	say := func(format string, a ...any) { fmt.Fprintln(stderr, graphicOnly(scrubURLs(fmt.Sprintf(format, a...)))) }
-	app := newApp(stdout, stderr)
+	out := &outputWriter{w: stdout}
+	app := newApp(out, stderr)
 	// SIGQUIT is how PostgreSQL ends a running archive or restore command
 	// on an immediate shutdown: caught, it cancels the work like the others
 	// do, instead of Go's default goroutine dump into the server log.
@@ -141,6 +142,11 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 			unknown, didYouMean(unknown, commandNames(app), func(n string) string { return n }))
 		return exitUsage
 	}
+	if err == nil && out.err != nil {
+		// A listing cut short (a full disk under > FILE) is no success.
+		say("%s: writing the output: %s", name, oneLine(out.err.Error()))
+		return exitFailure
+	}
 	if err == nil {
 		return exitOK
 	}
@@ -160,6 +166,23 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 	}
 	say("%s: %s", name, oneLine(err.Error()))
 	return exitCode(err)
+}
+
+// outputWriter is the commands' stdout: it keeps the first write error,
+// which run reports, so that the commands print without checking each
+// line.
+type outputWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (o *outputWriter) Write(p []byte) (int, error) {
+	if o.err != nil {
+		return 0, o.err
+	}
+	n, err := o.w.Write(p)
+	o.err = err
+	return n, err
 }
 
 // quietError is an expected outcome (a missing WAL file) reported in one
