@@ -28,7 +28,7 @@ func TestDamagedKind(t *testing.T) {
 	if DamageMark(proof) != "UNAUTHENTICATED" || DamageMark(broken) != "DAMAGED" {
 		t.Errorf("marks %s, %s", DamageMark(proof), DamageMark(broken))
 	}
-	folders := []*DumpFolder{{Name: "a"}, {Name: "b", Err: proof, Size: 7}}
+	folders := []*DumpFolder{{Folder: Folder{Name: "a"}}, {Folder: Folder{Name: "b", Size: 7}, Err: proof}}
 	if d := DamagedDumps(folders); len(d) != 1 || d[0].Name != "b" || d[0].Mark != "UNAUTHENTICATED" || d[0].Size != 7 {
 		t.Errorf("damaged dumps %+v", d)
 	}
