@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 
 	"github.com/walvault/walvault/archive"
@@ -61,20 +60,11 @@ func Restore(ctx context.Context, r *repo.Repo, m *repo.DumpManifest, o RestoreO
 	}
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	cmd := exec.CommandContext(cctx, pgRestore, args...) // #nosec G204 -- pg_restore with the user's settings, no shell
-	cmd.Env = append(os.Environ(), "PGAPPNAME=walvault dump-restore")
-	stdin, err := cmd.StdinPipe()
+	run, err := startTool(cctx, "pg_restore", pgRestore, "walvault dump-restore", args, toolIO{pipeIn: true})
 	if err != nil {
 		return err
 	}
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		return err
-	}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("%w: starting %s: %v", archive.ErrPostgres, pgRestore, err)
-	}
-	logs := logLines("pg_restore", stderr)
+	stdin := run.stdin
 	var toolGone bool
 	w := &writeErr{w: stdin}
 	loadErr := load(ctx, r, m, func(rd io.Reader) error {
@@ -98,23 +88,16 @@ func Restore(ctx context.Context, r *repo.Repo, m *repo.DumpManifest, o RestoreO
 		cancel()
 	}
 	_ = stdin.Close()
-	last := logs.lastLine()
-	waitErr := cmd.Wait()
-	switch {
-	case loadErr != nil:
-		if archive.IsContextErr(loadErr) || w.n == 0 {
-			return loadErr
-		}
-		// What failed the check may be what made pg_restore stop: the
-		// damage is the cause either way.
-		return fmt.Errorf("%w; %w: pg_restore was stopped, but it had already restored part of the dump: clean the database (or restore again with --clean)", loadErr, ErrPartial)
-	case waitErr != nil:
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		return toolErr("pg_restore", waitErr, last)
+	waitErr := run.wait(ctx)
+	if loadErr == nil {
+		return waitErr
 	}
-	return nil
+	if archive.IsContextErr(loadErr) || w.n == 0 {
+		return loadErr
+	}
+	// What failed the check may be what made pg_restore stop: the damage
+	// is the cause either way.
+	return fmt.Errorf("%w; %w: pg_restore was stopped, but it had already restored part of the dump: clean the database (or restore again with --clean)", loadErr, ErrPartial)
 }
 
 // MaxGlobalsBytes bounds a globals dump dump-restore runs: it is read
@@ -152,25 +135,14 @@ func restoreGlobals(ctx context.Context, r *repo.Repo, m *repo.DumpManifest, o R
 		return err
 	}
 	slog.Info("restoring globals dump", "dump", m.Name)
-	cmd := exec.CommandContext(ctx, psql, "-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=0", "--dbname="+o.DSN, "-f", "-") // #nosec G204 -- psql with the user's settings, no shell
-	cmd.Env = append(os.Environ(), "PGAPPNAME=walvault dump-restore")
-	cmd.Stdin = &sql
-	stderr, err := cmd.StderrPipe()
+	run, err := startTool(ctx, "psql", psql, "walvault dump-restore", []string{"-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=0", "--dbname=" + o.DSN, "-f", "-"}, toolIO{in: &sql})
 	if err != nil {
 		return err
 	}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("%w: starting %s: %v", archive.ErrPostgres, psql, err)
+	if err := run.wait(ctx); err != nil {
+		return err
 	}
-	logs := logLines("psql", stderr)
-	last := logs.lastLine()
-	if err := cmd.Wait(); err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		return toolErr("psql", err, last)
-	}
-	if n := logs.errorCount(); n > 0 {
+	if n := run.logs.errorCount(); n > 0 {
 		return &GlobalsErrors{N: n}
 	}
 	return nil
@@ -196,24 +168,11 @@ func restoreFromFile(ctx context.Context, r *repo.Repo, m *repo.DumpManifest, o 
 		return err
 	}
 	args = append(args, fmt.Sprintf("--jobs=%d", o.Jobs), f.Name())
-	cmd := exec.CommandContext(ctx, pgRestore, args...) // #nosec G204 -- pg_restore with the user's settings, no shell
-	cmd.Env = append(os.Environ(), "PGAPPNAME=walvault dump-restore")
-	stderr, err := cmd.StderrPipe()
+	run, err := startTool(ctx, "pg_restore", pgRestore, "walvault dump-restore", args, toolIO{})
 	if err != nil {
 		return err
 	}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("%w: starting %s: %v", archive.ErrPostgres, pgRestore, err)
-	}
-	logs := logLines("pg_restore", stderr)
-	last := logs.lastLine()
-	if err := cmd.Wait(); err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		return toolErr("pg_restore", err, last)
-	}
-	return nil
+	return run.wait(ctx)
 }
 
 // Fetch writes dump m's plain pg_dump file to dest: verified whole in a
