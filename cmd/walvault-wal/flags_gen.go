@@ -2,38 +2,15 @@
 
 package main
 
-// walvaultFlags are the flags of walvault wal-push and wal-fetch, by every
-// name, and whether each takes a value: walvault-wal passes them on to
-// its fallback, as --flag=value or --flag value.
-var walvaultFlags = map[string]bool{
-	"allow-insecure-identity": false,
-	"allow-unencrypted":       false,
-	"allow-unsigned":          false,
-	"azure-access-tier":       true,
-	"azure-encryption-scope":  true,
-	"azure-endpoint":          true,
-	"compression":             true,
-	"compression-level":       true,
-	"config":                  true,
-	"download-concurrency":    true,
-	"gcs-endpoint":            true,
-	"gcs-kms-key-name":        true,
-	"gcs-storage-class":       true,
-	"h":                       false,
-	"help":                    false,
-	"identity-file":           true,
-	"io-timeout":              true,
-	"log-level":               true,
-	"prefetch":                true,
-	"recipient":               true,
-	"s3-endpoint":             true,
-	"s3-path-style":           false,
-	"s3-region":               true,
-	"s3-sse-kms-key-id":       true,
-	"s3-storage-class":        true,
-	"signing-key":             true,
-	"spool-dir":               true,
-	"store":                   true,
-	"upload-concurrency":      true,
-	"verify-key":              true,
+// walvaultSwitches are the flags of walvault wal-push and wal-fetch that
+// take no value, by every name; every other flag takes one, as
+// --flag=value or --flag value. walvault-wal passes them on to its
+// fallback.
+var walvaultSwitches = map[string]bool{
+	"allow-insecure-identity": true,
+	"allow-unencrypted":       true,
+	"allow-unsigned":          true,
+	"h":                       true,
+	"help":                    true,
+	"s3-path-style":           true,
 }

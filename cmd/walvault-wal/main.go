@@ -68,11 +68,11 @@ func parse(argv []string) (invocation, error) {
 		case strings.HasPrefix(a, "--socket=") || strings.HasPrefix(a, "-socket="):
 			inv.socket = a[strings.IndexByte(a, '=')+1:]
 		case len(a) > 1 && a[0] == '-':
-			// walvault's flags, as --flag=value or --flag value (the
-			// table says which take a value); an unknown one is passed
-			// on alone, for walvault to refuse.
+			// walvault's flags, as --flag=value or --flag value: all but
+			// the switches (the generated table) take a value. walvault
+			// refuses a flag it does not have.
 			name, _, joined := strings.Cut(strings.TrimLeft(a, "-"), "=")
-			if walvaultFlags[name] && !joined {
+			if !walvaultSwitches[name] && !joined {
 				if i+1 >= len(argv) {
 					return inv, fmt.Errorf("%s needs a value", a)
 				}
