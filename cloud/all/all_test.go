@@ -40,8 +40,10 @@ func TestRegistry(t *testing.T) {
 			t.Errorf("backend %s has %d endpoint settings", b.Name(), endpoints)
 		}
 	}
-	if want := []string{"azure", "file", "gs", "s3"}; !slices.Equal(names, want) {
-		t.Errorf("backends %v, want %v", names, want)
+	for _, want := range []string{"azure", "file", "gs", "s3"} {
+		if !slices.Contains(names, want) {
+			t.Errorf("backends %v: no %s", names, want)
+		}
 	}
 	if cloud.EnvVar("s3-path-style") != "WALVAULT_S3_PATH_STYLE" {
 		t.Errorf("EnvVar(s3-path-style) = %s", cloud.EnvVar("s3-path-style"))
