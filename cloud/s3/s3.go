@@ -402,17 +402,23 @@ func (s *store) putMultipart(ctx context.Context, key string, r io.Reader, opts 
 	if cause := context.Cause(upCtx); cause != nil {
 		return s.mapErr(ctx, "put", key, cause)
 	}
+	return s.complete(ctx, key, uploadID, parts, opts.IfAbsent)
+}
+
+// complete makes the uploaded parts the object, in part order; with
+// ifAbsent, only if the key is still free.
+func (s *store) complete(ctx context.Context, key string, uploadID *string, parts []types.CompletedPart, ifAbsent bool) error {
 	slices.SortFunc(parts, func(a, b types.CompletedPart) int { return int(*a.PartNumber - *b.PartNumber) })
-	complete := &awss3.CompleteMultipartUploadInput{
+	in := &awss3.CompleteMultipartUploadInput{
 		Bucket:          aws.String(s.bucket),
-		Key:             aws.String(k),
+		Key:             aws.String(s.key(key)),
 		UploadId:        uploadID,
 		MultipartUpload: &types.CompletedMultipartUpload{Parts: parts},
 	}
-	if opts.IfAbsent {
-		complete.IfNoneMatch = aws.String("*")
+	if ifAbsent {
+		in.IfNoneMatch = aws.String("*")
 	}
-	if _, err := s.client.CompleteMultipartUpload(ctx, complete); err != nil {
+	if _, err := s.client.CompleteMultipartUpload(ctx, in); err != nil {
 		return s.mapErr(ctx, "put", key, err)
 	}
 	return nil
