@@ -62,6 +62,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParsePageHeader$$' -fuzztime $(FUZZTIME) ./archive
 	$(GO) test -run '^$$' -fuzz '^FuzzManifest$$' -fuzztime $(FUZZTIME) ./archive/repo
 	$(GO) test -run '^$$' -fuzz '^FuzzWALKey$$' -fuzztime $(FUZZTIME) ./archive/repo
+	$(GO) test -run '^$$' -fuzz '^FuzzParseSums$$' -fuzztime $(FUZZTIME) ./archive/repo
+	$(GO) test -run '^$$' -fuzz '^FuzzToolConn$$' -fuzztime $(FUZZTIME) ./archive/pg
 	$(GO) test -run '^$$' -fuzz '^FuzzNewReader$$' -fuzztime $(FUZZTIME) ./archive/codec
 	$(GO) test -run '^$$' -fuzz '^FuzzCodecIntegrity$$' -fuzztime $(FUZZTIME) ./archive/codec
 

@@ -31,8 +31,10 @@ trap cleanup EXIT
 
 cp "$BIN" "$WORK/walvault" && chmod 755 "$WORK/walvault"
 WV="$WORK/walvault"
-as_pg "$WV" keygen "$WORK/key" >"$WORK/recipient" 2>/dev/null
-RECIPIENT=$(cat "$WORK/recipient")
+as_pg "$WV" keygen "$WORK/key" --signing-key "$WORK/sign.key" >"$WORK/keys" 2>/dev/null
+RECIPIENT=$(sed -n 1p "$WORK/keys")
+# Writers sign, readers verify (walvault refuses to do otherwise).
+export WALVAULT_SIGNING_KEY="$WORK/sign.key" WALVAULT_VERIFY_KEY="$(sed -n 2p "$WORK/keys")"
 
 port=55432
 printf '%-6s %-8s %-9s %9s %9s %9s %10s %11s\n' scale data mode op seconds "MiB/s" "peak RSS" stored

@@ -36,7 +36,7 @@ import (
 // object and metadata appear together, atomically:
 //
 //	bytes 0-3         magic: the ASCII characters "WVO1"
-//	bytes 4-7         LEN: the length of the metadata, uint32 big-endian (at most 1 MiB)
+//	bytes 4-7         LEN: the length of the metadata, uint32 big-endian (at most 8 KiB)
 //	bytes 8-(7+LEN)   metadata: one JSON object mapping string to string, compact, keys
 //	                  sorted, as Go's encoding/json writes it ("null" when there is none)
 //	bytes (8+LEN)-    the object bytes, exactly what the other backends store as the
@@ -77,7 +77,11 @@ func init() { Register(Backend{Schemes: []string{"file"}, Open: openFile}) }
 const (
 	fileMagic     = "WVO1"
 	fileTmpPrefix = ".tmp-"
-	maxMetaLen    = 1 << 20
+	// maxMetaLen bounds the envelope's metadata: what walvault writes is
+	// a few hundred bytes, and CheckMetadata caps what may be written at
+	// less than this. Anyone can write the store: a reader allocates no
+	// more.
+	maxMetaLen = 8 << 10
 )
 
 // errOutside: a key's path goes through a symbolic link that leads outside
@@ -270,13 +274,9 @@ func (s *fileStore) syncDir(dir string) error {
 
 // readHeader reads the envelope of an open object file.
 func readHeader(f *os.File, key string) (map[string]string, int64, error) {
-	var hdr [8]byte
-	if _, err := io.ReadFull(f, hdr[:]); err != nil || string(hdr[:4]) != fileMagic {
-		return nil, 0, fmt.Errorf("%s: not a walvault object (bad envelope)", key)
-	}
-	n := binary.BigEndian.Uint32(hdr[4:])
-	if n > maxMetaLen {
-		return nil, 0, fmt.Errorf("%s: not a walvault object (metadata too large)", key)
+	n, err := readMetaLen(f, key)
+	if err != nil {
+		return nil, 0, err
 	}
 	buf := make([]byte, n)
 	if _, err := io.ReadFull(f, buf); err != nil {
@@ -289,24 +289,67 @@ func readHeader(f *os.File, key string) (map[string]string, int64, error) {
 	return meta, int64(8 + n), nil
 }
 
-func (s *fileStore) open(key string) (*os.File, ObjectInfo, error) {
+// readMetaLen reads the first 8 bytes of an envelope: the magic and the
+// metadata's length, bounded.
+func readMetaLen(f *os.File, key string) (int64, error) {
+	var hdr [8]byte
+	if _, err := io.ReadFull(f, hdr[:]); err != nil || string(hdr[:4]) != fileMagic {
+		return 0, fmt.Errorf("%s: not a walvault object (bad envelope)", key)
+	}
+	n := binary.BigEndian.Uint32(hdr[4:])
+	if n > maxMetaLen {
+		return 0, fmt.Errorf("%s: not a walvault object (metadata of %d bytes, more than the %d walvault writes)", key, n, maxMetaLen)
+	}
+	return int64(n), nil
+}
+
+// openRegular opens the object file at key for reading. Only a regular
+// file is an object: a FIFO, socket or device planted in the store is
+// refused, without blocking on it (O_NONBLOCK: opening a FIFO for reading
+// would wait for a writer, forever).
+func (s *fileStore) openRegular(key string) (*os.File, fs.FileInfo, error) {
 	name, err := s.name(key)
 	if err != nil {
-		return nil, ObjectInfo{}, err
+		return nil, nil, err
 	}
-	f, err := s.root.Open(name)
+	f, err := s.root.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, ObjectInfo{}, fmt.Errorf("%s: %s: %w", s, key, ErrNotFound)
+			return nil, nil, fmt.Errorf("%s: %s: %w", s, key, ErrNotFound)
 		}
-		return nil, ObjectInfo{}, s.outside("read", key, err)
+		return nil, nil, s.outside("read", key, err)
 	}
 	st, err := f.Stat()
-	if err == nil && st.IsDir() {
+	switch {
+	case err != nil:
+	case st.IsDir():
 		err = fmt.Errorf("%s: %s: %w", s, key, ErrNotFound)
+	case !st.Mode().IsRegular():
+		err = Permanent(fmt.Errorf("%s: %s is a %s, not a regular file: walvault writes only files; someone planted it", s, key, fileKind(st.Mode())))
 	}
 	if err != nil {
 		_ = f.Close()
+		return nil, nil, err
+	}
+	return f, st, nil
+}
+
+// fileKind names what a non-regular file is.
+func fileKind(m fs.FileMode) string {
+	switch {
+	case m&fs.ModeNamedPipe != 0:
+		return "FIFO"
+	case m&fs.ModeSocket != 0:
+		return "socket"
+	case m&fs.ModeDevice != 0:
+		return "device"
+	}
+	return "special file"
+}
+
+func (s *fileStore) open(key string) (*os.File, ObjectInfo, error) {
+	f, st, err := s.openRegular(key)
+	if err != nil {
 		return nil, ObjectInfo{}, err
 	}
 	meta, off, err := readHeader(f, key)
@@ -389,11 +432,15 @@ func (s *fileStore) List(ctx context.Context, prefix string, opts ListOptions, f
 	sort.Slice(keys, func(i, j int) bool { return keys[i].Key < keys[j].Key })
 	for _, k := range keys {
 		if !k.IsPrefix {
-			f, info, err := s.open(k.Key)
+			// The object's size, without its envelope; its metadata is not
+			// read (a listing carries none, as with the other backends).
+			f, _, err := s.openRegular(k.Key)
 			switch {
 			case err == nil:
+				if n, err := readMetaLen(f, k.Key); err == nil {
+					k.Size -= 8 + n
+				}
 				_ = f.Close()
-				k = info
 			case errors.Is(err, errOutside):
 				continue // became a link under us
 			}

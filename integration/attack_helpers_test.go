@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"io/fs"
 	"net/url"
@@ -637,4 +638,34 @@ func notStartable(t testing.TB, dest string) {
 func firstLine(s string) string {
 	s, _, _ = strings.Cut(strings.TrimSpace(s), "\n")
 	return s
+}
+
+// forgeCRC32C rewrites the last 4 bytes of b so that its CRC-32C is want
+// (8 hex digits): what anyone can do to a file whose only check is a CRC.
+func forgeCRC32C(t testing.TB, b []byte, want string) {
+	t.Helper()
+	target, err := strconv.ParseUint(want, 16, 32)
+	if err != nil || len(b) < 4 {
+		t.Fatalf("forgeCRC32C(%d bytes, %q)", len(b), want)
+	}
+	tab := crc32.MakeTable(crc32.Castagnoli)
+	var rev [256]byte
+	for i := range 256 {
+		rev[tab[i]>>24] = byte(i)
+	}
+	// The table index each of the last 4 steps must use to end at target.
+	f := ^uint32(target)
+	var idx [4]byte
+	for i := 3; i >= 0; i-- {
+		idx[i] = rev[f>>24]
+		f = (f ^ tab[idx[i]]) << 8
+	}
+	state := ^crc32.Update(0, tab, b[:len(b)-4])
+	for i := range 4 {
+		b[len(b)-4+i] = byte(state) ^ idx[i]
+		state = state>>8 ^ tab[idx[i]]
+	}
+	if got, _ := crc32cOf(bytes.NewReader(b)); got != want {
+		t.Fatalf("forgeCRC32C: got %s, want %s", got, want)
+	}
 }

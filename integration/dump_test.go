@@ -147,7 +147,7 @@ func testDumps(t *testing.T, tg *target) {
 	}
 	for _, r := range []struct{ db, which, jobs string }{{"copy1", name, "1"}, {"copy2", "LATEST", "2"}} {
 		c.Psql("CREATE DATABASE " + r.db)
-		mustWalvault(t, tg, nil, "dump-restore", r.which, "--dbname", c.ConnString(r.db), "--identity-file", identity,
+		mustWalvault(t, tg, nil, "dump-restore", r.which, "--dbname", c.ConnString(r.db), "--database", "shop", "--identity-file", identity,
 			"--jobs", r.jobs, "--temp-dir", tmp)
 		sameDatabase(t, c, "shop", r.db)
 	}
@@ -207,18 +207,18 @@ func testDumps(t *testing.T, tg *target) {
 	// The wrong identity: exit 4.
 	other, _ := keygen(t, filepath.Join(work, "tmp"))
 	c.Psql("CREATE DATABASE copy3")
-	if code, _, stderr := tg.walvault(t, nil, "dump-restore", name, "--dbname", c.ConnString("copy3"), "--identity-file", other); code != 4 {
+	if code, _, stderr := tg.walvault(t, nil, "dump-restore", name, "--dbname", c.ConnString("copy3"), "--database", "shop", "--identity-file", other); code != 4 {
 		t.Fatalf("dump-restore with the wrong identity: exit %d: %s", code, stderr)
 	}
 	_ = os.Remove(other)
 	// Conflicting objects without --clean: pg_restore's error, exit 6;
 	// with --clean it replaces them.
-	code, _, stderr = tg.walvault(t, nil, "dump-restore", name, "--dbname", c.ConnString("copy1"), "--identity-file", identity)
+	code, _, stderr = tg.walvault(t, nil, "dump-restore", name, "--dbname", c.ConnString("copy1"), "--database", "shop", "--identity-file", identity)
 	if code != 6 || !strings.Contains(stderr, "already exists") || !strings.Contains(stderr, "pg_restore failed") {
 		t.Fatalf("dump-restore over conflicting objects: exit %d: %s", code, stderr)
 	}
 	dumpPSQL(t, c, "copy1", "DELETE FROM invoices WHERE no % 2 = 0")
-	mustWalvault(t, tg, nil, "dump-restore", name, "--dbname", c.ConnString("copy1"), "--identity-file", identity, "--clean")
+	mustWalvault(t, tg, nil, "dump-restore", name, "--dbname", c.ConnString("copy1"), "--database", "shop", "--identity-file", identity, "--clean")
 	sameDatabase(t, c, "shop", "copy1")
 
 	// A damaged dump object: the streamed restore fails at the point of
@@ -230,21 +230,22 @@ func testDumps(t *testing.T, tg *target) {
 	flipByte(t, tg.ObjectPath(repo.DumpKey(name, repo.DumpFile)))
 	// (Encrypted and lz4-compressed, the damage is found when its age
 	// chunk or lz4 block is decoded, before pg_restore sees that part.)
-	if code, _, stderr := tg.walvault(t, nil, "dump-restore", name, "--dbname", c.ConnString("copy3"), "--identity-file", identity); code != 4 {
+	if code, _, stderr := tg.walvault(t, nil, "dump-restore", name, "--dbname", c.ConnString("copy3"), "--database", "shop", "--identity-file", identity); code != 4 {
 		t.Fatalf("streamed dump-restore of a damaged dump: exit %d: %s", code, stderr)
 	}
-	// Plain (neither compressed nor encrypted), the damage is found only
-	// by the digest at the end, once pg_restore has read everything.
+	// Plain (neither compressed nor encrypted) the damage is found all the
+	// same, at the chunk that holds it, before pg_restore reads a byte of
+	// that chunk: what it restored before is the dump's own.
 	plainEnv := append(c.PGEnv(), "WALVAULT_COMPRESSION=none")
 	plainName := dumpNameOf(t, mustWalvault(t, tg, plainEnv, "dump-push", "copy2"))
 	flipByte(t, tg.ObjectPath(repo.DumpKey(plainName, repo.DumpFile)))
 	c.Psql("CREATE DATABASE copy5")
-	code, _, stderr = tg.walvault(t, nil, "dump-restore", plainName, "--dbname", c.ConnString("copy5"), "--identity-file", identity)
-	if code != 4 || !strings.Contains(stderr, "partial restore") {
+	code, _, stderr = tg.walvault(t, nil, "dump-restore", plainName, "--dbname", c.ConnString("copy5"), "--database", "copy2", "--identity-file", identity)
+	if code != 4 || !strings.Contains(stderr, "chunk") {
 		t.Fatalf("streamed dump-restore of a damaged plain dump: exit %d: %s", code, stderr)
 	}
 	c.Psql("CREATE DATABASE copy4")
-	code, _, stderr = tg.walvault(t, nil, "dump-restore", name, "--dbname", c.ConnString("copy4"), "--identity-file", identity, "--jobs", "2", "--temp-dir", tmp)
+	code, _, stderr = tg.walvault(t, nil, "dump-restore", name, "--dbname", c.ConnString("copy4"), "--database", "shop", "--identity-file", identity, "--jobs", "2", "--temp-dir", tmp)
 	if code != 4 || strings.Contains(stderr, "partial restore") {
 		t.Fatalf("parallel dump-restore of a damaged dump: exit %d: %s", code, stderr)
 	}

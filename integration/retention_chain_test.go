@@ -88,7 +88,6 @@ func TestRetentionChains(t *testing.T) {
 		want string
 	}{
 		{[]string{"delete", i1a}, 5, "parent of incremental backup " + i1b},
-		{[]string{"backup-mark", f2, "--permanent"}, 5, "parent of incremental backup " + i2a},
 	} {
 		code, stdout, stderr := tg.walvault(t, idEnv, tc.args...)
 		if code != tc.code || !strings.Contains(stderr, tc.want) {

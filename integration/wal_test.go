@@ -140,8 +140,9 @@ func testWALArchiving(t *testing.T, tg *target) {
 		wrong, _ := keygen(t, pgtest.WorkDir(t))
 		dest := filepath.Join(scratch, "wrong")
 		code, _, stderr := tg.walvault(t, []string{"WALVAULT_IDENTITY_FILE=" + wrong}, "wal-fetch", "--prefetch", "0", seg, dest)
-		if code != 4 || !strings.Contains(stderr, "identity") {
-			t.Fatalf("exit %d (want 4): %s", code, stderr)
+		// Present but undecryptable: recovery must stop, not end (255).
+		if code != 255 || !strings.Contains(stderr, "identity") {
+			t.Fatalf("exit %d (want 255): %s", code, stderr)
 		}
 		if _, err := os.Stat(dest); err == nil {
 			t.Fatal("DEST written")
@@ -151,8 +152,8 @@ func testWALArchiving(t *testing.T, tg *target) {
 		flipByte(t, tg.ObjectPath(key))
 		dest := filepath.Join(scratch, "corrupt")
 		code, _, stderr := tg.walvault(t, recipientEnv, "wal-fetch", "--prefetch", "0", seg, dest)
-		if code != 4 || !strings.Contains(stderr, seg) {
-			t.Fatalf("exit %d (want 4): %s", code, stderr)
+		if code != 255 || !strings.Contains(stderr, seg) {
+			t.Fatalf("exit %d (want 255): %s", code, stderr)
 		}
 		if _, err := os.Stat(dest); err == nil {
 			t.Fatal("DEST written")
@@ -233,8 +234,15 @@ func TestWALBadStore(t *testing.T) {
 				start := time.Now()
 				code, stdout, stderr := tg.walvault(t, cs.env, args...)
 				took := time.Since(start)
-				if code != 3 || !strings.Contains(stderr, cs.msg) || strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
-					t.Fatalf("%s: exit %d (want 3), stderr %q (want one line mentioning %q)", args[0], code, stderr, cs.msg)
+				// wal-push: the store's code, and PostgreSQL retries; wal-fetch
+				// in an archive recovery: 255, which stops recovery rather
+				// than end it at a store that cannot be read.
+				want := 3
+				if args[0] == "wal-fetch" {
+					want = 255
+				}
+				if code != want || !strings.Contains(stderr, cs.msg) || strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
+					t.Fatalf("%s: exit %d (want %d), stderr %q (want one line mentioning %q)", args[0], code, want, stderr, cs.msg)
 				}
 				if strings.Contains(stdout+stderr, badSecret) || strings.Contains(stdout+stderr, "walvault-test-secret") {
 					t.Fatalf("%s printed a secret: %q", args[0], stderr)

@@ -41,8 +41,9 @@
 // with walvault's exit code for the error while the agent keeps retrying.
 // "fetch NAME DEST" writes DEST (in the agent's pg_wal only) atomically,
 // from the prefetch directory when it can, and answers 1 when the file is
-// not in the archive. "status" answers the counters as JSON. Code 100 tells
-// the client to run walvault wal-push or wal-fetch itself.
+// not in the archive, 255 when it is there but cannot be used (PostgreSQL
+// then stops recovery). "status" answers the counters as JSON. Code 100
+// tells the client to run walvault wal-push or wal-fetch itself.
 package agent
 
 import (
@@ -54,6 +55,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -63,6 +65,7 @@ import (
 
 	"github.com/walvault/walvault/archive"
 	"github.com/walvault/walvault/archive/agent/proto"
+	"github.com/walvault/walvault/archive/pg"
 	"github.com/walvault/walvault/archive/repo"
 	"github.com/walvault/walvault/archive/wal"
 	"github.com/walvault/walvault/cloud"
@@ -222,6 +225,13 @@ func Open(r *repo.Repo, cfg Config) (*Agent, error) {
 	_ = os.MkdirAll(filepath.Join(a.agentDir, "durable"), 0o700)
 
 	c := *r
+	if c.Cluster == "" {
+		// Bound once, before files are pushed and fetched side by side:
+		// every proof names the cluster of this data directory.
+		if sysid, err := pg.ControlSystemID(pgdata); err == nil {
+			c.Cluster = strconv.FormatUint(sysid, 10)
+		}
+	}
 	a.counted = &countingStore{Store: r.Store}
 	c.Store = a.counted
 	if cfg.Concurrency > 1 {

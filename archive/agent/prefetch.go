@@ -89,6 +89,10 @@ func (a *Agent) handleFetch(ctx context.Context, name, dest string) proto.Respon
 		} else {
 			a.log.Warn("fetch failed", "file", name, "err", archive.OneLine(err.Error()))
 		}
+		if wal.StopsRecovery(err, a.cfg.PGData) {
+			// As wal-fetch: present but unusable must not pass for absent.
+			return proto.Response{Code: proto.CodeStopRecovery, Message: archive.OneLine(err.Error()) + wal.StopRecoveryHint}
+		}
 		return a.fail(err)
 	}
 	if hit {

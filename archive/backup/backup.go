@@ -190,7 +190,7 @@ func (b *pusher) start(ctx context.Context) error {
 func (b *pusher) newManifest(startTime time.Time, startLSN archive.LSN) *repo.Manifest {
 	srv := b.srv
 	m := &repo.Manifest{
-		Format: repo.ManifestFormatFull, Software: b.opts.Software, PGVersion: srv.Version, PGVersionString: srv.VersionString,
+		Format: repo.ManifestFormat, Software: b.opts.Software, PGVersion: srv.Version, PGVersionString: srv.VersionString,
 		SystemIdentifier: strconv.FormatUint(srv.SystemID, 10), Timeline: b.tli,
 		StartLSN: startLSN, StartWAL: archive.SegmentOf(b.tli, startLSN, srv.SegSize), StartTime: startTime,
 		SegmentSize: srv.SegSize, Compression: string(orLZ4(b.r.Codec.Compression)), Encrypted: len(b.r.Codec.Recipients) > 0,
@@ -198,7 +198,7 @@ func (b *pusher) newManifest(startTime time.Time, startLSN archive.LSN) *repo.Ma
 		BlockSize: b.facts.BlockSize, DataChecksums: b.facts.DataChecksums,
 	}
 	if p := b.parent; p != nil {
-		m.Format, m.Type, m.Parent, m.ParentManifestSHA256 = repo.ManifestFormatIncremental, repo.BackupIncremental, p.m.Name, p.sum
+		m.Type, m.Parent, m.ParentManifestSHA256 = repo.BackupIncremental, p.m.Name, p.sum
 		m.Chain = append([]string{p.m.Name}, p.m.Chain...)
 	}
 	m.Hostname, _ = os.Hostname()

@@ -137,7 +137,7 @@ func benchExtract(ctx context.Context, r *repo.Repo, m *repo.Manifest, dest stri
 	for i := range m.Parts {
 		g.Go(func() error {
 			buf := make([]byte, copyBufSize)
-			return r.ReadPart(gctx, m, i, idx, func() repo.EntryFunc {
+			return r.ReadPart(gctx, m, i, idx, repo.PartOptions{}, func() repo.EntryFunc {
 				return func(hdr *tar.Header, f *repo.File, body io.Reader) error {
 					return benchWrite(root, hdr, f, body, buf)
 				}

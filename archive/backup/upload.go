@@ -71,10 +71,10 @@ func (u *uploader) uploadParts(ctx context.Context, plans []partPlan, concurrenc
 func (u *uploader) uploadPart(ctx context.Context, idx int, spc uint32, sizeHint int64, produce func(io.Writer) ([]repo.File, error)) (repo.Part, []repo.File, error) {
 	key := repo.BackupKey(u.name, repo.PartName(idx))
 	u.mu.Lock()
-	u.written = append(u.written, key)
+	u.written = append(u.written, key, repo.SumsKey(key))
 	u.mu.Unlock()
 	src := &partSource{produce: produce}
-	stored, err := u.r.Put(ctx, key, src.open, repo.PutOptions{
+	stored, sums, err := u.r.PutChunked(ctx, key, src.open, repo.PutOptions{
 		PutOptions:  cloud.PutOptions{IfAbsent: true, SizeHint: sizeHint},
 		Concurrency: codecConcurrency(),
 		OnStored:    u.prog.AddStored,
@@ -96,7 +96,7 @@ func (u *uploader) uploadPart(ctx context.Context, idx int, spc uint32, sizeHint
 		}
 	}
 	part := repo.Part{Name: repo.PartName(idx), Tablespace: spc, Files: n, Size: stored.Size,
-		StoredSize: stored.StoredSize, SHA256: stored.SHA256}
+		StoredSize: stored.StoredSize, SHA256: stored.SHA256, Sums: sums}
 	return part, files, nil
 }
 

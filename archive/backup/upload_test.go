@@ -55,8 +55,12 @@ func TestUploadPartRetry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if produced.Load() != 2 || flaky.Calls(storetest.Put) != 2 {
-		t.Fatalf("produced %d times, %d puts: want the part read again for the second attempt", produced.Load(), flaky.Calls(storetest.Put))
+	// Two attempts at the part, then its sums object.
+	if produced.Load() != 2 || flaky.Calls(storetest.Put) != 3 {
+		t.Fatalf("produced %d times, %d puts: want the part read again for the second attempt, then its sums", produced.Load(), flaky.Calls(storetest.Put))
+	}
+	if _, err := u.r.LoadSums(ctx, repo.BackupKey(u.name, part.Name), part.Sums, part.StoredSize); err != nil {
+		t.Fatalf("the part's sums object does not authenticate it: %v", err)
 	}
 	if part.Name != repo.PartName(0) || part.Files != 2 || len(files) != len(w.Base) {
 		t.Fatalf("part %+v with %d files, want 2 regular files of %d entries", part, len(files), len(w.Base))
@@ -78,7 +82,7 @@ func TestUploadPartRetry(t *testing.T) {
 	// And it reads back through the repository, every file as recorded.
 	m := &repo.Manifest{Name: u.name, Parts: []repo.Part{part}, Files: files, FileCount: len(files)}
 	seen := 0
-	err = u.r.ReadPart(ctx, m, 0, m.Index(), func() repo.EntryFunc {
+	err = u.r.ReadPart(ctx, m, 0, m.Index(), repo.PartOptions{}, func() repo.EntryFunc {
 		seen = 0
 		return func(_ *tar.Header, f *repo.File, body io.Reader) error {
 			var crc repo.CRC32C

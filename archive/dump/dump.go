@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -85,29 +86,9 @@ func DatabaseOf(dsn string) (string, error) {
 	return cc.Database, nil
 }
 
-// SafeName turns a database name into the part of a dump name it may be:
-// characters outside [A-Za-z0-9._-] become '_', at most 64 bytes.
-func SafeName(db string) string {
-	var b strings.Builder
-	for _, c := range []byte(db) {
-		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-'
-		if !ok {
-			c = '_'
-		}
-		b.WriteByte(c)
-		if b.Len() >= 64 {
-			break
-		}
-	}
-	if b.Len() == 0 {
-		return "db"
-	}
-	return b.String()
-}
-
 // Name is the name of a dump of db started at t.
 func Name(t time.Time, db string) string {
-	return "dump_" + t.UTC().Format("20060102T150405Z") + "_" + SafeName(db)
+	return repo.DumpName(t, repo.DumpKindDatabase, db)
 }
 
 // toolLog copies a tool's stderr into the log, one slog line per line,
@@ -177,9 +158,10 @@ func toolErr(tool string, err error, last string) error {
 
 // toolRun is one run of a PostgreSQL client program (pg_dump, pg_dumpall,
 // pg_restore, psql): the one way this package runs them. No shell; the
-// caller's environment with PGAPPNAME naming the walvault command; every
-// line the tool writes on stderr logged; its failure exit 6 with its last
-// message.
+// connection's settings as --dbname and its password (if any) in the
+// tool's environment, never on its command line (pg.ToolConn); PGAPPNAME
+// naming the walvault command; every line the tool writes on stderr
+// logged; its failure exit 6 with its last message.
 type toolRun struct {
 	name   string
 	cmd    *exec.Cmd
@@ -195,14 +177,20 @@ type toolIO struct {
 	pipeOut bool      // a pipe to read the output from: toolRun.stdout
 }
 
-// startTool starts the tool name at path with args, under ctx, as the
-// walvault command app.
-func startTool(ctx context.Context, name, path, app string, args []string, tio toolIO) (*toolRun, error) {
-	cmd := exec.CommandContext(ctx, path, args...) // #nosec G204 -- a PostgreSQL client program with the user's settings, no shell
-	cmd.Env = append(os.Environ(), "PGAPPNAME="+app)
+// startTool starts the tool name at path with args and the connection
+// dsn, under ctx, as the walvault command app.
+func startTool(ctx context.Context, name, path, dsn, app string, args []string, tio toolIO) (*toolRun, error) {
+	conn, env, err := pg.ToolConn(dsn)
+	if err != nil {
+		return nil, err
+	}
+	if conn != "" {
+		args = append([]string{"--dbname=" + conn}, args...)
+	}
+	cmd := exec.CommandContext(ctx, path, args...) // #nosec G204 -- PostgreSQL's own client, the user's settings, no shell
+	cmd.Env = append(append(os.Environ(), "PGAPPNAME="+app), env...)
 	cmd.Stdin = tio.in
 	t := &toolRun{name: name, cmd: cmd}
-	var err error
 	if tio.pipeIn {
 		if t.stdin, err = cmd.StdinPipe(); err != nil {
 			return nil, err
@@ -264,7 +252,7 @@ type PushOptions struct {
 // not "dump_", so no database (not even one called "globals") can have
 // the same name.
 func GlobalsName(t time.Time) string {
-	return "dumpall_" + t.UTC().Format("20060102T150405Z") + "_globals"
+	return repo.DumpName(t, repo.DumpKindGlobals, "")
 }
 
 // Push runs pg_dump -Fc -Z0 (or, with o.Globals, pg_dumpall
@@ -302,13 +290,18 @@ func Push(ctx context.Context, r *repo.Repo, o PushOptions) (*repo.DumpManifest,
 	if err != nil {
 		return nil, err
 	}
-	srvVer, srvText := srv.Version, srv.VersionString
+	srvVer, srvText, sysid := srv.Version, srv.VersionString, srv.SystemID
 	srv.Close()
+	// A prefix holds one cluster's archive, dumps included: the dump is
+	// bound to it (and claims a prefix nothing was archived to yet).
+	if err := r.EnsureCluster(ctx, sysid, 0, ""); err != nil {
+		return nil, err
+	}
 
 	start := now().UTC()
 	m := &repo.DumpManifest{Format: repo.DumpManifestFormat, Kind: repo.DumpKindDatabase, Name: Name(start, db), Software: o.Software,
 		Database: db, PGVersion: srvVer, PGVersionText: srvText, PGDumpVersion: ver, DumpFormat: "custom", StartTime: start,
-		Compression: string(r.Codec.Compression), Encrypted: len(r.Codec.Recipients) > 0}
+		Compression: string(r.Codec.Compression), Encrypted: len(r.Codec.Recipients) > 0, SystemIdentifier: strconv.FormatUint(sysid, 10)}
 	args := []string{"-Fc", "-Z0", "--no-password"}
 	if o.Globals {
 		m.Kind, m.Name, m.DumpFormat = repo.DumpKindGlobals, GlobalsName(start), "plain"
@@ -318,10 +311,7 @@ func Push(ctx context.Context, r *repo.Repo, o PushOptions) (*repo.DumpManifest,
 		m.Compression = "lz4"
 	}
 	m.Hostname, _ = os.Hostname()
-	if dsn != "" {
-		args = append(args, "--dbname="+dsn)
-	}
-	if err := stream(ctx, r, m, tool, toolPath, args); err != nil {
+	if err := stream(ctx, r, m, tool, toolPath, dsn, args); err != nil {
 		return nil, err
 	}
 	m.StopTime = now().UTC()
@@ -329,7 +319,7 @@ func Push(ctx context.Context, r *repo.Repo, o PushOptions) (*repo.DumpManifest,
 		m.StopTime = m.StartTime
 	}
 	if err := r.WriteDumpManifest(ctx, m); err != nil {
-		_ = r.Store.Delete(context.WithoutCancel(ctx), repo.DumpKey(m.Name, repo.DumpFile))
+		removeDumpObjects(ctx, r, m.Name)
 		return nil, err
 	}
 	return m, nil
@@ -337,12 +327,12 @@ func Push(ctx context.Context, r *repo.Repo, o PushOptions) (*repo.DumpManifest,
 
 // stream runs the dump tool and stores its output as m's dump object,
 // recording the sizes and digest in m. On failure the object is removed.
-func stream(ctx context.Context, r *repo.Repo, m *repo.DumpManifest, tool, toolPath string, args []string) error {
+func stream(ctx context.Context, r *repo.Repo, m *repo.DumpManifest, tool, toolPath, dsn string, args []string) error {
 	key := repo.DumpKey(m.Name, repo.DumpFile)
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	slog.Info("dump starting", "dump", m.Name, "kind", m.Kind, "database", m.Database, tool, m.PGDumpVersion)
-	run, err := startTool(cctx, tool, toolPath, "walvault dump-push", args, toolIO{pipeOut: true})
+	run, err := startTool(cctx, tool, toolPath, dsn, "walvault dump-push", args, toolIO{pipeOut: true})
 	if err != nil {
 		return err
 	}
@@ -357,7 +347,7 @@ func stream(ctx context.Context, r *repo.Repo, m *repo.DumpManifest, tool, toolP
 		opened = true
 		return io.NopCloser(stdout), nil
 	}
-	st, putErr := r.Put(cctx, key, src, repo.PutOptions{PutOptions: cloud.PutOptions{IfAbsent: true}})
+	st, sums, putErr := r.PutChunked(cctx, key, src, repo.PutOptions{PutOptions: cloud.PutOptions{IfAbsent: true}})
 	if putErr != nil {
 		cancel() // the tool must not block on a pipe nobody reads
 	}
@@ -370,16 +360,25 @@ func stream(ctx context.Context, r *repo.Repo, m *repo.DumpManifest, tool, toolP
 	}
 	if putErr != nil || waitErr != nil {
 		// Nothing of a failed dump is kept.
-		if derr := r.Store.Delete(context.WithoutCancel(ctx), key); derr != nil {
-			slog.Warn("could not remove the dump object of a failed dump", "key", key, "err", derr)
-		}
+		removeDumpObjects(ctx, r, m.Name)
 		if putErr != nil {
 			return putErr
 		}
 		return waitErr
 	}
-	m.Size, m.StoredSize, m.SHA256 = st.Size, st.StoredSize, st.SHA256
+	m.Size, m.StoredSize, m.SHA256, m.Sums = st.Size, st.StoredSize, st.SHA256, sums
 	return nil
+}
+
+// removeDumpObjects removes the dump object and its sums of a dump that
+// failed: nothing of it is kept.
+func removeDumpObjects(ctx context.Context, r *repo.Repo, name string) {
+	key := repo.DumpKey(name, repo.DumpFile)
+	for _, k := range []string{key, repo.SumsKey(key)} {
+		if err := r.Store.Delete(context.WithoutCancel(ctx), k); err != nil {
+			slog.Warn("could not remove an object of a failed dump", "key", k, "err", err)
+		}
+	}
 }
 
 // ListDatabases names the databases dump-push --all dumps: those that
@@ -455,9 +454,9 @@ func PushAll(ctx context.Context, r *repo.Repo, o PushOptions, done func(*repo.D
 }
 
 // Resolve finds the dump NAME names. LATEST is the newest complete
-// database dump: a globals dump (dump-push --all) is never picked by it,
-// only by its name.
-func Resolve(ctx context.Context, r *repo.Repo, name string) (*repo.DumpManifest, error) {
+// database dump of database (of any database when it is ""): a globals
+// dump (dump-push --all) is never picked by it, only by its name.
+func Resolve(ctx context.Context, r *repo.Repo, name, database string) (*repo.DumpManifest, error) {
 	if name != "LATEST" {
 		return r.ReadDumpManifest(ctx, name)
 	}
@@ -472,30 +471,60 @@ func Resolve(ctx context.Context, r *repo.Repo, name string) (*repo.DumpManifest
 	}
 	list := repo.CompleteDumps(folders)
 	for i := len(list) - 1; i >= 0; i-- {
-		if list[i].Kind == repo.DumpKindDatabase {
+		if list[i].Kind == repo.DumpKindDatabase && (database == "" || list[i].Database == database) {
 			return list[i], nil
 		}
 	}
-	if len(list) > 0 {
+	switch {
+	case database != "":
+		return nil, fmt.Errorf("no complete dump of database %s in %s (dump-list shows the dumps, --database names whose dump LATEST is): %w", database, r.Store, archive.ErrNotInArchive)
+	case len(list) > 0:
 		return nil, fmt.Errorf("no complete database dump in %s (LATEST never picks a globals dump: name it, dump-list shows them): %w", r.Store, archive.ErrNotInArchive)
 	}
 	return nil, fmt.Errorf("no complete dump in %s: %w", r.Store, archive.ErrNotInArchive)
 }
 
-// load streams dump m's verified, decoded content to fn. The stored
-// object must hash to what the (signed) manifest records, and be
-// encrypted when the manifest says so and an identity is configured; its
-// decoded size must be the manifest's. A mismatch found at the end is an
-// ErrIntegrity error even after fn has consumed everything.
-func load(ctx context.Context, r *repo.Repo, m *repo.DumpManifest, fn func(io.Reader) error) error {
-	want := repo.Want{StoredSHA256: m.SHA256, StoredSize: m.StoredSize, Encrypted: m.Encrypted, MaxSize: max(m.Size, 1)}
+// CheckTarget refuses to restore dump m into a database of another name
+// unless the user said whose dump it is (source, --database): a dump
+// restored under another database's name is either a mistake, or LATEST
+// picking another database's dump because this one's newer dumps are
+// gone. With --create pg_restore makes the dump's own database.
+func CheckTarget(m *repo.DumpManifest, dsn string, create bool, source string) error {
+	if m.Kind != repo.DumpKindDatabase {
+		return nil
+	}
+	if source != "" && source != m.Database {
+		return fmt.Errorf("%w: dump %s is of database %s, not %s (--database)", archive.ErrBadInput, m.Name, m.Database, source)
+	}
+	if create || source != "" {
+		return nil
+	}
+	target, err := DatabaseOf(dsn)
+	if err != nil {
+		return err
+	}
+	if target != m.Database {
+		return fmt.Errorf("%w: dump %s is of database %s, and --dbname connects to %s: to restore it there, say so with --database %s (or use --create to restore it as %s)",
+			archive.ErrBadInput, m.Name, m.Database, target, m.Database, m.Database)
+	}
+	return nil
+}
+
+// load streams dump m's authenticated, decoded content to fn. The stored
+// object is released to the decoder chunk by chunk, each chunk only once
+// it matched the sums object the (signed) manifest proves: fn never reads
+// a byte that is not the dump's. A dump from before sums (format 1) is
+// downloaded into stageDir ("": the system's temp directory) and checked
+// whole first. Its decoded size must be the manifest's.
+func load(ctx context.Context, r *repo.Repo, m *repo.DumpManifest, stageDir string, fn func(io.Reader) error) error {
+	want := repo.Want{Encrypted: m.Encrypted, MaxSize: max(m.Size, 1)}
 	key := repo.DumpKey(m.Name, repo.DumpFile)
-	return r.Load(ctx, key, want, func(rd io.Reader, _ cloud.ObjectInfo) error {
+	read := func(rd io.Reader, _ cloud.ObjectInfo) error {
 		cr := &countReader{r: rd}
 		if err := fn(cr); err != nil {
 			return err
 		}
-		// Read to the end: the digest check runs there.
+		// Read to the end: the last chunk, and the size, are checked there.
 		if _, err := io.Copy(io.Discard, cr); err != nil {
 			return err
 		}
@@ -503,7 +532,16 @@ func load(ctx context.Context, r *repo.Repo, m *repo.DumpManifest, fn func(io.Re
 			return fmt.Errorf("%w: %s in %s decodes to %d bytes, its manifest says %d", archive.ErrIntegrity, key, r.Store, cr.n, m.Size)
 		}
 		return nil
-	})
+	}
+	if m.Sums == "" {
+		return r.LoadStaged(ctx, key, m.SHA256, m.StoredSize, stageDir, want, read)
+	}
+	sums, err := r.LoadSums(ctx, key, m.Sums, m.StoredSize)
+	if err != nil {
+		return err
+	}
+	want.Sums = sums
+	return r.Load(ctx, key, want, read)
 }
 
 type countReader struct {

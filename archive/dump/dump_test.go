@@ -3,6 +3,7 @@ package dump
 import (
 	"bytes"
 	"context"
+	crand "crypto/rand"
 	"errors"
 	"io"
 	"os"
@@ -95,28 +96,90 @@ func repos(t *testing.T) (w, r *repo.Repo) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w = &repo.Repo{Store: st, Codec: codec.Settings{Compression: codec.LZ4, Recipients: recips}, Sign: sk}
+	w = &repo.Repo{Store: st, Codec: codec.Settings{Compression: codec.LZ4, Recipients: recips}, Sign: sk, Cluster: "7300000000000000001"}
 	r = &repo.Repo{Store: st, Verify: []crypto.VerifyKey{vk}, Identities: ids}
 	return w, r
 }
 
 // putDump stores content as dump name with its manifest, as Push does.
 func putDump(t *testing.T, w *repo.Repo, name string, content []byte) *repo.DumpManifest {
+	return putDumpFormat(t, w, name, content, repo.DumpManifestFormat)
+}
+
+// putDumpFormat is putDump in manifest format 1 (a dump from before sums,
+// checked whole) or 2 (authenticated chunk by chunk).
+func putDumpFormat(t *testing.T, w *repo.Repo, name string, content []byte, format int) *repo.DumpManifest {
 	t.Helper()
 	ctx := context.Background()
 	src := func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(content)), nil }
-	st, err := w.Put(ctx, repo.DumpKey(name, repo.DumpFile), src, repo.PutOptions{PutOptions: cloud.PutOptions{IfAbsent: true}})
+	key := repo.DumpKey(name, repo.DumpFile)
+	opts := repo.PutOptions{PutOptions: cloud.PutOptions{IfAbsent: true}}
+	var st repo.Stored
+	var sums string
+	var err error
+	if format >= 2 {
+		st, sums, err = w.PutChunked(ctx, key, src, opts)
+	} else {
+		st, err = w.Put(ctx, key, src, opts)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
 	now := time.Now().UTC()
-	m := &repo.DumpManifest{Format: 1, Kind: repo.DumpKindDatabase, Name: name, Database: "shop", PGVersion: 150014, PGDumpVersion: "pg_dump (PostgreSQL) 15.14",
+	m := &repo.DumpManifest{Format: format, Kind: repo.DumpKindDatabase, Name: name, Database: "shop", PGVersion: 150014, PGDumpVersion: "pg_dump (PostgreSQL) 15.14",
 		DumpFormat: "custom", StartTime: now, StopTime: now, Size: st.Size, StoredSize: st.StoredSize, SHA256: st.SHA256,
-		Compression: "lz4", Encrypted: true}
+		Compression: "lz4", Encrypted: true, Sums: sums}
+	if format >= 2 {
+		m.SystemIdentifier = "7300000000000000001"
+	}
 	if err := w.WriteDumpManifest(ctx, m); err != nil {
 		t.Fatal(err)
 	}
 	return m
+}
+
+// A dump's bytes reach the consumer only once authenticated: a replaced
+// object (same size, another content) hands nothing on, whether the dump
+// is checked chunk by chunk or, from before sums, staged and checked
+// whole.
+func TestLoadHandsOnNothingUnproven(t *testing.T) {
+	for _, format := range []int{1, 2} {
+		ctx := context.Background()
+		w, r := repos(t)
+		content := make([]byte, 3<<20)
+		_, _ = crand.Read(content)
+		m := putDumpFormat(t, w, "dump_20261129T201500Z_shop", content, format)
+		// Read back whole first.
+		var got bytes.Buffer
+		if err := load(ctx, r, m, t.TempDir(), func(rd io.Reader) error { _, err := io.Copy(&got, rd); return err }); err != nil || !bytes.Equal(got.Bytes(), content) {
+			t.Fatalf("format %d: read %d of %d bytes back: %v", format, got.Len(), len(content), err)
+		}
+		// Then the object replaced by another dump of the same size.
+		other, _, err := w.Store.Get(ctx, repo.DumpKey(m.Name, repo.DumpFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(other)
+		_ = other.Close()
+		body[len(body)-100] ^= 0xff // the last chunk
+		if err := w.Store.Put(ctx, repo.DumpKey(m.Name, repo.DumpFile), cloud.Bytes(body), cloud.PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		handed := 0
+		err = load(ctx, r, m, t.TempDir(), func(rd io.Reader) error {
+			n, err := io.Copy(io.Discard, rd)
+			handed = int(n)
+			return err
+		})
+		if !errors.Is(err, archive.ErrIntegrity) {
+			t.Fatalf("format %d: a damaged dump: %v", format, err)
+		}
+		// Chunked: the proven chunks before the damaged one may go on;
+		// staged: nothing.
+		if limit := len(content) - (1 << 20); format == 1 && handed != 0 || format == 2 && handed > limit {
+			t.Fatalf("format %d: %d bytes handed on before the damage was found", format, handed)
+		}
+	}
 }
 
 func TestFetchVerifies(t *testing.T) {
@@ -132,7 +195,7 @@ func TestFetchVerifies(t *testing.T) {
 	if err := w.WriteDumpManifest(ctx, g); err != nil {
 		t.Fatal(err)
 	}
-	m, err := Resolve(ctx, r, "LATEST")
+	m, err := Resolve(ctx, r, "LATEST", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,6 +206,9 @@ func TestFetchVerifies(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := w.Store.Delete(ctx, repo.DumpKey(g.Name, repo.ManifestFile)); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Store.Delete(ctx, repo.SumsKey(repo.DumpKey(g.Name, repo.DumpFile))); err != nil {
 		t.Fatal(err)
 	}
 	dest := filepath.Join(t.TempDir(), "shop.dump")
@@ -159,7 +225,7 @@ func TestFetchVerifies(t *testing.T) {
 	// A manifest that lies about the stored digest (as if the signed one
 	// had been replaced): its proof fails.
 	forged := *m
-	forged.SHA256 = strings.Repeat("0", 64)
+	forged.Sums = strings.Repeat("0", 64)
 	forger := *w
 	forger.Sign = nil
 	_ = w.Store.Delete(ctx, repo.DumpKey(m.Name, repo.ManifestFile))
@@ -173,7 +239,7 @@ func TestFetchVerifies(t *testing.T) {
 	if err != nil || len(folders) != 1 || folders[0].Err == nil || len(repo.CompleteDumps(folders)) != 0 {
 		t.Fatalf("ListDumps with an unsigned manifest: %v %+v", err, folders)
 	}
-	// The right manifest, the wrong digest: the read fails, no file.
+	// The right manifest, the wrong sums digest: the read fails, no file.
 	other := filepath.Join(t.TempDir(), "x.dump")
 	if err := Fetch(ctx, r, &forged, other); !errors.Is(err, archive.ErrIntegrity) {
 		t.Fatalf("fetch with a wrong digest: %v", err)
@@ -197,22 +263,25 @@ func TestManifestValidation(t *testing.T) {
 		t.Fatal(err)
 	}
 	for what, change := range map[string]func(*repo.DumpManifest){
-		"future format":    func(m *repo.DumpManifest) { m.Format = 2 },
-		"path in name":     func(m *repo.DumpManifest) { m.Name = "../x" },
-		"escape in db":     func(m *repo.DumpManifest) { m.Database = "shop\x1b[2J" },
-		"bidi in version":  func(m *repo.DumpManifest) { m.PGDumpVersion = "15\u202e" },
-		"long database":    func(m *repo.DumpManifest) { m.Database = strings.Repeat("d", 200) },
-		"no digest":        func(m *repo.DumpManifest) { m.SHA256 = "" },
-		"other format":     func(m *repo.DumpManifest) { m.DumpFormat = "plain" },
-		"bad compression":  func(m *repo.DumpManifest) { m.Compression = "gzip" },
-		"negative size":    func(m *repo.DumpManifest) { m.Size = -1 },
-		"time runs back":   func(m *repo.DumpManifest) { m.StopTime = now.Add(-time.Hour) },
-		"empty database":   func(m *repo.DumpManifest) { m.Database = "" },
-		"no stored object": func(m *repo.DumpManifest) { m.StoredSize = 0 },
-		"no kind":          func(m *repo.DumpManifest) { m.Kind = "" },
-		"unknown kind":     func(m *repo.DumpManifest) { m.Kind = "cluster" },
-		"globals, custom":  func(m *repo.DumpManifest) { m.Kind = repo.DumpKindGlobals; m.Database = "" },
-		"globals with db":  func(m *repo.DumpManifest) { m.Kind = repo.DumpKindGlobals; m.DumpFormat = "plain" },
+		"future format":      func(m *repo.DumpManifest) { m.Format = 3 },
+		"format 2, no sums":  func(m *repo.DumpManifest) { m.Format, m.SystemIdentifier = 2, "7" },
+		"format 2, no sysid": func(m *repo.DumpManifest) { m.Format, m.Sums = 2, strings.Repeat("ab", 32) },
+		"format 1 with sums": func(m *repo.DumpManifest) { m.Sums = strings.Repeat("ab", 32) },
+		"path in name":       func(m *repo.DumpManifest) { m.Name = "../x" },
+		"escape in db":       func(m *repo.DumpManifest) { m.Database = "shop\x1b[2J" },
+		"bidi in version":    func(m *repo.DumpManifest) { m.PGDumpVersion = "15\u202e" },
+		"long database":      func(m *repo.DumpManifest) { m.Database = strings.Repeat("d", 200) },
+		"no digest":          func(m *repo.DumpManifest) { m.SHA256 = "" },
+		"other format":       func(m *repo.DumpManifest) { m.DumpFormat = "plain" },
+		"bad compression":    func(m *repo.DumpManifest) { m.Compression = "gzip" },
+		"negative size":      func(m *repo.DumpManifest) { m.Size = -1 },
+		"time runs back":     func(m *repo.DumpManifest) { m.StopTime = now.Add(-time.Hour) },
+		"empty database":     func(m *repo.DumpManifest) { m.Database = "" },
+		"no stored object":   func(m *repo.DumpManifest) { m.StoredSize = 0 },
+		"no kind":            func(m *repo.DumpManifest) { m.Kind = "" },
+		"unknown kind":       func(m *repo.DumpManifest) { m.Kind = "cluster" },
+		"globals, custom":    func(m *repo.DumpManifest) { m.Kind = repo.DumpKindGlobals; m.Database = "" },
+		"globals with db":    func(m *repo.DumpManifest) { m.Kind = repo.DumpKindGlobals; m.DumpFormat = "plain" },
 	} {
 		m := good
 		change(&m)
@@ -230,5 +299,28 @@ func TestManifestValidation(t *testing.T) {
 	}
 	if _, err := repo.DecodeDumpManifest(strings.NewReader(strings.Repeat(" ", repo.MaxDumpManifestBytes+1))); err == nil {
 		t.Error("an oversized manifest was accepted")
+	}
+}
+
+// A dump goes into a database of another name only when the user said
+// whose dump it is.
+func TestCheckTarget(t *testing.T) {
+	m := &repo.DumpManifest{Kind: repo.DumpKindDatabase, Name: "dump_20261129T201500Z_crm", Database: "crm"}
+	for _, tt := range []struct {
+		dsn, source string
+		create, ok  bool
+	}{
+		{"dbname=crm", "", false, true},
+		{"dbname=shop", "", false, false},
+		{"dbname=shop", "crm", false, true},
+		{"dbname=shop", "shop", false, false},
+		{"dbname=postgres", "", true, true},
+		{"dbname=postgres", "shop", true, false},
+		{"postgresql://h/crm_staging", "crm", false, true},
+	} {
+		err := CheckTarget(m, tt.dsn, tt.create, tt.source)
+		if (err == nil) != tt.ok || err != nil && !errors.Is(err, archive.ErrBadInput) {
+			t.Errorf("%+v: %v", tt, err)
+		}
 	}
 }

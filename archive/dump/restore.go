@@ -21,7 +21,10 @@ type RestoreOptions struct {
 	Clean   bool   // pg_restore --clean --if-exists
 	Create  bool   // pg_restore --create
 	TempDir string // for Jobs > 1 ("" : os.TempDir())
-	BinDir  string // where pg_restore is
+	// Database is whose dump the user means to restore (--database):
+	// needed to restore it into a database of another name.
+	Database string
+	BinDir   string // where pg_restore is
 }
 
 // ErrPartial marks a streaming restore whose dump failed its check after
@@ -43,11 +46,14 @@ func Restore(ctx context.Context, r *repo.Repo, m *repo.DumpManifest, o RestoreO
 	if m.Kind == repo.DumpKindGlobals {
 		return restoreGlobals(ctx, r, m, o)
 	}
+	if err := CheckTarget(m, o.DSN, o.Create, o.Database); err != nil {
+		return err
+	}
 	pgRestore, err := FindTool(o.BinDir, "pg_restore")
 	if err != nil {
 		return err
 	}
-	args := []string{"--no-password", "--exit-on-error", "--dbname=" + o.DSN}
+	args := []string{"--no-password", "--exit-on-error"}
 	if o.Clean {
 		args = append(args, "--clean", "--if-exists")
 	}
@@ -58,16 +64,21 @@ func Restore(ctx context.Context, r *repo.Repo, m *repo.DumpManifest, o RestoreO
 	if o.Jobs > 1 {
 		return restoreFromFile(ctx, r, m, o, pgRestore, args)
 	}
+	if m.Sums == "" {
+		// A dump from before sums can only be checked whole: it is
+		// downloaded and checked first, as for a parallel restore.
+		return restoreFromFile(ctx, r, m, o, pgRestore, args)
+	}
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	run, err := startTool(cctx, "pg_restore", pgRestore, "walvault dump-restore", args, toolIO{pipeIn: true})
+	run, err := startTool(cctx, "pg_restore", pgRestore, o.DSN, "walvault dump-restore", args, toolIO{pipeIn: true})
 	if err != nil {
 		return err
 	}
 	stdin := run.stdin
 	var toolGone bool
 	w := &writeErr{w: stdin}
-	loadErr := load(ctx, r, m, func(rd io.Reader) error {
+	loadErr := load(ctx, r, m, o.TempDir, func(rd io.Reader) error {
 		if w.n > 0 {
 			// The store's connection broke and Load starts over: what
 			// pg_restore already read cannot be taken back.
@@ -95,9 +106,9 @@ func Restore(ctx context.Context, r *repo.Repo, m *repo.DumpManifest, o RestoreO
 	if archive.IsContextErr(loadErr) || w.n == 0 {
 		return loadErr
 	}
-	// What failed the check may be what made pg_restore stop: the damage
-	// is the cause either way.
-	return fmt.Errorf("%w; %w: pg_restore was stopped, but it had already restored part of the dump: clean the database (or restore again with --clean)", loadErr, ErrPartial)
+	// Only authenticated chunks reached pg_restore, but the dump ended
+	// early (a later chunk failed, or the download broke off).
+	return fmt.Errorf("%w; %w: pg_restore was stopped after it had restored part of the dump (only data the dump's manifest proves reached it): clean the database (or restore again with --clean)", loadErr, ErrPartial)
 }
 
 // MaxGlobalsBytes bounds a globals dump dump-restore runs: it is read
@@ -131,11 +142,11 @@ func restoreGlobals(ctx context.Context, r *repo.Repo, m *repo.DumpManifest, o R
 		return err
 	}
 	var sql bytes.Buffer
-	if err := load(ctx, r, m, func(rd io.Reader) error { sql.Reset(); _, err := io.Copy(&sql, rd); return err }); err != nil {
+	if err := load(ctx, r, m, o.TempDir, func(rd io.Reader) error { sql.Reset(); _, err := io.Copy(&sql, rd); return err }); err != nil {
 		return err
 	}
 	slog.Info("restoring globals dump", "dump", m.Name)
-	run, err := startTool(ctx, "psql", psql, "walvault dump-restore", []string{"-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=0", "--dbname=" + o.DSN, "-f", "-"}, toolIO{in: &sql})
+	run, err := startTool(ctx, "psql", psql, o.DSN, "walvault dump-restore", []string{"-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=0", "-f", "-"}, toolIO{in: &sql})
 	if err != nil {
 		return err
 	}
@@ -160,15 +171,15 @@ func restoreFromFile(ctx context.Context, r *repo.Repo, m *repo.DumpManifest, o 
 		return fmt.Errorf("%w: temp file for a parallel restore: %v (set --temp-dir)", archive.ErrBadInput, err)
 	}
 	defer func() { _ = os.Remove(f.Name()) }()
-	err = load(ctx, r, m, func(rd io.Reader) error { _, err := io.Copy(f, rd); return err })
+	err = load(ctx, r, m, dir, func(rd io.Reader) error { _, err := io.Copy(f, rd); return err })
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
 		return err
 	}
-	args = append(args, fmt.Sprintf("--jobs=%d", o.Jobs), f.Name())
-	run, err := startTool(ctx, "pg_restore", pgRestore, "walvault dump-restore", args, toolIO{})
+	args = append(args, fmt.Sprintf("--jobs=%d", max(o.Jobs, 1)), f.Name())
+	run, err := startTool(ctx, "pg_restore", pgRestore, o.DSN, "walvault dump-restore", args, toolIO{})
 	if err != nil {
 		return err
 	}
@@ -188,7 +199,7 @@ func Fetch(ctx context.Context, r *repo.Repo, m *repo.DumpManifest, dest string)
 	}
 	tmp := f.Name()
 	defer func() { _ = os.Remove(tmp) }()
-	err = load(ctx, r, m, func(rd io.Reader) error { _, err := io.Copy(f, rd); return err })
+	err = load(ctx, r, m, filepath.Dir(dest), func(rd io.Reader) error { _, err := io.Copy(f, rd); return err })
 	if err == nil {
 		err = f.Sync()
 	}

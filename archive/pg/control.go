@@ -28,3 +28,19 @@ func CheckControlFile(pgdata string, sysid uint64) error {
 	}
 	return nil
 }
+
+// ControlSystemID reads the system identifier from pgdata's pg_control,
+// the first 8 bytes in the server's byte order (little-endian on every
+// platform walvault runs on).
+func ControlSystemID(pgdata string) (uint64, error) {
+	f, err := os.Open(filepath.Join(pgdata, "global", "pg_control")) // #nosec G304 -- the data directory we serve
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = f.Close() }()
+	var b [8]byte
+	if _, err := io.ReadFull(f, b[:]); err != nil {
+		return 0, fmt.Errorf("%s/global/pg_control: %w", pgdata, err)
+	}
+	return binary.LittleEndian.Uint64(b[:]), nil
+}

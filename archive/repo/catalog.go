@@ -53,6 +53,10 @@ type Catalog struct {
 	wal     []cloud.ObjectInfo
 	hist    *histories
 	inv     *WALInventory
+	// walChecked are the WAL keys AuthenticateWAL checked; BadWAL the
+	// ones that failed, taken out of wal.
+	walChecked map[string]bool
+	BadWAL     []BadObject
 }
 
 // BackupFolder is what the store holds under backups/<name>/.
@@ -73,6 +77,41 @@ type BackupFolder struct {
 	ManifestSHA256 string
 }
 
+// PartProblem is a part (or its sums object) of a backup that the listing
+// does not show as its manifest records it.
+type PartProblem struct {
+	Key     string
+	Problem string
+}
+
+// MissingParts lists the parts of m, and their sums objects, that the
+// folder does not hold with the size m records: without them the backup
+// cannot be restored.
+func (f *BackupFolder) MissingParts(m *Manifest) []PartProblem {
+	var out []PartProblem
+	for _, p := range m.Parts {
+		key := BackupKey(m.Name, p.Name)
+		o, ok := f.Objects[p.Name]
+		switch {
+		case !ok:
+			out = append(out, PartProblem{key, "missing"})
+		case o.Size != p.StoredSize:
+			out = append(out, PartProblem{key, fmt.Sprintf("is %d bytes, the manifest says %d: the stored part is truncated or altered", o.Size, p.StoredSize)})
+		}
+		if p.Sums == "" {
+			continue // a backup from before sums
+		}
+		so, ok := f.Objects[p.Name+SumsSuffix]
+		switch want := SumsLen(p.StoredSize); {
+		case !ok:
+			out = append(out, PartProblem{SumsKey(key), "missing: the part cannot be authenticated without it"})
+		case so.Size != want:
+			out = append(out, PartProblem{SumsKey(key), fmt.Sprintf("is %d bytes, a part of %d bytes has one of %d: it is truncated or altered", so.Size, p.StoredSize, want)})
+		}
+	}
+	return out
+}
+
 // histories are the timeline history files read from wal/history/.
 type histories struct {
 	parsed map[uint32][]archive.HistoryEntry
@@ -83,6 +122,9 @@ type histories struct {
 // LoadCatalog lists backups/ once and reads every manifest (eight at a
 // time), then lists wal/ and reads the history files as opts says.
 func (r *Repo) LoadCatalog(ctx context.Context, opts CatalogOptions) (*Catalog, error) {
+	if err := r.BindCluster(ctx); err != nil {
+		return nil, err
+	}
 	folders, err := r.scanBackupFolders(ctx, opts.FullManifest)
 	if err != nil {
 		return nil, err
@@ -290,6 +332,9 @@ func (r *Repo) scanBackupFolders(ctx context.Context, full func(name string) boo
 	}
 	return folders, eachFolder(ctx, withManifest, func(ctx context.Context, f *BackupFolder) error {
 		m, sum, err := r.ReadManifestSum(ctx, f.Name, full == nil || !full(f.Name))
+		if err == nil {
+			err = r.applyMarks(ctx, f, m)
+		}
 		switch {
 		case err == nil:
 			f.Manifest, f.ManifestSHA256 = m, sum

@@ -51,6 +51,9 @@ func (r *Repo) ReadManifestSum(ctx context.Context, name string, summaryOnly boo
 	if m.Name != name {
 		return nil, "", fmt.Errorf("%w: %s in %s names backup %q", archive.ErrIntegrity, key, r.Store, m.Name)
 	}
+	if r.Cluster != "" && m.SystemIdentifier != r.Cluster {
+		return nil, "", fmt.Errorf("%w: %s in %s is a backup of the cluster with system identifier %s, and this archive belongs to %s (cluster.json): a backup copied from another cluster's archive", archive.ErrIntegrity, key, r.Store, m.SystemIdentifier, r.Cluster)
+	}
 	return m, sum, nil
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/walvault/walvault/archive"
 	"github.com/walvault/walvault/archive/internal/fsutil"
 	"github.com/walvault/walvault/cloud"
+	"github.com/walvault/walvault/crypto"
 )
 
 // ClusterInfo is cluster.json: the first push records which cluster owns a
@@ -44,25 +45,62 @@ func (ci ClusterInfo) check() error {
 }
 
 // ReadCluster returns the recorded owner, or ok=false if none yet.
+// cluster.json is authenticated like every object (its proof, by the
+// verify keys or a writer's own signing key), unless unsigned objects are
+// allowed: it decides which cluster's objects a reader accepts.
 func (r *Repo) ReadCluster(ctx context.Context) (ClusterInfo, bool, error) {
-	st := r.Store
-	rc, _, err := st.Get(ctx, ClusterKey)
-	if errors.Is(err, cloud.ErrNotFound) {
-		return ClusterInfo{}, false, nil
+	ci, _, ok, err := r.readCluster(ctx)
+	return ci, ok, err
+}
+
+// readCluster is ReadCluster that also says whether cluster.json carries
+// a proof.
+func (r *Repo) readCluster(ctx context.Context) (ci ClusterInfo, signed, ok bool, err error) {
+	strict := *r
+	strict.Cluster = "" // cluster.json says which cluster it is
+	err = strict.Load(ctx, ClusterKey, Want{Proof: true, MaxSize: MaxClusterBytes}, func(rd io.Reader, info cloud.ObjectInfo) error {
+		signed = info.Metadata[MetaProof] != ""
+		b, err := io.ReadAll(rd)
+		if err != nil {
+			return err
+		}
+		err = json.Unmarshal(b, &ci)
+		if err == nil {
+			err = ci.check()
+		}
+		if c, bound := info.Metadata[MetaCluster]; err == nil && bound && c != ci.SystemIdentifier {
+			err = fmt.Errorf("it records system identifier %s, its proof %s", ci.SystemIdentifier, c)
+		}
+		if err != nil {
+			return fmt.Errorf("%w: %s in %s does not parse: %v", archive.ErrIntegrity, ClusterKey, r.Store, err)
+		}
+		return nil
+	})
+	if errors.Is(err, archive.ErrNotInArchive) {
+		return ClusterInfo{}, false, false, nil
 	}
 	if err != nil {
-		return ClusterInfo{}, false, archive.StoreErr(err)
+		return ClusterInfo{}, false, false, err
 	}
-	defer rc.Close()
-	var ci ClusterInfo
-	err = json.NewDecoder(io.LimitReader(rc, MaxClusterBytes)).Decode(&ci)
-	if err == nil {
-		err = ci.check()
+	return ci, signed, true, nil
+}
+
+// BindCluster sets r.Cluster from the authenticated cluster.json, once:
+// from then on a proof that names another cluster is refused, and so is a
+// manifest of another cluster. A store without cluster.json (nothing was
+// archived yet) leaves it unset.
+func (r *Repo) BindCluster(ctx context.Context) error {
+	if r.Cluster != "" {
+		return nil
 	}
+	ci, ok, err := r.ReadCluster(ctx)
 	if err != nil {
-		return ClusterInfo{}, false, fmt.Errorf("%w: %s in %s does not parse: %v", archive.ErrIntegrity, ClusterKey, st, err)
+		return err
 	}
-	return ci, true, nil
+	if ok {
+		r.Cluster = ci.SystemIdentifier
+	}
+	return nil
 }
 
 // SegmentSizeCap is the most a WAL object of this archive may decode to:
@@ -91,26 +129,35 @@ func (r *Repo) EnsureCluster(ctx context.Context, sysid uint64, segSize int64, c
 	sum := sha256.Sum256([]byte(st.String()))
 	cache, cached := "", fmt.Sprintf("%s %d", want, segSize)
 	if cacheDir != "" {
-		cache = filepath.Join(cacheDir, "cluster-"+hex.EncodeToString(sum[:8]))
+		cache = filepath.Join(cacheDir, "cluster-v2-"+hex.EncodeToString(sum[:8]))
 		if b, err := os.ReadFile(cache); err == nil && string(bytes.TrimSpace(b)) == cached { // #nosec G304 -- our spool
+			r.bind(want)
 			return nil
 		}
 	}
-	ci, ok, err := r.ReadCluster(ctx)
+	allow := *r
+	allow.AllowUnsigned = true // an unsigned one of ours is signed below
+	ci, signed, ok, err := allow.readCluster(ctx)
 	if err != nil {
 		return err
 	}
 	if !ok {
 		ci = ClusterInfo{SystemIdentifier: want, Created: time.Now().UTC(), WALSegmentSize: segSize}
-		body, _ := json.MarshalIndent(ci, "", "  ")
-		h := sha256.Sum256(body)
-		opts := cloud.PutOptions{IfAbsent: true, Metadata: contentMeta(hex.EncodeToString(h[:]), int64(len(body)))}
-		err := r.PutBytes(ctx, ClusterKey, body, opts)
+		err := r.writeCluster(ctx, ci, true)
 		if errors.Is(err, cloud.ErrExists) {
 			if ci, ok, err = r.ReadCluster(ctx); err != nil || !ok {
 				return fmt.Errorf("re-reading %s after a concurrent claim: %w", ClusterKey, err)
 			}
 		} else if err != nil {
+			return err
+		}
+	} else if !signed && !r.AllowUnsigned {
+		if ci.SystemIdentifier != want {
+			return fmt.Errorf("%w: %s in %s carries no proof and names the cluster with system identifier %s, this is %s: someone else wrote it; remove it if this prefix is this cluster's", crypto.ErrBadProof, ClusterKey, st, ci.SystemIdentifier, want)
+		}
+		// Written before walvault signed objects: the same record, signed,
+		// so that readers can authenticate it.
+		if err := r.writeCluster(ctx, ci, false); err != nil {
 			return err
 		}
 	}
@@ -125,7 +172,28 @@ func (r *Repo) EnsureCluster(ctx context.Context, sysid uint64, segSize int64, c
 	if cache != "" {
 		_ = fsutil.WriteFileAtomic(cache, []byte(cached+"\n"), false)
 	}
+	r.bind(want)
 	return nil
+}
+
+// bind records the cluster r writes for. It writes r only when that
+// changes: concurrent pushes of a bound repository only read it.
+func (r *Repo) bind(sysid string) {
+	if r.Cluster != sysid {
+		r.Cluster = sysid
+	}
+}
+
+// writeCluster stores cluster.json for ci, signed: write-once when it
+// claims the prefix, else replacing an unsigned record of the same
+// content.
+func (r *Repo) writeCluster(ctx context.Context, ci ClusterInfo, ifAbsent bool) error {
+	body, _ := json.MarshalIndent(ci, "", "  ")
+	h := sha256.Sum256(body)
+	signer := *r
+	signer.Cluster = ci.SystemIdentifier
+	opts := cloud.PutOptions{IfAbsent: ifAbsent, Metadata: contentMeta(hex.EncodeToString(h[:]), int64(len(body)))}
+	return signer.PutBytes(ctx, ClusterKey, body, opts)
 }
 
 // digits says whether s is 1 to n decimal digits.

@@ -119,12 +119,91 @@ func TestClusterHostile(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			r := clusterRepo(t)
 			putCluster(t, r, body)
-			if _, _, err := r.ReadCluster(ctx); !errors.Is(err, archive.ErrIntegrity) {
+			// Unsigned, it is refused before it is parsed; read as an
+			// archive from before signing, the parser refuses it.
+			if _, _, err := r.ReadCluster(ctx); !errors.Is(err, crypto.ErrBadProof) {
+				t.Fatalf("unsigned: got %v", err)
+			}
+			old := *r
+			old.AllowUnsigned = true
+			if _, _, err := old.ReadCluster(ctx); !errors.Is(err, archive.ErrIntegrity) {
 				t.Fatalf("got %v", err)
 			}
 			if got := r.SegmentSizeCap(ctx); got != 1<<30 {
 				t.Fatalf("cap %d", got)
 			}
 		})
+	}
+}
+
+// cluster.json written before walvault signed objects: the first push of
+// an upgraded database host signs the same record, so that readers can
+// authenticate it; one that names another cluster is not touched.
+func TestClusterUnsignedIsSignedByTheWriter(t *testing.T) {
+	ctx := context.Background()
+	w := clusterRepo(t)
+	key := filepath.Join(t.TempDir(), "sign.key")
+	vk, err := crypto.GenerateSigningKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.Sign, err = crypto.LoadSigningKey(key, false); err != nil {
+		t.Fatal(err)
+	}
+	putCluster(t, w, `{"system_identifier": "7300000000000000001", "created": "2026-01-01T00:00:00Z", "wal_segment_size": 16777216}`)
+	reader := &Repo{Store: w.Store, Verify: []crypto.VerifyKey{vk}}
+	if err := reader.BindCluster(ctx); !errors.Is(err, crypto.ErrBadProof) {
+		t.Fatalf("an unsigned cluster.json: %v", err)
+	}
+	if err := w.EnsureCluster(ctx, 7300000000000000001, 16<<20, t.TempDir()); err != nil {
+		t.Fatal(err)
+	}
+	if err := reader.BindCluster(ctx); err != nil || reader.Cluster != "7300000000000000001" {
+		t.Fatalf("after the writer signed it: %q %v", reader.Cluster, err)
+	}
+	// Another cluster's unsigned claim: refused, left alone.
+	other := clusterRepo(t)
+	other.Sign = w.Sign
+	putCluster(t, other, `{"system_identifier": "99"}`)
+	if err := other.EnsureCluster(ctx, 7300000000000000001, 16<<20, ""); !errors.Is(err, crypto.ErrBadProof) {
+		t.Fatalf("another cluster's unsigned cluster.json: %v", err)
+	}
+}
+
+// An object signed for one cluster is refused by a reader bound to
+// another, although the same key signed both: its proof names the cluster.
+func TestProofBindsCluster(t *testing.T) {
+	ctx := context.Background()
+	w, r := signedRepos(t)
+	w.Cluster = "7300000000000000001"
+	body := []byte("a history file")
+	putSigned(t, w, "wal/history/00000002.history", body)
+	r.Cluster = "7300000000000000002"
+	if _, err := load(r, "wal/history/00000002.history", Want{Proof: true}); !errors.Is(err, crypto.ErrBadProof) || !strings.Contains(err.Error(), "7300000000000000001") {
+		t.Fatalf("an object of another cluster: %v", err)
+	}
+	r.Cluster = "7300000000000000001"
+	if got, err := load(r, "wal/history/00000002.history", Want{Proof: true}); err != nil || string(got) != string(body) {
+		t.Fatalf("an object of this cluster: %q %v", got, err)
+	}
+	// The cluster named in the metadata, changed: the proof no longer fits.
+	info, err := w.Store.Stat(ctx, "wal/history/00000002.history")
+	if err != nil {
+		t.Fatal(err)
+	}
+	meta := info.Metadata
+	meta[MetaCluster] = "7300000000000000002"
+	rc, _, err := w.Store.Get(ctx, "wal/history/00000002.history")
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(rc)
+	_ = rc.Close()
+	if err := w.Store.Put(ctx, "wal/history/00000002.history", cloud.Bytes([]byte(string(raw))), cloud.PutOptions{Metadata: meta}); err != nil {
+		t.Fatal(err)
+	}
+	r.Cluster = "7300000000000000002"
+	if _, err := load(r, "wal/history/00000002.history", Want{Proof: true}); !errors.Is(err, crypto.ErrBadProof) {
+		t.Fatalf("a relabelled object: %v", err)
 	}
 }

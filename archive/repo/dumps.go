@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/walvault/walvault/archive"
@@ -27,8 +28,11 @@ const (
 	// DumpFile is the dump object itself.
 	DumpFile = "dump"
 	// DumpManifestFormat is the version of a dump's manifest.json this
-	// build writes; readers refuse newer ones.
-	DumpManifestFormat = 1
+	// build writes; readers refuse newer ones. Format 2 records the sums
+	// object that authenticates the dump chunk by chunk (sums.go) and the
+	// cluster's system identifier; format 1 dumps are checked whole before
+	// use.
+	DumpManifestFormat = 2
 	// MaxDumpManifestBytes bounds a dump's manifest.json: a dozen short
 	// fields.
 	MaxDumpManifestBytes = 64 << 10
@@ -64,6 +68,10 @@ type DumpManifest struct {
 	SHA256        string    `json:"sha256"`      // of the stored object
 	Compression   string    `json:"compression"`
 	Encrypted     bool      `json:"encrypted"`
+	// Sums is the SHA-256 of the dump's sums object; SystemIdentifier the
+	// dumped cluster's (format 2).
+	Sums             string `json:"sums_sha256,omitempty"`
+	SystemIdentifier string `json:"system_identifier,omitempty"`
 }
 
 // Validate checks a dump manifest as a reader would: everything in it
@@ -123,7 +131,39 @@ func (m *DumpManifest) Validate() error {
 	if m.StopTime.Before(m.StartTime) {
 		return errors.New("stop_time is before start_time")
 	}
+	if m.Format >= 2 && (!isHex(m.Sums, 64) || !digits(m.SystemIdentifier, 20)) {
+		return errors.New("no valid sums_sha256 or system_identifier")
+	}
+	if m.Format < 2 && (m.Sums != "" || m.SystemIdentifier != "") {
+		return errors.New("sums_sha256 or system_identifier in a format 1 manifest")
+	}
 	return nil
+}
+
+// DumpName is the name of a dump of kind started at t: dump_<UTC
+// start>_<database>, with characters other than A-Za-z0-9._- as '_' (at
+// most 64 of them; "db" for an empty name), or for the globals
+// dumpall_<UTC start>_globals (a prefix no database dump has, so a
+// database called "globals" cannot collide).
+func DumpName(t time.Time, kind, database string) string {
+	stamp := t.UTC().Format("20060102T150405Z")
+	if kind == DumpKindGlobals {
+		return "dumpall_" + stamp + "_globals"
+	}
+	var b strings.Builder
+	for _, c := range []byte(database) {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			c = '_'
+		}
+		b.WriteByte(c)
+		if b.Len() >= 64 {
+			break
+		}
+	}
+	if b.Len() == 0 {
+		b.WriteString("db")
+	}
+	return "dump_" + stamp + "_" + b.String()
 }
 
 // DecodeDumpManifest parses and validates a dump manifest (the caller
@@ -168,6 +208,9 @@ func (r *Repo) ReadDumpManifest(ctx context.Context, name string) (*DumpManifest
 	if m.Name != name {
 		return nil, fmt.Errorf("%w: %s in %s names dump %s", archive.ErrIntegrity, key, r.Store, short(m.Name))
 	}
+	if r.Cluster != "" && m.SystemIdentifier != "" && m.SystemIdentifier != r.Cluster {
+		return nil, fmt.Errorf("%w: %s in %s is a dump of the cluster with system identifier %s, and this archive belongs to %s (cluster.json): a dump copied from another cluster's archive", archive.ErrIntegrity, key, r.Store, m.SystemIdentifier, r.Cluster)
+	}
 	return m, nil
 }
 
@@ -209,6 +252,9 @@ func (f *DumpFolder) Complete() bool { return f.hasMan }
 // authentication has Err set. A name walvault would not give is data,
 // never read further.
 func (r *Repo) ListDumps(ctx context.Context) ([]*DumpFolder, error) {
+	if err := r.BindCluster(ctx); err != nil {
+		return nil, err
+	}
 	listed, err := ListFolders(ctx, r.Store, DumpPrefix)
 	if err != nil {
 		return nil, err
@@ -226,7 +272,7 @@ func (r *Repo) ListDumps(ctx context.Context) ([]*DumpFolder, error) {
 			withManifest = append(withManifest, f)
 		}
 	}
-	return folders, eachFolder(ctx, withManifest, func(ctx context.Context, f *DumpFolder) error {
+	err = eachFolder(ctx, withManifest, func(ctx context.Context, f *DumpFolder) error {
 		m, err := r.ReadDumpManifest(ctx, f.Name)
 		switch {
 		case err == nil:
@@ -240,6 +286,10 @@ func (r *Repo) ListDumps(ctx context.Context) ([]*DumpFolder, error) {
 		}
 		return nil
 	})
+	if err != nil {
+		return nil, err
+	}
+	return folders, nil
 }
 
 // CompleteDumps is every dump with a trusted manifest, oldest first by

@@ -11,7 +11,7 @@ import (
 // parent's.
 func sampleIncremental() *Manifest {
 	m := sampleManifest()
-	m.Format, m.Type, m.BlockSize = ManifestFormatIncremental, BackupIncremental, 8192
+	m.Type, m.BlockSize = BackupIncremental, 8192
 	m.Parent = "base_20261128T211500Z_000000010000000000000002"
 	m.Chain = []string{m.Parent, "base_20261127T211500Z_000000010000000000000001"}
 	m.ParentManifestSHA256 = strings.Repeat("ef", 32)
@@ -69,7 +69,7 @@ func TestIncrementalManifestValidation(t *testing.T) {
 		{"no parent sha", func(m *Manifest) { m.ParentManifestSHA256 = "" }, "sha256"},
 		{"odd block size", func(m *Manifest) { m.BlockSize = 8000 }, "block_size"},
 		{"blocks in a full", func(m *Manifest) {
-			m.Format, m.Type, m.Parent, m.Chain, m.ParentManifestSHA256 = ManifestFormatFull, "", "", nil, ""
+			m.Type, m.Parent, m.Chain, m.ParentManifestSHA256 = "", "", nil, ""
 		}, "outside an incremental"},
 		{"partial block", func(m *Manifest) { m.Files[1].Size = 10000 }, "whole number"},
 		{"map too short", func(m *Manifest) { m.Files[1].Size = 8192 * 9 }, "block map"},

@@ -55,6 +55,12 @@ const (
 	// the key, both and the size.
 	MetaEncodedSHA256 = "walvault-encoded-sha256"
 	MetaCRC32C        = "walvault-crc32c"
+
+	// MetaCluster is the system identifier of the cluster an object was
+	// written for. A proof over it (v3) binds the object to that cluster:
+	// an object copied from another cluster's prefix, signed with the same
+	// key, is refused.
+	MetaCluster = "walvault-cluster"
 )
 
 // WALKey is the store key of a pg_wal file.
@@ -90,4 +96,10 @@ type Repo struct {
 	// AllowUnencrypted reads data objects that are not encrypted although
 	// an identity is configured.
 	AllowUnencrypted bool
+	// Cluster is the system identifier of the cluster this archive
+	// belongs to: written into every proof, and required of every proof
+	// that names one ("" : not known yet; writers must set it, readers set
+	// it from the authenticated cluster.json, or wal-fetch from the
+	// pg_control of the data directory it restores into).
+	Cluster string
 }

@@ -22,10 +22,17 @@ import (
 // builds from before incremental backups keep reading them; incremental
 // backups are format 2, which those builds refuse instead of restoring
 // files whose blocks are elsewhere.
+//
+// Format 3 is what this build writes for every backup: each part is
+// authenticated chunk by chunk through a sums object (Part.Sums), and the
+// permanent flag is superseded by signed mark records (marks.go). Builds
+// that do not know either refuse it, rather than restore with weaker
+// checks or delete a backup a mark record keeps.
 const (
-	ManifestFormat            = 2 // the newest this build reads
+	ManifestFormat            = 3 // the newest this build reads, and what it writes
 	ManifestFormatFull        = 1
 	ManifestFormatIncremental = 2
+	ManifestFormatSums        = 3
 )
 
 // Backup types, the manifest's "type". An empty type (manifests written
@@ -116,6 +123,9 @@ type Part struct {
 	Size       int64  `json:"size"`        // tar bytes, before compression and encryption
 	StoredSize int64  `json:"stored_size"` // bytes of the stored object
 	SHA256     string `json:"sha256"`      // of the stored object
+	// Sums is the SHA-256 of the part's sums object (see sums.go), which
+	// authenticates it chunk by chunk: manifest format 3 and later.
+	Sums string `json:"sums_sha256,omitempty"`
 }
 
 // File types in the manifest.
@@ -300,6 +310,12 @@ func (m *Manifest) validate(full bool) error {
 		}
 		if b, err := hex.DecodeString(p.SHA256); err != nil || len(b) != 32 {
 			return fmt.Errorf("part %s has no valid sha256", p.Name)
+		}
+		if hasSums := isHex(p.Sums, 64); hasSums != (m.Format >= ManifestFormatSums) || !hasSums && p.Sums != "" {
+			return fmt.Errorf("part %s: sums_sha256 %s does not fit manifest format %d", p.Name, short(p.Sums), m.Format)
+		}
+		if p.Size < 0 || p.StoredSize < 0 {
+			return fmt.Errorf("part %s has a negative size", p.Name)
 		}
 	}
 	if !full {

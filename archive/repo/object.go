@@ -27,6 +27,9 @@ type PutOptions struct {
 	Concurrency int
 	// OnStored is told the bytes sent to the store as they go (progress).
 	OnStored func(n int64)
+	// Chunked makes Put sum the stored bytes chunk by chunk (Stored.Sums),
+	// for an object a reader authenticates as it streams (see sums.go).
+	Chunked bool
 }
 
 // Stored describes an object as Put stored it.
@@ -34,6 +37,8 @@ type Stored struct {
 	Size       int64  // plain bytes read from the source
 	StoredSize int64  // bytes of the stored object
 	SHA256     string // hex SHA-256 of the stored object
+	// Sums is the stored object's digest list, with PutOptions.Chunked.
+	Sums *Sums
 }
 
 // Put streams the content src opens through compression and encryption
@@ -52,6 +57,9 @@ func (r *Repo) Put(ctx context.Context, key string, src func() (io.ReadCloser, e
 		return Stored{}, err
 	}
 	enc := &encoder{src: src, settings: s, onStored: opts.OnStored, h: sha256.New()}
+	if opts.Chunked {
+		enc.chunks = newChunkSummer()
+	}
 	if err := enc.start(); err != nil {
 		return Stored{}, err
 	}
@@ -62,7 +70,11 @@ func (r *Repo) Put(ctx context.Context, key string, src func() (io.ReadCloser, e
 	if err != nil {
 		return Stored{}, archive.StoreErr(err)
 	}
-	return Stored{Size: enc.raw.n, StoredSize: enc.n, SHA256: hex.EncodeToString(enc.h.Sum(nil))}, nil
+	st := Stored{Size: enc.raw.n, StoredSize: enc.n, SHA256: hex.EncodeToString(enc.h.Sum(nil))}
+	if enc.chunks != nil {
+		st.Sums = enc.chunks.sums()
+	}
+	return st, nil
 }
 
 // PutBytes stores an object already encoded (or plain JSON) in memory.
@@ -102,11 +114,12 @@ type encoder struct {
 	settings codec.Settings
 	onStored func(int64)
 
-	h    hash.Hash // of the stored bytes
-	n    int64     // stored bytes
-	pr   *io.PipeReader
-	raw  *sourceReader
-	done chan struct{}
+	h      hash.Hash    // of the stored bytes
+	chunks *chunkSummer // of the stored bytes, chunk by chunk (nil: not asked)
+	n      int64        // stored bytes
+	pr     *io.PipeReader
+	raw    *sourceReader
+	done   chan struct{}
 	// srcErr is the source's own failure, kept once an attempt stopped on
 	// it (a Rewind may have stopped it before Put's last stop).
 	srcErr error
@@ -135,6 +148,9 @@ func (e *encoder) start() error {
 		return err
 	}
 	e.h.Reset()
+	if e.chunks != nil {
+		e.chunks = newChunkSummer()
+	}
 	e.n = 0
 	e.raw = &sourceReader{rc: rc}
 	pr, pw := io.Pipe()
@@ -157,6 +173,9 @@ func (e *encoder) Read(p []byte) (int, error) {
 	n, err := e.pr.Read(p)
 	if n > 0 {
 		e.h.Write(p[:n])
+		if e.chunks != nil {
+			_, _ = e.chunks.Write(p[:n])
+		}
 		e.n += int64(n)
 		if e.onStored != nil {
 			e.onStored(int64(n))
@@ -199,6 +218,11 @@ type Want struct {
 	// manifest).
 	StoredSHA256 string
 	StoredSize   int64
+	// Sums, when set, authenticates the stored bytes chunk by chunk before
+	// the decoder sees them (a backup part, a dump: from the sums object
+	// their manifest proves). It covers the whole object, so StoredSHA256
+	// is not needed beside it.
+	Sums *Sums
 	// ContentFromMeta: the decoded content must have the SHA-256 the
 	// object's walvault-sha256 metadata records, which must be there (WAL).
 	ContentFromMeta bool
@@ -226,18 +250,29 @@ type Want struct {
 func (r *Repo) Load(ctx context.Context, key string, want Want, fn func(rd io.Reader, info cloud.ObjectInfo) error) error {
 	where := fmt.Sprintf("%s in %s", key, r.Store)
 	err := r.Store.Load(ctx, key, func(body io.Reader, info cloud.ObjectInfo) error {
-		vr, err := r.open(key, body, info, want, where)
-		if err == nil {
-			defer vr.close()
-			if err = fn(vr, info); err == nil && (want.StoredSHA256 != "" || vr.plain != nil || vr.encoded != nil) {
-				_, err = io.Copy(io.Discard, vr)
-			}
-		}
-		if err != nil {
-			return readError{err}
-		}
-		return nil
+		return r.read(key, body, info, want, where, fn)
 	})
+	return r.loadError(key, where, err)
+}
+
+// read decodes and checks one object's stored bytes, body, and hands the
+// content to fn: Load's work once the object is open.
+func (r *Repo) read(key string, body io.Reader, info cloud.ObjectInfo, want Want, where string, fn func(rd io.Reader, info cloud.ObjectInfo) error) error {
+	vr, err := r.open(key, body, info, want, where)
+	if err == nil {
+		defer vr.close()
+		if err = fn(vr, info); err == nil && (want.StoredSHA256 != "" || want.Sums != nil || vr.plain != nil || vr.encoded != nil) {
+			_, err = io.Copy(io.Discard, vr)
+		}
+	}
+	if err != nil {
+		return readError{err}
+	}
+	return nil
+}
+
+// loadError maps what a Store.Load around read returned to Load's errors.
+func (r *Repo) loadError(key, where string, err error) error {
 	var re readError
 	switch {
 	case err == nil:
@@ -310,6 +345,11 @@ func (c *countHash) Read(p []byte) (int, error) {
 }
 
 func (r *Repo) open(key string, body io.Reader, info cloud.ObjectInfo, want Want, where string) (*verifiedReader, error) {
+	var chunks *chunkReader
+	if want.Sums != nil {
+		chunks = newChunkReader(body, want.Sums, where)
+		body = chunks
+	}
 	v := &verifiedReader{want: want, where: where, stored: &countHash{r: body}, limit: want.MaxSize, exact: -1}
 	if want.StoredSHA256 != "" {
 		v.stored.h = sha256.New()
@@ -347,6 +387,14 @@ func (r *Repo) open(key string, body io.Reader, info cloud.ObjectInfo, want Want
 		}
 	}
 	dec, err := codec.NewReaderTap(v.stored, r.Identities, tap)
+	if chunks != nil && chunks.err != nil && chunks.err != io.EOF {
+		// The first chunk failed its digest: that, not what a decoder
+		// made of no bytes, is what is wrong.
+		if err == nil {
+			_ = dec.Close()
+		}
+		return nil, chunks.err
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", where, err)
 	}
@@ -411,14 +459,19 @@ func (v *verifiedReader) check() error {
 			return fmt.Errorf("%w: %s: content CRC-32C %s does not match the recorded %.8s: the stored object is damaged", archive.ErrIntegrity, v.where, sum, v.crcMeta)
 		}
 	}
-	if v.want.StoredSHA256 == "" {
+	if v.want.StoredSHA256 == "" && v.want.Sums == nil {
 		return nil
 	}
+	// The stored object's end, read too: its last chunk (or its digest)
+	// covers what the decoder did not need.
 	if _, err := io.Copy(io.Discard, v.stored); err != nil {
 		return err
 	}
+	if v.want.StoredSHA256 == "" {
+		return nil
+	}
 	if sum := hex.EncodeToString(v.stored.h.Sum(nil)); sum != v.want.StoredSHA256 || v.stored.n != v.want.StoredSize {
-		return fmt.Errorf("%w: %s: SHA-256 %.12s… over %d bytes, the manifest says %.12s… over %d: the stored part is damaged", archive.ErrIntegrity, v.where, sum, v.stored.n, v.want.StoredSHA256, v.want.StoredSize)
+		return fmt.Errorf("%w: %s: SHA-256 %.12s… over %d bytes, the manifest says %.12s… over %d: the stored object is damaged", archive.ErrIntegrity, v.where, sum, v.stored.n, v.want.StoredSHA256, v.want.StoredSize)
 	}
 	return nil
 }

@@ -2,11 +2,15 @@ package repo
 
 import (
 	"archive/tar"
+	"bufio"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
+	"os"
 	"strings"
 
 	"github.com/walvault/walvault/archive"
@@ -39,27 +43,106 @@ func (m *Manifest) Index() FileIndex {
 // trailing '/' of a directory.
 func EntryPath(hdr *tar.Header) string { return strings.TrimSuffix(hdr.Name, "/") }
 
+// PartOptions say how ReadPart treats a part that can only be
+// authenticated at its end: one from a backup taken before walvault
+// recorded sums (Part.Sums empty).
+type PartOptions struct {
+	// StageDir is where such a part is downloaded whole and checked before
+	// its first entry is handed on ("": the system's temp directory).
+	StageDir string
+	// LateCheck hands such a part's entries on as they stream, the digest
+	// checked at the end: for a caller whose verdict comes only after the
+	// whole part was read (verify), never for one that acts on entries.
+	LateCheck bool
+}
+
 // ReadPart loads part idx of backup m and hands each tar entry, with its
-// record in files, to the EntryFunc start returns. The stored object is
-// checked against the SHA-256 and size m records for it, to its very end.
-// A download that breaks midway starts over: start is called at the
-// beginning of every attempt, so the caller drops what it made of the
-// earlier one. A damaged part (a digest that does not match, a stream that
-// does not decode) is archive.ErrIntegrity naming it, or codec.ErrCorrupt
-// when not even its header decodes; other errors are r.Load's
-// (archive.ErrNotInArchive for a missing part) or the EntryFunc's.
-func (r *Repo) ReadPart(ctx context.Context, m *Manifest, idx int, files FileIndex, start func() EntryFunc) error {
+// record in files, to the EntryFunc start returns. The part's stored
+// bytes are authenticated chunk by chunk against the sums object the
+// manifest proves, before they are decoded: no entry, header or byte of
+// content reaches the EntryFunc unproven. A part decodes to at most the
+// tar size the manifest records, and what follows the tar's end must be
+// zero padding. A download that breaks midway starts over: start is
+// called at the beginning of every attempt, so the caller drops what it
+// made of the earlier one. A damaged part (a chunk or digest that does not
+// match, a stream that does not decode) is archive.ErrIntegrity naming it,
+// or codec.ErrCorrupt when not even its header decodes; other errors are
+// r.Load's (archive.ErrNotInArchive for a missing part) or the
+// EntryFunc's.
+func (r *Repo) ReadPart(ctx context.Context, m *Manifest, idx int, files FileIndex, o PartOptions, start func() EntryFunc) error {
 	p := m.Parts[idx]
 	key := BackupKey(m.Name, p.Name)
 	where := fmt.Sprintf("%s in %s", key, r.Store)
-	want := Want{StoredSHA256: p.SHA256, StoredSize: p.StoredSize, Encrypted: PartsMustBeEncrypted(r, m)}
-	return r.Load(ctx, key, want, func(rd io.Reader, _ cloud.ObjectInfo) error {
+	want := Want{Encrypted: PartsMustBeEncrypted(r, m), MaxSize: max(p.Size, 1)}
+	fn := func(rd io.Reader, _ cloud.ObjectInfo) error {
 		return readEntries(rd, files, start(), where)
-	})
+	}
+	switch {
+	case p.Sums != "":
+		s, err := r.LoadSums(ctx, key, p.Sums, p.StoredSize)
+		if err != nil {
+			return err
+		}
+		want.Sums = s
+		return r.Load(ctx, key, want, fn)
+	case o.LateCheck:
+		want.StoredSHA256, want.StoredSize = p.SHA256, p.StoredSize
+		return r.Load(ctx, key, want, fn)
+	}
+	return r.LoadStaged(ctx, key, p.SHA256, p.StoredSize, o.StageDir, want, fn)
 }
 
-// readEntries walks one tar stream, then reads what follows its end so
-// the digest covers the whole stored object.
+// LoadStaged is Load for an object whose stored bytes can only be
+// authenticated whole (sha256hex and size, from a proven manifest): it is
+// downloaded into a temp file in dir ("": the system's) and checked, and
+// only then decoded and handed to fn. The temp file is removed.
+func (r *Repo) LoadStaged(ctx context.Context, key, sha256hex string, size int64, dir string, want Want, fn func(rd io.Reader, info cloud.ObjectInfo) error) error {
+	where := fmt.Sprintf("%s in %s", key, r.Store)
+	f, err := os.CreateTemp(dir, ".walvault-stage-*")
+	if err != nil {
+		return fmt.Errorf("%w: a temp file to check %s whole before use: %v", archive.ErrBadInput, key, err)
+	}
+	defer func() {
+		_ = f.Close()
+		_ = os.Remove(f.Name())
+	}()
+	var info cloud.ObjectInfo
+	err = r.Store.Load(ctx, key, func(body io.Reader, oi cloud.ObjectInfo) error {
+		info = oi
+		if err := startOver(f); err != nil {
+			return readError{err}
+		}
+		h := sha256.New()
+		n, err := io.Copy(io.MultiWriter(f, h), io.LimitReader(body, size+1))
+		if err != nil {
+			return err
+		}
+		if sum := hex.EncodeToString(h.Sum(nil)); n != size || sum != sha256hex {
+			return readError{fmt.Errorf("%w: %s: SHA-256 %.12s… over %d bytes, the manifest says %.12s… over %d: the stored object is damaged", archive.ErrIntegrity, where, sum, n, sha256hex, size)}
+		}
+		return nil
+	})
+	if err := r.loadError(key, where, err); err != nil {
+		return err
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	want.StoredSHA256 = ""
+	return r.loadError(key, where, r.read(key, bufio.NewReaderSize(f, 1<<20), info, want, where, fn))
+}
+
+// startOver empties f for another attempt.
+func startOver(f *os.File) error {
+	if err := f.Truncate(0); err != nil {
+		return err
+	}
+	_, err := f.Seek(0, io.SeekStart)
+	return err
+}
+
+// readEntries walks one tar stream, then reads what follows its end: only
+// zero padding may, and the stored object's check runs there.
 func readEntries(rd io.Reader, files FileIndex, fn EntryFunc, where string) error {
 	tr := tar.NewReader(rd)
 	for {
@@ -74,8 +157,29 @@ func readEntries(rd io.Reader, files FileIndex, fn EntryFunc, where string) erro
 			return undecodable(err, where)
 		}
 	}
-	_, err := io.Copy(io.Discard, rd)
-	return undecodable(err, where)
+	return undecodable(onlyPadding(rd, where), where)
+}
+
+// onlyPadding reads rd to its end and fails at the first byte that is not
+// zero: nothing may follow a part's tar stream but its padding.
+func onlyPadding(rd io.Reader, where string) error {
+	buf := make([]byte, 32<<10)
+	var at int64
+	for {
+		n, err := rd.Read(buf)
+		for i, b := range buf[:n] {
+			if b != 0 {
+				return fmt.Errorf("%w: %s: byte %d after the end of its tar stream is not padding", archive.ErrIntegrity, where, at+int64(i))
+			}
+		}
+		at += int64(n)
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 // undecodable tags a tar stream that breaks off as the part's damage;

@@ -49,24 +49,41 @@ func isHex(s string, n int) bool {
 	return true
 }
 
+// proofMessageV3 binds a v1 or v2 message to the cluster with system
+// identifier cluster: an object signed for one cluster cannot pass as one
+// of another that shares the signing key.
+func proofMessageV3(cluster string, inner []byte) []byte {
+	return append([]byte("walvault-object-proof-v3\n"+cluster+"\n"), inner...)
+}
+
 // signedMessage is the message meta's proof signs, or false when meta
-// does not state a well-formed digest and size.
+// does not state a well-formed digest and size (and cluster, when it
+// names one).
 func signedMessage(key string, meta map[string]string) ([]byte, int64, bool) {
 	size, err := strconv.ParseInt(meta[MetaSize], 10, 64)
 	if err != nil || size < 0 {
 		return nil, -1, false
 	}
+	var msg []byte
 	if enc := meta[MetaEncodedSHA256]; enc != "" {
 		crc := meta[MetaCRC32C]
 		if !isHex(enc, 64) || !isHex(crc, 8) || meta[MetaSHA256] != "" {
 			return nil, size, false
 		}
-		return proofMessageV2(key, enc, crc, size), size, true
+		msg = proofMessageV2(key, enc, crc, size)
+	} else {
+		if meta[MetaSHA256] == "" {
+			return nil, size, false
+		}
+		msg = proofMessage(key, meta[MetaSHA256], size)
 	}
-	if meta[MetaSHA256] == "" {
-		return nil, size, false
+	if c, ok := meta[MetaCluster]; ok {
+		if !digits(c, 20) {
+			return nil, size, false
+		}
+		msg = proofMessageV3(c, msg)
 	}
-	return proofMessage(key, meta[MetaSHA256], size), size, true
+	return msg, size, true
 }
 
 // prove adds the proof of key to meta, which carries the content's digest
@@ -75,6 +92,10 @@ func (r *Repo) prove(key string, meta map[string]string) error {
 	if r.Sign == nil || meta == nil {
 		return nil
 	}
+	if r.Cluster == "" {
+		return fmt.Errorf("internal error: %s would be signed without the system identifier of its cluster", key)
+	}
+	meta[MetaCluster] = r.Cluster
 	msg, _, ok := signedMessage(key, meta)
 	if !ok {
 		return fmt.Errorf("internal error: %s has no content digest and size to sign", key)
@@ -98,7 +119,7 @@ func (r *Repo) checkProof(key string, meta map[string]string) (int64, error) {
 	if r.AllowUnsigned {
 		return size, nil
 	}
-	if len(r.Verify) == 0 {
+	if len(r.verifyKeys()) == 0 {
 		return 0, fmt.Errorf("%w: %w", crypto.ErrBadProof, errNoVerifyKey)
 	}
 	proof, signer := meta[MetaProof], meta[MetaSigner]
@@ -110,10 +131,23 @@ func (r *Repo) checkProof(key string, meta map[string]string) (int64, error) {
 	if err != nil || !ok {
 		return 0, fmt.Errorf("%w: its proof metadata is malformed", crypto.ErrBadProof)
 	}
-	if err := crypto.Check(r.Verify, signer, msg, sig); err != nil {
+	if err := crypto.Check(r.verifyKeys(), signer, msg, sig); err != nil {
 		return 0, err
 	}
+	if c, ok := meta[MetaCluster]; ok && r.Cluster != "" && c != r.Cluster {
+		return 0, fmt.Errorf("%w: it was written for the cluster with system identifier %s, and this archive belongs to %s: an object copied from another cluster's archive", crypto.ErrBadProof, c, r.Cluster)
+	}
 	return size, nil
+}
+
+// verifyKeys are the keys proofs are checked with: the configured verify
+// keys, and a writer's own (it may check what it wrote itself without a
+// verify key configured).
+func (r *Repo) verifyKeys() []crypto.VerifyKey {
+	if r.Sign == nil {
+		return r.Verify
+	}
+	return append(append([]crypto.VerifyKey(nil), r.Verify...), r.Sign.Verify())
 }
 
 // contentMeta is the metadata that states a content's digest and size.

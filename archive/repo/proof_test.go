@@ -24,6 +24,9 @@ import (
 
 // signedRepos returns a writer holding the signing key and a reader
 // holding its verify key, on one file:// store.
+// testCluster is the system identifier test objects are bound to.
+const testCluster = "7300000000000000001"
+
 func signedRepos(t *testing.T) (w, r *Repo) {
 	t.Helper()
 	dir := t.TempDir()
@@ -39,7 +42,7 @@ func signedRepos(t *testing.T) (w, r *Repo) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &Repo{Store: st, Codec: codec.Settings{Compression: codec.LZ4}, Sign: sk}, &Repo{Store: st, Verify: []crypto.VerifyKey{vk}}
+	return &Repo{Store: st, Codec: codec.Settings{Compression: codec.LZ4}, Sign: sk, Cluster: testCluster}, &Repo{Store: st, Verify: []crypto.VerifyKey{vk}}
 }
 
 func putSigned(t *testing.T, w *Repo, key string, content []byte) {

@@ -328,6 +328,28 @@ func (inv *WALInventory) Walk(path []SegRange) WALWalk {
 	return w
 }
 
+// WalkKeys are the keys of the segments walk w read along path, from the
+// path's start to w.Last.
+func (inv *WALInventory) WalkKeys(path []SegRange, w WALWalk) map[string]bool {
+	keys := map[string]bool{}
+	if w.Last == nil {
+		return keys
+	}
+	for _, r := range path {
+		for s := r.First; r.Open || s < r.End; s++ {
+			o := inv.segs[r.TLI][s]
+			if o == nil {
+				return keys
+			}
+			keys[o.Key] = true
+			if o == w.Last {
+				return keys
+			}
+		}
+	}
+	return keys
+}
+
 // gap describes the missing segments [from, to) of tli.
 func (inv *WALInventory) Gap(tli uint32, from, to uint64) *WALGap {
 	if to <= from {

@@ -73,7 +73,8 @@ type target struct {
 	f    *repo.File // the restored backup's record
 	oid  uint32
 	root *os.Root
-	rel  string
+	rel  string // its path in root
+	tmp  string // where it is assembled, until it is checked
 	mu   sync.Mutex
 	left int // pieces not yet written
 	// sum: the CRC-32C of what was written, when one whole entry wrote
@@ -262,7 +263,8 @@ func (x *extractor) assembleChain(ctx context.Context, plan *chainPlan, concurre
 	}
 	// Every file exists at its full size before any link writes into it.
 	for _, t := range plan.targets {
-		t.oid, t.root, t.rel = x.locate(*t.f)
+		t.oid, t.root, t.rel = x.locateFinal(*t.f)
+		t.tmp = tempName(t.rel)
 		if err := x.create(t); err != nil {
 			return err
 		}
@@ -317,7 +319,7 @@ func (x *extractor) runJob(ctx context.Context, l link, j *partJob, syncq chan<-
 	where := fmt.Sprintf("backup %s: %s in %s", l.m.Name, repo.BackupKey(l.m.Name, p.Name), x.r.Store)
 	buf := make([]byte, copyBufSize)
 	var seen map[string]bool
-	err := x.r.ReadPart(ctx, l.m, j.part, l.files, func() repo.EntryFunc {
+	err := x.r.ReadPart(ctx, l.m, j.part, l.files, x.partOptions(), func() repo.EntryFunc {
 		// A download that broke midway starts over; writing the same
 		// blocks again is harmless.
 		seen = map[string]bool{}
@@ -361,29 +363,21 @@ func (x *extractor) runJob(ctx context.Context, l link, j *partJob, syncq chan<-
 	return nil
 }
 
-// create makes a target file, empty, at its final size.
+// create makes a target file, empty, at its final size, under its
+// temporary name.
 func (x *extractor) create(t *target) error {
 	if dir := path.Dir(t.rel); dir != "." {
 		if err := x.mkdirAll(t.oid, t.root, dir); err != nil {
 			return err
 		}
 	}
-	flags := os.O_WRONLY | os.O_CREATE | os.O_EXCL
-	if x.force {
-		flags = os.O_WRONLY | os.O_CREATE | os.O_TRUNC
-		if fi, err := t.root.Lstat(t.rel); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
-			if err := t.root.Remove(t.rel); err != nil {
-				return fmt.Errorf("replacing the symlink %s: %w", t.root.Name()+"/"+t.rel, err)
-			}
-		}
-	}
 	perm := fs.FileMode(t.f.Perm() & 0o777)
-	out, err := t.root.OpenFile(t.rel, flags, perm)
+	out, err := createTemp(t.root, t.tmp, perm)
 	if err != nil {
-		return fmt.Errorf("creating %s/%s: %w", t.root.Name(), t.rel, err)
+		return err
 	}
 	err = out.Truncate(t.f.Size)
-	if err == nil && (perm&0o077 != 0 || x.force) {
+	if err == nil && perm&0o077 != 0 {
 		err = out.Chmod(perm)
 	}
 	if cerr := out.Close(); err == nil {
@@ -403,9 +397,9 @@ func (x *extractor) writePiece(pc *piece, hdr *tar.Header, body io.Reader, buf [
 	if hdr.Typeflag != tar.TypeReg || hdr.Size != want {
 		return fmt.Errorf("%w: %s: %s is %d bytes in the part, its manifest says %d", archive.ErrIntegrity, where, e.Path, hdr.Size, want)
 	}
-	out, err := t.root.OpenFile(t.rel, os.O_WRONLY, 0)
+	out, err := t.root.OpenFile(t.tmp, os.O_WRONLY, 0)
 	if err != nil {
-		return fmt.Errorf("opening %s/%s: %w", t.root.Name(), t.rel, err)
+		return fmt.Errorf("opening %s/%s: %w", t.root.Name(), t.tmp, err)
 	}
 	if pc.blocks == nil {
 		var sum *repo.CRC32C
@@ -517,9 +511,9 @@ func (x *extractor) writeBlocks(out *os.File, pc *piece, body io.Reader, buf []b
 }
 
 // finishTarget checks an assembled file against the restored backup's
-// record, sets its mtime, and hands it to the syncer.
+// record, sets its mtime, puts it in place, and hands it to the syncer.
 func (x *extractor) finishTarget(t *target, syncq chan<- *os.File) error {
-	in, err := t.root.OpenFile(t.rel, os.O_RDONLY, 0)
+	in, err := t.root.OpenFile(t.tmp, os.O_RDONLY, 0)
 	if err != nil {
 		return err
 	}
@@ -530,7 +524,7 @@ func (x *extractor) finishTarget(t *target, syncq chan<- *os.File) error {
 		crc = &repo.CRC32C{}
 		if _, err := io.Copy(crc, in); err != nil {
 			_ = in.Close()
-			return fmt.Errorf("reading back %s/%s: %w", t.root.Name(), t.rel, err)
+			return fmt.Errorf("reading back %s/%s: %w", t.root.Name(), t.tmp, err)
 		}
 	}
 	if !crc.Matches(t.f) {
@@ -538,7 +532,11 @@ func (x *extractor) finishTarget(t *target, syncq chan<- *os.File) error {
 		return fmt.Errorf("%w: backup %s: %s as assembled from its chain fails its checksum (CRC-32C %s over %d bytes, the manifest says %s over %d)",
 			archive.ErrIntegrity, x.m.Name, t.f.Path, crc.Hex(), crc.Len(), t.f.CRC32C, t.f.Size)
 	}
-	if err := t.root.Chtimes(t.rel, t.f.MTime, t.f.MTime); err != nil {
+	if err := t.root.Chtimes(t.tmp, t.f.MTime, t.f.MTime); err != nil {
+		_ = in.Close()
+		return err
+	}
+	if err := x.place(t.oid, t.root, t.tmp, t.rel); err != nil {
 		_ = in.Close()
 		return err
 	}

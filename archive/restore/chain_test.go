@@ -33,10 +33,9 @@ func chainStore(t *testing.T) *repo.Repo {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := st.Put(context.Background(), repo.WALKey(archive.WALFile{Name: "000000010000000000000002"}), cloud.Bytes([]byte("wal")), cloud.PutOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	return signedRepo(t, st)
+	r := signedRepo(t, st)
+	backuptest.PutWAL(t, r, "000000010000000000000002")
+	return r
 }
 
 type inc = backuptest.IncFile

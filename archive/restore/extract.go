@@ -38,7 +38,10 @@ type extractor struct {
 
 	mu   sync.Mutex
 	seen map[string]bool // entries of the parts extracted so far
-	dirs sync.Map        // dirKey: exists as a directory
+	// deferred are the files of deferredFiles written so far (under
+	// tempName), put in place by placeDeferred.
+	deferred map[string]bool
+	dirs     sync.Map // dirKey: exists as a directory
 	// created are the directories this restore made (dirKey): only
 	// they get the manifest's mode and the data directory's owner.
 	created sync.Map
@@ -177,6 +180,12 @@ func (s *syncer) stop() error {
 	return s.err
 }
 
+// partOptions: a part of an older backup, which can only be authenticated
+// whole, is staged and checked in DEST before its first file is written.
+func (x *extractor) partOptions() repo.PartOptions {
+	return repo.PartOptions{StageDir: x.roots[0].Name()}
+}
+
 // extractPart streams part idx from the store into place; the part reader
 // checks the stored object against its SHA-256, partWriter every file
 // against the manifest.
@@ -192,7 +201,7 @@ func (x *extractor) extractPart(ctx context.Context, idx int, buf []byte, syncq 
 		prefix = fmt.Sprintf("pg_tblspc/%d/", p.Tablespace)
 	}
 	var w *partWriter
-	err := x.r.ReadPart(ctx, x.m, idx, x.files, func() repo.EntryFunc {
+	err := x.r.ReadPart(ctx, x.m, idx, x.files, x.partOptions(), func() repo.EntryFunc {
 		// A download that broke midway starts over: the files it wrote
 		// are written again.
 		again := w != nil
@@ -245,9 +254,6 @@ func (w *partWriter) entry(hdr *tar.Header, f *repo.File, body io.Reader) error 
 	case f.Type == repo.TypeSymlink && hdr.Typeflag == tar.TypeSymlink:
 		return nil // created in finish, once no file is written through a path
 	case f.Type == repo.TypeFile && hdr.Typeflag == tar.TypeReg:
-		if w.oid == 0 && rel == "global/pg_control" {
-			rel = controlTemp
-		}
 		return w.writeFile(rel, f, hdr, body)
 	default:
 		return fmt.Errorf("%w: %s: entry %q has type %q, the manifest says %q", archive.ErrIntegrity, w.where, name, hdr.Typeflag, f.Type)
@@ -304,8 +310,8 @@ func (x *extractor) wasCreated(oid uint32, rel string) bool {
 	return ok
 }
 
-// writeFile writes one regular file, checks it against its CRC-32C and
-// hands it to the syncer.
+// writeFile writes one regular file under its temporary name, checks it
+// against its CRC-32C, puts it in place and hands it to the syncer.
 func (w *partWriter) writeFile(rel string, f *repo.File, hdr *tar.Header, body io.Reader) error {
 	if hdr.Size != f.Size {
 		return w.damaged("%s is %d bytes in the part, %d in the manifest", f.Path, hdr.Size, f.Size)
@@ -315,38 +321,79 @@ func (w *partWriter) writeFile(rel string, f *repo.File, hdr *tar.Header, body i
 			return err
 		}
 	}
-	flags := os.O_WRONLY | os.O_CREATE | os.O_EXCL
-	if w.x.force || w.rewrite {
-		flags = os.O_WRONLY | os.O_CREATE | os.O_TRUNC
-		// What is there is replaced, not written through.
-		if fi, err := w.root.Lstat(rel); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
-			if err := w.root.Remove(rel); err != nil {
-				return fmt.Errorf("replacing the symlink %s: %w", filepath.Join(w.root.Name(), rel), err)
-			}
-		}
-	}
 	// Permission bits only: set-uid, set-gid and sticky never come from
 	// the bucket.
 	perm := fs.FileMode(f.Perm() & 0o777)
-	out, err := w.root.OpenFile(rel, flags, perm)
+	tmp := tempName(rel)
+	out, err := createTemp(w.root, tmp, perm)
 	if err != nil {
-		return fmt.Errorf("creating %s: %w", filepath.Join(w.root.Name(), rel), err)
+		return err
 	}
 	if err := w.copyChecked(out, f, body); err != nil {
 		_ = out.Close()
 		return err
 	}
-	if perm&0o077 != 0 || w.x.force {
-		if err := out.Chmod(perm); err != nil { // umask or an old file may differ
+	if perm&0o077 != 0 {
+		if err := out.Chmod(perm); err != nil { // the umask may have taken bits
 			_ = out.Close()
 			return err
 		}
 	}
-	if err := w.root.Chtimes(rel, f.MTime, f.MTime); err != nil {
+	if err := w.root.Chtimes(tmp, f.MTime, f.MTime); err != nil {
+		_ = out.Close()
+		return err
+	}
+	if err := w.x.place(w.oid, w.root, tmp, rel); err != nil {
 		_ = out.Close()
 		return err
 	}
 	w.syncq <- out
+	return nil
+}
+
+// createTemp creates a file restore writes into before it takes its name.
+// One left by an earlier attempt (or an interrupted restore, with --force)
+// is replaced, never written through.
+func createTemp(root *os.Root, tmp string, perm fs.FileMode) (*os.File, error) {
+	if err := root.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("removing %s: %w", filepath.Join(root.Name(), tmp), err)
+	}
+	out, err := root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
+	if err != nil {
+		return nil, fmt.Errorf("creating %s: %w", filepath.Join(root.Name(), tmp), err)
+	}
+	return out, nil
+}
+
+// place gives a written and checked file its name: at once, or for the
+// files of deferredFiles once every part was read (placeDeferred). What is
+// there already (with --force) is replaced, a symlink included, never
+// written through.
+func (x *extractor) place(oid uint32, root *os.Root, tmp, rel string) error {
+	if oid == 0 && deferredFiles[rel] {
+		x.mu.Lock()
+		x.deferred[rel] = true
+		x.mu.Unlock()
+		return nil
+	}
+	if err := root.Rename(tmp, rel); err != nil {
+		return fmt.Errorf("putting %s in place: %w", filepath.Join(root.Name(), rel), err)
+	}
+	return nil
+}
+
+// placeDeferred puts the deferred files in place: pg_control when control
+// is set, else the others.
+func (x *extractor) placeDeferred(control bool) error {
+	dest := x.roots[0]
+	for rel := range x.deferred {
+		if (rel == controlFile) != control {
+			continue
+		}
+		if err := dest.Rename(tempName(rel), rel); err != nil {
+			return fmt.Errorf("putting %s in place: %w", rel, err)
+		}
+	}
 	return nil
 }
 

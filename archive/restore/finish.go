@@ -92,17 +92,24 @@ func (x *extractor) symlinks() error {
 	return nil
 }
 
-// locate maps a manifest path to its root and path there.
+// locate maps a manifest path to its root and where the file is now: its
+// path there, or for a deferred file not yet in place its temporary name.
 func (x *extractor) locate(f repo.File) (uint32, *os.Root, string) {
+	oid, root, rel := x.locateFinal(f)
+	if oid == 0 && deferredFiles[rel] && f.Type == repo.TypeFile {
+		return oid, root, tempName(rel) // not yet in place
+	}
+	return oid, root, rel
+}
+
+// locateFinal maps a manifest path to its root and path there.
+func (x *extractor) locateFinal(f repo.File) (uint32, *os.Root, string) {
 	spc := x.m.Parts[f.Part].Tablespace
 	if f.Stored == repo.StoredParent {
 		spc = spcOfPath(x.m, f.Path) // no part of its own
 	}
 	if spc != 0 {
 		return spc, x.roots[spc], strings.TrimPrefix(f.Path, fmt.Sprintf("pg_tblspc/%d/", spc))
-	}
-	if f.Path == "global/pg_control" {
-		return 0, x.roots[0], controlTemp
 	}
 	return 0, x.roots[0], f.Path
 }

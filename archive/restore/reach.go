@@ -111,3 +111,19 @@ func checkGap(w repo.WALWalk, reached *repo.WALPoint, target Target, store strin
 }
 
 func mustLSN(s string) archive.LSN { l, _ := archive.ParseLSN(s); return l }
+
+// walToTarget selects the keys of the segments recovery from backup m to
+// target reads, as far as the listing has them without a gap.
+func walToTarget(cat *repo.Catalog, m *repo.Manifest, target Target) func(string) bool {
+	inv := cat.WAL(m.SegmentSize)
+	tli, err := targetTimeline(cat, m, target)
+	if err != nil {
+		return func(string) bool { return false }
+	}
+	path, ok := inv.PathTo(m, tli, m.StopLSN)
+	if !ok {
+		return func(string) bool { return false }
+	}
+	keys := inv.WalkKeys(path, inv.Walk(path))
+	return func(k string) bool { return keys[k] }
+}

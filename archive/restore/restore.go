@@ -7,10 +7,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"io/fs"
 	"log/slog"
 	"os"
+	"path"
 	"path/filepath"
 	"time"
 
@@ -67,10 +69,33 @@ func (r *Result) SignalFile() string { return r.Settings.Signal }
 // SettingLines are the recovery settings written.
 func (r *Result) SettingLines() []string { return r.Settings.Lines }
 
-// controlTemp is where global/pg_control waits until everything else is
-// restored and verified: without pg_control a half-restored directory
-// cannot be started by mistake.
-const controlTemp = "global/pg_control.walvault-restore"
+// Files restore writes under a temporary name and puts in place only once
+// every part of every backup of the chain has been read and authenticated:
+// what makes a directory startable (pg_control), what tells PostgreSQL how
+// to start (backup_label, tablespace_map) and the settings file restore
+// appends to. Without pg_control a half-restored directory cannot be
+// started by mistake; pg_control goes last of all.
+const controlFile = "global/pg_control"
+
+var deferredFiles = map[string]bool{
+	controlFile: true, "backup_label": true, "tablespace_map": true,
+	"postgresql.auto.conf": true, "recovery.conf": true,
+}
+
+// tempSuffix marks a file restore has written but not yet put in place.
+const tempSuffix = ".walvault-restore"
+
+// tempName is where the file at rel is written before it takes its name:
+// beside it, in the same directory, so the rename is atomic. A name too
+// long for a suffix gets a short one of its own.
+func tempName(rel string) string {
+	if len(path.Base(rel))+len(tempSuffix) <= 255 {
+		return rel + tempSuffix
+	}
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(rel))
+	return path.Join(path.Dir(rel), fmt.Sprintf(".walvault-restore-%016x", h.Sum64()))
+}
 
 // Run restores a base backup into opts.Dest and writes the recovery
 // settings. Bad input (a non-empty DEST, no fitting backup, a key that
@@ -153,6 +178,20 @@ func pickBackup(ctx context.Context, r *repo.Repo, opts Options) (*repo.Manifest
 	if err := checkWAL(r, cat, m, opts.Target); err != nil {
 		return nil, err
 	}
+	// The listing said the WAL is there; its proofs say it is this
+	// cluster's, written by the database host. One that fails is a gap.
+	bad, err := cat.AuthenticateWAL(ctx, walToTarget(cat, m, opts.Target))
+	if err != nil {
+		return nil, err
+	}
+	if len(bad) > 0 {
+		for _, b := range bad {
+			slog.Warn("WAL object fails authentication: taken as missing", "key", b.Key, "err", b.Err)
+		}
+		if err := checkWAL(r, cat, m, opts.Target); err != nil {
+			return nil, fmt.Errorf("%w (%d WAL object(s) fail authentication, the first %s: %s)", err, len(bad), bad[0].Key, bad[0].Err)
+		}
+	}
 	return m, nil
 }
 
@@ -160,10 +199,15 @@ func pickBackup(ctx context.Context, r *repo.Repo, opts Options) (*repo.Manifest
 // the recovery settings, and global/pg_control last.
 // An incremental backup is assembled from its chain as plan says.
 func write(ctx context.Context, r *repo.Repo, m *repo.Manifest, plan *chainPlan, dest string, spcs []repo.Tablespace, settings recoverySettings, own *owner, opts Options) error {
-	x := &extractor{r: r, m: m, force: opts.Force, roots: map[uint32]*os.Root{}, newRoots: map[uint32]bool{}, files: m.Index(), seen: map[string]bool{}}
+	x := &extractor{r: r, m: m, force: opts.Force, roots: map[uint32]*os.Root{}, newRoots: map[uint32]bool{}, files: m.Index(), seen: map[string]bool{}, deferred: map[string]bool{}}
 	defer x.closeRoots()
 	if err := x.openRoots(dest, spcs); err != nil {
 		return err
+	}
+	if opts.Force {
+		if err := removeControl(dest); err != nil {
+			return err
+		}
 	}
 	x.prog = opts.Progress.Start("restore", m.DataSize)
 	var err error
@@ -179,16 +223,37 @@ func write(ctx context.Context, r *repo.Repo, m *repo.Manifest, plan *chainPlan,
 	if err := x.finish(spcs, own); err != nil {
 		return err
 	}
+	// Every part of every link is authenticated: what makes the directory
+	// a server's to start goes in place now, pg_control last.
+	if err := x.placeDeferred(false); err != nil {
+		return err
+	}
 	if err := writeRecovery(x.roots[0], settings, own); err != nil {
 		return err
 	}
-	if err := x.roots[0].Rename(controlTemp, "global/pg_control"); err != nil {
-		return fmt.Errorf("putting global/pg_control in place: %w", err)
+	if err := x.placeDeferred(true); err != nil {
+		return err
 	}
 	if err := fsutil.SyncDir(filepath.Join(dest, "global")); err != nil {
 		return err
 	}
 	return fsutil.SyncDir(dest)
+}
+
+// removeControl takes an old global/pg_control out of a directory restored
+// over (--force) before anything else is written, so a restore that fails
+// midway never leaves a directory that starts, with old and new files
+// mixed.
+func removeControl(dest string) error {
+	p := filepath.Join(dest, "global", "pg_control")
+	switch err := os.Remove(p); {
+	case err == nil:
+		return fsutil.SyncDir(filepath.Dir(p))
+	case errors.Is(err, fs.ErrNotExist):
+		return nil
+	default:
+		return fmt.Errorf("removing the old %s before restoring over it: %w", p, err)
+	}
 }
 
 // checkEmptyDir refuses a directory with anything in it, unless force;

@@ -35,9 +35,7 @@ func TestRestoreSynthetic(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := signedRepo(t, st)
-	if err := st.Put(ctx, repo.WALKey(archive.WALFile{Name: "000000010000000000000002"}), cloud.Bytes([]byte("wal")), cloud.PutOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	backuptest.PutWAL(t, r, "000000010000000000000002")
 	m := pushTestBackup(t, r, src, "base_1", nil)
 	if len(m.Parts) < 3 {
 		t.Fatalf("want several parts, got %d", len(m.Parts))
@@ -153,10 +151,8 @@ func TestRestoreBrokenDownload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := st.Put(ctx, repo.WALKey(archive.WALFile{Name: "000000010000000000000002"}), cloud.Bytes([]byte("wal")), cloud.PutOptions{}); err != nil {
-		t.Fatal(err)
-	}
 	w := signedRepo(t, st)
+	backuptest.PutWAL(t, w, "000000010000000000000002")
 	pushTestBackup(t, w, src, "base_1", nil)
 	r := &repo.Repo{Store: newFlakyStore(st), Verify: w.Verify}
 	dest := filepath.Join(root, "dest")

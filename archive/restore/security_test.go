@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/walvault/walvault/archive"
+	"github.com/walvault/walvault/archive/internal/backuptest"
 	"github.com/walvault/walvault/archive/repo"
 	"github.com/walvault/walvault/cloud"
 	"github.com/walvault/walvault/crypto"
@@ -53,9 +54,7 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	f.r = signedRepo(t, f.st)
-	if err := f.st.Put(context.Background(), repo.WALKey(archive.WALFile{Name: "000000010000000000000002"}), cloud.Bytes([]byte("wal")), cloud.PutOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	backuptest.PutWAL(t, f.r, "000000010000000000000002")
 	return f
 }
 

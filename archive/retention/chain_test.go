@@ -257,16 +257,19 @@ func TestRetentionChainsCrashAnywhere(t *testing.T) {
 }
 
 // Marked permanent between plan and delete: the incremental and its
-// ancestors are skipped. A parent cannot be marked: its child records
-// its manifest's digest.
+// ancestors are skipped. A parent can be marked too: marks are records of
+// their own, and its child's record of its manifest's digest stays true.
 func TestRetentionChainsMark(t *testing.T) {
 	s := chains(t)
 	plan, err := Decide(s.Ctx, s.R, Policy{RetainFull: 1, Now: tmin(100)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := MarkPermanent(s.Ctx, s.R, "i2a", true); !errors.Is(err, archive.ErrConflict) || !strings.Contains(err.Error(), "parent of incremental backup i2b") {
+	if _, changed, err := MarkPermanent(s.Ctx, s.R, "i2a", true); err != nil || !changed {
 		t.Fatalf("marking a parent: %v", err)
+	}
+	if _, _, err := MarkPermanent(s.Ctx, s.R, "i2a", false); err != nil {
+		t.Fatalf("unmarking a parent: %v", err)
 	}
 	m, changed, err := MarkPermanent(s.Ctx, s.R, "i2b", true)
 	if err != nil || !changed || strings.Join(m.Chain, ",") != "i2a,f2" {

@@ -29,7 +29,7 @@ func signedRepos(t *testing.T, st cloud.Store) (w, r *repo.Repo) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &repo.Repo{Store: st, Sign: sk}, &repo.Repo{Store: st, Verify: []crypto.VerifyKey{vk}}
+	return &repo.Repo{Store: st, Sign: sk, Cluster: "1"}, &repo.Repo{Store: st, Verify: []crypto.VerifyKey{vk}}
 }
 
 // putDump stores a signed dump of db ("" for globals) that finished at

@@ -18,6 +18,29 @@ type Thresholds struct {
 	MaxArchiveLag time.Duration
 }
 
+// Problems lists, in words, what is wrong with the archive whatever the
+// thresholds: backups that cannot be trusted or restored, WAL objects that
+// fail authentication, gaps in the PITR window or in the WAL checked.
+func (r *Report) Problems() []string {
+	var out []string
+	for _, b := range r.BadBackups {
+		out = append(out, fmt.Sprintf("backup %s is %s: %s", b.Name, b.Mark, b.Error))
+	}
+	for _, p := range r.MissingParts {
+		out = append(out, "a complete backup lost a part: "+p)
+	}
+	for _, b := range r.UnauthenticatedWAL {
+		out = append(out, fmt.Sprintf("%s fails authentication and is not counted as archived: %s", b.Key, b.Err))
+	}
+	for _, g := range r.PITRGaps {
+		out = append(out, fmt.Sprintf("WAL gap %s: recovery from the backups before it stops there, outside the PITR window", g))
+	}
+	for _, g := range r.WAL.Gaps {
+		out = append(out, fmt.Sprintf("WAL gap %s", g))
+	}
+	return out
+}
+
 // Exceeded lists, in words, the thresholds the report exceeds.
 func (r *Report) Exceeded(th Thresholds) []string {
 	var out []string

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/walvault/walvault/archive"
@@ -149,6 +150,16 @@ type Report struct {
 	PITR        *Window  `json:"pitr_window"`
 	WAL         GapCheck `json:"wal_gaps"`
 	Size        Size     `json:"archive_size"`
+	// MissingParts are parts (or their sums objects) of complete backups
+	// that the store lacks or holds at another size.
+	MissingParts []string `json:"missing_parts"`
+	// UnauthenticatedWAL are WAL objects whose proof failed: not counted
+	// as archived (a gap where they are).
+	UnauthenticatedWAL []repo.BadObject `json:"unauthenticated_wal"`
+	// PITRGaps are gaps that cut the archive short of a continuous window
+	// from the oldest backup on: recovery from the backups before one
+	// stops there.
+	PITRGaps []repo.WALGap `json:"pitr_gaps"`
 	// Notes are things worth knowing that are no figure.
 	Notes []string `json:"notes,omitempty"`
 }
@@ -178,7 +189,8 @@ func Collect(ctx context.Context, r *repo.Repo, opts Options) (*Report, error) {
 	if now.IsZero() {
 		now = time.Now()
 	}
-	rep := &Report{Store: cloud.Redact(r.Store.String()), Time: now.UTC(), BadBackups: []BadBackup{}}
+	rep := &Report{Store: cloud.Redact(r.Store.String()), Time: now.UTC(), BadBackups: []BadBackup{},
+		MissingParts: []string{}, UnauthenticatedWAL: []repo.BadObject{}, PITRGaps: []repo.WALGap{}}
 	rep.WAL.Gaps, rep.WAL.Checked = []repo.WALGap{}, []Span{}
 	cat, err := r.LoadCatalog(ctx, repo.CatalogOptions{WAL: repo.NoWAL})
 	if err != nil {
@@ -224,11 +236,14 @@ func Collect(ctx context.Context, r *repo.Repo, opts Options) (*Report, error) {
 		// newest segment needs.
 		segSize = 1 << 20
 	}
+	if err := rep.authenticateWAL(ctx, cat, backups, segSize, known, opts.StateFile); err != nil {
+		return nil, err
+	}
 	inv := cat.WAL(segSize)
 	rep.lastSegment(inv, now)
 	rep.size(ctx, r, cat, inv)
 	if len(backups) > 0 {
-		rep.PITR = window(inv, backups)
+		rep.PITR, rep.PITRGaps = window(inv, backups)
 	}
 	if !known {
 		rep.WAL.Note = "no backup and no server to tell the WAL segment size: gaps not checked"
@@ -253,6 +268,11 @@ func (rep *Report) readBackups(cat *repo.Catalog, now time.Time) []*repo.Manifes
 	}
 	backups := cat.Backups()
 	rep.Backups = len(backups)
+	for _, m := range backups {
+		for _, p := range cat.Folder(m.Name).MissingParts(m) {
+			rep.MissingParts = append(rep.MissingParts, p.Key+": "+p.Problem)
+		}
+	}
 	if n := len(backups); n > 0 {
 		m := backups[n-1]
 		rep.NewestBackup = &Backup{Name: m.Name, FinishTime: m.StopTime.UTC(), AgeSeconds: age(now, m.StopTime), Timeline: m.Timeline, StoredSize: m.StoredSize,
@@ -355,13 +375,19 @@ func (rep *Report) size(ctx context.Context, r *repo.Repo, cat *repo.Catalog, in
 	s.Bytes = s.BackupBytes + s.WALBytes + s.DumpBytes + s.OtherBytes
 }
 
-// window finds the PITR window: the oldest backup that can be made
-// consistent starts it; the furthest point recovery from any backup
-// reaches without a gap, on any timeline it can follow, ends it.
-func window(inv *repo.WALInventory, backups []*repo.Manifest) *Window {
-	var w *Window
-	var end *repo.WALObject
-	var endWalk repo.WALWalk
+// window finds the PITR window: the newest point recovery from any backup
+// reaches without a gap, on any timeline it can follow, ends it; the
+// oldest backup from which recovery runs on without a break to the
+// backups after it starts it. Gaps that cut earlier backups off from the
+// window are returned: a window is never reported across one.
+func window(inv *repo.WALInventory, backups []*repo.Manifest) (*Window, []repo.WALGap) {
+	type reach struct {
+		m   *repo.Manifest
+		end *repo.WALObject
+		wk  repo.WALWalk
+		gap *repo.WALGap
+	}
+	var rs []reach
 	for _, m := range backups {
 		stop, err := archive.ParseWALName(m.StopWAL)
 		if err != nil {
@@ -374,30 +400,107 @@ func window(inv *repo.WALInventory, backups []*repo.Manifest) *Window {
 		if ow := inv.Walk(own); ow.Last == nil || ow.LastSegN < stop.SegNo(inv.SegSize) {
 			continue // cannot be made consistent
 		}
-		if w == nil {
-			w = &Window{Start: m.StopTime.UTC(), StartBackup: m.Name}
-		}
+		rc := reach{m: m}
 		for _, tli := range inv.Reachable(m, m.StopLSN) {
 			path, ok := inv.PathTo(m, tli, m.StopLSN)
 			if !ok {
 				continue
 			}
 			wk := inv.Walk(path)
-			if wk.Last != nil && (end == nil || wk.Last.ModTime.After(end.ModTime)) {
-				end, endWalk = wk.Last, wk
+			if wk.Last != nil && (rc.end == nil || wk.Last.ModTime.After(rc.end.ModTime)) {
+				rc.end, rc.wk, rc.gap = wk.Last, wk, wk.Gap
 			}
 		}
+		if rc.end != nil {
+			rs = append(rs, rc)
+		}
 	}
-	if w == nil || end == nil {
-		return nil
+	if len(rs) == 0 {
+		return nil, nil
 	}
-	p := inv.Point(endWalk)
-	w.End, w.EndSegment, w.EndLSN, w.EndTimeline = end.ModTime.UTC(), p.Segment, p.LSN, p.Timeline
+	// The furthest by position (timeline, then segment); an object's time
+	// in the store is only when it was last written.
+	best := 0
+	for i, rc := range rs {
+		b := rs[best].wk
+		if rc.wk.LastTLI > b.LastTLI || rc.wk.LastTLI == b.LastTLI && rc.wk.LastSegN > b.LastSegN {
+			best = i
+		}
+	}
+	// From the backup that reaches furthest, back while each earlier
+	// backup's recovery reaches the start of the one after it.
+	start := best
+	for i := best - 1; i >= 0; i-- {
+		if !reaches(inv, rs[i].wk, rs[i].end, rs[start].m) {
+			break
+		}
+		start = i
+	}
+	var gaps []repo.WALGap
+	for i := 0; i < start; i++ {
+		if g := rs[i].gap; g != nil {
+			gaps = append(gaps, *g)
+		}
+	}
+	p := inv.Point(rs[best].wk)
+	w := &Window{Start: rs[start].m.StopTime.UTC(), StartBackup: rs[start].m.Name,
+		End: rs[best].end.ModTime.UTC(), EndSegment: p.Segment, EndLSN: p.LSN, EndTimeline: p.Timeline}
 	if w.End.Before(w.Start) {
 		w.End = w.Start
 	}
 	w.Seconds = w.End.Sub(w.Start).Seconds()
-	return w
+	return w, dedupGaps(gaps)
+}
+
+// reaches says whether a walk that ended at last (on w's last timeline)
+// got as far as the start of backup next: by position on the same
+// timeline, by the time it was archived across a timeline switch.
+func reaches(inv *repo.WALInventory, w repo.WALWalk, last *repo.WALObject, next *repo.Manifest) bool {
+	if w.LastTLI == next.Timeline {
+		if s, err := archive.ParseWALName(next.StartWAL); err == nil {
+			return w.LastSegN >= s.SegNo(inv.SegSize)
+		}
+	}
+	return !last.ModTime.Before(next.StopTime)
+}
+
+// authenticateWAL checks the proofs of the WAL this run looks at: what
+// was archived since the last run (the first run: from the oldest
+// backup's start), so that a name planted in the bucket is neither the
+// newest archived segment nor a filled gap. What fails is reported and
+// taken for missing. Older WAL was checked by earlier runs; verify checks
+// all of it.
+func (rep *Report) authenticateWAL(ctx context.Context, cat *repo.Catalog, backups []*repo.Manifest, segSize int64, known bool, stateFile string) error {
+	from := map[uint32]uint64{}
+	var oldest uint64
+	haveOldest := false
+	if known {
+		st, _ := loadState(stateFile, rep.Store, segSize)
+		for tli, n := range st.Checked {
+			from[tli] = n + 1
+		}
+		for _, m := range backups {
+			if w, err := archive.ParseWALName(m.StartWAL); err == nil && (!haveOldest || w.SegNo(segSize) < oldest) {
+				oldest, haveOldest = w.SegNo(segSize), true
+			}
+		}
+	}
+	bad, err := cat.AuthenticateWAL(ctx, func(key string) bool {
+		wf, err := archive.ParseWALName(key[strings.LastIndexByte(key, '/')+1:])
+		if err != nil || !known {
+			return true // no segment size to place it: check everything
+		}
+		n := wf.SegNo(segSize)
+		if f, ok := from[wf.Timeline]; ok {
+			return n >= f
+		}
+		return !haveOldest || n >= oldest
+	})
+	if err != nil {
+		return err
+	}
+	rep.UnauthenticatedWAL = append(rep.UnauthenticatedWAL, bad...)
+	return nil
 }
 
 // checkGaps looks for gaps in the WAL stored since the last run (from the

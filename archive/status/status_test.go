@@ -80,8 +80,8 @@ func (s *synth) backup(name string, start, stop uint64, ended time.Time) {
 		StartWAL: archive.SegmentName(1, start, segSize), StopWAL: archive.SegmentName(1, stop, segSize),
 		StartTime: ended.Add(-time.Minute), StopTime: ended, SegmentSize: segSize, Compression: "lz4", DataSize: 30, StoredSize: 20,
 		Parts: []repo.Part{
-			{Name: "part-00000", Files: 2, Size: 3072, StoredSize: 10, SHA256: strings.Repeat("ab", 32)},
-			{Name: "part-00001", Files: 1, Size: 2048, StoredSize: 10, SHA256: strings.Repeat("cd", 32)},
+			{Name: "part-00000", Files: 2, Size: 3072, StoredSize: 10, SHA256: strings.Repeat("ab", 32), Sums: strings.Repeat("a1", 32)},
+			{Name: "part-00001", Files: 1, Size: 2048, StoredSize: 10, SHA256: strings.Repeat("cd", 32), Sums: strings.Repeat("c1", 32)},
 		},
 		FileCount: 4,
 		Files: []repo.File{
@@ -97,6 +97,8 @@ func (s *synth) backup(name string, start, stop uint64, ended time.Time) {
 	}
 	s.put(repo.BackupKey(name, "part-00000"), []byte("part zero!"), ended)
 	s.put(repo.BackupKey(name, "part-00001"), []byte("part one!!"), ended)
+	s.put(repo.SumsKey(repo.BackupKey(name, "part-00000")), make([]byte, repo.SumsLen(10)), ended)
+	s.put(repo.SumsKey(repo.BackupKey(name, "part-00001")), make([]byte, repo.SumsLen(10)), ended)
 	s.put(repo.BackupKey(name, repo.ManifestFile), body, ended)
 }
 

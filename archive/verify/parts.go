@@ -143,7 +143,7 @@ func verifyBackupParts(ctx context.Context, r *repo.Repo, m *repo.Manifest, bv *
 func verifyPart(ctx context.Context, r *repo.Repo, m *repo.Manifest, idx int, files repo.FileIndex) (*partCheck, error) {
 	key := repo.BackupKey(m.Name, m.Parts[idx].Name)
 	c := &partCheck{key: key, idx: idx, buf: make([]byte, 256<<10), blockSize: int64(m.BlockSize)}
-	err := r.ReadPart(ctx, m, idx, files, c.start)
+	err := r.ReadPart(ctx, m, idx, files, repo.PartOptions{LateCheck: true}, c.start)
 	if err := c.readEnded(ctx, err, fmt.Sprintf("%s in %s", key, r.Store)); err != nil {
 		return nil, err
 	}

@@ -202,6 +202,22 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Report, error) {
 		bv.linkAncestors(checked, own, folders)
 	}
 	if len(backups) > 0 {
+		// What the listing holds counts only once authenticated: an object
+		// that fails is a problem, and a gap where it is.
+		bad, err := cat.AuthenticateWAL(ctx, nil)
+		if err != nil {
+			return nil, err
+		}
+		if opts.Full {
+			more, err := readWAL(ctx, r, cat, backups, max(1, opts.Concurrency))
+			if err != nil {
+				return nil, err
+			}
+			bad = append(bad, more...)
+		}
+		for _, b := range bad {
+			rep.fail(b.Key, "fails authentication: %s", b.Err)
+		}
 		if err := verifyWAL(cat, backups, rep, ownWALOnly(cat, backups)); err != nil {
 			return nil, err
 		}
@@ -283,15 +299,8 @@ func trimWhere(err error) string {
 
 // checkPartSizes compares the parts listed in the store with the manifest.
 func checkPartSizes(bv *Backup, m *repo.Manifest, f *repo.BackupFolder) {
-	for _, p := range m.Parts {
-		key := repo.BackupKey(m.Name, p.Name)
-		o, ok := f.Objects[p.Name]
-		switch {
-		case !ok:
-			bv.Problems = append(bv.Problems, Problem{Object: key, Problem: "missing"})
-		case o.Size != p.StoredSize:
-			bv.Problems = append(bv.Problems, Problem{Object: key, Problem: fmt.Sprintf("is %d bytes, the manifest says %d: the stored part is truncated or altered", o.Size, p.StoredSize)})
-		}
+	for _, p := range f.MissingParts(m) {
+		bv.Problems = append(bv.Problems, Problem{Object: p.Key, Problem: p.Problem})
 	}
 }
 

@@ -2,11 +2,15 @@ package verify
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -211,14 +215,29 @@ func TestVerifyManifestDamage(t *testing.T) {
 			t.Fatalf("%s", problemsText(rep))
 		}
 	})
-	t.Run("manifest records another SHA-256", func(t *testing.T) {
+	t.Run("manifest records other sums", func(t *testing.T) {
 		s2 := newSynth(t)
 		src := filepath.Join(t.TempDir(), "src")
 		writeTree(t, src, map[string]string{"PG_VERSION": "15\n", "base/1/1259": "data"})
 		pushTestBackup(t, s2.R, src, "base_x", func(m *repo.Manifest) {
 			m.SegmentSize = backuptest.SynthSegSize
 			m.StartWAL, m.StopWAL = "000000010000000000000020", "000000010000000000000020"
-			m.Parts[0].SHA256 = strings.Repeat("ab", 32)
+			m.Parts[0].Sums = strings.Repeat("ab", 32)
+		})
+		s2.Segs(1, 0x20, 0x20, func(n uint64) time.Time { return tmin(int(n)) })
+		rep, _ := Run(s2.Ctx, s2.R, Options{Full: true})
+		if rep.OK || !strings.Contains(problemsText(rep), "backups/base_x/part-00000.sums in ") || !strings.Contains(problemsText(rep), "SHA-256") {
+			t.Fatalf("%s", problemsText(rep))
+		}
+	})
+	t.Run("legacy manifest records another SHA-256", func(t *testing.T) {
+		s2 := newSynth(t)
+		src := filepath.Join(t.TempDir(), "src")
+		writeTree(t, src, map[string]string{"PG_VERSION": "15\n", "base/1/1259": "data"})
+		pushTestBackup(t, s2.R, src, "base_x", func(m *repo.Manifest) {
+			m.SegmentSize = backuptest.SynthSegSize
+			m.StartWAL, m.StopWAL = "000000010000000000000020", "000000010000000000000020"
+			m.Parts[0].SHA256, m.Parts[0].Sums, m.Format = strings.Repeat("ab", 32), "", repo.ManifestFormatIncremental
 		})
 		s2.Segs(1, 0x20, 0x20, func(n uint64) time.Time { return tmin(int(n)) })
 		rep, _ := Run(s2.Ctx, s2.R, Options{Full: true})
@@ -247,7 +266,16 @@ func TestVerifyEncrypted(t *testing.T) {
 	m.Encrypted = true
 	body, _ := repo.EncodeManifest(m)
 	s.Put(repo.BackupKey(m.Name, repo.ManifestFile), body, time.Time{})
-	s.Segs(1, 0x20, 0x21, func(n uint64) time.Time { return tmin(int(n)) })
+	// The WAL encrypted too, as wal-push writes it with a recipient.
+	for n := uint64(0x20); n <= 0x21; n++ {
+		plain := []byte("segment")
+		sum := sha256.Sum256(plain)
+		meta := map[string]string{repo.MetaSHA256: hex.EncodeToString(sum[:]), repo.MetaSize: strconv.Itoa(len(plain))}
+		if _, err := s.R.Put(s.Ctx, s.SegKey(1, n), func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(plain)), nil },
+			repo.PutOptions{PutOptions: cloud.PutOptions{Metadata: meta}}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if _, err := Run(s.Ctx, s.R, Options{Full: true}); !errors.Is(err, archive.ErrBadInput) || !strings.Contains(err.Error(), "--identity-file") {
 		t.Fatalf("full check without identity: %v", err)
 	}
@@ -347,5 +375,52 @@ func TestVerifyStoreChecksum(t *testing.T) {
 	// chain; either way the part is reported, not the store.)
 	if err != nil || rep.OK || !strings.Contains(problemsText(rep), repo.BackupKey("base_1", "part-00000")+": ") || !strings.Contains(problemsText(rep), "store's own checksum") {
 		t.Fatalf("%v\n%s", err, problemsText(rep))
+	}
+}
+
+// verify counts only authenticated WAL: a planted segment without a proof
+// is a problem and a gap; a segment whose body was replaced while its
+// signed metadata was kept passes the proof (metadata) check, and --full,
+// which reads every object back, finds it.
+func TestVerifyAuthenticatesWAL(t *testing.T) {
+	s := newSynth(t)
+	w := backuptest.SignedRepo(t, s.R.Store)
+	s.R = &repo.Repo{Store: s.R.Store, Verify: w.Verify}
+	src := filepath.Join(t.TempDir(), "src")
+	writeTree(t, src, map[string]string{"PG_VERSION": "15\n", "base/1/1259": "data"})
+	pushTestBackup(t, w, src, "base_x", func(m *repo.Manifest) {
+		m.SegmentSize = backuptest.SynthSegSize
+		m.StartWAL, m.StopWAL = "000000010000000000000020", "000000010000000000000020"
+	})
+	for n := uint64(0x20); n <= 0x23; n++ {
+		backuptest.PutWAL(t, w, s.SegName(1, n))
+	}
+	if rep, err := Run(s.Ctx, s.R, Options{Full: true}); err != nil || !rep.OK {
+		t.Fatalf("a sound archive: %v %s", err, problemsText(rep))
+	}
+	// A name planted in a gap: 21 deleted, an unsigned object in its place.
+	s.Put(s.SegKey(1, 0x21), []byte("planted"), time.Time{})
+	rep, err := Run(s.Ctx, s.R, Options{})
+	if err != nil || rep.OK || !strings.Contains(problemsText(rep), "000000010000000000000021: fails authentication") ||
+		len(rep.Timelines) != 1 || len(rep.Timelines[0].Gaps) != 1 {
+		t.Fatalf("a planted segment: %v %s", err, problemsText(rep))
+	}
+	// The body of 22 replaced, its signed metadata kept.
+	backuptest.PutWAL(t, w, s.SegName(1, 0x21))
+	key := s.SegKey(1, 0x22)
+	info, err := s.R.Store.Stat(s.Ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.R.Store.Put(s.Ctx, key, cloud.Bytes([]byte("wal 000000010000000000000099")), cloud.PutOptions{Metadata: info.Metadata}); err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := Run(s.Ctx, s.R, Options{}); err != nil || !rep.OK {
+		t.Fatalf("sizes and proofs only cannot see a replaced body: %v %s", err, problemsText(rep))
+	}
+	rep, err = Run(s.Ctx, s.R, Options{Full: true})
+	if err != nil || rep.OK || !strings.Contains(problemsText(rep), "000000010000000000000022: fails authentication") ||
+		!strings.Contains(problemsText(rep), "does not match") {
+		t.Fatalf("--full with a replaced body: %v %s", err, problemsText(rep))
 	}
 }

@@ -9,9 +9,11 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 
 	"github.com/walvault/walvault/archive"
 	"github.com/walvault/walvault/archive/internal/fsutil"
+	"github.com/walvault/walvault/archive/pg"
 	"github.com/walvault/walvault/archive/repo"
 	"github.com/walvault/walvault/cloud"
 )
@@ -40,6 +42,9 @@ func Fetch(ctx context.Context, r *repo.Repo, name, dest string, opts FetchOptio
 		return FetchResult{}, fmt.Errorf("%w: %w", archive.ErrBadInput, err)
 	}
 	res := FetchResult{Name: name}
+	if err := bindForFetch(ctx, r, DataDirOf(dest)); err != nil {
+		return res, err
+	}
 	destDir := filepath.Dir(dest)
 	spool := opts.SpoolDir
 	if spool == "" {
@@ -104,6 +109,9 @@ func download(ctx context.Context, r *repo.Repo, wf archive.WALFile, tmp string)
 	if err != nil {
 		return "", 0, err
 	}
+	if err = sameCluster(f, wf, r.Cluster); err != nil {
+		return "", 0, fmt.Errorf("%w: %s in %s: %w", archive.ErrIntegrity, wf.Name, r.Store, err)
+	}
 	if err = f.Sync(); err != nil {
 		return "", 0, err
 	}
@@ -113,11 +121,48 @@ func download(ctx context.Context, r *repo.Repo, wf archive.WALFile, tmp string)
 	return sum, size, nil
 }
 
+// bindForFetch binds r to the cluster being recovered: the one whose
+// pg_control is in pgdata (the restored backup's, authenticated when it
+// was restored), else the one the store's cluster.json names. Every
+// object fetched must have been written for it.
+func bindForFetch(ctx context.Context, r *repo.Repo, pgdata string) error {
+	if r.Cluster != "" {
+		return nil
+	}
+	if sysid, err := pg.ControlSystemID(pgdata); err == nil {
+		r.Cluster = strconv.FormatUint(sysid, 10)
+		return nil
+	}
+	return r.BindCluster(ctx)
+}
+
+// sameCluster checks that a fetched segment's first page header names the
+// cluster r is bound to (a segment written by an older walvault has no
+// proof that names its cluster; its header does). Other files, and a
+// repository bound to no cluster, pass.
+func sameCluster(f *os.File, wf archive.WALFile, cluster string) error {
+	if cluster == "" || wf.Kind != archive.KindSegment && wf.Kind != archive.KindPartial {
+		return nil
+	}
+	var buf [archive.LongHeaderLen]byte
+	if _, err := f.ReadAt(buf[:], 0); err != nil {
+		return fmt.Errorf("it is shorter than a WAL page header: %w", err)
+	}
+	ph, err := archive.ParsePageHeader(buf[:])
+	if err != nil {
+		return fmt.Errorf("it is not a WAL segment: %w", err)
+	}
+	if got := strconv.FormatUint(ph.SystemID, 10); got != cluster {
+		return fmt.Errorf("it is a segment of the cluster with system identifier %s, and the cluster being recovered is %s", got, cluster)
+	}
+	return nil
+}
+
 // startOver gives an empty tmp to write a download into: created on the
 // first attempt (it must not exist), truncated on the next ones.
 func startOver(f *os.File, tmp string) (*os.File, error) {
 	if f == nil {
-		return os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600) // #nosec G304 -- a temp file beside DEST or in our spool
+		return os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600) // #nosec G304 -- a temp file beside DEST or in our spool
 	}
 	if err := f.Truncate(0); err != nil {
 		return f, err

@@ -92,6 +92,11 @@ func Prefetch(ctx context.Context, r *repo.Repo, name string, segSize int64, n, 
 		return err
 	}
 	defer func() { _ = lock.Close() }()
+	// Bound before the downloads run side by side: the data directory of
+	// the default spool (pg_wal/.walvault), else cluster.json.
+	if err := bindForFetch(ctx, r, filepath.Dir(filepath.Dir(spool))); err != nil {
+		return err
+	}
 	cleanPrefetchDir(dir, r.Store, wf, segSize)
 	prefetchAll(ctx, r, dir, segmentsAfter(wf, segSize, n), concurrency)
 	return nil

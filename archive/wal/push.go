@@ -16,6 +16,7 @@ import (
 	"strconv"
 
 	"github.com/walvault/walvault/archive"
+	"github.com/walvault/walvault/archive/pg"
 	"github.com/walvault/walvault/archive/repo"
 	"github.com/walvault/walvault/cloud"
 )
@@ -60,6 +61,10 @@ func Push(ctx context.Context, r *repo.Repo, path string, opts PushOptions) (Pus
 		return PushResult{Name: name, Ahead: true, RawBytes: st.Size()}, nil
 	}
 
+	// Bound once, before any other file is pushed beside this one.
+	if err := BindCluster(ctx, r, path, wf, spool); err != nil {
+		return PushResult{Name: name}, err
+	}
 	var others []string
 	if opts.Concurrency > 1 && pushedDir != "" {
 		others = readyToPushAhead(walDir, pushedDir, name, opts.Concurrency-1)
@@ -89,7 +94,45 @@ func PushOne(ctx context.Context, r *repo.Repo, path, spool string) (PushResult,
 	if err != nil {
 		return PushResult{}, fmt.Errorf("%w: %s: %w", archive.ErrBadInput, path, err)
 	}
+	if err := BindCluster(ctx, r, path, wf, spool); err != nil {
+		return PushResult{Name: wf.Name}, err
+	}
 	return pushFile(ctx, r, path, wf, spool)
+}
+
+// BindCluster makes sure r knows the cluster whose pg_wal file path is,
+// and that the store is that cluster's (claiming it if nobody does):
+// every proof it writes names the cluster. A segment says which cluster it
+// is of in its page header; other files (history, .backup) are of the
+// cluster whose data directory holds pg_wal, or failing that the one
+// cluster.json names. A repository already bound is left as it is (the
+// agent binds once, before it pushes files concurrently).
+func BindCluster(ctx context.Context, r *repo.Repo, path string, wf archive.WALFile, spool string) error {
+	if r.Cluster != "" {
+		return nil
+	}
+	if wf.Kind == archive.KindSegment || wf.Kind == archive.KindPartial {
+		f, _, head, err := openWAL(path)
+		if err != nil {
+			return err
+		}
+		_ = f.Close()
+		ph, err := archive.ParsePageHeader(head)
+		if err != nil {
+			return fmt.Errorf("%w: %s is not a WAL segment: %v", archive.ErrBadInput, path, err)
+		}
+		return r.EnsureCluster(ctx, ph.SystemID, ph.SegmentSize, spool)
+	}
+	if sysid, err := pg.ControlSystemID(filepath.Dir(filepath.Dir(path))); err == nil {
+		return r.EnsureCluster(ctx, sysid, 0, spool)
+	}
+	if err := r.BindCluster(ctx); err != nil {
+		return err
+	}
+	if r.Cluster == "" {
+		return fmt.Errorf("%w: cannot tell which cluster %s is of: the data directory's global/pg_control is not beside its pg_wal, and the store has no cluster.json yet", archive.ErrBadInput, path)
+	}
+	return nil
 }
 
 // pushFile stores one pg_wal file, idempotently.

@@ -38,8 +38,10 @@ const (
 // Rule says which calls misbehave and how.
 type Rule struct {
 	Op Op
-	// Keys limits the rule to keys (List: prefixes) containing this text.
-	Keys string
+	// Keys limits the rule to keys (List: prefixes) containing this text,
+	// and Match (when set) to those it accepts.
+	Keys  string
+	Match func(key string) bool
 	// Skip lets this many matching calls through first; then Times calls
 	// misbehave (0: every one from then on). With PerKey, both count each
 	// key apart.
@@ -105,7 +107,7 @@ func (f *Faults) match(op Op, key string) *Rule {
 	defer f.mu.Unlock()
 	f.calls[op]++
 	for _, r := range f.rules {
-		if r.Op != op || !strings.Contains(key, r.Keys) {
+		if r.Op != op || !strings.Contains(key, r.Keys) || r.Match != nil && !r.Match(key) {
 			continue
 		}
 		k := ""

@@ -106,11 +106,19 @@ func parse(argv []string) (invocation, error) {
 func run(argv []string) int {
 	// PostgreSQL ends a running archive or restore command with SIGQUIT on
 	// an immediate shutdown: one line, never a success.
+	fetching := len(argv) > 0 && argv[0] == "fetch"
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGQUIT)
 	go func() {
-		<-sigs
+		sig := <-sigs
 		fmt.Fprintln(os.Stderr, "walvault-wal: stopped by a signal")
+		if s, ok := sig.(syscall.Signal); ok && fetching && s != syscall.SIGQUIT {
+			// As restore_command, end by the signal itself: an exit code
+			// would read as "no such file" and could end recovery.
+			signal.Reset(s)
+			_ = syscall.Kill(os.Getpid(), s)
+			time.Sleep(time.Second)
+		}
 		os.Exit(exitFailure)
 	}()
 	inv, err := parse(argv)
@@ -164,7 +172,7 @@ func run(argv []string) int {
 	case resp.Code != exitOK:
 		fmt.Fprintf(os.Stderr, "walvault-wal %s: %s\n", inv.verb, oneLine(resp.Message))
 	}
-	if resp.Code > exitFailure {
+	if resp.Code > exitFailure && !(inv.verb == "fetch" && resp.Code == proto.CodeStopRecovery) {
 		return exitFailure // no code walvault does not use reaches PostgreSQL
 	}
 	return resp.Code

@@ -17,6 +17,7 @@ import (
 	"github.com/walvault/walvault/archive/backup"
 	"github.com/walvault/walvault/archive/repo"
 	"github.com/walvault/walvault/cloud"
+	"github.com/walvault/walvault/crypto"
 )
 
 func init() {
@@ -244,6 +245,15 @@ func backupList(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	// The PITR ranges count only WAL whose proof holds: a planted name
+	// must not fill a gap.
+	badWAL, err := cat.AuthenticateWAL(c.Context, nil)
+	if err != nil {
+		return err
+	}
+	for _, b := range badWAL {
+		fmt.Fprintf(c.App.ErrWriter, "walvault backup-list: warning: %s fails authentication and is not counted as archived: %s\n", shown(b.Key), shown(b.Err))
+	}
 	list := cat.Backups()
 	entries := make([]listEntry, 0, len(list))
 	for _, m := range list {
@@ -268,7 +278,7 @@ func backupList(c *cli.Context) error {
 		if err := encodeJSON(c.App.Writer, entries); err != nil {
 			return err
 		}
-		return damagedErr("backup", bad, r.Store)
+		return listErr(bad, badWAL, r.Store)
 	}
 	if len(entries) == 0 && len(bad) == 0 {
 		fmt.Fprintf(c.App.ErrWriter, "walvault backup-list: no complete backup in %s\n", r.Store)
@@ -303,7 +313,16 @@ func backupList(c *cli.Context) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	return damagedErr("backup", bad, r.Store)
+	return listErr(bad, badWAL, r.Store)
+}
+
+// listErr is backup-list's verdict: exit 4 when a backup or a WAL object
+// in the bucket is not what walvault wrote.
+func listErr(bad []repo.Damaged, badWAL []repo.BadObject, store fmt.Stringer) error {
+	if err := damagedErr("backup", bad, store); err != nil || len(badWAL) == 0 {
+		return err
+	}
+	return fmt.Errorf("%w: %d WAL object(s) in %s fail authentication (the first: %s): they are not counted in the PITR ranges", crypto.ErrBadProof, len(badWAL), store, shown(badWAL[0].Key))
 }
 
 // shortType is a backup type in backup-list's table.

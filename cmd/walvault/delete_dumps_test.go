@@ -30,7 +30,7 @@ func TestDeleteRetainDumps(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := &repo.Repo{Store: st, Sign: sk}
+	w := &repo.Repo{Store: st, Sign: sk, Cluster: "1"}
 	t0 := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
 	for i, n := range []string{"dump_a_shop", "dump_b_shop", "dumpall_a_globals"} {
 		src := func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader([]byte("PGDMP"))), nil }

@@ -76,7 +76,7 @@ func TestBackupListMarksUntrustedBackups(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	signed := &repo.Repo{Store: st, Sign: sk}
+	signed := &repo.Repo{Store: st, Sign: sk, Cluster: "7300000000000000001"}
 	m, err := repo.DecodeManifest(strings.NewReader(testManifest), false)
 	if err != nil {
 		t.Fatal(err)

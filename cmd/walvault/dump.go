@@ -54,20 +54,23 @@ func dumpCommands() []*cli.Command {
 			Name:      "dump-restore",
 			Usage:     "restore a logical dump into a database with pg_restore (a globals dump: with psql)",
 			ArgsUsage: "NAME|LATEST",
-			Description: "Streams the dump, decrypted and decompressed, into pg_restore --dbname CONNSTR. The stored object's\n" +
-				"checksum is confirmed at the end of the stream: if it does not match, pg_restore is stopped and\n" +
-				"dump-restore fails (exit 4) saying that the database may hold a partial restore. With --jobs > 1 the\n" +
-				"dump is first downloaded and verified whole into a temp file in --temp-dir (removed afterwards),\n" +
-				"then restored with pg_restore -j N. A globals dump (dump-push --all) is downloaded and verified whole,\n" +
-				"then run with psql -X -v ON_ERROR_STOP=0 in --dbname: statements that fail (roles that exist already)\n" +
-				"are warnings, not a failure. LATEST is the newest DATABASE dump (never a globals dump: name one to\n" +
-				"restore it).",
+			Description: "Streams the dump, decrypted and decompressed, into pg_restore --dbname CONNSTR. Each MiB of the stored\n" +
+				"object is authenticated (against the sums object the signed manifest proves) before a byte of it reaches\n" +
+				"pg_restore; a dump taken before walvault recorded sums is downloaded into --temp-dir and checked whole\n" +
+				"first. With --jobs > 1 the dump is downloaded and checked into a temp file in --temp-dir (removed\n" +
+				"afterwards), then restored with pg_restore -j N. A globals dump (dump-push --all) is downloaded and\n" +
+				"checked whole, then run with psql -X -v ON_ERROR_STOP=0 in --dbname: statements that fail (roles that exist already)\n" +
+				"are warnings, not a failure. LATEST is the newest dump of the database --dbname restores into (of\n" +
+				"--database NAME when given; of any database with --create), never a globals dump. A dump is restored\n" +
+				"into a database of another name only when --database names the dump's own database.",
 			Flags: join(storeFlags(), []cli.Flag{
 				stringFlag("dbname", "libpq connection string or URI of the database to restore into (with --create: the one to connect to first)", ""),
 				intFlag("jobs", "pg_restore parallel jobs (> 1 needs a temp file the size of the dump)", 1),
 				boolFlag("clean", "drop the dump's objects before recreating them (pg_restore --clean --if-exists)"),
 				boolFlag("create", "create the dump's database and restore into it (pg_restore --create)"),
 				stringFlag("temp-dir", "where --jobs > 1 keeps the downloaded dump (default: the system temp directory)", ""),
+				// Command-line only: which dump is meant is not a setting.
+				&cli.StringFlag{Name: "database", Usage: "the database whose dump to restore: LATEST is its newest; needed to restore a dump into a database of another name"},
 				pgBinDirFlag(),
 			}),
 			Action: dumpRestore,
@@ -79,7 +82,9 @@ func dumpCommands() []*cli.Command {
 			Description: "Downloads, decrypts, decompresses and verifies the dump into a temp file beside FILE, then links it\n" +
 				"into place: FILE is never partial, unverified or overwritten. Restore it with pg_restore yourself.\n" +
 				"LATEST is the newest database dump, as for dump-restore.",
-			Flags:  storeFlags(),
+			Flags: join(storeFlags(), []cli.Flag{
+				&cli.StringFlag{Name: "database", Usage: "the database whose dump to fetch: LATEST is its newest"},
+			}),
 			Action: dumpFetch,
 		},
 	}
@@ -229,13 +234,21 @@ func dumpRestore(c *cli.Context) error {
 		return err
 	}
 	defer cloud.Close(r.Store)
-	m, err := dump.Resolve(c.Context, r, c.Args().First())
+	// LATEST is the newest dump of the database named with --database,
+	// else of the one --dbname restores into (with --create, of any).
+	source := c.String("database")
+	if source == "" && !c.Bool("create") {
+		if source, err = dump.DatabaseOf(c.String("dbname")); err != nil {
+			return err
+		}
+	}
+	m, err := dump.Resolve(c.Context, r, c.Args().First(), source)
 	if err != nil {
 		return err
 	}
 	start := time.Now()
 	err = dump.Restore(c.Context, r, m, dump.RestoreOptions{DSN: c.String("dbname"), Jobs: c.Int("jobs"), Clean: c.Bool("clean"),
-		Create: c.Bool("create"), TempDir: c.String("temp-dir"), BinDir: c.String("pg-bin-dir")})
+		Create: c.Bool("create"), TempDir: c.String("temp-dir"), BinDir: c.String("pg-bin-dir"), Database: c.String("database")})
 	var ge *dump.GlobalsErrors
 	if errors.As(err, &ge) {
 		// ON_ERROR_STOP=0: the rest ran; a role that exists already is
@@ -261,7 +274,7 @@ func dumpFetch(c *cli.Context) error {
 		return err
 	}
 	defer cloud.Close(r.Store)
-	m, err := dump.Resolve(c.Context, r, c.Args().First())
+	m, err := dump.Resolve(c.Context, r, c.Args().First(), c.String("database"))
 	if err != nil {
 		return err
 	}

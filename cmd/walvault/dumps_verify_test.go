@@ -36,7 +36,7 @@ func TestVerifyAndStatusDumps(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := &repo.Repo{Store: st, Sign: sk, Codec: codec.Settings{Compression: codec.None}}
+	w := &repo.Repo{Store: st, Sign: sk, Codec: codec.Settings{Compression: codec.None}, Cluster: "42"}
 	// A backup whose part matches its recorded size (its SHA-256 is fake:
 	// only the dump's findings are looked at with --full).
 	m, err := repo.DecodeManifest(strings.NewReader(strings.Replace(testManifest, "7300000000000000001", "42", 1)), false)

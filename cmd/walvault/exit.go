@@ -5,12 +5,14 @@ import (
 
 	"github.com/walvault/walvault/archive"
 	"github.com/walvault/walvault/archive/codec"
+	"github.com/walvault/walvault/archive/wal"
 	"github.com/walvault/walvault/cloud"
 	"github.com/walvault/walvault/crypto"
 )
 
 // Exit codes. PostgreSQL reads them: restore_command's 1 means "no such
-// file", and anything above 125 aborts recovery, so all stay below 126.
+// file", and anything above 125 aborts recovery, so all stay below 126
+// but exitStopRecovery, which wal-fetch uses for exactly that.
 const (
 	exitOK        = 0
 	exitNotFound  = 1 // wal-fetch: the file is not in the archive
@@ -21,6 +23,10 @@ const (
 	exitPostgres  = 6 // PostgreSQL refused or failed
 	exitVerify    = 7 // verify found a problem
 	exitFailure   = 9 // anything else
+	// exitStopRecovery: wal-fetch found the file but cannot use it (or,
+	// outside a standby, cannot reach the store): PostgreSQL stops
+	// recovery instead of ending it.
+	exitStopRecovery = wal.ExitStopRecovery
 )
 
 // exitCode maps an error to the documented exit code.

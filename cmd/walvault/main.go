@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 	"github.com/walvault/walvault/archive"
 	"github.com/walvault/walvault/archive/codec"
 	"github.com/walvault/walvault/archive/repo"
+	"github.com/walvault/walvault/archive/wal"
 	"github.com/walvault/walvault/cloud"
 	"github.com/walvault/walvault/crypto"
 )
@@ -42,8 +44,22 @@ var commandMakers []func() []*cli.Command
 func register(commands func() []*cli.Command) { commandMakers = append(commandMakers, commands) }
 
 func main() {
-	os.Exit(run(os.Args, os.Stdout, os.Stderr))
+	code := run(os.Args, os.Stdout, os.Stderr)
+	if sig := dieBy.Load(); sig != nil {
+		// Ended by a signal, as PostgreSQL expects of restore_command:
+		// SIGTERM (its shutdown) ends the startup process quietly, any
+		// other signal stops recovery. An exit code would read as "no
+		// such file" and could end recovery.
+		signal.Reset(sig.(syscall.Signal))
+		_ = syscall.Kill(os.Getpid(), sig.(syscall.Signal))
+		time.Sleep(time.Second)
+	}
+	os.Exit(code)
 }
+
+// dieBy is the signal a restore command stopped by it re-raises on its
+// way out, once its work is cancelled and cleaned up.
+var dieBy atomic.Value
 
 func newApp(stdout, stderr io.Writer) *cli.App {
 	var commands []*cli.Command
@@ -118,8 +134,20 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 	// SIGQUIT is how PostgreSQL ends a running archive or restore command
 	// on an immediate shutdown: caught, it cancels the work like the others
 	// do, instead of Go's default goroutine dump into the server log.
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGQUIT)
+	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGQUIT)
+	defer signal.Stop(sigs)
+	var got atomic.Value
+	go func() {
+		select {
+		case sig := <-sigs:
+			got.Store(sig)
+			stop()
+		case <-ctx.Done():
+		}
+	}()
 	if len(args) == 1 {
 		// Help for the person at the terminal, but a script that lost its
 		// command to an empty variable must not look successful.
@@ -131,12 +159,26 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 	if !strings.HasPrefix(args[1], "-") {
 		name += " " + args[1]
 	}
+	// restore_command must never exit with a status PostgreSQL takes for
+	// "not in the archive" unless that is what it is: every other failure
+	// of wal-fetch stops recovery (see wal.StopsRecovery), a usage or
+	// configuration mistake included.
+	fail := func(err error, code int) int {
+		if name == "walvault wal-fetch" && code != exitOK && code != exitNotFound &&
+			(code == exitUsage || wal.StopsRecovery(err, wal.DataDirOf(args[len(args)-1]))) {
+			say("%s: %s%s", name, oneLine(err.Error()), wal.StopRecoveryHint)
+			return exitStopRecovery
+		}
+		say("%s: %s", name, oneLine(err.Error()))
+		return code
+	}
 	args = helpArgs(app, args)
 	if err := missingValue(app, args); err != nil {
-		say("%s: %s", name, oneLine(err.Error()))
-		return exitUsage
+		return fail(err, exitUsage)
 	}
-	err := app.RunContext(ctx, reorderArgs(app, args))
+	ordered := reorderArgs(app, args)
+	cmdlineFlags = flagWords(ordered)
+	err := app.RunContext(ctx, ordered)
 	if unknown, ok := app.Metadata[unknownCommandKey].(string); ok {
 		say("walvault: unknown command %q%s: run 'walvault help' for the list of commands",
 			unknown, didYouMean(unknown, commandNames(app), func(n string) string { return n }))
@@ -150,10 +192,16 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 	if err == nil {
 		return exitOK
 	}
-	if ctx.Err() != nil {
+	if sig, ok := got.Load().(os.Signal); ok {
 		// Stopped by a signal: one line, and a code that is neither success
 		// nor "not in the archive" (PostgreSQL is shutting down anyway).
+		// wal-fetch, PostgreSQL's restore_command, ends by the signal
+		// itself (SIGQUIT, an immediate shutdown, excepted: Go would dump
+		// its goroutines for it).
 		say("%s: stopped by a signal", name)
+		if name == "walvault wal-fetch" && sig != syscall.SIGQUIT {
+			dieBy.Store(sig)
+		}
 		return exitFailure
 	}
 	var quiet quietError
@@ -164,8 +212,30 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 	if !errors.Is(err, errUsage) && (strings.HasPrefix(err.Error(), "flag provided but not defined") || strings.Contains(err.Error(), "invalid value")) {
 		err = usageError("%v", err)
 	}
-	say("%s: %s", name, oneLine(err.Error()))
-	return exitCode(err)
+	return fail(err, exitCode(err))
+}
+
+// cmdlineFlags are the flags given on this process's command line (not
+// those from the environment or the config file): what a child started
+// with the same settings gets on its command line. Settings from the
+// environment reach it by inheritance, and so never land in its argv,
+// where every local user can read them.
+var cmdlineFlags []string
+
+// flagWords are the words of a reordered command line between the command
+// and "--" (or the end).
+func flagWords(ordered []string) []string {
+	if len(ordered) < 3 {
+		return nil
+	}
+	var out []string
+	for _, w := range ordered[2:] {
+		if w == "--" {
+			break
+		}
+		out = append(out, w)
+	}
+	return out
 }
 
 // outputWriter is the commands' stdout: it keeps the first write error,

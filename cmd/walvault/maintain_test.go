@@ -92,11 +92,12 @@ func TestMaintainCommands(t *testing.T) {
 			t.Fatal(err)
 		}
 		_ = st.Delete(context.Background(), repo.BackupKey(m.Name, repo.ManifestFile))
-		if err := (&repo.Repo{Store: st, Sign: sk}).WriteManifest(context.Background(), m, false); err != nil {
+		if err := (&repo.Repo{Store: st, Sign: sk, Cluster: m.SystemIdentifier}).WriteManifest(context.Background(), m, false); err != nil {
 			t.Fatal(err)
 		}
 	}
-	writeManifest(testManifest)
+	ours := strings.Replace(testManifest, "7300000000000000001", "42", 1)
+	writeManifest(ours)
 	writeObject("backups/base_1/part-00000", []byte("hello"))
 
 	code, out, e := runCLI(t, "backup-list", "--json")
@@ -125,13 +126,22 @@ func TestMaintainCommands(t *testing.T) {
 	if code != exitVerify || !strings.Contains(out, "backups/base_1/part-00000") || !strings.Contains(e, "problem") {
 		t.Fatalf("verify --backup: exit %d\n%s\n%s", code, out, e)
 	}
-	// cluster.json (from wal-push) names cluster 42, the manifest another:
+	// cluster.json (from wal-push) names cluster 42, a backup another,
+	// signed with the same key: it is not one of this archive's, and
 	// retention refuses to guess whose WAL is whose.
+	writeManifest(strings.Replace(testManifest, "base_1", "base_2", -1))
+	code, _, e = runCLI(t, "backup-list")
+	if code != exitIntegrity || !strings.Contains(e, "base_2") || !strings.Contains(e, "system identifier 7300000000000000001") {
+		t.Fatalf("backup-list in a store of two clusters: exit %d %s", code, e)
+	}
 	code, _, e = runCLI(t, "delete", "--retain-full", "1")
-	if code != exitConflict || !strings.Contains(e, "system identifier") {
+	if code != exitIntegrity || !strings.Contains(e, "system identifier") {
 		t.Fatalf("delete in a store of two clusters: exit %d %s", code, e)
 	}
-	writeManifest(strings.Replace(testManifest, "7300000000000000001", "42", 1))
+	if err := st.Delete(context.Background(), repo.BackupKey("base_2", repo.ManifestFile)); err != nil {
+		t.Fatal(err)
+	}
+	writeManifest(ours)
 	code, out, _ = runCLI(t, "delete", "--retain-full", "1", "--json")
 	var plan struct {
 		DryRun bool `json:"dry_run"`

@@ -107,7 +107,9 @@ func statusCmd(c *cli.Context) error {
 		printStatus(c.App.Writer, rep)
 		printAgent(c.App.Writer, ag)
 	}
-	if reasons := rep.Exceeded(th); len(reasons) > 0 {
+	// What is wrong with the archive fails the check whatever the
+	// thresholds; then the thresholds.
+	if reasons := append(rep.Problems(), rep.Exceeded(th)...); len(reasons) > 0 {
 		return fmt.Errorf("%w: %s", archive.ErrVerifyFailed, shown(strings.Join(reasons, "; ")))
 	}
 	return nil
@@ -174,6 +176,9 @@ func printStatus(w io.Writer, r *status.Report) {
 	for _, b := range r.BadBackups {
 		fmt.Fprintf(w, "                  %s backup %s not counted: %s\n", b.Mark, shown(b.Name), shown(b.Error))
 	}
+	for _, p := range r.MissingParts {
+		fmt.Fprintf(w, "                  MISSING %s\n", shown(p))
+	}
 	if r.Incomplete > 0 {
 		fmt.Fprintf(w, "                  %d backup folder(s) without a manifest (interrupted or running)\n", r.Incomplete)
 	}
@@ -186,6 +191,9 @@ func printStatus(w io.Writer, r *status.Report) {
 		fmt.Fprintf(w, "last archived     %s, stored %s (%s)\n", shown(s.Name), stamp(s.Time), ago(s.AgeSeconds))
 	} else {
 		fmt.Fprintf(w, "last archived     none\n")
+	}
+	for _, b := range r.UnauthenticatedWAL {
+		fmt.Fprintf(w, "                  UNAUTHENTICATED %s not counted: %s\n", shown(b.Key), shown(b.Err))
 	}
 	switch s := r.Server; {
 	case s == nil && r.ServerError != "":
@@ -213,6 +221,9 @@ func printStatus(w io.Writer, r *status.Report) {
 			stamp(p.Start), shown(p.StartBackup), stamp(p.End), shown(p.EndSegment), p.EndLSN, p.EndTimeline)
 	} else {
 		fmt.Fprintf(w, "PITR window       none: no backup can be made consistent\n")
+	}
+	for _, g := range r.PITRGaps {
+		fmt.Fprintf(w, "                  GAP %s cuts the backups before it off from the window\n", shown(g.String()))
 	}
 	var spans []string
 	for _, s := range r.WAL.Checked {

@@ -137,7 +137,7 @@ func walFetch(c *cli.Context) error {
 		if isNotInArchive(err) {
 			return quietError{err}
 		}
-		return err
+		return err // run decides whether it stops recovery
 	}
 	slog.Debug("fetched", "file", name, "bytes", res.Size, "prefetched", res.Prefetched)
 	if n := c.Int("prefetch"); n > 0 {
@@ -148,6 +148,14 @@ func walFetch(c *cli.Context) error {
 	return nil
 }
 
+// prefetchArgs is the prefetcher's command line: the flags of this
+// command line only. Settings from the environment are inherited, and must
+// not move into the child's argv, where every local user can read them.
+func prefetchArgs(name string, segSize int64, spool string) []string {
+	args := append([]string{"wal-prefetch"}, cmdlineFlags...)
+	return append(args, "--", name, strconv.FormatInt(segSize, 10), spool)
+}
+
 // startPrefetcher re-runs this binary, detached in its own session, as
 // "wal-prefetch" with the same settings. PostgreSQL does not wait for it.
 func startPrefetcher(c *cli.Context, name string, segSize int64, spool string) {
@@ -155,19 +163,7 @@ func startPrefetcher(c *cli.Context, name string, segSize int64, spool string) {
 	if err != nil {
 		return
 	}
-	args := []string{"wal-prefetch"}
-	for _, f := range c.Command.Flags {
-		n := f.Names()[0]
-		if c.IsSet(n) && n != "config" {
-			for _, v := range flagValues(c, n) {
-				args = append(args, "--"+n+"="+v)
-			}
-		}
-	}
-	if cf := c.String("config"); cf != "" {
-		args = append(args, "--config="+cf)
-	}
-	args = append(args, "--", name, strconv.FormatInt(segSize, 10), spool)
+	args := prefetchArgs(name, segSize, spool)
 	cmd := exec.Command(exe, args...) // #nosec G204 -- our own binary and settings
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = nil, nil, nil
@@ -176,13 +172,6 @@ func startPrefetcher(c *cli.Context, name string, segSize int64, spool string) {
 		return
 	}
 	_ = cmd.Process.Release()
-}
-
-func flagValues(c *cli.Context, name string) []string {
-	if v := c.StringSlice(name); len(v) > 0 {
-		return v
-	}
-	return []string{fmt.Sprint(c.Value(name))}
 }
 
 func walPrefetch(c *cli.Context) error {

@@ -195,14 +195,14 @@ func TestFetchPrefetchAndVerify(t *testing.T) {
 	_ = os.Remove(dest)
 	other := filepath.Join(dir, "other-id.txt")
 	runCLI(t, "keygen", other)
-	if code, _, e := runCLI(t, "wal-fetch", "--store", store, "--identity-file", other, "--prefetch", "0", segName(5), dest); code != exitIntegrity || !strings.Contains(e, "identity") {
+	if code, _, e := runCLI(t, "wal-fetch", "--store", store, "--identity-file", other, "--prefetch", "0", segName(5), dest); code != exitStopRecovery || !strings.Contains(e, "identity") {
 		t.Fatalf("wrong identity: exit %d, %q", code, e)
 	}
 	obj := filepath.Join(dir, "store", "wal", "0000000100000000", segName(5))
 	b, _ := os.ReadFile(obj)
 	b[len(b)-100] ^= 0x01
 	_ = os.WriteFile(obj, b, 0o600)
-	if code, e := fetch(segName(5), "--prefetch", "0"); code != exitIntegrity || !strings.Contains(e, segName(5)) {
+	if code, e := fetch(segName(5), "--prefetch", "0"); code != exitStopRecovery || !strings.Contains(e, segName(5)) {
 		t.Fatalf("flipped byte: exit %d, %q", code, e)
 	}
 	// Without compression or encryption only the recorded checksum can
@@ -215,7 +215,7 @@ func TestFetchPrefetchAndVerify(t *testing.T) {
 	b, _ = os.ReadFile(obj)
 	b[len(b)-100] ^= 0x01
 	_ = os.WriteFile(obj, b, 0o600)
-	if code, _, e := runCLI(t, "wal-fetch", "--store", "file://"+plainStore, "--prefetch", "0", segName(6), dest); code != exitIntegrity || !strings.Contains(e, "checksum") {
+	if code, _, e := runCLI(t, "wal-fetch", "--store", "file://"+plainStore, "--prefetch", "0", segName(6), dest); code != exitStopRecovery || !strings.Contains(e, "checksum") {
 		t.Fatalf("flipped byte in an uncompressed object: exit %d, %q", code, e)
 	}
 	if _, err := os.Stat(dest); err == nil {
@@ -223,5 +223,46 @@ func TestFetchPrefetchAndVerify(t *testing.T) {
 	}
 	if left := listDir(t, restoreDir); len(left) != 1 || left[0] != ".walvault" {
 		t.Fatalf("temp files left beside DEST: %v", left)
+	}
+
+	// A store that cannot be reached: during an archive recovery it stops
+	// recovery too (255); on a standby, where PostgreSQL retries and
+	// streams meanwhile, it is the store's code (3). A damaged object
+	// stops a standby as well: retrying cannot mend it.
+	t.Setenv("AWS_ACCESS_KEY_ID", "test")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "test")
+	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	gone := []string{"--prefetch", "0", "--store", "s3://bucket/prefix", "--s3-endpoint", "http://127.0.0.1:1", "--s3-path-style"}
+	if code, e := fetch(segName(1), gone...); code != exitStopRecovery || !strings.Contains(e, "stops recovery") {
+		t.Fatalf("unreachable store, archive recovery: exit %d, %q", code, e)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "standby.signal"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, e := fetch(segName(1), gone...); code != exitStore {
+		t.Fatalf("unreachable store, standby: exit %d, %q", code, e)
+	}
+	if code, e := fetch(segName(5), "--prefetch", "0"); code != exitStopRecovery {
+		t.Fatalf("damaged object, standby: exit %d, %q", code, e)
+	}
+	if code, e := fetch(segName(9), "--prefetch", "0"); code != exitNotFound {
+		t.Fatalf("absent file, standby: exit %d, %q", code, e)
+	}
+}
+
+// The prefetcher gets this command line's flags, never a setting that
+// came from the environment (a store URL with credentials in it, say).
+func TestPrefetchArgsKeepEnvironmentOffArgv(t *testing.T) {
+	t.Setenv("WALVAULT_STORE", "s3://bucket/p?secret=hunter2")
+	// Nothing may leave this machine: a closed local port, static keys.
+	t.Setenv("WALVAULT_S3_ENDPOINT", "http://127.0.0.1:1")
+	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	t.Setenv("AWS_ACCESS_KEY_ID", "test")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "test")
+	dir := t.TempDir()
+	runCLI(t, "wal-fetch", "--prefetch", "2", "--log-level", "warn", "000000010000000000000001", filepath.Join(dir, "x"))
+	got := strings.Join(prefetchArgs("000000010000000000000001", 16<<20, dir), " ")
+	if strings.Contains(got, "hunter2") || !strings.Contains(got, "--prefetch") || !strings.HasPrefix(got, "wal-prefetch ") {
+		t.Fatalf("prefetcher argv: %s", got)
 	}
 }

@@ -40,6 +40,12 @@ const (
 // CodeFallback asks the client to do the work itself with walvault.
 const CodeFallback = 100
 
+// CodeStopRecovery answers a fetch whose file is present but cannot be
+// used (or, outside a standby, cannot be reached): the client exits with
+// it, and PostgreSQL, reading an exit status above 125, stops recovery
+// instead of taking the file for absent (wal.ExitStopRecovery).
+const CodeStopRecovery = 255
+
 // MaxLine bounds a request or response line.
 const MaxLine = 64 << 10
 
@@ -126,7 +132,7 @@ func ReadResponse(br *bufio.Reader) (Response, error) {
 	}
 	code, msg, ok := strings.Cut(line, " ")
 	n, err := strconv.Atoi(code)
-	if !ok || err != nil || n < 0 || n > CodeFallback {
+	if !ok || err != nil || n < 0 || n > CodeFallback && n != CodeStopRecovery {
 		return Response{}, fmt.Errorf("%w: bad response", ErrProtocol)
 	}
 	m, err := strconv.Unquote(msg)

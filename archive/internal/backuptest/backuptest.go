@@ -12,6 +12,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"io/fs"
 	"os"
@@ -21,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/walvault/walvault/archive"
 	"github.com/walvault/walvault/archive/repo"
 	"github.com/walvault/walvault/cloud"
 	"github.com/walvault/walvault/crypto"
@@ -155,12 +157,7 @@ func Push(t testing.TB, r *repo.Repo, src, name string, mutate func(*repo.Manife
 	var dataSize int64
 	for i, plan := range plans {
 		body, fs := tarPart(t, plan, i)
-		st, err := r.Put(ctx, repo.BackupKey(name, repo.PartName(i)), func() (io.ReadCloser, error) {
-			return io.NopCloser(bytes.NewReader(body)), nil
-		}, repo.PutOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
+		part := PutPart(t, r, name, i, body)
 		n := 0
 		for _, f := range fs {
 			if f.Type == repo.TypeFile {
@@ -168,7 +165,8 @@ func Push(t testing.TB, r *repo.Repo, src, name string, mutate func(*repo.Manife
 				dataSize += f.Size
 			}
 		}
-		parts = append(parts, repo.Part{Name: repo.PartName(i), Tablespace: planSpc[i], Files: n, Size: st.Size, StoredSize: st.StoredSize, SHA256: st.SHA256})
+		part.Tablespace, part.Files = planSpc[i], n
+		parts = append(parts, part)
 		files = append(files, fs...)
 	}
 	stop := time.Now().UTC()
@@ -196,6 +194,19 @@ func Push(t testing.TB, r *repo.Repo, src, name string, mutate func(*repo.Manife
 	return m
 }
 
+// PutPart stores a tar stream as part idx of backup name, with its sums
+// object, as backup-push does.
+func PutPart(t testing.TB, r *repo.Repo, name string, idx int, body []byte) repo.Part {
+	t.Helper()
+	st, sums, err := r.PutChunked(context.Background(), repo.BackupKey(name, repo.PartName(idx)), func() (io.ReadCloser, error) {
+		return io.NopCloser(bytes.NewReader(body)), nil
+	}, repo.PutOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return repo.Part{Name: repo.PartName(idx), Size: st.Size, StoredSize: st.StoredSize, SHA256: st.SHA256, Sums: sums}
+}
+
 // SignedRepo is a repository over st that signs what it writes and checks
 // the proof of what it reads, as a database host and a restore host with
 // the same key pair would.
@@ -210,7 +221,7 @@ func SignedRepo(t testing.TB, st cloud.Store) *repo.Repo {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &repo.Repo{Store: st, Sign: sk, Verify: []crypto.VerifyKey{vk}}
+	return &repo.Repo{Store: st, Sign: sk, Verify: []crypto.VerifyKey{vk}, Cluster: "1"}
 }
 
 func oids(spcs []repo.Tablespace) []uint32 {
@@ -237,5 +248,72 @@ func WriteTree(t testing.TB, root string, files map[string]string) {
 		if err := os.WriteFile(full, []byte(body), 0o600); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// ForgeCRC32C rewrites the last 4 bytes of b (at least 4 long) so that its
+// CRC-32C is want (8 hex digits): what anyone can do to a file whose only
+// check is a CRC, as an attacker forging a part would.
+func ForgeCRC32C(b []byte, want string) {
+	target, err := strconv.ParseUint(want, 16, 32)
+	if err != nil || len(b) < 4 {
+		panic("ForgeCRC32C: bad arguments")
+	}
+	tab := crc32.MakeTable(crc32.Castagnoli)
+	var rev [256]byte
+	for i := range 256 {
+		rev[tab[i]>>24] = byte(i)
+	}
+	// The table index each of the 4 steps must use to end at the target.
+	f := ^uint32(target)
+	var idx [4]byte
+	for i := 3; i >= 0; i-- {
+		idx[i] = rev[f>>24]
+		f = (f ^ tab[idx[i]]) << 8
+	}
+	state := ^crc32.Update(0, tab, b[:len(b)-4])
+	for i := range 4 {
+		b[len(b)-4+i] = byte(state) ^ idx[i] // #nosec G115 -- the low byte is wanted: CRC bytes, one at a time
+		state = state>>8 ^ tab[idx[i]]
+	}
+}
+
+// PutWAL stores a WAL object for segment (or other pg_wal file) name,
+// signed by r as wal-push signs: its content is a stand-in, its proof real.
+func PutWAL(t testing.TB, r *repo.Repo, name string) {
+	t.Helper()
+	wf, err := archive.ParseWALName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := []byte("wal " + name)
+	sum := sha256.Sum256(body)
+	meta := map[string]string{repo.MetaSHA256: hex.EncodeToString(sum[:]), repo.MetaSize: strconv.Itoa(len(body))}
+	if err := r.PutBytes(context.Background(), repo.WALKey(wf), body, cloud.PutOptions{Metadata: meta}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// GetObject reads an object's stored bytes and metadata as they are, as a
+// bucket writer copying it would.
+func GetObject(t testing.TB, st cloud.Store, key string) ([]byte, map[string]string) {
+	t.Helper()
+	rc, info, err := st.Get(context.Background(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b, info.Metadata
+}
+
+// PutObject stores bytes and metadata as they are under key.
+func PutObject(t testing.TB, st cloud.Store, key string, body []byte, meta map[string]string) {
+	t.Helper()
+	if err := st.Put(context.Background(), key, cloud.Bytes(body), cloud.PutOptions{Metadata: meta}); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -46,7 +46,7 @@ func (s *Synth) Incremental(name, parent string, tli uint32, start, stop uint64,
 // MakeIncremental turns m into an incremental backup of parent, whose
 // manifest.json has SHA-256 parentSum.
 func MakeIncremental(m, parent *repo.Manifest, parentSum string) {
-	m.Format, m.Type, m.BlockSize = repo.ManifestFormatIncremental, repo.BackupIncremental, BlockSize
+	m.Format, m.Type, m.BlockSize = max(m.Format, repo.ManifestFormatIncremental), repo.BackupIncremental, BlockSize
 	m.Parent, m.ParentManifestSHA256 = parent.Name, parentSum
 	m.Chain = append([]string{parent.Name}, parent.Chain...)
 	m.SystemIdentifier, m.Timeline = parent.SystemIdentifier, parent.Timeline
@@ -118,16 +118,12 @@ func PushLink(t testing.TB, r *repo.Repo, name, parent string, files []ChainFile
 		t.Fatal(err)
 	}
 	body := buf.Bytes()
-	st, err := r.Put(ctx, repo.BackupKey(name, repo.PartName(0)), func() (io.ReadCloser, error) {
-		return io.NopCloser(bytes.NewReader(body)), nil
-	}, repo.PutOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	part := PutPart(t, r, name, 0, body)
+	part.Files = len(files)
 	seg := int64(SynthSegSize)
-	m := &repo.Manifest{Format: repo.ManifestFormatFull, Name: name, PGVersion: 150004, SystemIdentifier: "1", Timeline: 1,
-		StartLSN: archive.LSN(0x20*seg + 0x28), SegmentSize: seg, DataSize: dataSize, StoredSize: st.StoredSize,
-		StartTime: t0, Parts: []repo.Part{{Name: repo.PartName(0), Files: len(files), Size: st.Size, StoredSize: st.StoredSize, SHA256: st.SHA256}},
+	m := &repo.Manifest{Format: repo.ManifestFormat, Name: name, PGVersion: 150004, SystemIdentifier: "1", Timeline: 1,
+		StartLSN: archive.LSN(0x20*seg + 0x28), SegmentSize: seg, DataSize: dataSize, StoredSize: part.StoredSize,
+		StartTime: t0, Parts: []repo.Part{part},
 		Files: mf, FileCount: len(mf)}
 	if parent != "" {
 		pm, sum, err := r.ReadManifestSum(ctx, parent, true)

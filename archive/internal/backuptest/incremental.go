@@ -4,7 +4,6 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
-	"io"
 	"testing"
 	"time"
 
@@ -76,27 +75,23 @@ func PushChainLink(t testing.TB, r *repo.Repo, name, parent string, bs int, when
 		t.Fatal(err)
 	}
 	body := buf.Bytes()
-	st, err := r.Put(ctx, repo.BackupKey(name, repo.PartName(0)), func() (io.ReadCloser, error) {
-		return io.NopCloser(bytes.NewReader(body)), nil
-	}, repo.PutOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	part := PutPart(t, r, name, 0, body)
+	part.Files = len(files)
 	var size int64
 	for _, f := range list {
 		size += f.Size
 	}
-	m := &repo.Manifest{Format: repo.ManifestFormatFull, Name: name, PGVersion: 150004, SystemIdentifier: "1", Timeline: 1,
+	m := &repo.Manifest{Format: repo.ManifestFormat, Name: name, PGVersion: 150004, SystemIdentifier: "1", Timeline: 1,
 		StartLSN: 0x2000028, StopLSN: 0x2000100, StartWAL: "000000010000000000000002", StopWAL: "000000010000000000000002",
 		StartTime: when, StopTime: when, SegmentSize: 16 << 20, DataSize: size, BlockSize: bs, DataChecksums: "on",
-		Parts: []repo.Part{{Name: repo.PartName(0), Files: len(files), Size: st.Size, StoredSize: st.StoredSize, SHA256: st.SHA256}},
+		Parts: []repo.Part{part},
 		Files: list, FileCount: len(list)}
 	if parent != "" {
 		pm, sum, err := r.ReadManifestSum(ctx, parent, false)
 		if err != nil {
 			t.Fatal(err)
 		}
-		m.Format, m.Type, m.Parent, m.ParentManifestSHA256 = repo.ManifestFormatIncremental, repo.BackupIncremental, parent, sum
+		m.Type, m.Parent, m.ParentManifestSHA256 = repo.BackupIncremental, parent, sum
 		m.Chain = append([]string{parent}, pm.Chain...)
 	}
 	if mutate != nil {

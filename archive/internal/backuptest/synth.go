@@ -2,8 +2,11 @@ package backuptest
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -48,7 +51,13 @@ func Tmin(minutes int) time.Time { return SynthT0.Add(time.Duration(minutes) * t
 // Put stores body under key, with modification time when (unless zero).
 func (s *Synth) Put(key string, body []byte, when time.Time) {
 	s.T.Helper()
-	if err := s.R.Store.Put(s.Ctx, key, cloud.Bytes(body), cloud.PutOptions{}); err != nil {
+	s.put(key, body, nil, when)
+}
+
+// put is Put with metadata.
+func (s *Synth) put(key string, body []byte, meta map[string]string, when time.Time) {
+	s.T.Helper()
+	if err := s.R.Store.Put(s.Ctx, key, cloud.Bytes(body), cloud.PutOptions{Metadata: meta}); err != nil {
 		s.T.Fatal(err)
 	}
 	if !when.IsZero() {
@@ -68,8 +77,13 @@ func (s *Synth) SegKey(tli uint32, n uint64) string {
 
 // Segs archives segments from..to of tli, segment n at when(n).
 func (s *Synth) Segs(tli uint32, from, to uint64, when func(n uint64) time.Time) {
+	body := []byte("segment")
+	sum := sha256.Sum256(body)
+	// The content's digest, as an unsigned walvault wrote it (read back
+	// whole by verify --full).
+	meta := map[string]string{repo.MetaSHA256: hex.EncodeToString(sum[:]), repo.MetaSize: strconv.Itoa(len(body))}
 	for n := from; n <= to; n++ {
-		s.Put(s.SegKey(tli, n), []byte("segment"), when(n))
+		s.put(s.SegKey(tli, n), body, meta, when(n))
 	}
 }
 
@@ -98,6 +112,9 @@ func (s *Synth) Backup(name string, tli uint32, start, stop uint64, began, ended
 	// SampleManifest's parts: 10 stored bytes each.
 	s.Put(repo.BackupKey(name, "part-00000"), []byte("part zero!"), ended)
 	s.Put(repo.BackupKey(name, "part-00001"), []byte("part one!!"), ended)
+	// Sums objects of the size those parts' have (verify checks sizes).
+	s.Put(repo.SumsKey(repo.BackupKey(name, "part-00000")), make([]byte, repo.SumsLen(10)), ended)
+	s.Put(repo.SumsKey(repo.BackupKey(name, "part-00001")), make([]byte, repo.SumsLen(10)), ended)
 	s.Put(repo.BackupKey(name, repo.ManifestFile), body, ended)
 	return m
 }
@@ -163,8 +180,8 @@ func SampleManifest() *repo.Manifest {
 		StartWAL: "000000010000000000000004", StopWAL: "000000010000000000000004", StartTime: t0, StopTime: t0.Add(3 * time.Second),
 		SegmentSize: 16 << 20, Compression: "lz4", DataSize: 30, StoredSize: 20,
 		Parts: []repo.Part{
-			{Name: "part-00000", Files: 2, Size: 3072, StoredSize: 10, SHA256: strings.Repeat("ab", 32)},
-			{Name: "part-00001", Files: 1, Size: 2048, StoredSize: 10, SHA256: strings.Repeat("cd", 32)},
+			{Name: "part-00000", Files: 2, Size: 3072, StoredSize: 10, SHA256: strings.Repeat("ab", 32), Sums: strings.Repeat("a1", 32)},
+			{Name: "part-00001", Files: 1, Size: 2048, StoredSize: 10, SHA256: strings.Repeat("cd", 32), Sums: strings.Repeat("c1", 32)},
 		},
 		FileCount: 4,
 		Files: []repo.File{
