@@ -71,9 +71,18 @@ demo: build
 	bash integration/install-test-deps.sh --postgres-only "$(CACHE)"
 	bash integration/demo.sh "$(CURDIR)/bin/walvault"
 
-bench: build test-deps
+# The build before "verify before use" (issue 17), for bench/auth.sh's
+# side-by-side cost of authentication.
+PRE_AUTH ?= ef1f7a6
+$(CACHE)/walvault-$(PRE_AUTH):
+	rm -rf "$(CACHE)/src-$(PRE_AUTH)" && mkdir -p "$(CACHE)/src-$(PRE_AUTH)"
+	git archive $(PRE_AUTH) | tar -x -C "$(CACHE)/src-$(PRE_AUTH)"
+	cd "$(CACHE)/src-$(PRE_AUTH)" && $(GO) build -trimpath -o "$@" ./cmd/walvault
+
+bench: build test-deps $(CACHE)/walvault-$(PRE_AUTH)
 	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x -timeout 30m ./integration/
 	bash bench/backup.sh "$(CURDIR)/bin/walvault"
+	bash bench/auth.sh "$(CACHE)/walvault-$(PRE_AUTH)" "$(CURDIR)/bin/walvault"
 	WALVAULT_BENCH_SEGMENT= $(GO) test -count=6 -run '^$$' -bench Segment ./archive/wal/
 	bash bench/agent.sh "$(CURDIR)/bin/walvault"
 	bash bench/incremental.sh "$(CURDIR)/bin/walvault"

@@ -87,12 +87,15 @@ for mode in $MODES; do
 		declare -A r d
 		for v in old new; do
 			dest="$WORK/restore-$v"
-			t "r[$v]" "$WORK/$v" restore "$dest" --store "file://$WORK/store-$v" --backup "${bk[$v]}" --log-level warn
+			# Files only, to the backup's own consistent point: the WAL after
+			# it may still be on its way to the store.
+			t "r[$v]" "$WORK/$v" restore "$dest" --store "file://$WORK/store-$v" --backup "${bk[$v]}" --target-immediate --log-level warn
 			rm -rf "$dest"
 			"$PGBIN/psql" -qXc "DROP DATABASE IF EXISTS target_$v" -c "CREATE DATABASE target_$v" >/dev/null
 			# The new build restores into another name only when told whose dump it is.
 			extra=()
-			"$WORK/$v" dump-restore --help 2>&1 | grep -q -- '--database' && extra=(--database postgres)
+			help=$("$WORK/$v" dump-restore --help 2>&1 || true)
+			[[ $help == *--database* ]] && extra=(--database postgres)
 			t "d[$v]" "$WORK/$v" dump-restore "${dp[$v]}" --store "file://$WORK/store-$v" --dbname "host=$WORK port=$port dbname=target_$v" "${extra[@]}" --log-level warn
 		done
 		for op in restore dump-restore; do

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -44,7 +45,15 @@ var commandMakers []func() []*cli.Command
 func register(commands func() []*cli.Command) { commandMakers = append(commandMakers, commands) }
 
 func main() {
+	// WV_CPU_PROFILE=FILE writes a Go CPU profile of the run (for
+	// measuring before optimising; not a setting).
+	if p := os.Getenv("WV_CPU_PROFILE"); p != "" {
+		if f, err := os.Create(p); err == nil { // #nosec G304 -- the developer's own file
+			_ = pprof.StartCPUProfile(f)
+		}
+	}
 	code := run(os.Args, os.Stdout, os.Stderr)
+	pprof.StopCPUProfile()
 	if sig := dieBy.Load(); sig != nil {
 		// Ended by a signal, as PostgreSQL expects of restore_command:
 		// SIGTERM (its shutdown) ends the startup process quietly, any
