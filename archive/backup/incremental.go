@@ -222,7 +222,7 @@ func (inc *incremental) tarFile(tw *tar.Writer, e walkEntry, f *repo.File, buf [
 	if src == nil || err != nil {
 		return false, err
 	}
-	defer src.Close()
+	defer func() { _ = src.Close() }()
 	size := st.Size()
 	if kind == kindContent {
 		same, err := sameContent(src, size, pf, buf, onRead)
