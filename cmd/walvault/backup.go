@@ -377,14 +377,6 @@ func shortParent(p string) string {
 	return shown(p)
 }
 
-// shortType is a backup type in backup-list's table.
-func shortType(t string) string {
-	if t == repo.BackupIncremental {
-		return "incr"
-	}
-	return "full"
-}
-
 func orDash(s string) string {
 	if s == "" {
 		return "-"
