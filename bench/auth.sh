@@ -60,17 +60,19 @@ export PGHOST=$WORK PGPORT=$port PGUSER=postgres PGDATABASE=postgres
 "$PGBIN/psql" -qXc "CHECKPOINT" >/dev/null
 mib=$(( $("$PGBIN/psql" -XAtc "SELECT sum(pg_database_size(oid)) FROM pg_database") / 1048576 ))
 
-# t VAR CMD...: runs CMD under GNU time; VAR gets "seconds peak-RSS-KiB".
+# t VAR CMD...: runs CMD under GNU time; VAR gets "seconds peak-RSS-KiB
+# user-CPU system-CPU".
 t() {
 	local var=$1; shift
 	sync
-	/usr/bin/time -o "$WORK/t" -f "%e %M" "$@" >"$WORK/out" 2>"$WORK/err" || { cat "$WORK/err" >&2; exit 1; }
+	/usr/bin/time -o "$WORK/t" -f "%e %M %U %S" "$@" >"$WORK/out" 2>"$WORK/err" || { cat "$WORK/err" >&2; exit 1; }
 	printf -v "$var" '%s' "$(cat "$WORK/t")"
 }
 
 printf 'pgbench -s %s: %s MiB; walvault old %s, new %s; %s run(s) each, interleaved\n' "$SCALE" "$mib" \
 	"$("$WORK/old" version | awk '{print $2}')" "$("$WORK/new" version | awk '{print $2}')" "$RUNS"
-printf '%-8s %-13s %4s %10s %10s %12s %12s %7s\n' mode op run "old s" "new s" "old RSS MiB" "new RSS MiB" "new/old"
+printf '%-8s %-13s %4s %8s %8s %8s %8s %8s %8s %7s %7s\n' mode op run "old s" "new s" "old CPU" "new CPU" "old RSS" "new RSS" "wall" "CPU"
+printf '%-8s %-13s %4s %8s %8s %8s %8s %8s %8s %7s %7s\n' "" "" "" "" "" "u+s s" "u+s s" "MiB" "MiB" "new/old" "new/old"
 for mode in $MODES; do
 	recip=()
 	[ "$mode" = lz4+age ] && recip=(--recipient "$RECIPIENT")
@@ -99,8 +101,11 @@ for mode in $MODES; do
 			t "d[$v]" "$WORK/$v" dump-restore "${dp[$v]}" --store "file://$WORK/store-$v" --dbname "host=$WORK port=$port dbname=target_$v" "${extra[@]}" --log-level warn
 		done
 		for op in restore dump-restore; do
-			if [ $op = restore ]; then read -r os orss <<<"${r[old]}"; read -r ns nrss <<<"${r[new]}"; else read -r os orss <<<"${d[old]}"; read -r ns nrss <<<"${d[new]}"; fi
-			printf '%-8s %-13s %4d %10.2f %10.2f %12d %12d %7.2f\n' "$mode" "$op" "$run" "$os" "$ns" $((orss / 1024)) $((nrss / 1024)) "$(awk -v a="$ns" -v b="$os" 'BEGIN { print (b > 0 ? a / b : 0) }')"
+			if [ $op = restore ]; then read -r os orss ou osy <<<"${r[old]}"; read -r ns nrss nu nsy <<<"${r[new]}"; else read -r os orss ou osy <<<"${d[old]}"; read -r ns nrss nu nsy <<<"${d[new]}"; fi
+			oc=$(awk -v a="$ou" -v b="$osy" 'BEGIN { print a + b }')
+			nc=$(awk -v a="$nu" -v b="$nsy" 'BEGIN { print a + b }')
+			printf '%-8s %-13s %4d %8.2f %8.2f %8.2f %8.2f %8d %8d %7.2f %7.2f\n' "$mode" "$op" "$run" "$os" "$ns" "$oc" "$nc" $((orss / 1024)) $((nrss / 1024)) \
+				"$(awk -v a="$ns" -v b="$os" 'BEGIN { print (b > 0 ? a / b : 0) }')" "$(awk -v a="$nc" -v b="$oc" 'BEGIN { print (b > 0 ? a / b : 0) }')"
 		done
 	done
 done

@@ -12,7 +12,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/walvault/walvault/cloud"
-	"github.com/walvault/walvault/cloud/all"
+	_ "github.com/walvault/walvault/cloud/all" // the SDK backends, as cmd/walvault links them
 	"github.com/walvault/walvault/cloud/storetest"
 	"github.com/walvault/walvault/integration/testenv"
 )
@@ -60,7 +60,6 @@ func isolate() {
 
 func TestMain(m *testing.M) {
 	isolate()
-	all.Register() // the SDK backends, as cmd/walvault registers them
 	dir, err := os.MkdirTemp("", "walvault-cloud-test-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -120,8 +119,31 @@ func TestFileConformance(t *testing.T) {
 	})
 }
 
+// TestFaultsConformance: the fault-injecting store, with no rule set,
+// is a store like any other (the decorators pass the suite too).
+func TestFaultsConformance(t *testing.T) {
+	t.Parallel()
+	storetest.Run(t, func(t *testing.T) cloud.Store {
+		return storetest.NewFaults(openURL(t, "file://"+t.TempDir()+"/store", cloud.Options{}))
+	}, storetest.Hooks{
+		Open: func(t *testing.T, url string) cloud.Store { return openURL(t, url, cloud.Options{}) },
+	})
+}
+
+// unavailable opens url's store through endpoint, for the retry budget.
+func unavailable(url string, set cloud.Values) func(t *testing.T, endpoint string) cloud.Store {
+	return func(t *testing.T, endpoint string) cloud.Store {
+		opts := cloud.Options{Settings: cloud.Values{}}
+		for k, v := range set {
+			opts.Settings[k] = strings.ReplaceAll(v, "ENDPOINT", endpoint)
+		}
+		return openURL(t, url, opts)
+	}
+}
+
 func TestS3Conformance(t *testing.T) {
-	conformance(t, testenv.S3, storetest.Hooks{Leftovers: s3Leftovers})
+	conformance(t, testenv.S3, storetest.Hooks{Leftovers: s3Leftovers,
+		Unavailable: unavailable("s3://bucket/p", cloud.Values{"s3-endpoint": "ENDPOINT", "s3-path-style": "true"})})
 }
 
 // s3Leftovers lists unfinished multipart uploads in the store's bucket.
@@ -139,9 +161,15 @@ func s3Leftovers(t *testing.T, st cloud.Store) []string {
 	return l
 }
 
-func TestGCSConformance(t *testing.T) { conformance(t, testenv.GCS, storetest.Hooks{}) }
+func TestGCSConformance(t *testing.T) {
+	conformance(t, testenv.GCS, storetest.Hooks{
+		Unavailable: unavailable("gs://bucket/p", cloud.Values{"gcs-endpoint": "ENDPOINT/storage/v1/"})})
+}
 
-func TestAzureConformance(t *testing.T) { conformance(t, testenv.Azure, storetest.Hooks{}) }
+func TestAzureConformance(t *testing.T) {
+	conformance(t, testenv.Azure, storetest.Hooks{
+		Unavailable: unavailable("azure://container/p", cloud.Values{"azure-endpoint": "ENDPOINT/devstoreaccount1"})})
+}
 
 // conformance runs the storetest suite on the shared server of kind, each
 // test in a fresh bucket.

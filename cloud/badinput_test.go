@@ -53,7 +53,7 @@ func checkMessage(t *testing.T, err error, store string, secrets ...string) {
 // allOps runs every Store operation on key and returns their errors.
 func allOps(ctx context.Context, st cloud.Store, key string) map[string]error {
 	errs := map[string]error{}
-	errs["put"] = st.Put(ctx, key, strings.NewReader("data"), cloud.PutOptions{})
+	errs["put"] = st.Put(ctx, key, cloud.Bytes([]byte("data")), cloud.PutOptions{})
 	_, errs["stat"] = st.Stat(ctx, key)
 	rc, _, err := st.Get(ctx, key)
 	if rc != nil {
@@ -108,7 +108,7 @@ func TestS3MissingBucket(t *testing.T) {
 
 func TestS3ServerDown(t *testing.T) {
 	addr := closedPort(t)
-	checkServerDown(t, "s3://bucket/prefix", cloud.Options{S3Endpoint: "http://" + addr, S3PathStyle: true}, "cannot reach endpoint http://"+addr)
+	checkServerDown(t, "s3://bucket/prefix", cloud.Options{Settings: cloud.Values{"s3-endpoint": "http://" + addr, "s3-path-style": "true"}}, "cannot reach endpoint http://"+addr)
 }
 
 // TestS3Restart stops the server under a store and starts it again on the
@@ -119,7 +119,7 @@ func TestS3Restart(t *testing.T) {
 	tg := srv.NewTarget(t)
 	st := tg.Open(t)
 	ctx := t.Context()
-	if err := st.Put(ctx, "a", strings.NewReader("before"), cloud.PutOptions{}); err != nil {
+	if err := st.Put(ctx, "a", cloud.Bytes([]byte("before")), cloud.PutOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := srv.Stop(); err != nil {
@@ -168,7 +168,7 @@ func TestGCSEmulatorNoMetadataProbe(t *testing.T) {
 	t.Setenv("STORAGE_EMULATOR_HOST", srv.Addr)
 	st2 := openURL(t, tg.URL, cloud.Options{})
 	for _, st := range []cloud.Store{st1, st2} {
-		if err := st.Put(t.Context(), "k", strings.NewReader("x"), cloud.PutOptions{}); err != nil {
+		if err := st.Put(t.Context(), "k", cloud.Bytes([]byte("x")), cloud.PutOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := st.Stat(t.Context(), "k"); err != nil {
@@ -195,7 +195,7 @@ func TestAzureWrongKey(t *testing.T) {
 				t.Setenv("AZURE_STORAGE_KEY", bad)
 			case "connection string":
 				t.Setenv("AZURE_STORAGE_CONNECTION_STRING", strings.Replace(srv.ConnectionString(), testenv.AzureKey, bad, 1))
-				opts.AzureEndpoint = ""
+				opts = opts.With("azure-endpoint", "")
 			case "sas":
 				t.Setenv("AZURE_STORAGE_KEY", "")
 				secret = badSAS(t, bad, tg.Bucket, time.Hour)
@@ -265,7 +265,7 @@ func checkMissingBucket(t *testing.T, srv *testenv.Server, noun string, secrets 
 
 func TestAzureServerDown(t *testing.T) {
 	addr := closedPort(t)
-	checkServerDown(t, "azure://container/prefix", cloud.Options{AzureEndpoint: "http://" + addr + "/devstoreaccount1"}, "cannot reach endpoint http://"+addr, testenv.AzureKey)
+	checkServerDown(t, "azure://container/prefix", cloud.Options{Settings: cloud.Values{"azure-endpoint": "http://" + addr + "/devstoreaccount1"}}, "cannot reach endpoint http://"+addr, testenv.AzureKey)
 }
 
 // checkServerDown: a Put to a server that is not running fails within a
@@ -275,7 +275,7 @@ func checkServerDown(t *testing.T, url string, opts cloud.Options, want string, 
 	t.Helper()
 	st := openURL(t, url, opts)
 	start := time.Now()
-	err := st.Put(t.Context(), "k", strings.NewReader("x"), cloud.PutOptions{})
+	err := st.Put(t.Context(), "k", cloud.Bytes([]byte("x")), cloud.PutOptions{})
 	d := time.Since(start)
 	if err == nil || !strings.Contains(err.Error(), want) {
 		t.Fatalf("Put to a closed port: %v; want 'cannot reach endpoint'", err)
@@ -314,9 +314,9 @@ func TestOpenIsLocal(t *testing.T) {
 		url  string
 		opts cloud.Options
 	}{
-		{"s3://b/p", cloud.Options{S3Endpoint: ep}},
-		{"gs://b/p", cloud.Options{GCSEndpoint: ep + "/storage/v1/"}},
-		{"azure://c/p", cloud.Options{AzureEndpoint: ep + "/devstoreaccount1"}},
+		{"s3://b/p", cloud.Options{Settings: cloud.Values{"s3-endpoint": ep}}},
+		{"gs://b/p", cloud.Options{Settings: cloud.Values{"gcs-endpoint": ep + "/storage/v1/"}}},
+		{"azure://c/p", cloud.Options{Settings: cloud.Values{"azure-endpoint": ep + "/devstoreaccount1"}}},
 	} {
 		start := time.Now()
 		openURL(t, tc.url, tc.opts)

@@ -72,7 +72,7 @@ import (
 // removes the link, never its target. The store directory itself may be a
 // link (file:///backups pointing at a mount): it is resolved once, when
 // the store is opened.
-func init() { Register("file", openFile) }
+func init() { Register(Backend{Schemes: []string{"file"}, Open: openFile}) }
 
 const (
 	fileMagic     = "WVO1"
@@ -169,7 +169,7 @@ func (s *fileStore) name(key string) (string, error) {
 	return filepath.FromSlash(key), nil
 }
 
-func (s *fileStore) Put(ctx context.Context, key string, r io.Reader, opts PutOptions) (err error) {
+func (s *fileStore) Put(ctx context.Context, key string, r Body, opts PutOptions) (err error) {
 	dst, err := s.name(key)
 	if err != nil {
 		return err
@@ -273,7 +273,7 @@ func (s *fileStore) syncDir(dir string) error {
 	if err != nil {
 		return err
 	}
-	defer d.Close()
+	defer func() { _ = d.Close() }()
 	return d.Sync()
 }
 
@@ -512,4 +512,9 @@ func (c ctxReader) Read(p []byte) (int, error) {
 type ctxReadCloser struct {
 	io.Reader
 	io.Closer
+}
+
+// Load is LoadOnce: a local read that breaks is not worth another try.
+func (s *fileStore) Load(ctx context.Context, key string, fn func(io.Reader, ObjectInfo) error) error {
+	return LoadOnce(ctx, s, key, fn)
 }

@@ -1,7 +1,6 @@
 package cloud
 
 import (
-	"bytes"
 	"context"
 	"os"
 	"os/user"
@@ -35,7 +34,7 @@ func TestFileStoreKeepsOwner(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := st.Put(context.Background(), "a/b/cluster.json", bytes.NewReader([]byte("{}")), PutOptions{IfAbsent: true}); err != nil {
+	if err := st.Put(context.Background(), "a/b/cluster.json", Bytes([]byte("{}")), PutOptions{IfAbsent: true}); err != nil {
 		t.Fatal(err)
 	}
 	for _, p := range []string{"a", "a/b", "a/b/cluster.json"} {

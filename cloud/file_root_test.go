@@ -1,7 +1,6 @@
 package cloud
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -38,9 +37,9 @@ func plant(t *testing.T, relative bool) *plantedStore {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer Close(out)
+	defer func() { _ = Close(out) }()
 	for key, body := range map[string]string{"b1/manifest.json": "outside manifest", "passwd": "root:x:0:0:outside"} {
-		if err := out.Put(ctx, key, strings.NewReader(body), PutOptions{Metadata: map[string]string{"walvault-size": "1"}}); err != nil {
+		if err := out.Put(ctx, key, Bytes([]byte(body)), PutOptions{Metadata: map[string]string{"walvault-size": "1"}}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -48,7 +47,7 @@ func plant(t *testing.T, relative bool) *plantedStore {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = Close(p.st) })
-	if err := p.st.Put(ctx, "wal/real", strings.NewReader("inside"), PutOptions{}); err != nil {
+	if err := p.st.Put(ctx, "wal/real", Bytes([]byte("inside")), PutOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	folder, file := p.outside, filepath.Join(p.outside, "passwd")
@@ -130,13 +129,13 @@ func TestFileStorePutStaysInside(t *testing.T) {
 		ctx := context.Background()
 		for _, key := range []string{"backups/b2/part-00000", "backups/b1/manifest.json", "backups/top"} {
 			for _, ifAbsent := range []bool{false, true} {
-				err := p.st.Put(ctx, key, strings.NewReader("pushed"), PutOptions{IfAbsent: ifAbsent})
+				err := p.st.Put(ctx, key, Bytes([]byte("pushed")), PutOptions{IfAbsent: ifAbsent})
 				refused(t, "put", key, err)
 			}
 		}
 		p.outsideUnchanged(t)
 		// A file link is replaced within the store, never written through.
-		if err := p.st.Put(ctx, "wal/x", strings.NewReader("pushed"), PutOptions{}); err != nil {
+		if err := p.st.Put(ctx, "wal/x", Bytes([]byte("pushed")), PutOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		p.outsideUnchanged(t)
@@ -245,8 +244,8 @@ func TestFileStoreDirMayBeLink(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer Close(st)
-	if err := st.Put(ctx, "wal/a/b", bytes.NewReader([]byte("x")), PutOptions{IfAbsent: true}); err != nil {
+	defer func() { _ = Close(st) }()
+	if err := st.Put(ctx, "wal/a/b", Bytes([]byte("x")), PutOptions{IfAbsent: true}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(filepath.Join(real, "wal", "a", "b")); err != nil {

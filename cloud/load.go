@@ -14,21 +14,28 @@ import (
 // an object that does not decode: a decoder sees both as an early end.
 var ErrInterrupted = errors.New("the download was interrupted")
 
-// Load opens key and hands its body to fn, which must read from the start
-// each time it is called. Through the retry decorator (every store Open
-// returns), a connection that breaks while fn reads (reset or cut short;
-// not a stall past the I/O timeout, which has waited long enough, and not
-// a cancellation) is opened again and fn called anew; the error then wraps
-// ErrInterrupted. Any other error of fn is returned as fn returned it.
-func Load(ctx context.Context, s Store, key string, fn func(r io.Reader, info ObjectInfo) error) error {
-	if l, ok := s.(interface {
-		load(context.Context, string, func(io.Reader, ObjectInfo) error) error
-	}); ok {
-		return l.load(ctx, key, fn)
+// LoadOnce is Store.Load without retries, over s's Get: what a backend's
+// Load is, and what a decorator that changes Get implements Load with. It
+// opens key and hands its body to fn once. When fn fails because the
+// connection broke while it read (reset or cut short; not a cancellation),
+// the error names the store and key and wraps ErrInterrupted and the
+// network's error: the retry decorator calls fn again then, except after a
+// stall past the I/O timeout, which has waited long enough (that error is
+// permanent). Any other error of fn is returned as fn returned it.
+func LoadOnce(ctx context.Context, s Store, key string, fn func(io.Reader, ObjectInfo) error) error {
+	rc, info, err := s.Get(ctx, key)
+	if err != nil {
+		return err
 	}
-	err := loadOnce(ctx, s, key, fn)
-	if fe, ok := asFnErr(err); ok {
-		return fe
+	defer rc.Close()
+	body := &watchedReader{r: rc}
+	err = fn(body, info)
+	if err == nil || !body.broke(ctx) {
+		return err
+	}
+	err = fmt.Errorf("%s: reading %s: %w: %w", s, key, ErrInterrupted, body.err)
+	if errors.Is(body.err, os.ErrDeadlineExceeded) {
+		return Permanent(err) // a stall: the I/O timeout has waited already
 	}
 	return err
 }
@@ -48,28 +55,6 @@ func asFnErr(err error) (error, bool) {
 		}
 	}
 	return nil, false
-}
-
-// loadOnce is one attempt of Load.
-func loadOnce(ctx context.Context, s Store, key string, fn func(io.Reader, ObjectInfo) error) error {
-	rc, info, err := s.Get(ctx, key)
-	if err != nil {
-		return err
-	}
-	defer rc.Close()
-	body := &watchedReader{r: rc}
-	err = fn(body, info)
-	if err == nil {
-		return nil
-	}
-	if body.broke(ctx) {
-		err = fmt.Errorf("%s: reading %s: %w: %w", s, key, ErrInterrupted, body.err)
-		if errors.Is(body.err, os.ErrDeadlineExceeded) {
-			return Permanent(err) // a stall: the I/O timeout has waited already
-		}
-		return err
-	}
-	return Permanent(fnError{err})
 }
 
 // watchedReader remembers the error of the stream under a decoder, so a

@@ -5,30 +5,18 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"sort"
+	"slices"
 	"strings"
-	"sync"
 	"time"
 )
 
-// Options carries the settings backends read besides the URL. Credentials
-// are not here: each backend takes them from its SDK's own conventions.
+// Options carries what backends read besides the URL. Credentials are
+// not here: each backend takes them from its SDK's own conventions.
 type Options struct {
-	// S3
-	S3Endpoint     string // custom endpoint (S3-compatible servers)
-	S3PathStyle    bool   // path-style addressing
-	S3Region       string
-	S3StorageClass string
-	S3SSEKMSKeyID  string
-	// GCS
-	GCSEndpoint     string // custom JSON API endpoint; http:// means an emulator, no auth
-	GCSStorageClass string
-	GCSKMSKeyName   string
-	// Azure
-	AzureEndpoint        string // custom service URL (Azurite, sovereign clouds)
-	AzureAccessTier      string
-	AzureEncryptionScope string
-
+	// Settings are the values of backend settings (Backend.Settings) by
+	// name; a backend reads its own. A name no registered backend has is
+	// refused.
+	Settings Values
 	// PartSize bounds the bytes a backend buffers per upload part; 0 picks
 	// the backend's default.
 	PartSize int64
@@ -41,6 +29,17 @@ type Options struct {
 	// take a new, empty directory for an empty archive. (Buckets and
 	// containers are never created.)
 	MustExist bool
+}
+
+// With is a copy of o with the setting name set to value ("" unsets it).
+func (o Options) With(name, value string) Options {
+	set := make(Values, len(o.Settings)+1)
+	for k, v := range o.Settings {
+		set[k] = v
+	}
+	set[name] = value
+	o.Settings = set
+	return o
 }
 
 // IdleTimeout is the I/O timeout in force: IOTimeout, or 60 s when unset.
@@ -59,35 +58,6 @@ type Location struct {
 	Prefix string // no leading or trailing '/'
 	Path   string // file:// only: the absolute directory
 	Query  url.Values
-}
-
-// Opener creates a Store for one URL scheme.
-type Opener func(ctx context.Context, loc Location, opts Options) (Store, error)
-
-var (
-	registryMu sync.RWMutex
-	registry   = map[string]Opener{}
-)
-
-// Register makes a backend available under scheme. The file:// backend
-// registers itself; the SDK backends are registered by cloud/all, called
-// by the program, so that code which needs only the Store interface links
-// no SDK.
-func Register(scheme string, open Opener) {
-	registryMu.Lock()
-	defer registryMu.Unlock()
-	registry[scheme] = open
-}
-
-func schemes() []string {
-	registryMu.RLock()
-	defer registryMu.RUnlock()
-	var s []string
-	for k := range registry {
-		s = append(s, k+"://")
-	}
-	sort.Strings(s)
-	return s
 }
 
 // ErrBadURL marks a store URL that cannot be used as written.
@@ -128,17 +98,30 @@ func Open(ctx context.Context, raw string, opts Options) (Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	registryMu.RLock()
-	open, ok := registry[loc.Scheme]
-	registryMu.RUnlock()
+	b, ok := BackendOf(loc.Scheme)
 	if !ok {
 		return nil, fmt.Errorf("%w: unknown scheme %q in %q: use one of %s", ErrBadURL, loc.Scheme+"://", Redact(raw), strings.Join(schemes(), ", "))
 	}
-	s, err := open(ctx, loc, opts)
+	if err := knownSettings(opts.Settings); err != nil {
+		return nil, err
+	}
+	s, err := b.Open(ctx, loc, opts)
 	if err != nil {
 		return nil, err
 	}
 	return WithRetry(s, DefaultRetry), nil
+}
+
+// knownSettings refuses a setting no registered backend has: a caller's
+// mistake, which would otherwise be ignored.
+func knownSettings(set Values) error {
+	all := Settings()
+	for name := range set {
+		if !slices.ContainsFunc(all, func(s Setting) bool { return s.Name == name }) {
+			return fmt.Errorf("no store backend has the setting %q", name)
+		}
+	}
+	return nil
 }
 
 // Redact removes user info and query strings (SAS tokens, keys) from a URL

@@ -77,7 +77,7 @@ func putBoth(t *testing.T, st cloud.Store) {
 	for _, n := range []int{100, 18 << 20} {
 		data := make([]byte, n)
 		_, _ = rand.Read(data)
-		if err := st.Put(ctx, "obj", bytes.NewReader(data), cloud.PutOptions{}); err != nil {
+		if err := st.Put(ctx, "obj", cloud.Bytes(data), cloud.PutOptions{}); err != nil {
 			t.Fatalf("Put %d bytes: %v", n, err)
 		}
 		rc, _, err := st.Get(ctx, "obj")
@@ -104,11 +104,11 @@ func TestUploadOptions(t *testing.T) {
 		// check looks at the stored object, where the request does not show it.
 		check func(t *testing.T, tg *testenv.Target)
 	}{
-		{testenv.S3, "storage class", func(o *cloud.Options) { o.S3StorageClass = "STANDARD_IA" },
+		{testenv.S3, "storage class", func(o *cloud.Options) { *o = o.With("s3-storage-class", "STANDARD_IA") },
 			[]string{"x-amz-storage-class: STANDARD_IA"}, nil},
-		{testenv.S3, "sse-kms", func(o *cloud.Options) { o.S3SSEKMSKeyID = "alias/walvault" },
+		{testenv.S3, "sse-kms", func(o *cloud.Options) { *o = o.With("s3-sse-kms-key-id", "alias/walvault") },
 			[]string{"x-amz-server-side-encryption: aws:kms", "x-amz-server-side-encryption-aws-kms-key-id: alias/walvault"}, nil},
-		{testenv.GCS, "storage class", func(o *cloud.Options) { o.GCSStorageClass = "NEARLINE" }, nil,
+		{testenv.GCS, "storage class", func(o *cloud.Options) { *o = o.With("gcs-storage-class", "NEARLINE") }, nil,
 			func(t *testing.T, tg *testenv.Target) {
 				resp, err := http.Get(tg.Server.Endpoint + "/storage/v1/b/" + tg.Bucket + "/o/" + url.PathEscape(tg.Prefix+"/obj"))
 				if err != nil {
@@ -120,10 +120,12 @@ func TestUploadOptions(t *testing.T) {
 					t.Errorf("stored storage class %q, %v; want NEARLINE", attrs.StorageClass, err)
 				}
 			}},
-		{testenv.GCS, "kms", func(o *cloud.Options) { o.GCSKMSKeyName = "projects/p/locations/l/keyRings/r/cryptoKeys/k" },
+		{testenv.GCS, "kms", func(o *cloud.Options) {
+			*o = o.With("gcs-kms-key-name", "projects/p/locations/l/keyRings/r/cryptoKeys/k")
+		},
 			[]string{"kmsKeyName=projects%2Fp%2Flocations%2Fl%2FkeyRings%2Fr%2FcryptoKeys%2Fk"}, nil},
-		{testenv.Azure, "tier", func(o *cloud.Options) { o.AzureAccessTier = "Cool" }, []string{"x-ms-access-tier: Cool"}, nil},
-		{testenv.Azure, "scope", func(o *cloud.Options) { o.AzureEncryptionScope = "walvault-scope" },
+		{testenv.Azure, "tier", func(o *cloud.Options) { *o = o.With("azure-access-tier", "Cool") }, []string{"x-ms-access-tier: Cool"}, nil},
+		{testenv.Azure, "scope", func(o *cloud.Options) { *o = o.With("azure-encryption-scope", "walvault-scope") },
 			[]string{"x-ms-encryption-scope: walvault-scope"}, nil},
 	}
 	for _, tc := range cases {
@@ -136,11 +138,11 @@ func TestUploadOptions(t *testing.T) {
 			opts := tg.Options
 			switch tc.kind {
 			case testenv.S3:
-				opts.S3Endpoint = proxyURL
+				opts = opts.With("s3-endpoint", proxyURL)
 			case testenv.GCS:
-				opts.GCSEndpoint = proxyURL + "/storage/v1/"
+				opts = opts.With("gcs-endpoint", proxyURL+"/storage/v1/")
 			case testenv.Azure:
-				opts.AzureEndpoint = proxyURL + "/" + testenv.AzureAccount
+				opts = opts.With("azure-endpoint", proxyURL+"/"+testenv.AzureAccount)
 			}
 			tc.set(&opts)
 			putBoth(t, openURL(t, tg.URL, opts))
@@ -164,12 +166,12 @@ func TestS3EndpointPrecedence(t *testing.T) {
 	dead := "http://" + closedPort(t)
 	t.Setenv("AWS_ENDPOINT_URL_S3", dead)
 	t.Setenv("AWS_ENDPOINT_URL", dead)
-	if err := openURL(t, tg.URL, tg.Options).Put(context.Background(), "k", bytes.NewReader([]byte("x")), cloud.PutOptions{}); err != nil {
+	if err := openURL(t, tg.URL, tg.Options).Put(context.Background(), "k", cloud.Bytes([]byte("x")), cloud.PutOptions{}); err != nil {
 		t.Fatalf("with the endpoint option set: %v", err)
 	}
 	opts := tg.Options
-	opts.S3Endpoint = ""
-	err := openURL(t, tg.URL, opts).Put(context.Background(), "k", bytes.NewReader([]byte("x")), cloud.PutOptions{})
+	opts = opts.With("s3-endpoint", "")
+	err := openURL(t, tg.URL, opts).Put(context.Background(), "k", cloud.Bytes([]byte("x")), cloud.PutOptions{})
 	if err == nil || !strings.Contains(err.Error(), dead) {
 		t.Fatalf("without the option, AWS_ENDPOINT_URL_S3 should be used: %v", err)
 	}

@@ -16,9 +16,20 @@ type RetryPolicy struct {
 	Max      time.Duration // cap on one back-off
 }
 
-// DefaultRetry rides out a few seconds of network trouble; the SDKs retry
-// within each attempt as well.
-var DefaultRetry = RetryPolicy{Attempts: 4, Base: 250 * time.Millisecond, Max: 4 * time.Second}
+// The retry budget. An operation through the retry decorator (every store
+// Open returns has it) makes at most RetryAttempts attempts, and in each
+// the backend's SDK makes at most SDKAttempts requests (its first and its
+// own retries, with a short back-off): RequestBudget requests in all, a few
+// seconds of network trouble ridden out, and a server that is down failing
+// the command within seconds. cloud/storetest checks it of every backend.
+const (
+	RetryAttempts = 4
+	SDKAttempts   = 3
+	RequestBudget = RetryAttempts * SDKAttempts
+)
+
+// DefaultRetry is the policy Open's stores retry with.
+var DefaultRetry = RetryPolicy{Attempts: RetryAttempts, Base: 250 * time.Millisecond, Max: 4 * time.Second}
 
 type permanentError struct{ err error }
 
@@ -77,8 +88,13 @@ type retryStore struct {
 }
 
 // WithRetry decorates s so that transient failures are retried. A Put is
-// retried only when its reader can be rewound (io.Seeker); a List only when
-// no entry has been delivered yet; a Get only while opening.
+// retried while its body rewinds (Body); a Load while the connection
+// breaks under fn, never for fn's own errors; a List only when no entry
+// has been delivered yet; a Get only while opening.
+//
+// The budget: an operation makes at most p.Attempts attempts, and each
+// backend's SDK at most SDKAttempts requests per attempt, so at most
+// p.Attempts × SDKAttempts requests (RequestBudget for DefaultRetry).
 func WithRetry(s Store, p RetryPolicy) Store {
 	if _, ok := s.(*retryStore); ok {
 		return s
@@ -91,15 +107,14 @@ func (r *retryStore) Unwrap() Store { return r.Store }
 
 func (r *retryStore) Close() error { return Close(r.Store) }
 
-func (r *retryStore) Put(ctx context.Context, key string, body io.Reader, opts PutOptions) error {
-	rewind, ok := rewinder(body)
-	if !ok {
+func (r *retryStore) Put(ctx context.Context, key string, body Body, opts PutOptions) error {
+	if !rewindable(body) {
 		return r.Store.Put(ctx, key, body, opts)
 	}
 	first := true
 	return Retry(ctx, r.p, "put "+key, func() error {
 		if !first {
-			if err := rewind(); err != nil {
+			if err := body.Rewind(); err != nil {
 				return Permanent(err)
 			}
 		}
@@ -108,38 +123,33 @@ func (r *retryStore) Put(ctx context.Context, key string, body io.Reader, opts P
 	})
 }
 
-// Rewinder is a Put body that can start over, such as an encoder that
-// re-reads its source: the retry decorator calls Rewind before trying
-// again. An error from Rewind ends the retries and is returned: it is the
-// cause (a source that cannot be read again), not the store's failure.
-type Rewinder interface {
-	io.Reader
-	Rewind() error
+// rewindable tells the bodies that cannot start over (Once, a Seekable
+// that cannot tell its offset) from the others before a first attempt, so
+// that a failure is returned at once rather than after a back-off.
+func rewindable(body Body) bool {
+	switch b := body.(type) {
+	case onceBody:
+		return false
+	case *seekBody:
+		return b.err == nil
+	}
+	return true
 }
 
-// rewinder returns how to start body over, if it can be.
-func rewinder(body io.Reader) (func() error, bool) {
-	if rw, ok := body.(Rewinder); ok {
-		return rw.Rewind, true
-	}
-	seeker, ok := body.(io.Seeker)
-	if !ok {
-		return nil, false
-	}
-	start, err := seeker.Seek(0, io.SeekCurrent)
-	if err != nil {
-		return nil, false
-	}
-	return func() error {
-		_, err := seeker.Seek(start, io.SeekStart)
+// Load is Store.Load with retries: a connection that broke while fn read
+// is opened again and fn called anew.
+func (r *retryStore) Load(ctx context.Context, key string, fn func(io.Reader, ObjectInfo) error) error {
+	err := Retry(ctx, r.p, "load "+key, func() error {
+		var fnErr error
+		err := r.Store.Load(ctx, key, func(body io.Reader, info ObjectInfo) error {
+			fnErr = fn(body, info)
+			return fnErr
+		})
+		if err != nil && fnErr != nil && !errors.Is(err, ErrInterrupted) {
+			return Permanent(fnError{err}) // fn's own: returned as it is
+		}
 		return err
-	}, true
-}
-
-// load is Load with retries: a connection that broke while fn read is
-// opened again and fn called anew.
-func (r *retryStore) load(ctx context.Context, key string, fn func(io.Reader, ObjectInfo) error) error {
-	err := Retry(ctx, r.p, "load "+key, func() error { return loadOnce(ctx, r.Store, key, fn) })
+	})
 	if fe, ok := asFnErr(err); ok {
 		return fe
 	}

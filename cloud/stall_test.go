@@ -63,10 +63,10 @@ func TestStalledConnection(t *testing.T) {
 	t.Setenv("AZURE_STORAGE_KEY", "c2VjcmV0LWtleS1ieXRlcw==")
 	open := map[string]func(endpoint string) (cloud.Store, error){
 		"s3": func(ep string) (cloud.Store, error) {
-			return cloud.Open(context.Background(), "s3://bucket/p", cloud.Options{S3Endpoint: ep, S3PathStyle: true, IOTimeout: ioTimeout})
+			return cloud.Open(context.Background(), "s3://bucket/p", cloud.Options{Settings: cloud.Values{"s3-endpoint": ep, "s3-path-style": "true"}, IOTimeout: ioTimeout})
 		},
 		"azure": func(ep string) (cloud.Store, error) {
-			return cloud.Open(context.Background(), "azure://container/p", cloud.Options{AzureEndpoint: ep + "/devstoreaccount1", IOTimeout: ioTimeout})
+			return cloud.Open(context.Background(), "azure://container/p", cloud.Options{Settings: cloud.Values{"azure-endpoint": ep + "/devstoreaccount1"}, IOTimeout: ioTimeout})
 		},
 	}
 	data := bytes.Repeat([]byte{1}, 6<<20) // well beyond the socket buffers
@@ -77,7 +77,7 @@ func TestStalledConnection(t *testing.T) {
 				t.Fatal(err)
 			}
 			start := time.Now()
-			err = st.Put(context.Background(), "k", bytes.NewReader(data), cloud.PutOptions{})
+			err = st.Put(context.Background(), "k", cloud.Bytes(data), cloud.PutOptions{})
 			d := time.Since(start)
 			if err == nil || !strings.Contains(err.Error(), "no data moved") {
 				t.Fatalf("stalled Put: %v; want a 'no data moved' error", err)

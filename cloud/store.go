@@ -7,6 +7,7 @@
 package cloud
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -55,14 +56,27 @@ type ListOptions struct {
 
 // Store is a flat key/value object store. Keys use '/' as separator and are
 // relative to the prefix the store was opened with. Implementations are safe
-// for concurrent use.
+// for concurrent use. cloud/storetest is the suite every backend and
+// decorator passes.
+//
+// A decorator (a Store that wraps another, such as the retry decorator)
+// embeds the store it wraps and overrides what it changes. One that changes
+// Get must implement Load with LoadOnce over its own Get: the wrapped
+// store's Load, promoted by embedding, would not see the change.
 type Store interface {
-	// Put streams r to key. It returns nil only once the whole object is
+	// Put streams body to key. It returns nil only once the whole object is
 	// durable in the store; a failed or cancelled Put leaves no object
-	// (or the previous one) under key, never a partial one.
-	Put(ctx context.Context, key string, r io.Reader, opts PutOptions) error
+	// (or the previous one) under key, never a partial one. Put may read
+	// body again from its start (see Body); so may its caller's retry.
+	Put(ctx context.Context, key string, body Body, opts PutOptions) error
 	// Get opens key for reading. The returned info carries the metadata.
 	Get(ctx context.Context, key string) (io.ReadCloser, ObjectInfo, error)
+	// Load opens key and hands its body and info to fn, which reads from
+	// the start each time it is called: a store may call fn again when the
+	// connection breaks while fn reads (the retry decorator does; see
+	// LoadOnce for what counts as broken). fn's own errors are returned as
+	// fn returned them, never retried. Backends implement it with LoadOnce.
+	Load(ctx context.Context, key string, fn func(r io.Reader, info ObjectInfo) error) error
 	// Stat returns the object's size and metadata, or ErrNotFound.
 	Stat(ctx context.Context, key string) (ObjectInfo, error)
 	// List calls fn for every key under prefix, in lexical order. Returning
@@ -73,6 +87,68 @@ type Store interface {
 	// String names the store for messages, without any secret.
 	String() string
 }
+
+// Body is what Put uploads: a stream that can start over. Before reading
+// it again from its start (the retry decorator does after a transient
+// failure), a store calls Rewind. An error from Rewind ends the retries:
+// ErrNoRewind (a body made with Once) returns the upload's own error; any
+// other is the cause (a source that cannot be read again) and is returned.
+// The body types say at compile time whether an upload can be retried:
+// Bytes and Seekable can, an encoder that re-reads its source can (the
+// object layer's), Once cannot.
+type Body interface {
+	io.Reader
+	Rewind() error
+}
+
+// ErrNoRewind is Rewind's answer for a body that can be read only once.
+var ErrNoRewind = errors.New("the body cannot be read again")
+
+// BytesBody is a Body over bytes already in memory.
+type BytesBody struct {
+	*bytes.Reader
+	b []byte
+}
+
+// Bytes is a Body over b.
+func Bytes(b []byte) *BytesBody { return &BytesBody{Reader: bytes.NewReader(b), b: b} }
+
+// Rewind starts over.
+func (b *BytesBody) Rewind() error {
+	b.Reader.Reset(b.b)
+	return nil
+}
+
+// Bytes are the body's bytes, for a backend that sends them in one request.
+func (b *BytesBody) Bytes() []byte { return b.b }
+
+// Seekable is a Body over r that starts over at the offset r is at now.
+func Seekable(r io.ReadSeeker) Body {
+	start, err := r.Seek(0, io.SeekCurrent)
+	return &seekBody{ReadSeeker: r, start: start, err: err}
+}
+
+type seekBody struct {
+	io.ReadSeeker
+	start int64
+	err   error // r could not tell its offset: it cannot start over
+}
+
+func (s *seekBody) Rewind() error {
+	if s.err != nil {
+		return ErrNoRewind
+	}
+	_, err := s.Seek(s.start, io.SeekStart)
+	return err
+}
+
+// Once is a Body of a stream that can be read only once: a Put of it is a
+// single attempt.
+func Once(r io.Reader) Body { return onceBody{r} }
+
+type onceBody struct{ io.Reader }
+
+func (onceBody) Rewind() error { return ErrNoRewind }
 
 // Closer is implemented by stores that hold resources (clients, servers).
 type Closer interface{ Close() error }

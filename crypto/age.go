@@ -96,7 +96,7 @@ func LoadIdentities(path string, allowInsecure bool) ([]age.Identity, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: identity file %s: %v", ErrBadKey, path, err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	ids, err := age.ParseIdentities(f)
 	if err != nil {
 		return nil, fmt.Errorf("%w: identity file %s does not parse (expected an age secret key from 'walvault keygen')", ErrBadKey, path)

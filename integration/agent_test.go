@@ -136,7 +136,7 @@ func agentStatus(t testing.TB, sock string) (agent.Stats, error) {
 	if err != nil {
 		return s, err
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	if _, err := c.Write([]byte(proto.Request{Verb: proto.VerbStatus}.Encode())); err != nil {
 		return s, err
 	}
@@ -221,6 +221,9 @@ func TestAgent(t *testing.T) {
 	}
 	if _, ok := m["walvault_agent_archive_lag_seconds"]; !ok {
 		t.Fatal("no walvault_agent_archive_lag_seconds")
+	}
+	if m["walvault_build_info"] != 1 {
+		t.Fatalf("walvault_build_info: %v", m)
 	}
 	sock := proto.DefaultSocket(filepath.Join(c.Data, "pg_wal"))
 	st, err := agentStatus(t, sock)

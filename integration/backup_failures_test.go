@@ -37,64 +37,7 @@ func TestBackupFailures(t *testing.T) {
 		return names
 	}
 
-	t.Run("killed mid-way", func(t *testing.T) {
-		// zstd at level 19 and 1 MiB parts one at a time: slow enough to be
-		// caught with parts stored and no manifest yet.
-		cmd := exec.Command(pgtest.Walvault(t), "backup-push", "--fast-checkpoint", "--compression", "zstd",
-			"--compression-level", "19", "--upload-concurrency", "1", "--part-size", "1MiB")
-		cmd.Env = append(append(append(os.Environ(), tg.Env...), backupEnv(c, recipient)...), "WALVAULT_LOG_LEVEL=warn")
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		exited := make(chan error, 1)
-		go func() { exited <- cmd.Wait() }()
-		killed := ""
-		deadline := time.Now().Add(60 * time.Second)
-		for killed == "" {
-			ents, _ := os.ReadDir(backupsDir)
-			for _, e := range ents {
-				if e.Name() == good {
-					continue
-				}
-				if _, err := os.Stat(filepath.Join(backupsDir, e.Name(), "part-00001")); err == nil {
-					killed = e.Name()
-				}
-			}
-			select {
-			case err := <-exited:
-				t.Fatalf("backup-push ended (%v) before it could be killed", err)
-			default:
-			}
-			if time.Now().After(deadline) {
-				_ = cmd.Process.Kill()
-				t.Fatal("no part of the second backup appeared")
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		if err := cmd.Process.Kill(); err != nil {
-			t.Fatal(err)
-		}
-		<-exited
-		if _, err := os.Stat(filepath.Join(backupsDir, killed, repo.ManifestFile)); err == nil {
-			t.Fatal("the killed backup has a manifest")
-		}
-		if got := listed(t); len(got) != 1 || got[0] != good {
-			t.Fatalf("backup-list shows %v, want only %s", got, good)
-		}
-		dest := filepath.Join(pgtest.WorkDir(t), "data")
-		out := mustWalvault(t, tg, nil, "restore", dest, "--identity-file", identity)
-		if !strings.Contains(out, "restored backup "+good) {
-			t.Fatalf("restore did not choose the complete backup:\n%s", out)
-		}
-		// The server noticed the session ended, and with it the backup.
-		deadline = time.Now().Add(30 * time.Second)
-		for c.Psql("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'walvault backup-push'") != "0" {
-			if time.Now().After(deadline) {
-				t.Fatal("the killed backup's session is still open")
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-	})
+	t.Run("killed mid-way", func(t *testing.T) { testKilledMidway(t, tg, c, recipient, identity, good, listed) })
 
 	t.Run("bad restore input", func(t *testing.T) {
 		work := pgtest.WorkDir(t)
@@ -198,4 +141,69 @@ func TestBackupFailures(t *testing.T) {
 			t.Fatal("a failed restore left a startable directory (global/pg_control)")
 		}
 	})
+}
+
+// testKilledMidway: a backup killed with parts stored and no manifest yet
+// is no backup: backup-list and restore see only good, the complete one
+// (listed says what backup-list lists).
+func testKilledMidway(t *testing.T, tg *target, c *pgtest.Cluster, recipient, identity, good string, listed func(*testing.T) []string) {
+	backupsDir := tg.ObjectPath("backups")
+	// zstd at level 19 and 1 MiB parts one at a time: slow enough to be
+	// caught with parts stored and no manifest yet.
+	cmd := exec.Command(pgtest.Walvault(t), "backup-push", "--fast-checkpoint", "--compression", "zstd",
+		"--compression-level", "19", "--upload-concurrency", "1", "--part-size", "1MiB")
+	cmd.Env = append(append(append(os.Environ(), tg.Env...), backupEnv(c, recipient)...), "WALVAULT_LOG_LEVEL=warn")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	killed := ""
+	deadline := time.Now().Add(60 * time.Second)
+	for killed == "" {
+		ents, _ := os.ReadDir(backupsDir)
+		for _, e := range ents {
+			if e.Name() == good {
+				continue
+			}
+			if _, err := os.Stat(filepath.Join(backupsDir, e.Name(), "part-00001")); err == nil {
+				killed = e.Name()
+			}
+		}
+		select {
+		case err := <-exited:
+			t.Fatalf("backup-push ended (%v) before it could be killed", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			t.Fatal("no part of the second backup appeared")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-exited; err == nil {
+		t.Fatal("backup-push succeeded although it was killed")
+	}
+	if _, err := os.Stat(filepath.Join(backupsDir, killed, repo.ManifestFile)); err == nil {
+		t.Fatal("the killed backup has a manifest")
+	}
+	if got := listed(t); len(got) != 1 || got[0] != good {
+		t.Fatalf("backup-list shows %v, want only %s", got, good)
+	}
+	dest := filepath.Join(pgtest.WorkDir(t), "data")
+	out := mustWalvault(t, tg, nil, "restore", dest, "--identity-file", identity)
+	if !strings.Contains(out, "restored backup "+good) {
+		t.Fatalf("restore did not choose the complete backup:\n%s", out)
+	}
+	// The server noticed the session ended, and with it the backup.
+	deadline = time.Now().Add(30 * time.Second)
+	for c.Psql("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'walvault backup-push'") != "0" {
+		if time.Now().After(deadline) {
+			t.Fatal("the killed backup's session is still open")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }

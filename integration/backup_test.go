@@ -2,6 +2,7 @@ package integration
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -309,8 +310,10 @@ func TestRestoreTargets(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, _ = f.Write([]byte("x"))
-		f.Close()
+		_, werr := f.Write([]byte("x"))
+		if err := errors.Join(werr, f.Close()); err != nil {
+			t.Fatal(err)
+		}
 		if out := verifyBackup(t, r.Cluster, false); !strings.Contains(out, rel) {
 			t.Fatalf("pg_verifybackup does not name %s:\n%s", rel, out)
 		}

@@ -75,3 +75,10 @@ if [[ ! -x $cache/bin/staticcheck ]]; then
   echo "installing staticcheck v0.8.2 into $cache/bin"
   GOBIN="$cache/bin" go install honnef.co/go/tools/cmd/staticcheck@v0.8.2
 fi
+# v2.15.0: the newest release that builds with Go 1.26 (.golangci.yml is
+# written for it).
+golangci=2.15.0
+if ! "$cache/bin/golangci-lint" version 2>/dev/null | grep -q "version $golangci "; then
+  echo "installing golangci-lint v$golangci into $cache/bin"
+  GOBIN="$cache/bin" go install "github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v$golangci"
+fi

@@ -88,7 +88,7 @@ func clientPorts(remotePort int) map[string]int {
 	if err != nil {
 		return nil
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	out := map[string]int{}
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
@@ -309,8 +309,28 @@ func TestKillWALPush(t *testing.T) {
 	if len(done) < 20 {
 		t.Fatalf("only %d segments archived", len(done))
 	}
-	// Every object under wal/ is whole and equal to pg_wal's copy, and
-	// every archived segment has one.
+	checkKilledArchive(t, srv, raw, tg, c, identity, done)
+	leftover, _ := filepath.Glob(filepath.Join(pgWal, ".walvault-tmp-*"))
+	if len(leftover) > 0 {
+		t.Errorf("wal-push left files in pg_wal: %v", leftover)
+	}
+
+	// The archive the kills left behind restores: the backup from before
+	// them, replayed to the end of the archive, has every committed row.
+	want := tableChecksums(t, c)
+	c.WaitArchived(c.SwitchWAL(), 90*time.Second)
+	r := restoreInto(t, tg, tg.Env, identity)
+	r.AppendConf("archive_mode = off")
+	startAndRecover(t, r.Cluster)
+	compareChecksums(t, tableChecksums(t, r.Cluster), want)
+}
+
+// checkKilledArchive: every object under wal/ in raw's bucket is whole and
+// equal to pg_wal's copy, and every segment PostgreSQL marked archived
+// (done) has one.
+func checkKilledArchive(t *testing.T, srv *testenv.Server, raw *testenv.Target, tg *target, c *pgtest.Cluster, identity string, done []string) {
+	t.Helper()
+	ctx := context.Background()
 	var objects []string
 	pager := s3.NewListObjectsV2Paginator(srv.S3Client(), &s3.ListObjectsV2Input{Bucket: aws.String(raw.Bucket), Prefix: aws.String(raw.Prefix + "/wal/")})
 	for pager.HasMorePages() {
@@ -342,17 +362,4 @@ func TestKillWALPush(t *testing.T) {
 	}
 	checkArchiveMatches(t, tg, c, identity, segs)
 	t.Logf("%d segments archived, %d objects in the store; objects lost: %d", len(done), len(objects), lost)
-	leftover, _ := filepath.Glob(filepath.Join(pgWal, ".walvault-tmp-*"))
-	if len(leftover) > 0 {
-		t.Errorf("wal-push left files in pg_wal: %v", leftover)
-	}
-
-	// The archive the kills left behind restores: the backup from before
-	// them, replayed to the end of the archive, has every committed row.
-	want := tableChecksums(t, c)
-	c.WaitArchived(c.SwitchWAL(), 90*time.Second)
-	r := restoreInto(t, tg, tg.Env, identity)
-	r.AppendConf("archive_mode = off")
-	startAndRecover(t, r.Cluster)
-	compareChecksums(t, tableChecksums(t, r.Cluster), want)
 }

@@ -225,9 +225,52 @@ func testRetention(t *testing.T, tg *target) {
 		}
 	}
 
-	// Exactly the WAL the kept backups need remains: timeline 1 from b2's
-	// start to its stop (b2 is permanent), timeline 2 from b4's start on,
-	// and the history files. Everything else of before is gone.
+	checkWALKept(t, list, b2, b4, before, after)
+
+	// A second run has nothing left to do; what is left verifies.
+	js = mustWalvault(t, tg, idEnv, "delete", "--retain-full", "2", "--json", "--confirm")
+	plan = retentionPlanJSON{}
+	if err := json.Unmarshal([]byte(js), &plan); err != nil || plan.Plan.Delete.Backups != 0 || plan.Plan.Delete.WALObjects != 0 {
+		t.Fatalf("second delete: %v\n%s", err, js)
+	}
+	outputs = append(outputs, mustWalvault(t, tg, idEnv, "verify"))
+
+	// The oldest kept backup still restores to the latest WAL.
+	r2 := restoreInto(t, tg, serverEnv, identity, "--backup", b4)
+	r2.AppendConf("archive_mode = off")
+	startAndRecover(t, r2.Cluster)
+	compareChecksums(t, tableChecksums(t, r2.Cluster), want)
+	if t.Failed() {
+		t.Fatalf("the restore from %s did not reach the latest WAL; server log:\n%s", b4, r2.LogTail(60))
+	}
+	r2.Stop()
+	// And the permanent one can still be made consistent.
+	r3 := restoreInto(t, tg, serverEnv, identity, "--backup", b2, "--target-immediate")
+	r3.AppendConf("archive_mode = off")
+	startAndRecover(t, r3.Cluster)
+	if n := r3.Psql("SELECT count(*) FROM pgbench_accounts"); n != "100000" {
+		t.Fatalf("the permanent backup restored %s accounts", n)
+	}
+	secretsIn(t, outputs...)
+}
+
+func sameObjects(a, b map[string]objState) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || w.Size != v.Size || !w.Mod.Equal(v.Mod) {
+			return false
+		}
+	}
+	return true
+}
+
+// checkWALKept: exactly the WAL the kept backups need remains: timeline 1 from b2's
+// start to its stop (b2 is permanent), timeline 2 from b4's start on,
+// and the history files. Everything else of before is gone.
+func checkWALKept(t *testing.T, list map[string]listedBackup, b2, b4 string, before, after map[string]objState) {
+	t.Helper()
 	_, b2First := segOf(t, list[b2].StartWAL)
 	_, b2Last := segOf(t, list[b2].StopWAL)
 	_, b4First := segOf(t, list[b4].StartWAL)
@@ -269,42 +312,4 @@ func testRetention(t *testing.T, tg *target) {
 		}
 	}
 	t.Logf("deleted %d of %d objects: %v", len(before)-len(after), len(before), counts)
-
-	// A second run has nothing left to do; what is left verifies.
-	js = mustWalvault(t, tg, idEnv, "delete", "--retain-full", "2", "--json", "--confirm")
-	plan = retentionPlanJSON{}
-	if err := json.Unmarshal([]byte(js), &plan); err != nil || plan.Plan.Delete.Backups != 0 || plan.Plan.Delete.WALObjects != 0 {
-		t.Fatalf("second delete: %v\n%s", err, js)
-	}
-	outputs = append(outputs, mustWalvault(t, tg, idEnv, "verify"))
-
-	// The oldest kept backup still restores to the latest WAL.
-	r2 := restoreInto(t, tg, serverEnv, identity, "--backup", b4)
-	r2.AppendConf("archive_mode = off")
-	startAndRecover(t, r2.Cluster)
-	compareChecksums(t, tableChecksums(t, r2.Cluster), want)
-	if t.Failed() {
-		t.Fatalf("the restore from %s did not reach the latest WAL; server log:\n%s", b4, r2.LogTail(60))
-	}
-	r2.Stop()
-	// And the permanent one can still be made consistent.
-	r3 := restoreInto(t, tg, serverEnv, identity, "--backup", b2, "--target-immediate")
-	r3.AppendConf("archive_mode = off")
-	startAndRecover(t, r3.Cluster)
-	if n := r3.Psql("SELECT count(*) FROM pgbench_accounts"); n != "100000" {
-		t.Fatalf("the permanent backup restored %s accounts", n)
-	}
-	secretsIn(t, outputs...)
-}
-
-func sameObjects(a, b map[string]objState) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if w, ok := b[k]; !ok || w.Size != v.Size || !w.Mod.Equal(v.Mod) {
-			return false
-		}
-	}
-	return true
 }

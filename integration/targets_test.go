@@ -12,13 +12,18 @@ import (
 	"testing"
 
 	"github.com/walvault/walvault/cloud"
-	"github.com/walvault/walvault/cloud/all"
+	_ "github.com/walvault/walvault/cloud/all" // stores are opened in-process too, as cmd/walvault opens them
 	"github.com/walvault/walvault/integration/pgtest"
 	"github.com/walvault/walvault/integration/testenv"
 )
 
 func TestMain(m *testing.M) {
-	all.Register() // stores are opened in-process too, as cmd/walvault opens them
+	// No walvault these tests run (nor the archive_command of their
+	// servers) reads the machine's /etc/walvault/walvault.yaml.
+	if err := os.Setenv("WALVAULT_TEST_DEFAULT_CONFIG", filepath.Join(os.TempDir(), "walvault-tests-read-no-default-config.yaml")); err != nil {
+		fmt.Fprintln(os.Stderr, "integration:", err)
+		os.Exit(1)
+	}
 	if err := pgtest.UseSigningKeys(); err != nil {
 		fmt.Fprintln(os.Stderr, "integration: making the signing key:", err)
 		os.Exit(1)

@@ -180,42 +180,7 @@ func testVerifyAndDamage(t *testing.T, tg *target) {
 		r.Stop()
 	})
 
-	t.Run("flipped byte in a part", func(t *testing.T) {
-		parts, _ := filepath.Glob(tg.ObjectPath(repo.BackupPrefix + b1 + "/part-*"))
-		var big string
-		var size int64
-		for _, p := range parts {
-			if st, err := os.Stat(p); err == nil && st.Size() > size {
-				big, size = p, st.Size()
-			}
-		}
-		if len(parts) < 2 {
-			t.Fatalf("backup %s has %d parts; want several", b1, len(parts))
-		}
-		flipByte(t, big)
-		defer flipByte(t, big)
-		key := repo.BackupKey(b1, filepath.Base(big))
-		for _, args := range [][]string{{"verify", "--backup", b1}, {"verify", "--full"}} {
-			badBackupInputs.Add(1)
-			code, out, stderr := run(idEnv, args...)
-			if code != 7 || !strings.Contains(out, key) || !strings.Contains(stderr, key) {
-				t.Fatalf("%v: exit %d (want 7), want %s named\n%s\n%s", args, code, key, out, stderr)
-			}
-		}
-		// The size check cannot see a flipped byte, and says what it checked.
-		if code, out, _ := run(nil, "verify"); code != 0 || !strings.Contains(out, "present with their recorded sizes") {
-			t.Fatalf("size check: exit %d\n%s", code, out)
-		}
-		badBackupInputs.Add(1)
-		dest := filepath.Join(pgtest.WorkDir(t), "data")
-		code, stdout, stderr := run(idEnv, "restore", dest, "--backup", b1)
-		if code != 4 || !strings.Contains(stderr, filepath.Base(big)) || strings.Contains(stdout, "restored backup") {
-			t.Fatalf("restore of the damaged backup: exit %d (want 4)\nstdout: %s\nstderr: %s", code, stdout, stderr)
-		}
-		if _, err := os.Stat(filepath.Join(dest, "global", "pg_control")); err == nil {
-			t.Fatal("the failed restore left a startable directory")
-		}
-	})
+	t.Run("flipped byte in a part", func(t *testing.T) { testFlippedPart(t, tg, run, idEnv, b1) })
 
 	t.Run("truncated manifest", func(t *testing.T) {
 		path := tg.ObjectPath(repo.BackupKey(b2, repo.ManifestFile))
@@ -256,4 +221,44 @@ func testVerifyAndDamage(t *testing.T, tg *target) {
 	}
 	secretsIn(t, outputs...)
 	t.Logf("bad backup-side inputs so far: %d", badBackupInputs.Load())
+}
+
+// testFlippedPart: a flipped byte in one of b1's parts is named by a full
+// verify of b1 or of everything, passed by the size check, and refused by
+// a restore of b1 before it leaves a startable directory. run runs walvault.
+func testFlippedPart(t *testing.T, tg *target, run func(env []string, args ...string) (int, string, string), idEnv []string, b1 string) {
+	parts, _ := filepath.Glob(tg.ObjectPath(repo.BackupPrefix + b1 + "/part-*"))
+	var big string
+	var size int64
+	for _, p := range parts {
+		if st, err := os.Stat(p); err == nil && st.Size() > size {
+			big, size = p, st.Size()
+		}
+	}
+	if len(parts) < 2 {
+		t.Fatalf("backup %s has %d parts; want several", b1, len(parts))
+	}
+	flipByte(t, big)
+	defer flipByte(t, big)
+	key := repo.BackupKey(b1, filepath.Base(big))
+	for _, args := range [][]string{{"verify", "--backup", b1}, {"verify", "--full"}} {
+		badBackupInputs.Add(1)
+		code, out, stderr := run(idEnv, args...)
+		if code != 7 || !strings.Contains(out, key) || !strings.Contains(stderr, key) {
+			t.Fatalf("%v: exit %d (want 7), want %s named\n%s\n%s", args, code, key, out, stderr)
+		}
+	}
+	// The size check cannot see a flipped byte, and says what it checked.
+	if code, out, _ := run(nil, "verify"); code != 0 || !strings.Contains(out, "present with their recorded sizes") {
+		t.Fatalf("size check: exit %d\n%s", code, out)
+	}
+	badBackupInputs.Add(1)
+	dest := filepath.Join(pgtest.WorkDir(t), "data")
+	code, stdout, stderr := run(idEnv, "restore", dest, "--backup", b1)
+	if code != 4 || !strings.Contains(stderr, filepath.Base(big)) || strings.Contains(stdout, "restored backup") {
+		t.Fatalf("restore of the damaged backup: exit %d (want 4)\nstdout: %s\nstderr: %s", code, stdout, stderr)
+	}
+	if _, err := os.Stat(filepath.Join(dest, "global", "pg_control")); err == nil {
+		t.Fatal("the failed restore left a startable directory")
+	}
 }

@@ -68,6 +68,7 @@ import (
 	"github.com/walvault/walvault/archive/pg"
 	"github.com/walvault/walvault/archive/repo"
 	"github.com/walvault/walvault/archive/wal"
+	"github.com/walvault/walvault/cloud"
 )
 
 // Config sets up an agent.
@@ -244,7 +245,7 @@ func Open(r *repo.Repo, cfg Config) (*Agent, error) {
 	}
 	storeID := cfg.StoreIdentity
 	if storeID == "" {
-		storeID = StoreIdentity(r.Store)
+		storeID = StoreIdentity(cloud.Identity(r.Store, ""))
 	}
 	a.marks = markers{dir: filepath.Join(a.agentDir, "durable"), store: storeID, instance: instance}
 	a.loadMarkers()
@@ -306,7 +307,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			defer watcher.Close()
+			defer func() { _ = watcher.Close() }()
 			a.watch(ctx, watcher)
 		}()
 	}
@@ -531,8 +532,7 @@ func (a *Agent) upload(ctx context.Context, j *job) {
 		a.lastErr, a.lastErrT = archive.OneLine(err.Error()), time.Now()
 	}
 	a.mu.Unlock()
-	j.err = err
-	close(j.done)
+	// The counters first: a client told the answer may read them.
 	switch {
 	case err != nil && ctx.Err() != nil:
 	case err != nil:
@@ -547,6 +547,8 @@ func (a *Agent) upload(ctx context.Context, j *job) {
 		a.st.stored.Add(res.StoredBytes)
 		a.log.Info("archived", "file", j.name, "bytes", res.RawBytes, "stored", res.StoredBytes, "ms", ms, "urgent", j.urgent)
 	}
+	j.err = err
+	close(j.done)
 	a.poke()
 }
 

@@ -14,7 +14,6 @@ import (
 
 	"github.com/walvault/walvault/archive"
 	"github.com/walvault/walvault/archive/internal/fsutil"
-	"github.com/walvault/walvault/cloud"
 )
 
 // fileID is what identifies one version of a pg_wal file: PostgreSQL
@@ -114,18 +113,12 @@ type markers struct {
 	instance string
 }
 
-// StoreIdentity names a store for markers: its URL and where it is
-// reached (an endpoint), hashed so that no secret the URL might carry is
-// written down. The same bucket name behind another endpoint is another
-// store.
-func StoreIdentity(st cloud.Store, endpoints ...string) string {
-	h := sha256.New()
-	h.Write([]byte(st.String()))
-	for _, e := range endpoints {
-		h.Write([]byte{0})
-		h.Write([]byte(e))
-	}
-	return hex.EncodeToString(h.Sum(nil))[:32]
+// StoreIdentity names a store for markers: its identity (cloud.Identity:
+// name and endpoint), hashed so that no secret an endpoint might carry is
+// written down.
+func StoreIdentity(identity string) string {
+	h := sha256.Sum256([]byte(identity))
+	return hex.EncodeToString(h[:])[:32]
 }
 
 func (m markers) write(name string, id fileID) error {

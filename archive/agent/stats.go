@@ -74,7 +74,7 @@ type countingStore struct {
 	put, get, stat, list, del atomic.Int64
 }
 
-func (c *countingStore) Put(ctx context.Context, key string, r io.Reader, opts cloud.PutOptions) error {
+func (c *countingStore) Put(ctx context.Context, key string, r cloud.Body, opts cloud.PutOptions) error {
 	c.put.Add(1)
 	return c.Store.Put(ctx, key, r, opts)
 }
@@ -82,6 +82,12 @@ func (c *countingStore) Put(ctx context.Context, key string, r io.Reader, opts c
 func (c *countingStore) Get(ctx context.Context, key string) (io.ReadCloser, cloud.ObjectInfo, error) {
 	c.get.Add(1)
 	return c.Store.Get(ctx, key)
+}
+
+// Load counts as a get, and is the wrapped store's own (its retries).
+func (c *countingStore) Load(ctx context.Context, key string, fn func(io.Reader, cloud.ObjectInfo) error) error {
+	c.get.Add(1)
+	return c.Store.Load(ctx, key, fn)
 }
 
 func (c *countingStore) Stat(ctx context.Context, key string) (cloud.ObjectInfo, error) {

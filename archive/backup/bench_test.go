@@ -49,7 +49,9 @@ func benchDataDir(b *testing.B, size int64) string {
 			}
 			n += int64(len(page))
 		}
-		out.Close()
+		if err := out.Close(); err != nil {
+			b.Fatal(err)
+		}
 	}
 	return dir
 }
@@ -128,7 +130,7 @@ func benchExtract(ctx context.Context, r *repo.Repo, m *repo.Manifest, dest stri
 	if err != nil {
 		return err
 	}
-	defer root.Close()
+	defer func() { _ = root.Close() }()
 	idx := m.Index()
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(concurrency)
@@ -162,7 +164,7 @@ func benchWrite(root *os.Root, hdr *tar.Header, f *repo.File, body io.Reader, bu
 	if err != nil {
 		return err
 	}
-	defer out.Close()
+	defer func() { _ = out.Close() }() // closed, checked, below; this one is for the early returns
 	var crc repo.CRC32C
 	if _, err := io.CopyBuffer(io.MultiWriter(out, &crc), body, buf); err != nil {
 		return err
@@ -170,5 +172,8 @@ func benchWrite(root *os.Root, hdr *tar.Header, f *repo.File, body io.Reader, bu
 	if !crc.Matches(f) {
 		return fmt.Errorf("%s fails its checksum", f.Path)
 	}
-	return out.Sync()
+	if err := out.Sync(); err != nil {
+		return err
+	}
+	return out.Close()
 }

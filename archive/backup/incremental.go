@@ -154,7 +154,7 @@ func (inc *incremental) tarFile(tw *tar.Writer, e walkEntry, f *repo.File, buf [
 	if src == nil || err != nil {
 		return false, err
 	}
-	defer src.Close()
+	defer func() { _ = src.Close() }()
 	if kindOf(e.Path) == kindContent {
 		same, err := sameContent(src, st.Size(), pf, buf, onRead)
 		if err != nil {

@@ -107,7 +107,7 @@ func tarFile(tw *tar.Writer, e walkEntry, f *repo.File, buf []byte, onRead func(
 	if src == nil || err != nil {
 		return false, err
 	}
-	defer src.Close()
+	defer func() { _ = src.Close() }()
 	size := st.Size()
 	hdr := &tar.Header{Name: e.Path, Mode: int64(st.Mode().Perm()), Size: size, ModTime: st.ModTime(), Typeflag: tar.TypeReg}
 	if err := tw.WriteHeader(hdr); err != nil {

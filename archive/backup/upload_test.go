@@ -17,45 +17,30 @@ import (
 	"github.com/walvault/walvault/archive/codec"
 	"github.com/walvault/walvault/archive/repo"
 	"github.com/walvault/walvault/cloud"
+	"github.com/walvault/walvault/cloud/storetest"
 )
 
-// flakyStore fails the first failPuts uploads after reading part of the
-// body, as a connection that breaks midway would.
-type flakyStore struct {
-	cloud.Store
-	failPuts int32
-	puts     atomic.Int32
-	failWith error
-}
-
-func (s *flakyStore) Put(ctx context.Context, key string, r io.Reader, opts cloud.PutOptions) error {
-	if s.puts.Add(1) <= s.failPuts {
-		_, _ = io.CopyN(io.Discard, r, 100)
-		return s.failWith
-	}
-	return s.Store.Put(ctx, key, r, opts)
-}
-
-// testUploader is an uploader over a file store with flaky below the
-// retry decorator, retrying fast.
-func testUploader(t *testing.T, flaky *flakyStore) *uploader {
+// testUploader is an uploader over a file store with faults below the
+// retry decorator, retrying fast; rules make uploads fail after reading
+// part of the body, as a connection that breaks midway would.
+func testUploader(t *testing.T, rules ...storetest.Rule) (*uploader, *storetest.Faults) {
 	t.Helper()
 	st, err := cloud.Open(context.Background(), "file://"+t.TempDir(), cloud.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	flaky.Store = st.(interface{ Unwrap() cloud.Store }).Unwrap()
+	flaky := storetest.NewFaults(st.(interface{ Unwrap() cloud.Store }).Unwrap())
+	flaky.Set(rules...)
 	r := &repo.Repo{Store: cloud.WithRetry(flaky, cloud.RetryPolicy{Attempts: 4, Base: time.Millisecond, Max: time.Millisecond}),
 		Codec: codec.Settings{Compression: codec.LZ4}}
-	return &uploader{r: r, name: "base_test", prog: archive.NewProgress(nil).Start("test", 0)}
+	return &uploader{r: r, name: "base_test", prog: archive.NewProgress(nil).Start("test", 0)}, flaky
 }
 
 // TestUploadPartRetry: a store failure starts the part over, re-reading
 // its files, and the part records what the attempt that succeeded stored.
 func TestUploadPartRetry(t *testing.T) {
 	ctx := context.Background()
-	flaky := &flakyStore{failPuts: 1, failWith: errors.New("connection reset")}
-	u := testUploader(t, flaky)
+	u, flaky := testUploader(t, storetest.Rule{Op: storetest.Put, Times: 1, Err: errors.New("connection reset")})
 	dir := t.TempDir()
 	writeTree(t, dir, map[string]string{"PG_VERSION": "15\n", "base/1/1259": strings.Repeat("relation data ", 2000)})
 	w, err := walkDataDir(dir, "PG_15_1", nil)
@@ -71,8 +56,8 @@ func TestUploadPartRetry(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Two attempts at the part, then its sums object.
-	if produced.Load() != 2 || flaky.puts.Load() != 3 {
-		t.Fatalf("produced %d times, %d puts: want the part read again for the second attempt, then its sums", produced.Load(), flaky.puts.Load())
+	if produced.Load() != 2 || flaky.Calls(storetest.Put) != 3 {
+		t.Fatalf("produced %d times, %d puts: want the part read again for the second attempt, then its sums", produced.Load(), flaky.Calls(storetest.Put))
 	}
 	if _, err := u.r.LoadSums(ctx, repo.BackupKey(u.name, part.Name), part.Sums, part.StoredSize); err != nil {
 		t.Fatalf("the part's sums object does not authenticate it: %v", err)
@@ -120,8 +105,7 @@ func TestUploadPartRetry(t *testing.T) {
 // with that error, at once: no retry re-reads it, and it is not taken for
 // the store's failure.
 func TestUploadPartUnreadableFile(t *testing.T) {
-	flaky := &flakyStore{}
-	u := testUploader(t, flaky)
+	u, flaky := testUploader(t)
 	cause := errors.New("reading /data/base/1/1259: input/output error")
 	var produced atomic.Int32
 	_, _, err := u.uploadPart(context.Background(), 0, 0, 0, func(w io.Writer) ([]repo.File, error) {
@@ -134,16 +118,15 @@ func TestUploadPartUnreadableFile(t *testing.T) {
 	if !errors.Is(err, cause) || errors.Is(err, archive.ErrStore) || err.Error() != cause.Error() {
 		t.Fatalf("err = %v, want the read error as it is", err)
 	}
-	if produced.Load() != 1 || flaky.puts.Load() != 1 {
-		t.Fatalf("produced %d times, %d puts: an unreadable file must not be retried", produced.Load(), flaky.puts.Load())
+	if produced.Load() != 1 || flaky.Calls(storetest.Put) != 1 {
+		t.Fatalf("produced %d times, %d puts: an unreadable file must not be retried", produced.Load(), flaky.Calls(storetest.Put))
 	}
 }
 
 // TestUploadPartStoreFailure: when the store keeps failing, the error is
 // the store's, naming the part.
 func TestUploadPartStoreFailure(t *testing.T) {
-	flaky := &flakyStore{failPuts: 100, failWith: cloud.Permanent(errors.New("bucket is read-only"))}
-	u := testUploader(t, flaky)
+	u, _ := testUploader(t, storetest.Rule{Op: storetest.Put, Err: cloud.Permanent(errors.New("bucket is read-only"))})
 	_, _, err := u.uploadPart(context.Background(), 3, 0, 0, func(w io.Writer) ([]repo.File, error) {
 		_, err := w.Write(make([]byte, 1000))
 		return nil, err

@@ -181,7 +181,7 @@ func (b *pusher) localSegment(sc *pgwal.Scanner, segNo uint64, name string) erro
 		}
 		return err
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	if err := sc.Segment(segNo, f); err != nil {
 		return fmt.Errorf("not usable in pg_wal (%w)", err)
 	}

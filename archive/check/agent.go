@@ -94,7 +94,7 @@ func askAgent(socket string) (agentState, error) {
 	if err != nil {
 		return st, err
 	}
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
 	if _, err := conn.WriteString(proto.Request{Verb: proto.VerbStatus}.Encode()); err != nil {
 		return st, err

@@ -278,7 +278,7 @@ func TestCheckCryptoAndProbe(t *testing.T) {
 	if os.Geteuid() != 0 {
 		ro, root := newFileStore(t)
 		_ = os.Chmod(root, 0o500)
-		defer os.Chmod(root, 0o700)
+		defer func() { _ = os.Chmod(root, 0o700) }()
 		rep := &Report{}
 		if checkProbe(context.Background(), ro, rep) || rep.Results[0].Status != Fail || rep.Results[0].Fix == "" {
 			t.Fatalf("read-only store: %+v", rep.Results)

@@ -174,12 +174,12 @@ func fetchBack(ctx context.Context, r *repo.Repo, key, seg string) (int64, error
 	if err != nil {
 		return 0, err
 	}
-	defer os.RemoveAll(dir)
+	defer func() { _ = os.RemoveAll(dir) }()
 	f, err := os.OpenFile(filepath.Join(dir, seg), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600) // #nosec G304 -- our own temp dir
 	if err != nil {
 		return 0, err
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	var size int64
 	err = r.Load(ctx, key, repo.Want{Proof: true, ContentFromMeta: true, Encrypted: true, MaxSize: 1 << 30}, func(rd io.Reader, _ cloud.ObjectInfo) error {
 		// Called again from the start when the connection breaks.

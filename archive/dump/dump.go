@@ -193,10 +193,30 @@ func toolErr(tool string, err error, last string) error {
 	return fmt.Errorf("%w: %s failed (%s)", archive.ErrPostgres, tool, what)
 }
 
-// toolCommand runs one of PostgreSQL's client tools with args and the
-// connection dsn: its settings as --dbname, its password (if any) in the
-// tool's environment, never on its command line.
-func toolCommand(ctx context.Context, path, dsn, app string, args ...string) (*exec.Cmd, error) {
+// toolRun is one run of a PostgreSQL client program (pg_dump, pg_dumpall,
+// pg_restore, psql): the one way this package runs them. No shell; the
+// connection's settings as --dbname and its password (if any) in the
+// tool's environment, never on its command line (pg.ToolConn); PGAPPNAME
+// naming the walvault command; every line the tool writes on stderr
+// logged; its failure exit 6 with its last message.
+type toolRun struct {
+	name   string
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser // with toolIO.pipeIn
+	stdout io.ReadCloser  // with toolIO.pipeOut
+	logs   *toolLog
+}
+
+// toolIO is what a tool reads and writes besides stderr.
+type toolIO struct {
+	in      io.Reader // the tool's input; nil: none (or pipeIn)
+	pipeIn  bool      // a pipe to write the input into: toolRun.stdin
+	pipeOut bool      // a pipe to read the output from: toolRun.stdout
+}
+
+// startTool starts the tool name at path with args and the connection
+// dsn, under ctx, as the walvault command app.
+func startTool(ctx context.Context, name, path, dsn, app string, args []string, tio toolIO) (*toolRun, error) {
 	conn, env, err := pg.ToolConn(dsn)
 	if err != nil {
 		return nil, err
@@ -206,7 +226,41 @@ func toolCommand(ctx context.Context, path, dsn, app string, args ...string) (*e
 	}
 	cmd := exec.CommandContext(ctx, path, args...) // #nosec G204 -- PostgreSQL's own client, the user's settings, no shell
 	cmd.Env = append(append(os.Environ(), "PGAPPNAME="+app), env...)
-	return cmd, nil
+	cmd.Stdin = tio.in
+	t := &toolRun{name: name, cmd: cmd}
+	if tio.pipeIn {
+		if t.stdin, err = cmd.StdinPipe(); err != nil {
+			return nil, err
+		}
+	}
+	if tio.pipeOut {
+		if t.stdout, err = cmd.StdoutPipe(); err != nil {
+			return nil, err
+		}
+	}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("%w: starting %s: %v", archive.ErrPostgres, path, err)
+	}
+	t.logs = logLines(name, stderr)
+	return t, nil
+}
+
+// wait waits for the tool to end, after its last message: nil when it
+// succeeded; ctx's error when ctx ended; else its failure (toolErr).
+func (t *toolRun) wait(ctx context.Context) error {
+	last := t.logs.lastLine()
+	err := t.cmd.Wait()
+	switch {
+	case err == nil:
+		return nil
+	case ctx.Err() != nil:
+		return ctx.Err()
+	}
+	return toolErr(t.name, err, last)
 }
 
 // toolHint is walvault's advice for a tool's error, where it has one.
@@ -329,23 +383,12 @@ func stream(ctx context.Context, r *repo.Repo, m *repo.DumpManifest, tool, toolP
 	key := repo.DumpKey(m.Name, repo.DumpFile)
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	cmd, err := toolCommand(cctx, toolPath, dsn, "walvault dump-push", args...)
-	if err != nil {
-		return err
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return err
-	}
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		return err
-	}
 	slog.Info("dump starting", "dump", m.Name, "kind", m.Kind, "database", m.Database, tool, m.PGDumpVersion)
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("%w: starting %s: %v", archive.ErrPostgres, toolPath, err)
+	run, err := startTool(cctx, tool, toolPath, dsn, "walvault dump-push", args, toolIO{pipeOut: true})
+	if err != nil {
+		return err
 	}
-	logs := logLines(tool, stderr)
+	stdout := run.stdout
 	opened := false
 	src := func() (io.ReadCloser, error) {
 		if opened {
@@ -361,8 +404,7 @@ func stream(ctx context.Context, r *repo.Repo, m *repo.DumpManifest, tool, toolP
 		cancel() // the tool must not block on a pipe nobody reads
 	}
 	_, _ = io.Copy(io.Discard, stdout)
-	last := logs.lastLine()
-	waitErr := cmd.Wait()
+	waitErr := run.wait(ctx)
 	if errors.Is(putErr, cloud.ErrExists) {
 		// Another dump-push of the same database in the same second: its
 		// object is not ours to remove.
@@ -374,10 +416,7 @@ func stream(ctx context.Context, r *repo.Repo, m *repo.DumpManifest, tool, toolP
 		if putErr != nil {
 			return putErr
 		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		return toolErr(tool, waitErr, last)
+		return waitErr
 	}
 	m.Size, m.StoredSize, m.SHA256, m.Sums = st.Size, st.StoredSize, st.SHA256, sums
 	return nil

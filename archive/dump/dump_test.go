@@ -162,7 +162,7 @@ func TestLoadHandsOnNothingUnproven(t *testing.T) {
 		body, _ := io.ReadAll(other)
 		_ = other.Close()
 		body[len(body)-100] ^= 0xff // the last chunk
-		if err := w.Store.Put(ctx, repo.DumpKey(m.Name, repo.DumpFile), bytes.NewReader(body), cloud.PutOptions{}); err != nil {
+		if err := w.Store.Put(ctx, repo.DumpKey(m.Name, repo.DumpFile), cloud.Bytes(body), cloud.PutOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		handed := 0

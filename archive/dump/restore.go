@@ -71,22 +71,11 @@ func Restore(ctx context.Context, r *repo.Repo, m *repo.DumpManifest, o RestoreO
 	}
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	cmd, err := toolCommand(cctx, pgRestore, o.DSN, "walvault dump-restore", args...)
+	run, err := startTool(cctx, "pg_restore", pgRestore, o.DSN, "walvault dump-restore", args, toolIO{pipeIn: true})
 	if err != nil {
 		return err
 	}
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		return err
-	}
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		return err
-	}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("%w: starting %s: %v", archive.ErrPostgres, pgRestore, err)
-	}
-	logs := logLines("pg_restore", stderr)
+	stdin := run.stdin
 	var toolGone bool
 	w := &writeErr{w: stdin}
 	loadErr := load(ctx, r, m, o.TempDir, func(rd io.Reader) error {
@@ -110,23 +99,16 @@ func Restore(ctx context.Context, r *repo.Repo, m *repo.DumpManifest, o RestoreO
 		cancel()
 	}
 	_ = stdin.Close()
-	last := logs.lastLine()
-	waitErr := cmd.Wait()
-	switch {
-	case loadErr != nil:
-		if archive.IsContextErr(loadErr) || w.n == 0 {
-			return loadErr
-		}
-		// Only authenticated chunks reached pg_restore, but the dump ended
-		// early (a later chunk failed, or the download broke off).
-		return fmt.Errorf("%w; %w: pg_restore was stopped after it had restored part of the dump (only data the dump's manifest proves reached it): clean the database (or restore again with --clean)", loadErr, ErrPartial)
-	case waitErr != nil:
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		return toolErr("pg_restore", waitErr, last)
+	waitErr := run.wait(ctx)
+	if loadErr == nil {
+		return waitErr
 	}
-	return nil
+	if archive.IsContextErr(loadErr) || w.n == 0 {
+		return loadErr
+	}
+	// Only authenticated chunks reached pg_restore, but the dump ended
+	// early (a later chunk failed, or the download broke off).
+	return fmt.Errorf("%w; %w: pg_restore was stopped after it had restored part of the dump (only data the dump's manifest proves reached it): clean the database (or restore again with --clean)", loadErr, ErrPartial)
 }
 
 // MaxGlobalsBytes bounds a globals dump dump-restore runs: it is read
@@ -164,27 +146,14 @@ func restoreGlobals(ctx context.Context, r *repo.Repo, m *repo.DumpManifest, o R
 		return err
 	}
 	slog.Info("restoring globals dump", "dump", m.Name)
-	cmd, err := toolCommand(ctx, psql, o.DSN, "walvault dump-restore", "-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=0", "-f", "-")
+	run, err := startTool(ctx, "psql", psql, o.DSN, "walvault dump-restore", []string{"-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=0", "-f", "-"}, toolIO{in: &sql})
 	if err != nil {
 		return err
 	}
-	cmd.Stdin = &sql
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
+	if err := run.wait(ctx); err != nil {
 		return err
 	}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("%w: starting %s: %v", archive.ErrPostgres, psql, err)
-	}
-	logs := logLines("psql", stderr)
-	last := logs.lastLine()
-	if err := cmd.Wait(); err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		return toolErr("psql", err, last)
-	}
-	if n := logs.errorCount(); n > 0 {
+	if n := run.logs.errorCount(); n > 0 {
 		return &GlobalsErrors{N: n}
 	}
 	return nil
@@ -210,26 +179,11 @@ func restoreFromFile(ctx context.Context, r *repo.Repo, m *repo.DumpManifest, o 
 		return err
 	}
 	args = append(args, fmt.Sprintf("--jobs=%d", max(o.Jobs, 1)), f.Name())
-	cmd, err := toolCommand(ctx, pgRestore, o.DSN, "walvault dump-restore", args...)
+	run, err := startTool(ctx, "pg_restore", pgRestore, o.DSN, "walvault dump-restore", args, toolIO{})
 	if err != nil {
 		return err
 	}
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		return err
-	}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("%w: starting %s: %v", archive.ErrPostgres, pgRestore, err)
-	}
-	logs := logLines("pg_restore", stderr)
-	last := logs.lastLine()
-	if err := cmd.Wait(); err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		return toolErr("pg_restore", err, last)
-	}
-	return nil
+	return run.wait(ctx)
 }
 
 // Fetch writes dump m's plain pg_dump file to dest: verified whole in a

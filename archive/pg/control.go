@@ -18,7 +18,7 @@ func CheckControlFile(pgdata string, sysid uint64) error {
 	if err != nil {
 		return fmt.Errorf("%w: %s is not a readable PostgreSQL data directory: %w", archive.ErrBadInput, pgdata, err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	var b [8]byte
 	if _, err := io.ReadFull(f, b[:]); err != nil {
 		return fmt.Errorf("%w: %s/global/pg_control: %w", archive.ErrBadInput, pgdata, err)
@@ -37,7 +37,7 @@ func ControlSystemID(pgdata string) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	var b [8]byte
 	if _, err := io.ReadFull(f, b[:]); err != nil {
 		return 0, fmt.Errorf("%s/global/pg_control: %w", pgdata, err)

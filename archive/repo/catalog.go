@@ -10,8 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/sync/errgroup"
-
 	"github.com/walvault/walvault/archive"
 	"github.com/walvault/walvault/archive/codec"
 	"github.com/walvault/walvault/cloud"
@@ -64,8 +62,7 @@ type Catalog struct {
 
 // BackupFolder is what the store holds under backups/<name>/.
 type BackupFolder struct {
-	Name    string
-	Objects map[string]cloud.ObjectInfo // by file name in the folder
+	Folder
 	// Manifest is nil when there is none (or it vanished); Err is set when
 	// it exists but cannot be read as one, or when it is an incremental
 	// backup whose chain is broken (then Broken holds it).
@@ -79,12 +76,7 @@ type BackupFolder struct {
 	// ManifestSHA256 is the SHA-256 of manifest.json as read, what an
 	// incremental backup records of its parent.
 	ManifestSHA256 string
-	Newest         time.Time // the newest object's modification time
-	Size           int64
 }
-
-// Has says whether the folder holds file.
-func (f *BackupFolder) Has(file string) bool { _, ok := f.Objects[file]; return ok }
 
 // PartProblem is a part (or its sums object) of a backup that the listing
 // does not show as its manifest records it.
@@ -326,59 +318,37 @@ func (r *Repo) ReadHistory(ctx context.Context, tli uint32) ([]archive.HistoryEn
 // scanBackupFolders lists backups/ once and reads every manifest (whole
 // when full says so, else the summary), eight at a time.
 func (r *Repo) scanBackupFolders(ctx context.Context, full func(name string) bool) ([]*BackupFolder, error) {
-	byName := map[string]*BackupFolder{}
-	err := r.Store.List(ctx, BackupPrefix, cloud.ListOptions{}, func(o cloud.ObjectInfo) error {
-		name, file, ok := strings.Cut(o.Key[len(BackupPrefix):], "/")
-		if !ok || name == "" || file == "" {
-			return nil
+	listed, err := ListFolders(ctx, r.Store, BackupPrefix)
+	if err != nil {
+		return nil, err
+	}
+	folders := make([]*BackupFolder, 0, len(listed))
+	var withManifest []*BackupFolder
+	for _, l := range listed {
+		f := &BackupFolder{Folder: *l}
+		folders = append(folders, f)
+		switch {
+		case !ValidBackupName(f.Name):
+			// Not a folder walvault made: its name is data, never read further.
+			f.Err = fmt.Errorf("%w: %q under %s is not a backup name walvault writes", archive.ErrIntegrity, f.Name, BackupPrefix)
+		case f.Has(ManifestFile):
+			withManifest = append(withManifest, f)
 		}
-		f := byName[name]
-		if f == nil {
-			f = &BackupFolder{Name: name, Objects: map[string]cloud.ObjectInfo{}}
-			byName[name] = f
+	}
+	return folders, eachFolder(ctx, withManifest, func(ctx context.Context, f *BackupFolder) error {
+		m, sum, err := r.ReadManifestSum(ctx, f.Name, full == nil || !full(f.Name))
+		if err == nil {
+			err = r.applyMarks(ctx, f, m)
 		}
-		f.Objects[file] = o
-		f.Size += o.Size
-		if o.ModTime.After(f.Newest) {
-			f.Newest = o.ModTime
+		switch {
+		case err == nil:
+			f.Manifest, f.ManifestSHA256 = m, sum
+		case errors.Is(err, archive.ErrNotInArchive):
+		case errors.Is(err, archive.ErrIntegrity), errors.Is(err, codec.ErrCorrupt), errors.Is(err, crypto.ErrBadProof):
+			f.Err = err
+		default:
+			return err
 		}
 		return nil
 	})
-	if err != nil {
-		return nil, archive.StoreErr(fmt.Errorf("%s: listing %s: %w", r.Store, BackupPrefix, err))
-	}
-	folders := make([]*BackupFolder, 0, len(byName))
-	for _, f := range byName {
-		folders = append(folders, f)
-	}
-	sort.Slice(folders, func(i, j int) bool { return folders[i].Name < folders[j].Name })
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(8)
-	for _, f := range folders {
-		if !ValidBackupName(f.Name) {
-			// Not a folder walvault made: its name is data, never read further.
-			f.Err = fmt.Errorf("%w: %q under %s is not a backup name walvault writes", archive.ErrIntegrity, f.Name, BackupPrefix)
-			continue
-		}
-		if !f.Has(ManifestFile) {
-			continue
-		}
-		g.Go(func() error {
-			m, sum, err := r.ReadManifestSum(gctx, f.Name, full == nil || !full(f.Name))
-			if err == nil {
-				err = r.applyMarks(gctx, f, m)
-			}
-			switch {
-			case err == nil:
-				f.Manifest, f.ManifestSHA256 = m, sum
-			case errors.Is(err, archive.ErrNotInArchive):
-			case errors.Is(err, archive.ErrIntegrity), errors.Is(err, codec.ErrCorrupt), errors.Is(err, crypto.ErrBadProof):
-				f.Err = err
-			default:
-				return err
-			}
-			return nil
-		})
-	}
-	return folders, g.Wait()
 }

@@ -18,7 +18,7 @@ func TestWALRangesAndListing(t *testing.T) {
 		t.Fatal(err)
 	}
 	put := func(key, body string) {
-		if err := st.Put(ctx, key, strings.NewReader(body), cloud.PutOptions{}); err != nil {
+		if err := st.Put(ctx, key, cloud.Bytes([]byte(body)), cloud.PutOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}

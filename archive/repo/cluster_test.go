@@ -24,7 +24,7 @@ func clusterRepo(t *testing.T) *Repo {
 
 func putCluster(t *testing.T, r *Repo, body string) {
 	t.Helper()
-	if err := r.Store.Put(context.Background(), ClusterKey, strings.NewReader(body), cloud.PutOptions{}); err != nil {
+	if err := r.Store.Put(context.Background(), ClusterKey, cloud.Bytes([]byte(body)), cloud.PutOptions{}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -199,7 +199,7 @@ func TestProofBindsCluster(t *testing.T) {
 	}
 	raw, _ := io.ReadAll(rc)
 	_ = rc.Close()
-	if err := w.Store.Put(ctx, "wal/history/00000002.history", strings.NewReader(string(raw)), cloud.PutOptions{Metadata: meta}); err != nil {
+	if err := w.Store.Put(ctx, "wal/history/00000002.history", cloud.Bytes([]byte(string(raw))), cloud.PutOptions{Metadata: meta}); err != nil {
 		t.Fatal(err)
 	}
 	r.Cluster = "7300000000000000002"

@@ -13,8 +13,6 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/sync/errgroup"
-
 	"github.com/walvault/walvault/archive"
 	"github.com/walvault/walvault/cloud"
 )
@@ -238,8 +236,7 @@ func (r *Repo) WriteDumpManifest(ctx context.Context, m *DumpManifest) error {
 
 // DumpFolder is what the store holds under dumps/<name>/.
 type DumpFolder struct {
-	Name string
-	Size int64 // stored bytes of the folder's objects
+	Folder
 	// Manifest is nil when there is none (an interrupted dump) or it
 	// cannot be trusted; Err says why in the second case.
 	Manifest *DumpManifest
@@ -258,58 +255,38 @@ func (r *Repo) ListDumps(ctx context.Context) ([]*DumpFolder, error) {
 	if err := r.BindCluster(ctx); err != nil {
 		return nil, err
 	}
-	byName := map[string]*DumpFolder{}
-	err := r.Store.List(ctx, DumpPrefix, cloud.ListOptions{}, func(o cloud.ObjectInfo) error {
-		name, file, ok := strings.Cut(o.Key[len(DumpPrefix):], "/")
-		if !ok || name == "" || file == "" {
-			return nil
-		}
-		f := byName[name]
-		if f == nil {
-			f = &DumpFolder{Name: name}
-			byName[name] = f
-		}
-		f.Size += o.Size
-		if file == ManifestFile {
+	listed, err := ListFolders(ctx, r.Store, DumpPrefix)
+	if err != nil {
+		return nil, err
+	}
+	folders := make([]*DumpFolder, 0, len(listed))
+	var withManifest []*DumpFolder
+	for _, l := range listed {
+		f := &DumpFolder{Folder: *l, hasMan: l.Has(ManifestFile)}
+		folders = append(folders, f)
+		switch {
+		case !ValidBackupName(f.Name):
+			f.Err = fmt.Errorf("%w: %q under %s is not a dump name walvault writes", archive.ErrIntegrity, f.Name, DumpPrefix)
 			f.hasMan = true
+		case f.hasMan:
+			withManifest = append(withManifest, f)
+		}
+	}
+	err = eachFolder(ctx, withManifest, func(ctx context.Context, f *DumpFolder) error {
+		m, err := r.ReadDumpManifest(ctx, f.Name)
+		switch {
+		case err == nil:
+			f.Manifest = m
+		case errors.Is(err, archive.ErrNotInArchive):
+			f.hasMan = false // deleted since the listing
+		case errors.Is(err, archive.ErrStore), archive.IsContextErr(err):
+			return err
+		default:
+			f.Err = err
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, archive.StoreErr(fmt.Errorf("%s: listing %s: %w", r.Store, DumpPrefix, err))
-	}
-	folders := make([]*DumpFolder, 0, len(byName))
-	for _, f := range byName {
-		folders = append(folders, f)
-	}
-	sort.Slice(folders, func(i, j int) bool { return folders[i].Name < folders[j].Name })
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(8)
-	for _, f := range folders {
-		if !ValidBackupName(f.Name) {
-			f.Err = fmt.Errorf("%w: %q under %s is not a dump name walvault writes", archive.ErrIntegrity, f.Name, DumpPrefix)
-			f.hasMan = true
-			continue
-		}
-		if !f.hasMan {
-			continue
-		}
-		g.Go(func() error {
-			m, err := r.ReadDumpManifest(gctx, f.Name)
-			switch {
-			case err == nil:
-				f.Manifest = m
-			case errors.Is(err, archive.ErrNotInArchive):
-				f.hasMan = false // deleted since the listing
-			case errors.Is(err, archive.ErrStore), archive.IsContextErr(err):
-				return err
-			default:
-				f.Err = err
-			}
-			return nil
-		})
-	}
-	if err := g.Wait(); err != nil {
 		return nil, err
 	}
 	return folders, nil

@@ -1,7 +1,6 @@
 package repo
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -89,7 +88,7 @@ func (r *Repo) PutBytes(ctx context.Context, key string, body []byte, opts cloud
 	if opts.Metadata, err = r.withProof(key, opts.Metadata); err != nil {
 		return err
 	}
-	return archive.StoreErr(r.Store.Put(ctx, key, bytes.NewReader(body), opts))
+	return archive.StoreErr(r.Store.Put(ctx, key, cloud.Bytes(body), opts))
 }
 
 // withProof returns meta with the object's proof added when meta states a
@@ -204,7 +203,7 @@ func (e *encoder) stop() error {
 	return e.srcErr
 }
 
-// Rewind implements cloud.Rewinder.
+// Rewind implements cloud.Body.
 func (e *encoder) Rewind() error {
 	if err := e.stop(); err != nil {
 		return err
@@ -250,7 +249,7 @@ type Want struct {
 // a missing or wrong key is crypto's error.
 func (r *Repo) Load(ctx context.Context, key string, want Want, fn func(rd io.Reader, info cloud.ObjectInfo) error) error {
 	where := fmt.Sprintf("%s in %s", key, r.Store)
-	err := cloud.Load(ctx, r.Store, key, func(body io.Reader, info cloud.ObjectInfo) error {
+	err := r.Store.Load(ctx, key, func(body io.Reader, info cloud.ObjectInfo) error {
 		return r.read(key, body, info, want, where, fn)
 	})
 	return r.loadError(key, where, err)
@@ -272,7 +271,7 @@ func (r *Repo) read(key string, body io.Reader, info cloud.ObjectInfo, want Want
 	return nil
 }
 
-// loadError maps what a cloud.Load around read returned to Load's errors.
+// loadError maps what a Store.Load around read returned to Load's errors.
 func (r *Repo) loadError(key, where string, err error) error {
 	var re readError
 	switch {

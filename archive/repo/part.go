@@ -107,7 +107,7 @@ func (r *Repo) LoadStaged(ctx context.Context, key, sha256hex string, size int64
 		_ = os.Remove(f.Name())
 	}()
 	var info cloud.ObjectInfo
-	err = cloud.Load(ctx, r.Store, key, func(body io.Reader, oi cloud.ObjectInfo) error {
+	err = r.Store.Load(ctx, key, func(body io.Reader, oi cloud.ObjectInfo) error {
 		info = oi
 		if err := startOver(f); err != nil {
 			return readError{err}

@@ -226,7 +226,7 @@ func copyObject(t *testing.T, st cloud.Store, from, to string) {
 		t.Fatal(err)
 	}
 	_ = st.Delete(context.Background(), to)
-	if err := st.Put(context.Background(), to, bytes.NewReader(body), cloud.PutOptions{Metadata: info.Metadata}); err != nil {
+	if err := st.Put(context.Background(), to, cloud.Bytes(body), cloud.PutOptions{Metadata: info.Metadata}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -354,7 +354,7 @@ type sizeRecorder struct {
 	hints []int64
 }
 
-func (s *sizeRecorder) Put(ctx context.Context, key string, r io.Reader, opts cloud.PutOptions) error {
+func (s *sizeRecorder) Put(ctx context.Context, key string, r cloud.Body, opts cloud.PutOptions) error {
 	s.hints = append(s.hints, opts.SizeHint)
 	return s.Store.Put(ctx, key, r, opts)
 }

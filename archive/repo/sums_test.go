@@ -181,7 +181,7 @@ func TestPutChunkedLoad(t *testing.T) {
 	// The object replaced by one of the same size: the first chunk fails,
 	// and fn never sees a byte.
 	other := randomBytes(len(plain), 7)
-	if err := st.Put(ctx, "obj", bytes.NewReader(other), cloud.PutOptions{}); err != nil {
+	if err := st.Put(ctx, "obj", cloud.Bytes(other), cloud.PutOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	seen := 0
@@ -213,7 +213,7 @@ func TestChunkedLoadNamesTheChunk(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := st.Put(ctx, "obj", bytes.NewReader(plain[:1000]), cloud.PutOptions{}); err != nil {
+	if err := st.Put(ctx, "obj", cloud.Bytes(plain[:1000]), cloud.PutOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	// With an identity configured, a decoder that saw no bytes would also

@@ -55,7 +55,7 @@ func replacePart(t *testing.T, st cloud.Store, m *repo.Manifest, idx int) {
 	t.Helper()
 	key := repo.BackupKey(m.Name, m.Parts[idx].Name)
 	junk := bytes.Repeat([]byte{'J'}, int(m.Parts[idx].StoredSize))
-	if err := st.Put(context.Background(), key, bytes.NewReader(junk), cloud.PutOptions{}); err != nil {
+	if err := st.Put(context.Background(), key, cloud.Bytes(junk), cloud.PutOptions{}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -246,7 +246,7 @@ func TestRestoreForgedPartWithValidCRCs(t *testing.T) {
 	}
 	_ = tw.Close()
 	key := repo.BackupKey(m.Name, m.Parts[idx].Name)
-	if err := f.st.Put(context.Background(), key, bytes.NewReader(tb.Bytes()), cloud.PutOptions{}); err != nil {
+	if err := f.st.Put(context.Background(), key, cloud.Bytes(tb.Bytes()), cloud.PutOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	dest := filepath.Join(f.root, "dest")
@@ -275,7 +275,7 @@ func TestRestoreRefusesUnauthenticatedWAL(t *testing.T) {
 	}{
 		{"planted without a proof", func(t *testing.T, f *fixture) {
 			key := repo.WALKey(archive.WALFile{Name: "000000010000000000000002"})
-			if err := f.st.Put(context.Background(), key, strings.NewReader("planted"), cloud.PutOptions{}); err != nil {
+			if err := f.st.Put(context.Background(), key, cloud.Bytes([]byte("planted")), cloud.PutOptions{}); err != nil {
 				t.Fatal(err)
 			}
 		}},

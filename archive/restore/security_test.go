@@ -498,12 +498,12 @@ func TestRestoreRefusesUnauthenticatedBackup(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := f.st.Put(ctx, repo.BackupKey(forged.Name, p.Name), rc, cloud.PutOptions{}); err != nil {
+		if err := f.st.Put(ctx, repo.BackupKey(forged.Name, p.Name), cloud.Once(rc), cloud.PutOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		_ = rc.Close()
 	}
-	if err := f.st.Put(ctx, repo.BackupKey(forged.Name, repo.ManifestFile), bytes.NewReader(body), cloud.PutOptions{}); err != nil {
+	if err := f.st.Put(ctx, repo.BackupKey(forged.Name, repo.ManifestFile), cloud.Bytes(body), cloud.PutOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	// Signed, but not a manifest.

@@ -125,10 +125,7 @@ func skippedBackups(cat *repo.Catalog) error {
 // each is skipped with a warning naming it.
 func refuseDamaged(cat *repo.Catalog, want string) error {
 	byName := want != "" && !strings.EqualFold(want, "LATEST")
-	for _, f := range cat.Folders {
-		if f.Manifest != nil || f.Err == nil {
-			continue
-		}
+	for _, f := range cat.Damaged() {
 		if byName && f.Name == want {
 			if errors.Is(f.Err, archive.ErrIntegrity) || errors.Is(f.Err, crypto.ErrBadProof) || errors.Is(f.Err, codec.ErrCorrupt) {
 				return fmt.Errorf("backup %s cannot be restored: %w", want, f.Err)

@@ -218,7 +218,7 @@ func TestRetentionChainsCrashAnywhere(t *testing.T) {
 	for n := 0; n < 60; n++ {
 		s := chains(t)
 		good := s.R.Store
-		s.R.Store = &failingStore{Store: good, n: n}
+		s.R.Store = killedAfter(good, n)
 		plan, err := Decide(s.Ctx, s.R, pol)
 		if err != nil {
 			t.Fatal(err)

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/walvault/walvault/archive"
@@ -33,40 +32,6 @@ type DumpDecision struct {
 	stale      bool      // kept, but holds a tombstone an interrupted delete left
 }
 
-// dumpFolderInfo is what a listing of dumps/<name>/ says beyond ListDumps.
-type dumpFolderInfo struct {
-	newest  time.Time
-	hasTomb bool
-}
-
-// listDumpFolders lists dumps/ for each folder's newest modification time
-// and tombstone.
-func listDumpFolders(ctx context.Context, st cloud.Store) (map[string]*dumpFolderInfo, error) {
-	out := map[string]*dumpFolderInfo{}
-	err := st.List(ctx, repo.DumpPrefix, cloud.ListOptions{}, func(o cloud.ObjectInfo) error {
-		name, file, ok := strings.Cut(o.Key[len(repo.DumpPrefix):], "/")
-		if !ok || name == "" || file == "" {
-			return nil
-		}
-		f := out[name]
-		if f == nil {
-			f = &dumpFolderInfo{}
-			out[name] = f
-		}
-		if o.ModTime.After(f.newest) {
-			f.newest = o.ModTime
-		}
-		if file == repo.TombstoneFile {
-			f.hasTomb = true
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, archive.StoreErr(fmt.Errorf("%s: listing %s: %w", st, repo.DumpPrefix, err))
-	}
-	return out, nil
-}
-
 // dumpGroup is the group a dump is counted in: its database, or the
 // globals.
 func dumpGroup(m *repo.DumpManifest) (key, text string) {
@@ -86,19 +51,12 @@ func decideDumps(ctx context.Context, r *repo.Repo, n int, orphanAge time.Durati
 	if err != nil {
 		return nil, nil, err
 	}
-	info, err := listDumpFolders(ctx, r.Store)
-	if err != nil {
-		return nil, nil, err
-	}
 	var notes []string
 	byName := map[string]*DumpDecision{}
 	out := make([]DumpDecision, 0, len(folders))
 	groups := map[string][]*repo.DumpManifest{}
 	for _, f := range folders {
-		fi := info[f.Name]
-		if fi == nil {
-			fi = &dumpFolderInfo{}
-		}
+		tomb := f.Has(repo.TombstoneFile)
 		d := DumpDecision{Name: f.Name, StoredSize: f.Size}
 		switch {
 		case f.Err != nil:
@@ -106,11 +64,11 @@ func decideDumps(ctx context.Context, r *repo.Repo, n int, orphanAge time.Durati
 			notes = append(notes, fmt.Sprintf("dump %s: %v: delete keeps it; check it, and if that dump is lost remove %s%s/ by hand", f.Name, f.Err, repo.DumpPrefix, f.Name))
 		case f.Manifest == nil:
 			d.Incomplete = true
-			age := now.Sub(fi.newest).Round(time.Second)
+			age := now.Sub(f.Newest).Round(time.Second)
 			switch {
-			case fi.hasTomb:
+			case tomb:
 				d.Delete, d.Reason = true, "left by an interrupted delete ("+repo.TombstoneFile+")"
-			case fi.newest.IsZero():
+			case f.Newest.IsZero():
 				d.Reason = "no manifest; the store does not say when it was written, so it is kept"
 			case age >= orphanAge:
 				d.Delete, d.Reason = true, fmt.Sprintf("no manifest: an interrupted or failed dump, last written %s ago", age)
@@ -120,7 +78,7 @@ func decideDumps(ctx context.Context, r *repo.Repo, n int, orphanAge time.Durati
 		default:
 			m := f.Manifest
 			d.Kind, d.Database, d.StopTime, d.StoredSize = m.Kind, m.Database, m.StopTime, m.StoredSize
-			d.stale = fi.hasTomb
+			d.stale = tomb
 			key, _ := dumpGroup(m)
 			groups[key] = append(groups[key], m)
 		}

@@ -94,7 +94,7 @@ func fillDumps(t *testing.T, root string, w *repo.Repo) []string {
 	// database, not with the globals.
 	putDump(t, w, "dump_z_globals", "globals", tmin(0))
 	// An interrupted dump, old enough to go.
-	if err := w.Store.Put(context.Background(), repo.DumpKey("dump_x_shop", repo.DumpFile), bytes.NewReader([]byte("partial")), cloud.PutOptions{}); err != nil {
+	if err := w.Store.Put(context.Background(), repo.DumpKey("dump_x_shop", repo.DumpFile), cloud.Bytes([]byte("partial")), cloud.PutOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	old := tmin(0)
@@ -192,7 +192,7 @@ func TestRetainDumpsFinishesInterruptedDelete(t *testing.T) {
 	putDump(t, w, "dump_a_shop", "shop", tmin(10))
 	putDump(t, w, "dump_b_shop", "shop", tmin(20))
 	for _, n := range []string{"dump_a_shop", "dump_b_shop"} {
-		if err := st.Put(ctx, repo.DumpKey(n, repo.TombstoneFile), bytes.NewReader([]byte("{}")), cloud.PutOptions{}); err != nil {
+		if err := st.Put(ctx, repo.DumpKey(n, repo.TombstoneFile), cloud.Bytes([]byte("{}")), cloud.PutOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -1,11 +1,9 @@
 package retention
 
 import (
-	"context"
 	"errors"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,6 +13,7 @@ import (
 	// only this test imports it, never the package.
 	"github.com/walvault/walvault/archive/verify"
 	"github.com/walvault/walvault/cloud"
+	"github.com/walvault/walvault/cloud/storetest"
 )
 
 func decisions(p *Plan) (del, keep []string) {
@@ -425,25 +424,14 @@ func TestParseWindow(t *testing.T) {
 	}
 }
 
-// failingStore makes every Delete after the first n fail, as a walvault
-// killed at that moment would leave the store.
-type failingStore struct {
-	cloud.Store
-	mu sync.Mutex
-	n  int
-}
-
 var errKilled = errors.New("killed")
 
-func (f *failingStore) Delete(ctx context.Context, key string) error {
-	f.mu.Lock()
-	if f.n <= 0 {
-		f.mu.Unlock()
-		return errKilled
-	}
-	f.n--
-	f.mu.Unlock()
-	return f.Store.Delete(ctx, key)
+// killedAfter is st where every Delete after the first n fails, as a
+// walvault killed at that moment would leave the store.
+func killedAfter(st cloud.Store, n int) cloud.Store {
+	f := storetest.NewFaults(st)
+	f.Set(storetest.Rule{Op: storetest.Delete, Skip: n, Err: errKilled})
+	return f
 }
 
 // A delete cut short after any number of deletions never leaves a
@@ -463,7 +451,7 @@ func TestRetentionCrashAnywhere(t *testing.T) {
 	for n := 0; n < 50; n++ {
 		s := twoTimelines(t)
 		good := s.R.Store
-		s.R.Store = &failingStore{Store: good, n: n}
+		s.R.Store = killedAfter(good, n)
 		plan, err := Decide(s.Ctx, s.R, pol)
 		if err != nil {
 			t.Fatal(err)

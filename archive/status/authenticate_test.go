@@ -49,7 +49,7 @@ func TestStatusCountsOnlyAuthenticated(t *testing.T) {
 	time.Sleep(10 * time.Millisecond)
 	_ = s.R.Store.Delete(ctx, s.SegKey(1, 0x22))
 	_ = s.R.Store.Delete(ctx, repo.BackupKey(b1.Name, b1.Parts[0].Name))
-	if err := s.R.Store.Put(ctx, s.SegKey(1, 0x30), strings.NewReader(""), cloud.PutOptions{}); err != nil {
+	if err := s.R.Store.Put(ctx, s.SegKey(1, 0x30), cloud.Bytes([]byte("")), cloud.PutOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	rep, err := Collect(ctx, r, Options{})

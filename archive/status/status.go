@@ -258,15 +258,11 @@ func Collect(ctx context.Context, r *repo.Repo, opts Options) (*Report, error) {
 // readBackups fills the backup figures from the catalog and returns the
 // complete backups, oldest first.
 func (rep *Report) readBackups(cat *repo.Catalog, now time.Time) []*repo.Manifest {
+	for _, b := range cat.Damaged() {
+		rep.BadBackups = append(rep.BadBackups, BadBackup{Name: b.Name, Mark: b.Mark, Error: archive.OneLine(b.Err.Error())})
+	}
 	for _, f := range cat.Folders {
-		switch {
-		case f.Err != nil:
-			mark := "DAMAGED"
-			if errors.Is(f.Err, crypto.ErrBadProof) {
-				mark = "UNAUTHENTICATED"
-			}
-			rep.BadBackups = append(rep.BadBackups, BadBackup{Name: f.Name, Mark: mark, Error: archive.OneLine(f.Err.Error())})
-		case f.Manifest == nil:
+		if f.Err == nil && f.Manifest == nil {
 			rep.Incomplete++
 		}
 	}

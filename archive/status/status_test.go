@@ -1,7 +1,6 @@
 package status
 
 import (
-	"bytes"
 	"context"
 	"os"
 	"path/filepath"
@@ -45,7 +44,7 @@ func newSynth(t *testing.T) *synth {
 
 func (s *synth) put(key string, body []byte, when time.Time) {
 	s.t.Helper()
-	if err := s.r.Store.Put(s.ctx, key, bytes.NewReader(body), cloud.PutOptions{}); err != nil {
+	if err := s.r.Store.Put(s.ctx, key, cloud.Bytes(body), cloud.PutOptions{}); err != nil {
 		s.t.Fatal(err)
 	}
 	if err := os.Chtimes(filepath.Join(s.root, filepath.FromSlash(key)), when, when); err != nil {
@@ -281,7 +280,7 @@ func TestTextfile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	p := expfmt.NewTextParser(model.UTF8Validation)
 	mfs, err := p.TextToMetricFamilies(f)
 	if err != nil {

@@ -78,7 +78,7 @@ func TestVerifyChain(t *testing.T) {
 	t.Run("damaged full", func(t *testing.T) {
 		path := filepath.Join(s.Root, filepath.FromSlash(repo.BackupKey("f", "part-00000")))
 		orig, _ := os.ReadFile(path)
-		defer os.WriteFile(path, orig, 0o600)
+		defer putBack(t, path, orig, 0o600)
 		flipped := bytes.Clone(orig)
 		flipped[len(flipped)/2] ^= 0x10
 		if err := os.WriteFile(path, flipped, 0o600); err != nil {
@@ -105,7 +105,7 @@ func TestVerifyChain(t *testing.T) {
 	t.Run("missing parent part, sizes only", func(t *testing.T) {
 		path := filepath.Join(s.Root, filepath.FromSlash(repo.BackupKey("i1", "part-00000")))
 		orig, _ := os.ReadFile(path)
-		defer os.WriteFile(path, orig, 0o600)
+		defer putBack(t, path, orig, 0o600)
 		_ = os.Remove(path)
 		rep, err := Run(s.Ctx, s.R, Options{Backup: "i2"})
 		if err != nil || rep.OK || !strings.Contains(problemsText(rep), "backups/i1/part-00000: missing") {

@@ -116,7 +116,7 @@ func TestVerifyDumps(t *testing.T) {
 			root, r := dumpStore(t)
 			m := putSignedDump(t, r, "dump_20261130T120000Z_shop", "shop", content, at)
 			// An interrupted dump: noted, not a problem.
-			if err := r.Store.Put(ctx, repo.DumpKey("dump_20261130T130000Z_shop", repo.DumpFile), strings.NewReader("x"), cloud.PutOptions{}); err != nil {
+			if err := r.Store.Put(ctx, repo.DumpKey("dump_20261130T130000Z_shop", repo.DumpFile), cloud.Bytes([]byte("x")), cloud.PutOptions{}); err != nil {
 				t.Fatal(err)
 			}
 			if c.damage != nil {

@@ -5,13 +5,10 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
-	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -19,6 +16,7 @@ import (
 	"github.com/walvault/walvault/archive/codec"
 	"github.com/walvault/walvault/archive/repo"
 	"github.com/walvault/walvault/cloud"
+	"github.com/walvault/walvault/cloud/storetest"
 	"github.com/walvault/walvault/crypto"
 )
 
@@ -168,40 +166,6 @@ func TestFetchMissing(t *testing.T) {
 	}
 }
 
-// cutOnce is the file store whose first download of each object the
-// connection resets halfway.
-type cutOnce struct {
-	cloud.Store
-	gets atomic.Int32
-}
-
-func (c *cutOnce) Get(ctx context.Context, key string) (io.ReadCloser, cloud.ObjectInfo, error) {
-	rc, info, err := c.Store.Get(ctx, key)
-	if err != nil || c.gets.Add(1) > 1 {
-		return rc, info, err
-	}
-	return &resetAfter{rc: rc, left: info.Size / 2}, info, nil
-}
-
-type resetAfter struct {
-	rc   io.ReadCloser
-	left int64
-}
-
-func (r *resetAfter) Read(p []byte) (int, error) {
-	if r.left <= 0 {
-		return 0, syscall.ECONNRESET
-	}
-	if int64(len(p)) > r.left {
-		p = p[:r.left]
-	}
-	n, err := r.rc.Read(p)
-	r.left -= int64(n)
-	return n, err
-}
-
-func (r *resetAfter) Close() error { return r.rc.Close() }
-
 // TestFetchInterruptedStartsOver: a download the connection resets after
 // half the object is fetched again, and the temp file is written from its
 // start: DEST is the segment, not half of it plus all of it.
@@ -215,14 +179,15 @@ func TestFetchInterruptedStartsOver(t *testing.T) {
 				t.Fatal(err)
 			}
 			inner := r.Store.(interface{ Unwrap() cloud.Store }).Unwrap()
-			cut := &cutOnce{Store: inner}
+			cut := storetest.NewFaults(inner) // the first download reset halfway
+			cut.Set(storetest.Rule{Op: storetest.Get, Times: 1, Cut: 0.5})
 			fr := *r
 			fr.Store = cloud.WithRetry(cut, cloud.RetryPolicy{Attempts: 3, Base: time.Millisecond, Max: time.Millisecond})
 			dest, res, err := fetchInto(t, &fr, filepath.Base(src))
 			if err != nil {
 				t.Fatal(err)
 			}
-			if n := cut.gets.Load(); n != 2 {
+			if n := cut.Calls(storetest.Get); n != 2 {
 				t.Fatalf("%d downloads, want 2 (one cut, one whole)", n)
 			}
 			if got, _ := os.ReadFile(dest); !bytes.Equal(got, want) || res.Size != int64(len(want)) {

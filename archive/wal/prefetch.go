@@ -62,7 +62,7 @@ func hashFile(path string, crc bool) (string, int64, error) {
 	if err != nil {
 		return "", 0, err
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	if crc {
 		h := newCRC32C()
 		n, err := io.Copy(h, f)
@@ -91,7 +91,7 @@ func Prefetch(ctx context.Context, r *repo.Repo, name string, segSize int64, n, 
 	if err != nil || lock == nil {
 		return err
 	}
-	defer lock.Close()
+	defer func() { _ = lock.Close() }()
 	// Bound before the downloads run side by side: the data directory of
 	// the default spool (pg_wal/.walvault), else cluster.json.
 	if err := bindForFetch(ctx, r, filepath.Dir(filepath.Dir(spool))); err != nil {

@@ -14,6 +14,7 @@ import (
 	"path"
 	"path/filepath"
 	"strconv"
+	"sync"
 
 	"github.com/walvault/walvault/archive"
 	"github.com/walvault/walvault/archive/pg"
@@ -106,8 +107,12 @@ func PushOne(ctx context.Context, r *repo.Repo, path, spool string) (PushResult,
 // is of in its page header; other files (history, .backup) are of the
 // cluster whose data directory holds pg_wal, or failing that the one
 // cluster.json names. A repository already bound is left as it is (the
-// agent binds once, before it pushes files concurrently).
+// agent binds once, before it pushes files concurrently). Concurrent first
+// pushes on one repository (PushOne, push-ahead) bind it one at a time:
+// the first binds, the others find it bound.
 func BindCluster(ctx context.Context, r *repo.Repo, path string, wf archive.WALFile, spool string) error {
+	bindMu.Lock()
+	defer bindMu.Unlock()
 	if r.Cluster != "" {
 		return nil
 	}
@@ -135,6 +140,9 @@ func BindCluster(ctx context.Context, r *repo.Repo, path string, wf archive.WALF
 	return nil
 }
 
+// bindMu makes BindCluster's check and write of Repo.Cluster one step.
+var bindMu sync.Mutex
+
 // pushFile stores one pg_wal file, idempotently.
 func pushFile(ctx context.Context, r *repo.Repo, path string, wf archive.WALFile, spool string) (PushResult, error) {
 	res := PushResult{Name: wf.Name}
@@ -142,7 +150,7 @@ func pushFile(ctx context.Context, r *repo.Repo, path string, wf archive.WALFile
 	if err != nil {
 		return res, err
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	res.RawBytes = size
 
 	// The digest travels as metadata, which most stores need before the

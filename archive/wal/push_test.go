@@ -243,7 +243,7 @@ func TestEncodedDigestIsDeterministic(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	for _, c := range []codec.Compression{codec.LZ4, codec.Zstd} {
 		var first digest
 		for i, conc := range []int{0, 1, 4, 1, 0} {

@@ -1,28 +1,15 @@
-// Package all registers the SDK backends with package cloud: s3://, gs://
-// and azure:// (alias azblob://). They live in packages of their own, and
-// are registered here on request rather than from init, so that code which
-// needs only the cloud.Store interface links no SDK.
+// Package all links every store backend into the program that imports it:
+// each backend package registers itself with package cloud from init.
+// Code that needs only the cloud.Store interface (file:// included) does
+// not import it, and links no SDK.
+//
+// Adding a backend is its package (see cloud.Backend) and one import line
+// here.
 package all
 
 import (
-	"sync"
-
-	"github.com/walvault/walvault/cloud"
-	"github.com/walvault/walvault/cloud/azure"
-	"github.com/walvault/walvault/cloud/gcs"
-	"github.com/walvault/walvault/cloud/s3"
+	// The backends, each registering itself.
+	_ "github.com/walvault/walvault/cloud/azure" // azure://, azblob://
+	_ "github.com/walvault/walvault/cloud/gcs"   // gs://
+	_ "github.com/walvault/walvault/cloud/s3"    // s3://
 )
-
-var once sync.Once
-
-// Register makes every SDK backend available to cloud.Open. Programs call
-// it before opening a store; it is safe to call more than once, and from
-// several goroutines.
-func Register() {
-	once.Do(func() {
-		cloud.Register("s3", s3.Open)
-		cloud.Register("gs", gcs.Open)
-		cloud.Register("azure", azure.Open)
-		cloud.Register("azblob", azure.Open)
-	})
-}

@@ -1,5 +1,6 @@
 // Package azure is the azure:// (alias azblob://) backend of package
-// cloud, for Azure Blob Storage. cloud/all registers it.
+// cloud, for Azure Blob Storage. Importing it registers it (cloud/all
+// does).
 package azure
 
 import (
@@ -43,6 +44,50 @@ type store struct {
 	credHint  string // which credentials are in use, for messages
 }
 
+// The backend's settings.
+const (
+	setEndpoint        = "azure-endpoint"
+	setAccessTier      = "azure-access-tier"
+	setEncryptionScope = "azure-encryption-scope"
+)
+
+func init() {
+	cloud.Register(cloud.Backend{
+		Schemes: []string{"azure", "azblob"},
+		Settings: []cloud.Setting{
+			{Name: setEndpoint, Help: "Azure Blob service URL (Azurite, sovereign clouds)", Secret: true, Reading: true, Endpoint: true},
+			{Name: setAccessTier, Help: "Azure access tier for new blobs (Hot, Cool, Cold, Archive)"},
+			{Name: setEncryptionScope, Help: "Azure encryption scope for new blobs"},
+		},
+		Open: Open,
+		EnvEndpoint: func(getenv func(string) string) (string, string) {
+			ep, from, _ := envEndpoint(getenv)
+			return ep, from
+		},
+	})
+}
+
+// envEndpoint is the service URL the environment gives, and the variable
+// it comes from: AZURE_STORAGE_ENDPOINT, else the connection string's,
+// else the public cloud's for AZURE_STORAGE_ACCOUNT. A connection string
+// that does not parse is an error, and gives no endpoint.
+func envEndpoint(getenv func(string) string) (endpoint, from string, err error) {
+	if v := getenv("AZURE_STORAGE_ENDPOINT"); v != "" {
+		return v, "AZURE_STORAGE_ENDPOINT", nil
+	}
+	if v := getenv("AZURE_STORAGE_CONNECTION_STRING"); v != "" {
+		cs, err := parseConnectionString(v)
+		if err != nil {
+			return "", "", err
+		}
+		return cs.endpoint, "AZURE_STORAGE_CONNECTION_STRING", nil
+	}
+	if a := getenv("AZURE_STORAGE_ACCOUNT"); a != "" {
+		return "https://" + a + ".blob.core.windows.net", "AZURE_STORAGE_ACCOUNT", nil
+	}
+	return "", "", nil
+}
+
 // settings gathers endpoint and credentials from the environment.
 type settings struct {
 	endpoint, account, key, sas, source string
@@ -54,10 +99,6 @@ func settingsFromEnv(opts cloud.Options) (settings, error) {
 		key:     os.Getenv("AZURE_STORAGE_KEY"),
 		sas:     strings.TrimPrefix(os.Getenv("AZURE_STORAGE_SAS_TOKEN"), "?"),
 	}
-	endpoint := opts.AzureEndpoint
-	if endpoint == "" {
-		endpoint = os.Getenv("AZURE_STORAGE_ENDPOINT")
-	}
 	switch {
 	case os.Getenv("AZURE_STORAGE_CONNECTION_STRING") != "":
 		cs, err := parseConnectionString(os.Getenv("AZURE_STORAGE_CONNECTION_STRING"))
@@ -65,9 +106,6 @@ func settingsFromEnv(opts cloud.Options) (settings, error) {
 			return st, err
 		}
 		st.account, st.key, st.sas, st.source = cs.account, cs.key, cs.sas, "AZURE_STORAGE_CONNECTION_STRING"
-		if endpoint == "" {
-			endpoint = cs.endpoint
-		}
 	case st.key != "":
 		st.source = "AZURE_STORAGE_ACCOUNT/AZURE_STORAGE_KEY"
 	case st.sas != "":
@@ -78,11 +116,16 @@ func settingsFromEnv(opts cloud.Options) (settings, error) {
 	if st.key != "" && st.account == "" {
 		return st, errors.New("AZURE_STORAGE_KEY is set but AZURE_STORAGE_ACCOUNT is not")
 	}
+	endpoint := opts.Settings[setEndpoint]
 	if endpoint == "" {
-		if st.account == "" {
-			return st, errors.New("no storage account: set AZURE_STORAGE_ACCOUNT (with AZURE_STORAGE_KEY, AZURE_STORAGE_SAS_TOKEN or Azure AD credentials) or AZURE_STORAGE_CONNECTION_STRING")
+		ep, _, err := envEndpoint(os.Getenv)
+		if err != nil {
+			return st, err
 		}
-		endpoint = "https://" + st.account + ".blob.core.windows.net"
+		endpoint = ep
+	}
+	if endpoint == "" {
+		return st, errors.New("no storage account: set AZURE_STORAGE_ACCOUNT (with AZURE_STORAGE_KEY, AZURE_STORAGE_SAS_TOKEN or Azure AD credentials) or AZURE_STORAGE_CONNECTION_STRING")
 	}
 	u, err := url.Parse(endpoint)
 	if err != nil || u.Scheme == "" || u.Host == "" {
@@ -147,7 +190,7 @@ func Open(_ context.Context, loc cloud.Location, opts cloud.Options) (cloud.Stor
 	}
 	copts := &container.ClientOptions{ClientOptions: azcore.ClientOptions{
 		// Bounded retries: a dead endpoint must fail wal-push in seconds.
-		Retry:     policy.RetryOptions{MaxRetries: 2, RetryDelay: 100 * time.Millisecond, MaxRetryDelay: 2 * time.Second},
+		Retry:     policy.RetryOptions{MaxRetries: cloud.SDKAttempts - 1, RetryDelay: 100 * time.Millisecond, MaxRetryDelay: 2 * time.Second},
 		Transport: &http.Client{Transport: cloud.NewHTTPTransport(opts.IdleTimeout())}, // stall detection
 	}}
 	containerURL := st.endpoint + "/" + url.PathEscape(loc.Bucket)
@@ -189,12 +232,12 @@ func Open(_ context.Context, loc cloud.Location, opts cloud.Options) (cloud.Stor
 	if opts.PartSize > 0 {
 		s.block = min(opts.PartSize, maxBlock)
 	}
-	if opts.AzureAccessTier != "" {
-		t := blob.AccessTier(opts.AzureAccessTier)
+	if v := opts.Settings[setAccessTier]; v != "" {
+		t := blob.AccessTier(v)
 		s.tier = &t
 	}
-	if opts.AzureEncryptionScope != "" {
-		s.scope = &blob.CPKScopeInfo{EncryptionScope: &opts.AzureEncryptionScope}
+	if v := opts.Settings[setEncryptionScope]; v != "" {
+		s.scope = &blob.CPKScopeInfo{EncryptionScope: &v}
 	}
 	return s, nil
 }
@@ -227,7 +270,7 @@ func metaIn(m map[string]*string) map[string]string {
 	return out
 }
 
-func (s *store) Put(ctx context.Context, key string, r io.Reader, opts cloud.PutOptions) error {
+func (s *store) Put(ctx context.Context, key string, r cloud.Body, opts cloud.PutOptions) error {
 	if err := cloud.CheckMetadata(opts.Metadata); err != nil {
 		return cloud.Permanent(fmt.Errorf("%s: put %s: %w", s, key, err))
 	}
@@ -275,6 +318,11 @@ func (s *store) Get(ctx context.Context, key string) (io.ReadCloser, cloud.Objec
 		info.ModTime = *resp.LastModified
 	}
 	return resp.Body, info, nil
+}
+
+// Load is cloud.LoadOnce over Get; the retry decorator retries it.
+func (s *store) Load(ctx context.Context, key string, fn func(io.Reader, cloud.ObjectInfo) error) error {
+	return cloud.LoadOnce(ctx, s, key, fn)
 }
 
 func (s *store) Stat(ctx context.Context, key string) (cloud.ObjectInfo, error) {

@@ -16,6 +16,9 @@ func TestParseConnectionString(t *testing.T) {
 		{in: "AccountName=acct;AccountKey=" + key, endpoint: "https://acct.blob.core.windows.net", account: "acct"},
 		{in: "BlobEndpoint=http://127.0.0.1:1/devstoreaccount1;SharedAccessSignature=sv=1&sig=abc",
 			endpoint: "http://127.0.0.1:1/devstoreaccount1"},
+		// As check and the agent read it (a trailing ';', keys in any case).
+		{in: "DefaultEndpointsProtocol=http;AccountKey=" + key + ";BlobEndpoint=http://h:1/acc;", endpoint: "http://h:1/acc"},
+		{in: "accountkey=" + key + ";blobendpoint=http://h:1/acc", endpoint: "http://h:1/acc"},
 		{in: "UseDevelopmentStorage=true", endpoint: "http://127.0.0.1:10000/devstoreaccount1", account: "devstoreaccount1"},
 		{in: "AccountName=acct", wantErr: "neither AccountKey nor SharedAccessSignature"},
 		{in: "garbage;AccountKey=" + key, wantErr: "malformed"},

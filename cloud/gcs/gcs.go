@@ -1,5 +1,5 @@
 // Package gcs is the gs:// backend of package cloud, for Google Cloud
-// Storage. cloud/all registers it.
+// Storage. Importing it registers it (cloud/all does).
 package gcs
 
 import (
@@ -37,13 +37,39 @@ type store struct {
 	kmsKey string
 }
 
+// The backend's settings.
+const (
+	setEndpoint     = "gcs-endpoint"
+	setStorageClass = "gcs-storage-class"
+	setKMSKey       = "gcs-kms-key-name"
+)
+
+func init() {
+	cloud.Register(cloud.Backend{
+		Schemes: []string{"gs"},
+		Settings: []cloud.Setting{
+			{Name: setEndpoint, Help: "GCS JSON API endpoint (emulators; STORAGE_EMULATOR_HOST also works)", Secret: true, Reading: true, Endpoint: true},
+			{Name: setStorageClass, Help: "GCS storage class for new objects (e.g. NEARLINE)"},
+			{Name: setKMSKey, Help: "GCS Cloud KMS key for new objects"},
+		},
+		Open: Open,
+		EnvEndpoint: func(getenv func(string) string) (string, string) {
+			// The SDK talks to an emulator there, without credentials.
+			if v := getenv("STORAGE_EMULATOR_HOST"); v != "" {
+				return v, "STORAGE_EMULATOR_HOST"
+			}
+			return "", ""
+		},
+	})
+}
+
 // Open opens the gs:// store loc names. It finds credentials now, from
 // the environment and gcloud's files; see the comment inside for when that
 // can mean a request.
 func Open(ctx context.Context, loc cloud.Location, opts cloud.Options) (cloud.Store, error) {
 	name := "gs://" + strings.TrimSuffix(loc.Bucket+"/"+loc.Prefix, "/")
 	var copts []option.ClientOption
-	switch ep := opts.GCSEndpoint; {
+	switch ep := opts.Settings[setEndpoint]; {
 	case strings.HasPrefix(ep, "http://"):
 		// Plain http is an emulator: no credentials to find or send.
 		copts = append(copts, option.WithEndpoint(ep), option.WithoutAuthentication())
@@ -63,7 +89,7 @@ func Open(ctx context.Context, loc cloud.Location, opts cloud.Options) (cloud.St
 	// (retry idempotent operations only) is right.
 	client.SetRetry(
 		storage.WithBackoff(gax.Backoff{Initial: 100 * time.Millisecond, Max: 2 * time.Second, Multiplier: 2}),
-		storage.WithMaxAttempts(3),
+		storage.WithMaxAttempts(cloud.SDKAttempts), // the retry budget
 	)
 	s := &store{
 		client: client,
@@ -72,8 +98,8 @@ func Open(ctx context.Context, loc cloud.Location, opts cloud.Options) (cloud.St
 		bkt:    loc.Bucket,
 		prefix: loc.Prefix,
 		chunk:  defaultChunk,
-		class:  opts.GCSStorageClass,
-		kmsKey: opts.GCSKMSKeyName,
+		class:  opts.Settings[setStorageClass],
+		kmsKey: opts.Settings[setKMSKey],
 	}
 	if opts.PartSize > 0 {
 		s.chunk = opts.PartSize
@@ -98,7 +124,7 @@ func (s *store) chunkFor(hint int64) int {
 	return int((c + chunkAlign - 1) / chunkAlign * chunkAlign)
 }
 
-func (s *store) Put(ctx context.Context, key string, r io.Reader, opts cloud.PutOptions) error {
+func (s *store) Put(ctx context.Context, key string, r cloud.Body, opts cloud.PutOptions) error {
 	if err := cloud.CheckMetadata(opts.Metadata); err != nil {
 		return cloud.Permanent(fmt.Errorf("%s: put %s: %w", s, key, err))
 	}
@@ -182,6 +208,11 @@ func (s *store) Get(ctx context.Context, key string) (io.ReadCloser, cloud.Objec
 // reports only as text, with cloud.ErrChecksum.
 func checksumBody(body io.ReadCloser) io.ReadCloser {
 	return cloud.MarkChecksum(body, "bad CRC on read")
+}
+
+// Load is cloud.LoadOnce over Get; the retry decorator retries it.
+func (s *store) Load(ctx context.Context, key string, fn func(io.Reader, cloud.ObjectInfo) error) error {
+	return cloud.LoadOnce(ctx, s, key, fn)
 }
 
 func (s *store) Stat(ctx context.Context, key string) (cloud.ObjectInfo, error) {

@@ -1,5 +1,5 @@
 // Package s3 is the s3:// backend of package cloud, for AWS S3 and
-// S3-compatible servers. cloud/all registers it.
+// S3-compatible servers. Importing it registers it (cloud/all does).
 package s3
 
 import (
@@ -46,13 +46,46 @@ type store struct {
 	kmsKey   string
 }
 
+// The backend's settings.
+const (
+	setEndpoint     = "s3-endpoint"
+	setPathStyle    = "s3-path-style"
+	setRegion       = "s3-region"
+	setStorageClass = "s3-storage-class"
+	setKMSKey       = "s3-sse-kms-key-id"
+)
+
+func init() {
+	cloud.Register(cloud.Backend{
+		Schemes: []string{"s3"},
+		Settings: []cloud.Setting{
+			{Name: setEndpoint, Help: "S3-compatible endpoint URL (default: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, or AWS)", Secret: true, Reading: true, Endpoint: true},
+			{Name: setPathStyle, Help: "path-style S3 addressing (most S3-compatible servers need it)", Switch: true, Reading: true},
+			{Name: setRegion, Help: "S3 region (default: AWS_REGION or us-east-1)", Reading: true},
+			{Name: setStorageClass, Help: "S3 storage class for new objects (e.g. STANDARD_IA)"},
+			{Name: setKMSKey, Help: "encrypt new S3 objects server-side with this KMS key"},
+		},
+		Open: Open,
+		EnvEndpoint: func(getenv func(string) string) (string, string) {
+			// The SDK's own variables, in the order it reads them.
+			for _, k := range []string{"AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"} {
+				if v := getenv(k); v != "" {
+					return v, k
+				}
+			}
+			return "", ""
+		},
+	})
+}
+
 // Open opens the s3:// store loc names. It reads configuration and
 // credentials from the environment and shared files only: no network.
 func Open(ctx context.Context, loc cloud.Location, opts cloud.Options) (cloud.Store, error) {
 	name := "s3://" + strings.TrimSuffix(loc.Bucket+"/"+loc.Prefix, "/")
+	set := opts.Settings
 	var loadOpts []func(*config.LoadOptions) error
-	if opts.S3Region != "" {
-		loadOpts = append(loadOpts, config.WithRegion(opts.S3Region))
+	if r := set[setRegion]; r != "" {
+		loadOpts = append(loadOpts, config.WithRegion(r))
 	}
 	// Bounded connect time and stall detection (see cloud.IdleDialer).
 	httpClient := awshttp.NewBuildableClient().WithTransportOptions(func(tr *http.Transport) {
@@ -71,11 +104,11 @@ func Open(ctx context.Context, loc cloud.Location, opts cloud.Options) (cloud.St
 	if cfg.Credentials != nil {
 		cfg.Credentials = taggedCredentials{cfg.Credentials}
 	}
-	maxAttempts := 3
+	maxAttempts := cloud.SDKAttempts // the retry budget (AWS_MAX_ATTEMPTS overrides it)
 	if cfg.RetryMaxAttempts > 0 {
 		maxAttempts = cfg.RetryMaxAttempts
 	}
-	endpoint := opts.S3Endpoint
+	endpoint := set[setEndpoint]
 	if endpoint != "" && !strings.Contains(endpoint, "://") {
 		endpoint = "https://" + endpoint
 	}
@@ -83,7 +116,7 @@ func Open(ctx context.Context, loc cloud.Location, opts cloud.Options) (cloud.St
 		if endpoint != "" {
 			o.BaseEndpoint = aws.String(endpoint) // the flag beats AWS_ENDPOINT_URL*
 		}
-		o.UsePathStyle = opts.S3PathStyle
+		o.UsePathStyle = set.Bool(setPathStyle)
 		// Multipart objects carry no whole-object checksum to validate; the
 		// SDK would warn about it on stderr for every such Get.
 		o.DisableLogOutputChecksumValidationSkipped = true
@@ -98,8 +131,8 @@ func Open(ctx context.Context, loc cloud.Location, opts cloud.Options) (cloud.St
 		prefix:   loc.Prefix,
 		partSize: defaultPartSize,
 		checksum: types.ChecksumAlgorithmCrc32,
-		class:    types.StorageClass(opts.S3StorageClass),
-		kmsKey:   opts.S3SSEKMSKeyID,
+		class:    types.StorageClass(set[setStorageClass]),
+		kmsKey:   set[setKMSKey],
 	}
 	if cfg.RequestChecksumCalculation == aws.RequestChecksumCalculationWhenRequired {
 		s.checksum = ""
@@ -131,15 +164,15 @@ func (s *store) partSizeFor(hint int64) int64 {
 	return ps
 }
 
-func (s *store) Put(ctx context.Context, key string, r io.Reader, opts cloud.PutOptions) error {
+func (s *store) Put(ctx context.Context, key string, r cloud.Body, opts cloud.PutOptions) error {
 	if err := cloud.CheckMetadata(opts.Metadata); err != nil {
 		return cloud.Permanent(fmt.Errorf("%s: put %s: %w", s, key, err))
 	}
 	partSize := s.partSizeFor(opts.SizeHint)
-	if br, ok := r.(*bytes.Reader); ok && int64(br.Len()) <= partSize+cloud.PartSlack {
+	if b, ok := r.(*cloud.BytesBody); ok && int64(len(b.Bytes())) <= partSize+cloud.PartSlack {
 		// Already in memory (an encoded WAL segment): sent as it is, not
 		// copied into a buffer of its own first.
-		return s.putSingle(ctx, key, br, int64(br.Len()), opts)
+		return s.putSingle(ctx, key, bytes.NewReader(b.Bytes()), int64(len(b.Bytes())), opts)
 	}
 	first, eof, err := readFirst(ctx, r, partSize+cloud.PartSlack, opts.SizeHint)
 	if err != nil {
@@ -369,17 +402,23 @@ func (s *store) putMultipart(ctx context.Context, key string, r io.Reader, opts 
 	if cause := context.Cause(upCtx); cause != nil {
 		return s.mapErr(ctx, "put", key, cause)
 	}
+	return s.complete(ctx, key, uploadID, parts, opts.IfAbsent)
+}
+
+// complete makes the uploaded parts the object, in part order; with
+// ifAbsent, only if the key is still free.
+func (s *store) complete(ctx context.Context, key string, uploadID *string, parts []types.CompletedPart, ifAbsent bool) error {
 	slices.SortFunc(parts, func(a, b types.CompletedPart) int { return int(*a.PartNumber - *b.PartNumber) })
-	complete := &awss3.CompleteMultipartUploadInput{
+	in := &awss3.CompleteMultipartUploadInput{
 		Bucket:          aws.String(s.bucket),
-		Key:             aws.String(k),
+		Key:             aws.String(s.key(key)),
 		UploadId:        uploadID,
 		MultipartUpload: &types.CompletedMultipartUpload{Parts: parts},
 	}
-	if opts.IfAbsent {
-		complete.IfNoneMatch = aws.String("*")
+	if ifAbsent {
+		in.IfNoneMatch = aws.String("*")
 	}
-	if _, err := s.client.CompleteMultipartUpload(ctx, complete); err != nil {
+	if _, err := s.client.CompleteMultipartUpload(ctx, in); err != nil {
 		return s.mapErr(ctx, "put", key, err)
 	}
 	return nil
@@ -430,6 +469,11 @@ func (s *store) Get(ctx context.Context, key string) (io.ReadCloser, cloud.Objec
 // which it reports only as text, with cloud.ErrChecksum.
 func checksumBody(body io.ReadCloser) io.ReadCloser {
 	return cloud.MarkChecksum(body, "checksum did not match")
+}
+
+// Load is cloud.LoadOnce over Get; the retry decorator retries it.
+func (s *store) Load(ctx context.Context, key string, fn func(io.Reader, cloud.ObjectInfo) error) error {
+	return cloud.LoadOnce(ctx, s, key, fn)
 }
 
 func (s *store) Stat(ctx context.Context, key string) (cloud.ObjectInfo, error) {

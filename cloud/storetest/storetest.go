@@ -36,6 +36,12 @@ type Hooks struct {
 	// Leftovers lists what a failed upload left behind the store's back
 	// (S3 multipart uploads, ...): the suite expects none.
 	Leftovers func(t *testing.T, s cloud.Store) []string
+	// Unavailable opens a store of the backend reached at endpoint (the
+	// http:// URL of the suite's server on 127.0.0.1, which answers every
+	// request 503 Service Unavailable and counts them), to check the retry
+	// budget. nil for a backend without an SDK (file://): its attempts are
+	// single requests.
+	Unavailable func(t *testing.T, endpoint string) cloud.Store
 }
 
 func (h *Hooks) defaults() {
@@ -75,6 +81,9 @@ func Run(t *testing.T, newStore func(t *testing.T) cloud.Store, hooks Hooks) {
 		{"PutReaderFails", testPutReaderFails},
 		{"PutCancelled", testPutCancelled},
 		{"Retry", testRetry},
+		{"Load", testLoad},
+		{"LoadRetry", testLoadRetry},
+		{"RetryBudget", testRetryBudget},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -104,7 +113,7 @@ func patternBytes(seed uint64, n int64) []byte {
 
 func put(t *testing.T, s cloud.Store, key string, data []byte, opts cloud.PutOptions) {
 	t.Helper()
-	if err := s.Put(ctxT(t), key, bytes.NewReader(data), opts); err != nil {
+	if err := s.Put(ctxT(t), key, cloud.Bytes(data), opts); err != nil {
 		t.Fatalf("%s: Put(%q): %v", s, key, err)
 	}
 }
@@ -166,7 +175,7 @@ func testRoundTripSmall(t *testing.T, s cloud.Store, h Hooks) {
 	}
 	// SizeHint is a hint: a wrong one must not matter.
 	want := patternBytes(7, 3000)
-	if err := s.Put(ctxT(t), "hinted", bytes.NewReader(want), cloud.PutOptions{SizeHint: 10}); err != nil {
+	if err := s.Put(ctxT(t), "hinted", cloud.Bytes(want), cloud.PutOptions{SizeHint: 10}); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := get(t, s, "hinted"); !bytes.Equal(got, want) {
@@ -196,7 +205,7 @@ func testRoundTripLarge(t *testing.T, s cloud.Store, h Hooks) {
 	src := &hashingReader{r: pattern(42, h.LargeSize), h: sha256.New()}
 	start := time.Now()
 	// No SizeHint and no Seeker: the backend must stream an unknown length.
-	if err := s.Put(ctx, "large", struct{ io.Reader }{src}, cloud.PutOptions{Metadata: map[string]string{"kind": "large"}}); err != nil {
+	if err := s.Put(ctx, "large", cloud.Once(src), cloud.PutOptions{Metadata: map[string]string{"kind": "large"}}); err != nil {
 		t.Fatalf("Put of %d bytes: %v", h.LargeSize, err)
 	}
 	up := time.Since(start)
@@ -243,7 +252,7 @@ func testMetadata(t *testing.T, s cloud.Store, h Hooks) {
 		key  string
 		size int64
 	}{{"meta/single", 10}, {"meta/multi", h.MultipartSize}} {
-		if err := s.Put(ctxT(t), tc.key, pattern(1, tc.size), cloud.PutOptions{Metadata: meta}); err != nil {
+		if err := s.Put(ctxT(t), tc.key, cloud.Once(pattern(1, tc.size)), cloud.PutOptions{Metadata: meta}); err != nil {
 			t.Fatal(err)
 		}
 		st, err := s.Stat(ctxT(t), tc.key)
@@ -283,7 +292,7 @@ func testBadMetadata(t *testing.T, s cloud.Store, h Hooks) {
 		{"ok": "nön-ascii"},
 		{"big": strings.Repeat("x", 4096)},
 	} {
-		err := s.Put(ctxT(t), "bad", strings.NewReader("data"), cloud.PutOptions{Metadata: m})
+		err := s.Put(ctxT(t), "bad", cloud.Bytes([]byte("data")), cloud.PutOptions{Metadata: m})
 		if err == nil {
 			t.Errorf("Put with metadata %.60q succeeded; want an error", m)
 			continue
@@ -362,7 +371,7 @@ func putMany(t *testing.T, s cloud.Store, prefix string, n int) {
 					return
 				}
 				key := fmt.Sprintf("%s%05d", prefix, i)
-				if err := s.Put(ctx, key, strings.NewReader(key), cloud.PutOptions{}); err != nil {
+				if err := s.Put(ctx, key, cloud.Bytes([]byte(key)), cloud.PutOptions{}); err != nil {
 					errs <- err
 					return
 				}
@@ -508,7 +517,7 @@ func testDelete(t *testing.T, s cloud.Store, h Hooks) {
 func testIfAbsent(t *testing.T, s cloud.Store, h Hooks) {
 	first := cloud.PutOptions{IfAbsent: true, Metadata: map[string]string{"who": "first"}}
 	put(t, s, "once", []byte("first"), first)
-	err := s.Put(ctxT(t), "once", strings.NewReader("second"), cloud.PutOptions{IfAbsent: true, Metadata: map[string]string{"who": "second"}})
+	err := s.Put(ctxT(t), "once", cloud.Bytes([]byte("second")), cloud.PutOptions{IfAbsent: true, Metadata: map[string]string{"who": "second"}})
 	if !errors.Is(err, cloud.ErrExists) {
 		t.Fatalf("second IfAbsent Put: %v; want ErrExists", err)
 	}
@@ -528,7 +537,7 @@ func testIfAbsent(t *testing.T, s cloud.Store, h Hooks) {
 func testIfAbsentMultipart(t *testing.T, s cloud.Store, h Hooks) {
 	want := patternBytes(3, 1000)
 	put(t, s, "big-once", want, cloud.PutOptions{IfAbsent: true})
-	err := s.Put(ctxT(t), "big-once", pattern(4, h.MultipartSize), cloud.PutOptions{IfAbsent: true})
+	err := s.Put(ctxT(t), "big-once", cloud.Once(pattern(4, h.MultipartSize)), cloud.PutOptions{IfAbsent: true})
 	if !errors.Is(err, cloud.ErrExists) {
 		t.Fatalf("multipart IfAbsent Put over an existing key: %v; want ErrExists", err)
 	}
@@ -536,7 +545,7 @@ func testIfAbsentMultipart(t *testing.T, s cloud.Store, h Hooks) {
 		t.Fatal("multipart IfAbsent Put changed the existing object")
 	}
 	// And on a free key it writes.
-	if err := s.Put(ctxT(t), "big-new", pattern(4, h.MultipartSize), cloud.PutOptions{IfAbsent: true}); err != nil {
+	if err := s.Put(ctxT(t), "big-new", cloud.Once(pattern(4, h.MultipartSize)), cloud.PutOptions{IfAbsent: true}); err != nil {
 		t.Fatal(err)
 	}
 	if st, err := s.Stat(ctxT(t), "big-new"); err != nil || st.Size != h.MultipartSize {
@@ -556,7 +565,7 @@ func testIfAbsentRace(t *testing.T, s cloud.Store, h Hooks) {
 			wg.Go(func() {
 				<-start
 				body := fmt.Sprintf("writer %d %s", i, strings.Repeat("x", i*1000))
-				errs[i] = s.Put(ctxT(t), key, strings.NewReader(body), cloud.PutOptions{IfAbsent: true})
+				errs[i] = s.Put(ctxT(t), key, cloud.Bytes([]byte(body)), cloud.PutOptions{IfAbsent: true})
 			})
 		}
 		close(start)
@@ -585,7 +594,7 @@ func testIfAbsentRace(t *testing.T, s cloud.Store, h Hooks) {
 
 func testGetCancel(t *testing.T, s cloud.Store, h Hooks) {
 	const size = 32 << 20
-	if err := s.Put(ctxT(t), "cancel-me", pattern(9, size), cloud.PutOptions{}); err != nil {
+	if err := s.Put(ctxT(t), "cancel-me", cloud.Once(pattern(9, size)), cloud.PutOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(ctxT(t))
@@ -637,14 +646,14 @@ func (f *failingReader) Read(p []byte) (int, error) {
 func testPutReaderFails(t *testing.T, s cloud.Store, h Hooks) {
 	for _, n := range []int64{0, 100 << 10, h.MultipartSize + 3<<20} {
 		key := fmt.Sprintf("fail-%d", n)
-		err := s.Put(ctxT(t), key, newFailingReader(n), cloud.PutOptions{})
+		err := s.Put(ctxT(t), key, cloud.Once(newFailingReader(n)), cloud.PutOptions{})
 		if !errors.Is(err, errBoom) {
 			t.Fatalf("Put with a reader failing after %d bytes: %v; want the reader's error", n, err)
 		}
 		mustNotExist(t, s, key)
 		// A failed Put over an existing object keeps the old one.
 		put(t, s, key, []byte("old"), cloud.PutOptions{})
-		if err := s.Put(ctxT(t), key, newFailingReader(n), cloud.PutOptions{}); !errors.Is(err, errBoom) {
+		if err := s.Put(ctxT(t), key, cloud.Once(newFailingReader(n)), cloud.PutOptions{}); !errors.Is(err, errBoom) {
 			t.Fatalf("Put over an existing key with a failing reader: %v", err)
 		}
 		if got, _ := get(t, s, key); string(got) != "old" {
@@ -677,7 +686,7 @@ func testPutCancelled(t *testing.T, s cloud.Store, h Hooks) {
 	for _, n := range []int64{1 << 10, h.MultipartSize + 1<<20} {
 		key := fmt.Sprintf("cancelled-%d", n)
 		ctx, cancel := context.WithCancel(ctxT(t))
-		err := s.Put(ctx, key, &cancellingReader{r: pattern(6, 2*h.MultipartSize), n: n, cancel: cancel}, cloud.PutOptions{})
+		err := s.Put(ctx, key, cloud.Once(&cancellingReader{r: pattern(6, 2*h.MultipartSize), n: n, cancel: cancel}), cloud.PutOptions{})
 		cancel()
 		if !errors.Is(err, context.Canceled) {
 			t.Fatalf("Put cancelled after %d bytes: %v; want context.Canceled", n, err)

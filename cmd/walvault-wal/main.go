@@ -8,7 +8,10 @@
 // found from %p; --socket PATH or WALVAULT_SOCKET overrides) and exits with walvault's exit
 // code for the answer. When no agent answers it runs walvault wal-push or
 // wal-fetch itself (exec, same arguments), so archiving never depends on
-// the agent being up. It imports only the standard library.
+// the agent being up: it accepts every flag of walvault wal-push and
+// wal-fetch (flags_gen.go, generated from walvault's own table), and walvault
+// reads the same config file, /etc/walvault/walvault.yaml unless a flag or
+// WALVAULT_CONFIG names another. It imports only the standard library.
 package main
 
 import (
@@ -37,7 +40,7 @@ func main() {
 	os.Exit(run(os.Args[1:]))
 }
 
-const usage = "usage: walvault-wal push PATH | fetch NAME DEST | status [--socket PATH] [walvault flags for the fallback]"
+const usage = "usage: walvault-wal push PATH | fetch NAME DEST | status [--socket PATH] [walvault wal-push / wal-fetch flags, for the fallback]"
 
 // invocation is a parsed command line.
 type invocation struct {
@@ -65,6 +68,18 @@ func parse(argv []string) (invocation, error) {
 		case strings.HasPrefix(a, "--socket=") || strings.HasPrefix(a, "-socket="):
 			inv.socket = a[strings.IndexByte(a, '=')+1:]
 		case len(a) > 1 && a[0] == '-':
+			// walvault's flags, as --flag=value or --flag value: all but
+			// the switches (the generated table) take a value. walvault
+			// refuses a flag it does not have.
+			name, _, joined := strings.Cut(strings.TrimLeft(a, "-"), "=")
+			if !walvaultSwitches[name] && !joined {
+				if i+1 >= len(argv) {
+					return inv, fmt.Errorf("%s needs a value", a)
+				}
+				inv.extra = append(inv.extra, a, argv[i+1])
+				i++
+				continue
+			}
 			inv.extra = append(inv.extra, a)
 		default:
 			pos = append(pos, a)
@@ -182,7 +197,7 @@ func ask(socket string, req proto.Request) (proto.Response, error) {
 		}
 		return proto.Response{}, err
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	if _, err := c.Write([]byte(req.Encode())); err != nil {
 		return proto.Response{}, err
 	}

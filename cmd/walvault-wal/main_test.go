@@ -17,6 +17,12 @@ func TestParse(t *testing.T) {
 		{argv: []string{"push", "--socket", "/s", "p"}, want: invocation{verb: "push", args: []string{"p"}, socket: "/s"}},
 		{argv: []string{"--socket=/s", "fetch", "N", "D"}, want: invocation{verb: "fetch", args: []string{"N", "D"}, socket: "/s"}},
 		{argv: []string{"fetch", "--config=/etc/w.yaml", "--store=file:///x", "N", "D"}, want: invocation{verb: "fetch", args: []string{"N", "D"}, extra: []string{"--config=/etc/w.yaml", "--store=file:///x"}}},
+		{argv: []string{"push", "--config", "/etc/w.yaml", "pg_wal/1"}, want: invocation{verb: "push", args: []string{"pg_wal/1"}, extra: []string{"--config", "/etc/w.yaml"}}},
+		{argv: []string{"push", "-store", "file:///x", "--s3-path-style", "--log-level=debug", "p"},
+			want: invocation{verb: "push", args: []string{"p"}, extra: []string{"-store", "file:///x", "--s3-path-style", "--log-level=debug"}}},
+		{argv: []string{"fetch", "N", "D", "--identity-file", "/k"}, want: invocation{verb: "fetch", args: []string{"N", "D"}, extra: []string{"--identity-file", "/k"}}},
+		{argv: []string{"push", "--bogus", "x", "p"}, want: invocation{verb: "push", args: []string{"p"}, extra: []string{"--bogus", "x"}}},
+		{argv: []string{"push", "-h"}, err: true},
 		{argv: []string{"push", "--", "-odd"}, want: invocation{verb: "push", args: []string{"-odd"}}},
 		{argv: []string{"status"}, want: invocation{verb: "status", args: []string{}}},
 		{argv: nil, err: true},
@@ -24,6 +30,7 @@ func TestParse(t *testing.T) {
 		{argv: []string{"fetch", "N"}, err: true},
 		{argv: []string{"delete", "x"}, err: true},
 		{argv: []string{"push", "p", "--socket"}, err: true},
+		{argv: []string{"push", "p", "--config"}, err: true},
 	} {
 		t.Setenv("WALVAULT_SOCKET", "")
 		got, err := parse(c.argv)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-
 	"log/slog"
 	"net"
 	"net/http"
@@ -13,7 +12,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/urfave/cli/v2"
 
@@ -100,7 +98,7 @@ func runAgent(c *cli.Context) error {
 		NoArchive:           c.Bool("no-archive"),
 		Prefetch:            c.Int("prefetch"),
 		DownloadConcurrency: c.Int("download-concurrency"),
-		StoreIdentity:       agent.StoreIdentity(r.Store, storeEndpoints(c)...),
+		StoreIdentity:       agent.StoreIdentity(cloud.Identity(r.Store, cloud.Endpoint(c.String("store"), backendValues(c), os.Getenv))),
 		ExitCode:            exitCode,
 		Log:                 slog.Default(),
 	})
@@ -113,7 +111,7 @@ func runAgent(c *cli.Context) error {
 			a.Close()
 			return err
 		}
-		defer srv.Close()
+		defer func() { _ = srv.Close() }()
 	}
 	if p := c.String("cpu-profile"); p != "" {
 		f, err := os.Create(p) // #nosec G304 -- the operator's profile file
@@ -121,7 +119,11 @@ func runAgent(c *cli.Context) error {
 			a.Close()
 			return usageError("--cpu-profile: %v", err)
 		}
-		defer f.Close()
+		defer func() {
+			if err := f.Close(); err != nil {
+				slog.Warn("cannot write the CPU profile", "file", p, "err", err)
+			}
+		}()
 		if err := pprof.StartCPUProfile(f); err == nil {
 			defer pprof.StopCPUProfile()
 		}
@@ -133,22 +135,10 @@ func runAgent(c *cli.Context) error {
 // agentMemoryLimit is the agent's soft memory limit (GOMEMLIMIT overrides).
 const agentMemoryLimit = 80 << 20
 
-// storeEndpoints are where the store is reached, as the backends find
-// them: a bucket of the same name behind another endpoint is another store.
-func storeEndpoints(c *cli.Context) []string {
-	out := []string{c.String("s3-endpoint"), c.String("gcs-endpoint"), c.String("azure-endpoint")}
-	for _, v := range []string{"AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "STORAGE_EMULATOR_HOST", "AZURE_STORAGE_ACCOUNT"} {
-		out = append(out, os.Getenv(v))
-	}
-	return out
-}
-
 // serveMetrics starts the /metrics endpoint.
 func serveMetrics(addr string, a *agent.Agent) (*http.Server, error) {
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(agentCollector{a})
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.Handle("/metrics", promhttp.HandlerFor(a.Metrics(version), promhttp.HandlerOpts{}))
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, usageError("--metrics-listen %s: %v", addr, err)
@@ -161,43 +151,4 @@ func serveMetrics(addr string, a *agent.Agent) (*http.Server, error) {
 	}()
 	slog.Info("serving metrics", "addr", ln.Addr().String())
 	return srv, nil
-}
-
-// agentCollector reads the agent's counters at every scrape.
-type agentCollector struct{ a *agent.Agent }
-
-type agentMetric struct {
-	name, help string
-	kind       prometheus.ValueType
-	value      func(s agent.Stats) float64
-}
-
-var agentMetrics = []agentMetric{
-	{"segments_archived_total", "WAL files the agent uploaded.", prometheus.CounterValue, func(s agent.Stats) float64 { return float64(s.SegmentsArchived) }},
-	{"bytes_archived_total", "Bytes of WAL the agent uploaded (before compression).", prometheus.CounterValue, func(s agent.Stats) float64 { return float64(s.BytesArchived) }},
-	{"bytes_stored_total", "Bytes the agent's uploads occupy in the store.", prometheus.CounterValue, func(s agent.Stats) float64 { return float64(s.BytesStored) }},
-	{"already_archived_total", "WAL files found already archived with identical content.", prometheus.CounterValue, func(s agent.Stats) float64 { return float64(s.AlreadyArchived) }},
-	{"upload_errors_total", "Failed upload attempts.", prometheus.CounterValue, func(s agent.Stats) float64 { return float64(s.UploadErrors) }},
-	{"upload_retries_total", "Upload attempts of a file after a failed one.", prometheus.CounterValue, func(s agent.Stats) float64 { return float64(s.Retries) }},
-	{"push_requests_total", "push requests from walvault-wal.", prometheus.CounterValue, func(s agent.Stats) float64 { return float64(s.PushRequests) }},
-	{"fetch_requests_total", "fetch requests from walvault-wal.", prometheus.CounterValue, func(s agent.Stats) float64 { return float64(s.FetchRequests) }},
-	{"prefetch_hits_total", "fetch requests served from the prefetch directory.", prometheus.CounterValue, func(s agent.Stats) float64 { return float64(s.PrefetchHits) }},
-	{"fetch_seconds_total", "Time spent answering fetch requests (restore_command's wait, less the client's start).", prometheus.CounterValue, func(s agent.Stats) float64 { return s.FetchSeconds }},
-	{"uploads_in_flight", "Uploads running now.", prometheus.GaugeValue, func(s agent.Stats) float64 { return float64(s.Uploading) }},
-	{"archive_ready_files", "WAL files marked .ready that are not durable yet.", prometheus.GaugeValue, func(s agent.Stats) float64 { return float64(s.ReadyCount) }},
-	{"archive_ready_bytes", "Bytes of those files.", prometheus.GaugeValue, func(s agent.Stats) float64 { return float64(s.ReadyBytes) }},
-	{"archive_lag_seconds", "Age of the oldest .ready file not durable yet (0 when none waits).", prometheus.GaugeValue, func(s agent.Stats) float64 { return s.OldestReadyAgeSec }},
-}
-
-func (ac agentCollector) Describe(ch chan<- *prometheus.Desc) { prometheus.DescribeByCollect(ac, ch) }
-
-func (ac agentCollector) Collect(ch chan<- prometheus.Metric) {
-	s := ac.a.Stats()
-	for _, m := range agentMetrics {
-		ch <- prometheus.MustNewConstMetric(prometheus.NewDesc("walvault_agent_"+m.name, m.help, nil, nil), m.kind, m.value(s))
-	}
-	d := prometheus.NewDesc("walvault_agent_store_requests_total", "Requests the agent made to the store, by kind.", []string{"op"}, nil)
-	for op, n := range s.StoreRequests {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(n), op)
-	}
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -292,9 +291,9 @@ func backupList(c *cli.Context) error {
 			entries[len(entries)-1].Type = repo.BackupIncremental
 		}
 	}
-	bad := badBackups(cat)
+	bad := cat.Damaged()
 	for _, b := range bad {
-		fmt.Fprintf(c.App.ErrWriter, "walvault backup-list: warning: backup %s is %s and cannot be restored: %s\n", shown(b.name), b.mark, shown(oneLine(b.err.Error())))
+		fmt.Fprintf(c.App.ErrWriter, "walvault backup-list: warning: backup %s is %s and cannot be restored: %s\n", shown(b.Name), b.Mark, shown(oneLine(b.Err.Error())))
 	}
 	if c.Bool("json") {
 		// Scripts pick a backup from this array: only backups that can be
@@ -329,7 +328,11 @@ func backupList(c *cli.Context) error {
 	// Marked, not hidden: the operator sees that something is there and
 	// must not be trusted.
 	for _, b := range bad {
-		fmt.Fprintf(tw, "%s\t-\t%s\t%s\t-\t%s\n", shown(b.name), b.mark, archive.HumanBytes(b.size), shortParent(b.parent))
+		parent := ""
+		if b.Broken != nil {
+			parent = b.Broken.Parent
+		}
+		fmt.Fprintf(tw, "%s\t-\t%s\t%s\t-\t%s\n", shown(b.Name), b.Mark, archive.HumanBytes(b.Size), shortParent(parent))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -339,8 +342,8 @@ func backupList(c *cli.Context) error {
 
 // listErr is backup-list's verdict: exit 4 when a backup or a WAL object
 // in the bucket is not what walvault wrote.
-func listErr(bad []badBackup, badWAL []repo.BadObject, store fmt.Stringer) error {
-	if err := badBackupsErr(bad, store); err != nil || len(badWAL) == 0 {
+func listErr(bad []repo.Damaged, badWAL []repo.BadObject, store fmt.Stringer) error {
+	if err := damagedErr("backup", bad, store); err != nil || len(badWAL) == 0 {
 		return err
 	}
 	return fmt.Errorf("%w: %d WAL object(s) in %s fail authentication (the first: %s): they are not counted in the PITR ranges", crypto.ErrBadProof, len(badWAL), store, shown(badWAL[0].Key))
@@ -374,25 +377,6 @@ func shortParent(p string) string {
 	return shown(p)
 }
 
-// badBackup is a backup folder whose manifest is there but cannot be
-// trusted.
-type badBackup struct {
-	name, mark string // mark: DAMAGED or UNAUTHENTICATED
-	size       int64
-	err        error
-	// typ and parent: what a sound manifest whose chain is broken says;
-	// "-" and "" when the manifest itself cannot be read.
-	typ, parent string
-}
-
-// shortType is a backup type in backup-list's table.
-func shortType(t string) string {
-	if t == repo.BackupIncremental {
-		return "incr"
-	}
-	return "full"
-}
-
 func orDash(s string) string {
 	if s == "" {
 		return "-"
@@ -400,40 +384,13 @@ func orDash(s string) string {
 	return s
 }
 
-// badBackups lists the folders whose manifest is damaged or fails
-// authentication.
-func badBackups(cat *repo.Catalog) []badBackup {
-	var out []badBackup
-	for _, f := range cat.Folders {
-		if f.Manifest != nil || f.Err == nil {
-			continue
-		}
-		mark := "DAMAGED"
-		if errors.Is(f.Err, crypto.ErrBadProof) {
-			mark = "UNAUTHENTICATED"
-		}
-		b := badBackup{name: f.Name, mark: mark, size: f.Size, err: f.Err, typ: "-"}
-		if f.Broken != nil {
-			b.typ, b.parent = shortType(f.Broken.Type), f.Broken.Parent
-		}
-		out = append(out, b)
-	}
-	return out
-}
-
-// badBackupsErr makes backup-list exit 4 when a backup is damaged or fails
-// authentication (after listing everything).
-func badBackupsErr(bad []badBackup, store fmt.Stringer) error {
+// damagedErr makes a listing exit 4 when a backup or dump (what) is
+// damaged or fails authentication (after listing everything).
+func damagedErr(what string, bad []repo.Damaged, store fmt.Stringer) error {
 	if len(bad) == 0 {
 		return nil
 	}
-	kind := archive.ErrIntegrity
-	for _, b := range bad {
-		if errors.Is(b.err, crypto.ErrBadProof) {
-			kind = crypto.ErrBadProof
-		}
-	}
-	return fmt.Errorf("%w: %d backup(s) in %s are damaged or fail authentication (the first: %s); they cannot be restored", kind, len(bad), store, shown(bad[0].name))
+	return fmt.Errorf("%w: %d %s(s) in %s are damaged or fail authentication (the first: %s); they cannot be restored", repo.DamagedKind(bad), len(bad), what, store, shown(bad[0].Name))
 }
 
 func pgVersion(n int) string {

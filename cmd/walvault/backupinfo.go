@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -14,7 +13,6 @@ import (
 	"github.com/walvault/walvault/archive"
 	"github.com/walvault/walvault/archive/repo"
 	"github.com/walvault/walvault/cloud"
-	"github.com/walvault/walvault/crypto"
 )
 
 // infoEntry is backup-info --json: backup-list's entry and the rest.
@@ -93,13 +91,9 @@ func showBackup(c *cli.Context, name string) error {
 		}
 	}
 	if summary == nil {
-		for _, b := range badBackups(cat) {
-			if b.name == name {
-				kind := archive.ErrIntegrity
-				if errors.Is(b.err, crypto.ErrBadProof) {
-					kind = crypto.ErrBadProof
-				}
-				return fmt.Errorf("%w: backup %s is %s and cannot be restored: %s", kind, name, b.mark, shown(oneLine(b.err.Error())))
+		for _, b := range cat.Damaged() {
+			if b.Name == name {
+				return fmt.Errorf("%w: backup %s is %s and cannot be restored: %s", repo.DamagedKind([]repo.Damaged{b}), name, b.Mark, shown(oneLine(b.Err.Error())))
 			}
 		}
 		return fmt.Errorf("%w: no complete backup named %s in %s: walvault backup-list shows them", archive.ErrBadInput, name, r.Store)

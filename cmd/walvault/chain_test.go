@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -62,7 +61,7 @@ func TestChainCommands(t *testing.T) {
 			m.Format, m.Type, m.BlockSize, m.Parent, m.ParentManifestSHA256 = repo.ManifestFormatIncremental, repo.BackupIncremental, 8192, parent, sum
 			m.Chain = append([]string{parent}, pm.Chain...)
 		}
-		if err := st.Put(ctx, repo.BackupKey(m.Name, "part-00000"), bytes.NewReader([]byte("hello")), cloud.PutOptions{}); err != nil {
+		if err := st.Put(ctx, repo.BackupKey(m.Name, "part-00000"), cloud.Bytes([]byte("hello")), cloud.PutOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		if err := r.WriteManifest(ctx, m, true); err != nil {

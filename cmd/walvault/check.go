@@ -85,7 +85,7 @@ func checkCmd(c *cli.Context) error {
 		r.Store = st
 		defer cloud.Close(st)
 	}
-	opts.Endpoint = effectiveEndpoint(storeURL, endpointFlag(c, storeURL), os.Getenv)
+	opts.Endpoint = cloud.Endpoint(storeURL, backendValues(c), os.Getenv)
 	rep := check.Run(c.Context, r, opts)
 	if c.Bool("json") {
 		if err := printJSON(c.App.Writer, rep); err != nil {
@@ -114,12 +114,4 @@ func checkCmd(c *cli.Context) error {
 		fmt.Fprintf(c.App.Writer, "check: all %d checks passed or were skipped\n", len(rep.Results))
 	}
 	return nil
-}
-
-// endpointFlag is the endpoint flag that applies to the store's scheme.
-func endpointFlag(c *cli.Context, storeURL string) string {
-	if src, ok := endpointSourceOf(storeURL); ok {
-		return c.String(src.flag)
-	}
-	return ""
 }

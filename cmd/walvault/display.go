@@ -106,3 +106,11 @@ func graphicOnly(s string) string {
 	}
 	return b.String()
 }
+
+// shellQuote quotes a path for a command line printed for the user.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/._-") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}

@@ -86,7 +86,7 @@ func TestBackupListMarksUntrustedBackups(t *testing.T) {
 	}
 	put := func(key string, body []byte) {
 		t.Helper()
-		if err := st.Put(ctx, key, bytes.NewReader(body), cloud.PutOptions{}); err != nil {
+		if err := st.Put(ctx, key, cloud.Bytes(body), cloud.PutOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}

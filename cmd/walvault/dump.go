@@ -12,7 +12,6 @@ import (
 	"github.com/walvault/walvault/archive/dump"
 	"github.com/walvault/walvault/archive/repo"
 	"github.com/walvault/walvault/cloud"
-	"github.com/walvault/walvault/crypto"
 )
 
 func init() {
@@ -183,30 +182,11 @@ func dumpList(c *cli.Context) error {
 			PGVersion: m.PGVersion, PGDumpVersion: m.PGDumpVersion, Size: m.Size, StoredSize: m.StoredSize,
 			Compression: m.Compression, Encrypted: m.Encrypted})
 	}
-	var bad []badBackup
-	for _, f := range folders {
-		if f.Err == nil {
-			continue
-		}
-		mark := "DAMAGED"
-		if errors.Is(f.Err, crypto.ErrBadProof) {
-			mark = "UNAUTHENTICATED"
-		}
-		bad = append(bad, badBackup{name: f.Name, mark: mark, size: f.Size, err: f.Err})
-		fmt.Fprintf(c.App.ErrWriter, "walvault dump-list: warning: dump %s is %s and cannot be restored: %s\n", shown(f.Name), mark, shown(oneLine(f.Err.Error())))
+	bad := repo.DamagedDumps(folders)
+	for _, b := range bad {
+		fmt.Fprintf(c.App.ErrWriter, "walvault dump-list: warning: dump %s is %s and cannot be restored: %s\n", shown(b.Name), b.Mark, shown(oneLine(b.Err.Error())))
 	}
-	badErr := func() error {
-		if len(bad) == 0 {
-			return nil
-		}
-		kind := archive.ErrIntegrity
-		for _, b := range bad {
-			if errors.Is(b.err, crypto.ErrBadProof) {
-				kind = crypto.ErrBadProof
-			}
-		}
-		return fmt.Errorf("%w: %d dump(s) in %s are damaged or fail authentication (the first: %s); they cannot be restored", kind, len(bad), r.Store, shown(bad[0].name))
-	}
+	badErr := func() error { return damagedErr("dump", bad, r.Store) }
 	if c.Bool("json") {
 		if entries == nil {
 			entries = []dumpEntry{}
@@ -231,7 +211,7 @@ func dumpList(c *cli.Context) error {
 			pgVersion(e.PGVersion), archive.HumanBytes(e.Size), archive.HumanBytes(e.StoredSize))
 	}
 	for _, b := range bad {
-		fmt.Fprintf(tw, "%s\t-\t-\t-\t-\t-\t%s\t%s (see the warning)\t\n", shown(b.name), archive.HumanBytes(b.size), b.mark)
+		fmt.Fprintf(tw, "%s\t-\t-\t-\t-\t-\t%s\t%s (see the warning)\t\n", shown(b.Name), archive.HumanBytes(b.Size), b.Mark)
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -46,7 +46,7 @@ func TestVerifyAndStatusDumps(t *testing.T) {
 	if err := w.WriteManifest(ctx, m, false); err != nil {
 		t.Fatal(err)
 	}
-	if err := st.Put(ctx, "backups/base_1/part-00000", strings.NewReader("hello"), cloud.PutOptions{}); err != nil {
+	if err := st.Put(ctx, "backups/base_1/part-00000", cloud.Bytes([]byte("hello")), cloud.PutOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	// A signed database dump, finished two hours ago.

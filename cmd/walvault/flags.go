@@ -1,19 +1,21 @@
 package main
 
 import (
-	"strings"
-
 	"github.com/urfave/cli/v2"
 	"github.com/urfave/cli/v2/altsrc"
+
+	"github.com/walvault/walvault/cloud"
 )
+
+// walvault-wal's copy of wal-push's and wal-fetch's flags (it may link
+// nothing of walvault's) is generated from this table:
+//go:generate go test -run ^TestWALClientFlags$ . -args -update
 
 // Every setting is a flag, a WALVAULT_* environment variable, and a key of
 // the same name in the optional YAML config file. Precedence: flag > env >
 // file > default.
 
-func envName(flag string) []string {
-	return []string{"WALVAULT_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))}
-}
+func envName(flag string) []string { return []string{cloud.EnvVar(flag)} }
 
 func stringFlag(name, usage, value string) cli.Flag {
 	return altsrc.NewStringFlag(&cli.StringFlag{Name: name, Usage: usage, Value: value, EnvVars: envName(name)})
@@ -45,18 +47,39 @@ func storeFlags() []cli.Flag {
 		boolFlag("allow-insecure-identity", "accept an identity file readable by group or others"),
 		stringFlag("log-level", "debug, info, warn or error", "info"),
 		durationFlag("io-timeout", "give up on a store connection on which no data moves for this long", "60s"),
-		stringFlag("s3-endpoint", "S3-compatible endpoint URL (default: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, or AWS)", ""),
-		boolFlag("s3-path-style", "path-style S3 addressing (most S3-compatible servers need it)"),
-		stringFlag("s3-region", "S3 region (default: AWS_REGION or us-east-1)", ""),
-		stringFlag("s3-storage-class", "S3 storage class for new objects (e.g. STANDARD_IA)", ""),
-		stringFlag("s3-sse-kms-key-id", "encrypt new S3 objects server-side with this KMS key", ""),
-		stringFlag("gcs-endpoint", "GCS JSON API endpoint (emulators; STORAGE_EMULATOR_HOST also works)", ""),
-		stringFlag("gcs-storage-class", "GCS storage class for new objects (e.g. NEARLINE)", ""),
-		stringFlag("gcs-kms-key-name", "GCS Cloud KMS key for new objects", ""),
-		stringFlag("azure-endpoint", "Azure Blob service URL (Azurite, sovereign clouds)", ""),
-		stringFlag("azure-access-tier", "Azure access tier for new blobs (Hot, Cool, Cold, Archive)", ""),
-		stringFlag("azure-encryption-scope", "Azure encryption scope for new blobs", ""),
-	}, authFlags()...)
+	}, append(backendFlags(), authFlags()...)...)
+}
+
+// backendFlags are the settings of every registered store backend.
+func backendFlags() []cli.Flag {
+	var out []cli.Flag
+	for _, s := range cloud.Settings() {
+		if s.Switch {
+			out = append(out, boolFlag(s.Name, s.Help))
+		} else {
+			out = append(out, stringFlag(s.Name, s.Help, ""))
+		}
+	}
+	return out
+}
+
+// backendValues are the values of the backend settings c has (all of
+// them, where it takes storeFlags).
+func backendValues(c *cli.Context) cloud.Values {
+	set := cloud.Values{}
+	for _, s := range cloud.Settings() {
+		if !hasFlag(c.Command.Flags, s.Name) {
+			continue
+		}
+		if s.Switch {
+			if c.Bool(s.Name) {
+				set[s.Name] = "true"
+			}
+		} else if v := c.String(s.Name); v != "" {
+			set[s.Name] = v
+		}
+	}
+	return set
 }
 
 // writeFlags shape what is written.

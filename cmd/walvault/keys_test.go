@@ -19,6 +19,12 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	// No test reads the machine's /etc/walvault/walvault.yaml: the
+	// default config file is one the tests write, or none.
+	if err := os.Setenv(testDefaultConfigEnv, filepath.Join(dir, "default", "walvault.yaml")); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
 	path := filepath.Join(dir, "signing.key")
 	vk, err := crypto.GenerateSigningKey(path)
 	if err == nil {

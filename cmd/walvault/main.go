@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/urfave/cli/v2"
-	"github.com/urfave/cli/v2/altsrc"
 
 	"github.com/walvault/walvault/archive"
 	"github.com/walvault/walvault/archive/codec"
@@ -49,7 +48,7 @@ func main() {
 	// WV_CPU_PROFILE=FILE writes a Go CPU profile of the run (for
 	// measuring before optimising; not a setting).
 	if p := os.Getenv("WV_CPU_PROFILE"); p != "" {
-		if f, err := os.Create(p); err == nil { // #nosec G304 -- the developer's own file
+		if f, err := os.Create(p); err == nil { // #nosec G304 G703 -- the developer's own file
 			_ = pprof.StartCPUProfile(f)
 		}
 	}
@@ -81,6 +80,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		if hasFlag(c.Flags, "config") {
 			c.Before = chain(applyConfigFile, c.Before)
 		}
+		c.Before = chain(checkEnvironment, c.Before)
 		c.OnUsageError = onUsageError // else urfave/cli prints the whole help to stdout
 	}
 	return &cli.App{
@@ -103,26 +103,6 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			c.App.Metadata[unknownCommandKey] = name
 		},
 	}
-}
-
-// applyConfigFile fills the flags neither given nor set in the environment
-// from the YAML file named by --config / WALVAULT_CONFIG.
-func applyConfigFile(c *cli.Context) error {
-	path := c.String("config")
-	if path == "" {
-		return nil
-	}
-	if _, err := os.Stat(path); err != nil {
-		return usageError("config file %s cannot be read: %v (fix --config / WALVAULT_CONFIG)", path, errors.Unwrap(err))
-	}
-	src, err := altsrc.NewYamlSourceFromFile(path)
-	if err != nil {
-		return usageError("config file %s is not valid YAML with flag names as keys: %s", path, oneLine(err.Error()))
-	}
-	if err := altsrc.ApplyInputSourceValues(c, src, c.Command.Flags); err != nil {
-		return usageError("config file %s: %s", path, oneLine(err.Error()))
-	}
-	return nil
 }
 
 func chain(fns ...cli.BeforeFunc) cli.BeforeFunc {
@@ -158,7 +138,8 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 	}
 	// The one line run prints is scrubbed also when stderr is a terminal.
 	say := func(format string, a ...any) { fmt.Fprintln(stderr, graphicOnly(scrubURLs(fmt.Sprintf(format, a...)))) }
-	app := newApp(stdout, stderr)
+	out := &outputWriter{w: stdout}
+	app := newApp(out, stderr)
 	// SIGQUIT is how PostgreSQL ends a running archive or restore command
 	// on an immediate shutdown: caught, it cancels the work like the others
 	// do, instead of Go's default goroutine dump into the server log.
@@ -212,6 +193,11 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 			unknown, didYouMean(unknown, commandNames(app), func(n string) string { return n }))
 		return exitUsage
 	}
+	if err == nil && out.err != nil {
+		// A listing cut short (a full disk under > FILE) is no success.
+		say("%s: writing the output: %s", name, oneLine(out.err.Error()))
+		return exitFailure
+	}
 	if err == nil {
 		return exitOK
 	}
@@ -259,6 +245,23 @@ func flagWords(ordered []string) []string {
 		out = append(out, w)
 	}
 	return out
+}
+
+// outputWriter is the commands' stdout: it keeps the first write error,
+// which run reports, so that the commands print without checking each
+// line.
+type outputWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (o *outputWriter) Write(p []byte) (int, error) {
+	if o.err != nil {
+		return 0, o.err
+	}
+	n, err := o.w.Write(p)
+	o.err = err
+	return n, err
 }
 
 // quietError is an expected outcome (a missing WAL file) reported in one
@@ -334,20 +337,7 @@ func logHandler(w io.Writer, level slog.Level, journald bool) slog.Handler {
 
 func storeOptions(c *cli.Context) cloud.Options {
 	timeout, _ := time.ParseDuration(c.String("io-timeout")) // checked by openArchive; 0 is the default
-	return cloud.Options{
-		IOTimeout:            timeout,
-		S3Endpoint:           c.String("s3-endpoint"),
-		S3PathStyle:          c.Bool("s3-path-style"),
-		S3Region:             c.String("s3-region"),
-		S3StorageClass:       c.String("s3-storage-class"),
-		S3SSEKMSKeyID:        c.String("s3-sse-kms-key-id"),
-		GCSEndpoint:          c.String("gcs-endpoint"),
-		GCSStorageClass:      c.String("gcs-storage-class"),
-		GCSKMSKeyName:        c.String("gcs-kms-key-name"),
-		AzureEndpoint:        c.String("azure-endpoint"),
-		AzureAccessTier:      c.String("azure-access-tier"),
-		AzureEncryptionScope: c.String("azure-encryption-scope"),
-	}
+	return cloud.Options{IOTimeout: timeout, Settings: backendValues(c)}
 }
 
 // openArchive opens the archive the commands share, with the keys a

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -156,6 +157,23 @@ func TestReorderArgs(t *testing.T) {
 	for _, tt := range tests {
 		if got := reorderArgs(app, tt.in); !reflect.DeepEqual(got, tt.want) {
 			t.Errorf("reorderArgs(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+// failingWriter fails every write, as a full disk under > FILE would.
+type failingWriter struct{}
+
+func (failingWriter) Write([]byte) (int, error) { return 0, errors.New("no space left on device") }
+
+// TestOutputWriteFails: a command whose output cannot be written does not
+// report success.
+func TestOutputWriteFails(t *testing.T) {
+	for _, args := range [][]string{{"version"}, {"backup-list", "--json", "--store", "file://" + t.TempDir()}} {
+		var errb bytes.Buffer
+		code := run(append([]string{"walvault"}, args...), failingWriter{}, &errb)
+		if code != exitFailure || !strings.Contains(errb.String(), "no space left on device") || strings.Count(errb.String(), "\n") != 1 {
+			t.Errorf("%s: exit %d, stderr %q", args[0], code, errb.String())
 		}
 	}
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"os"
@@ -77,7 +76,7 @@ func TestMaintainCommands(t *testing.T) {
 	}
 	writeObject := func(key string, body []byte) {
 		t.Helper()
-		if err := st.Put(context.Background(), key, bytes.NewReader(body), cloud.PutOptions{}); err != nil {
+		if err := st.Put(context.Background(), key, cloud.Bytes(body), cloud.PutOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}

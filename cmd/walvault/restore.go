@@ -5,7 +5,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 
@@ -161,7 +160,7 @@ func fetchArgv(c *cli.Context) ([]string, error) {
 	repeat := func(name string) error {
 		switch v := c.String(name); {
 		case v == "":
-		case slices.Contains(secretSettings, name) && carriesSecret(v):
+		case secretSetting(name) && carriesSecret(v):
 			return secretFromConfig(c, name, v)
 		default:
 			argv = append(argv, "--"+name+"="+v)
@@ -181,12 +180,18 @@ func fetchArgv(c *cli.Context) ([]string, error) {
 	if c.Bool("allow-insecure-identity") {
 		argv = append(argv, "--allow-insecure-identity")
 	}
-	if c.Bool("s3-path-style") {
-		argv = append(argv, "--s3-path-style")
+	// What wal-fetch needs to reach and read the store: each backend's
+	// Reading settings, the switches first.
+	for _, s := range cloud.Settings() {
+		if s.Reading && s.Switch && c.Bool(s.Name) {
+			argv = append(argv, "--"+s.Name)
+		}
 	}
-	for _, n := range []string{"s3-endpoint", "s3-region", "azure-endpoint", "gcs-endpoint"} {
-		if err := repeat(n); err != nil {
-			return nil, err
+	for _, s := range cloud.Settings() {
+		if s.Reading && !s.Switch {
+			if err := repeat(s.Name); err != nil {
+				return nil, err
+			}
 		}
 	}
 	// wal-fetch authenticates what it hands PostgreSQL as restore did.

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -38,7 +37,7 @@ func signedBackupStore(t *testing.T, dir, signingKey string) string {
 	}
 	r := &repo.Repo{Store: st, Sign: sk, AllowUnsigned: true, Cluster: "42"}
 	m := chainManifest("base_1", 2)
-	if err := st.Put(ctx, repo.BackupKey(m.Name, "part-00000"), bytes.NewReader([]byte("hello")), cloud.PutOptions{}); err != nil {
+	if err := st.Put(ctx, repo.BackupKey(m.Name, "part-00000"), cloud.Bytes([]byte("hello")), cloud.PutOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := r.WriteManifest(ctx, m, true); err != nil {

@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 
@@ -76,9 +77,12 @@ func redactedStderr(stderr io.Writer) io.Writer {
 	return redactingWriter{w: stderr}
 }
 
-// secretSettings are the settings restore_command reaches the store with
-// that may carry credentials.
-var secretSettings = []string{"store", "s3-endpoint", "gcs-endpoint", "azure-endpoint"}
+// secretSetting says whether a setting restore_command reaches the store
+// with may carry credentials: the store URL, and the backends' settings
+// marked Secret.
+func secretSetting(name string) bool {
+	return name == "store" || slices.ContainsFunc(cloud.Settings(), func(s cloud.Setting) bool { return s.Name == name && s.Secret })
+}
 
 // secretFromConfig checks a setting that carries credentials: restore_command
 // may only name the config file it comes from (--config=ABS), so it must be

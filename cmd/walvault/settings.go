@@ -157,21 +157,27 @@ func (r *walvaultRun) lookupEnv(k string) (v, from string, ok bool) {
 }
 
 // findConfig finds the config file (--config, else its environment
-// variable) and opens it.
+// variable, else the default file when it exists) and opens it.
 func (r *walvaultRun) findConfig() configFile {
 	var c configFile
+	named := false
 	if v := r.flags["config"]; len(v) > 0 {
-		c.path, c.from = v[len(v)-1], "--config in archive_command"
+		c.path, c.from, named = v[len(v)-1], "--config in archive_command", true
 	} else {
 		for _, k := range r.table["config"].env {
-			if v := r.assign[k]; v != "" {
-				c.path, c.from = v, k+" in archive_command"
+			if v, ok := r.assign[k]; ok {
+				c.path, c.from, named = v, k+" in archive_command", true
 				break
 			}
-			if v := r.env[k]; v != "" {
-				c.path, c.from = v, k+" in the server's environment"
+			if v, ok := r.env[k]; ok {
+				c.path, c.from, named = v, k+" in the server's environment", true
 				break
 			}
+		}
+	}
+	if p := defaultConfigFile(); !named && p != "" {
+		if _, err := os.Stat(p); err == nil || !errors.Is(err, os.ErrNotExist) {
+			c.path, c.from = p, "the default config file"
 		}
 	}
 	switch {
@@ -248,78 +254,24 @@ func (r *walvaultRun) setting(name string) check.Setting {
 	return check.Setting{Known: true, From: "nowhere"}
 }
 
-// endpoint resolves the endpoint of storeURL's scheme: its flag, else the
-// SDK's environment variables.
+// endpoint resolves the endpoint of storeURL's backend: its endpoint
+// setting, else what the SDK finds in the environment.
 func (r *walvaultRun) endpoint(storeURL string) check.Setting {
-	src, ok := endpointSourceOf(storeURL)
-	if !ok {
+	loc, err := cloud.ParseURL(storeURL)
+	if err != nil {
 		return check.Setting{}
 	}
-	ep := r.setting(src.flag)
-	for _, k := range src.env {
-		if ep.Known && ep.Value == "" {
-			if v, from, ok := r.lookupEnv(k); ok {
-				ep = knownSetting([]string{src.valueOf(v)}, from)
-			}
+	b, ok := cloud.BackendOf(loc.Scheme)
+	if !ok || b.EndpointSetting() == "" {
+		return check.Setting{}
+	}
+	ep := r.setting(b.EndpointSetting())
+	if ep.Known && ep.Value == "" && b.EnvEndpoint != nil {
+		getenv := func(k string) string { v, _, _ := r.lookupEnv(k); return v }
+		if v, k := b.EnvEndpoint(getenv); v != "" {
+			_, from, _ := r.lookupEnv(k)
+			ep = knownSetting([]string{v}, from)
 		}
 	}
 	return ep
-}
-
-// endpointSource is where a store scheme's endpoint comes from: the flag,
-// else the first of the SDK's environment variables that is set.
-type endpointSource struct {
-	flag string
-	env  []string
-	// value extracts the endpoint from the variable (nil: it is the
-	// endpoint).
-	value func(string) string
-}
-
-func (s endpointSource) valueOf(v string) string {
-	if s.value != nil {
-		return s.value(v)
-	}
-	return v
-}
-
-var endpointSources = map[string]endpointSource{
-	"s3":    {flag: "s3-endpoint", env: []string{"AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"}},
-	"gs":    {flag: "gcs-endpoint", env: []string{"STORAGE_EMULATOR_HOST"}},
-	"azure": {flag: "azure-endpoint", env: []string{"AZURE_STORAGE_CONNECTION_STRING"}, value: blobEndpoint},
-}
-
-func endpointSourceOf(storeURL string) (endpointSource, bool) {
-	loc, err := cloud.ParseURL(storeURL)
-	if err != nil {
-		return endpointSource{}, false
-	}
-	s, ok := endpointSources[loc.Scheme]
-	return s, ok
-}
-
-// effectiveEndpoint is the endpoint a store URL's backend uses given its
-// endpoint flag's value and the environment, as check compares them.
-func effectiveEndpoint(storeURL, flag string, getenv func(string) string) string {
-	src, ok := endpointSourceOf(storeURL)
-	if !ok || flag != "" {
-		return flag
-	}
-	for _, k := range src.env {
-		if v := getenv(k); v != "" {
-			return src.valueOf(v)
-		}
-	}
-	return ""
-}
-
-// blobEndpoint takes only BlobEndpoint from an Azure connection string
-// (the rest holds the account key).
-func blobEndpoint(conn string) string {
-	for _, part := range strings.Split(conn, ";") {
-		if v, ok := strings.CutPrefix(part, "BlobEndpoint="); ok {
-			return v
-		}
-	}
-	return ""
 }

@@ -124,9 +124,22 @@ func TestResolveWALPushSettings(t *testing.T) {
 			}
 		})
 	}
+	// With neither --config nor WALVAULT_CONFIG, the default file, which
+	// wal-push reads too.
+	def := writeDefaultConfig(t, "store: file:///srv/default-store\n")
+	res := resolve([]string{"%p"}, nil, map[string]string{}, "")
+	if res.Store.Value != "file:///srv/default-store" || !strings.Contains(res.Store.From, "config file "+def) {
+		t.Fatalf("store with the default config file: %+v", res.Store)
+	}
+	if res := resolve([]string{"%p"}, map[string]string{"WALVAULT_CONFIG": ""}, map[string]string{}, ""); res.Store.Value != "" || res.Store.From != "nowhere" {
+		t.Fatalf("WALVAULT_CONFIG=\"\" reads no file: %+v", res.Store)
+	}
+	if err := os.Remove(def); err != nil {
+		t.Fatal(err)
+	}
 	// A store in the config file with the environment unseen: its endpoint
 	// may come from the SDK's variables, which check cannot see either.
-	res := resolve([]string{"--store", "s3://b/p", "%p"}, nil, nil, "hidden")
+	res = resolve([]string{"--store", "s3://b/p", "%p"}, nil, nil, "hidden")
 	if res.Endpoint.Known || !strings.Contains(res.Endpoint.Why, "WALVAULT_S3_ENDPOINT") || !strings.Contains(res.Endpoint.Why, "hidden") {
 		t.Fatalf("endpoint with the environment unseen: %+v", res.Endpoint)
 	}
@@ -134,35 +147,4 @@ func TestResolveWALPushSettings(t *testing.T) {
 		t.Fatalf("recipients with the environment unseen: %+v", res.Recipients)
 	}
 	var _ check.Resolver = walPushResolver()
-}
-
-func TestEffectiveEndpoint(t *testing.T) {
-	env := func(kv ...string) func(string) string {
-		m := map[string]string{}
-		for i := 0; i+1 < len(kv); i += 2 {
-			m[kv[i]] = kv[i+1]
-		}
-		return func(k string) string { return m[k] }
-	}
-	for _, tt := range []struct {
-		store, flag string
-		getenv      func(string) string
-		want        string
-	}{
-		{"s3://b/p", "http://flag:1", env("AWS_ENDPOINT_URL_S3", "http://x:1"), "http://flag:1"},
-		{"s3://b/p", "", env("AWS_ENDPOINT_URL_S3", "http://s3:1", "AWS_ENDPOINT_URL", "http://all:1"), "http://s3:1"},
-		{"s3://b/p", "", env("AWS_ENDPOINT_URL", "http://all:1"), "http://all:1"},
-		{"s3://b/p", "", env(), ""},
-		{"gs://b/p", "", env("STORAGE_EMULATOR_HOST", "127.0.0.1:4443", "AWS_ENDPOINT_URL", "http://all:1"), "127.0.0.1:4443"},
-		{"azure://c/p", "", env("AZURE_STORAGE_CONNECTION_STRING", "AccountKey=SECRET;BlobEndpoint=http://h:1/acc"), "http://h:1/acc"},
-		{"azure://c/p", "", env("AZURE_STORAGE_CONNECTION_STRING", "AccountKey=SECRET"), ""},
-		{"file:///srv/a", "", env("AWS_ENDPOINT_URL", "http://all:1"), ""},
-	} {
-		if got := effectiveEndpoint(tt.store, tt.flag, tt.getenv); got != tt.want {
-			t.Errorf("%s flag %q: %q, want %q", tt.store, tt.flag, got, tt.want)
-		}
-	}
-	if blobEndpoint("DefaultEndpointsProtocol=http;AccountKey=SECRET;BlobEndpoint=http://h:1/acc;") != "http://h:1/acc" {
-		t.Fatal("blobEndpoint")
-	}
 }

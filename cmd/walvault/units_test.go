@@ -10,6 +10,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/walvault/walvault/archive/systemd"
 )
 
 // unitsSetup makes a binary and a config file in directories with spaces
@@ -162,7 +164,7 @@ func TestSystemdUnitsSyntax(t *testing.T) {
 	}
 	units := map[string]map[string]map[string][]string{}
 	var paths []string
-	for _, name := range unitNames {
+	for _, name := range systemd.Names {
 		p := filepath.Join(out, name)
 		paths = append(paths, p)
 		data, err := os.ReadFile(p) // #nosec G304 -- the test's own file
@@ -185,7 +187,7 @@ func TestSystemdUnitsSyntax(t *testing.T) {
 		}
 	}
 	for _, svc := range []map[string][]string{backup, dump} {
-		for k, v := range map[string]string{"User": "postgres", "Type": "oneshot", "ProtectSystem": "full", "PrivateTmp": "yes", "NoNewPrivileges": "yes", "EnvironmentFile": "-" + defaultUnitEnv} {
+		for k, v := range map[string]string{"User": "postgres", "Type": "oneshot", "ProtectSystem": "full", "PrivateTmp": "yes", "NoNewPrivileges": "yes", "EnvironmentFile": "-" + systemd.DefaultEnvFile} {
 			if strings.Join(svc[k], ",") != v {
 				t.Errorf("%s=%q, want %q", k, svc[k], v)
 			}
@@ -242,13 +244,13 @@ func TestSystemdUnitsPrint(t *testing.T) {
 		t.Fatalf("exit %d, stderr %q", code, stderr)
 	}
 	parts := strings.Split(stdout, "### ")[1:]
-	if len(parts) != len(unitNames) {
+	if len(parts) != len(systemd.Names) {
 		t.Fatalf("printed %d units:\n%s", len(parts), stdout)
 	}
 	for i, p := range parts {
 		name, body, _ := strings.Cut(p, "\n")
-		if name != unitNames[i] {
-			t.Errorf("unit %d is %q, want %s", i, name, unitNames[i])
+		if name != systemd.Names[i] {
+			t.Errorf("unit %d is %q, want %s", i, name, systemd.Names[i])
 		}
 		u := parseUnit(t, name, []byte(body))
 		if strings.HasSuffix(name, ".service") {
@@ -291,12 +293,12 @@ func TestSystemdUnitsDir(t *testing.T) {
 		return m
 	}
 	first := snapshot()
-	if len(first) != len(unitNames) {
-		t.Fatalf("%d files in the directory, want %d (no temporary files left)", len(first), len(unitNames))
+	if len(first) != len(systemd.Names) {
+		t.Fatalf("%d files in the directory, want %d (no temporary files left)", len(first), len(systemd.Names))
 	}
 	// Again with the same settings: nothing to do, success.
 	code, stdout, _ := runCLI(t, "systemd-units", "--dir", out, "--config", cfg)
-	if code != exitOK || strings.Count(stdout, "unchanged") != len(unitNames) {
+	if code != exitOK || strings.Count(stdout, "unchanged") != len(systemd.Names) {
 		t.Fatalf("exit %d, stdout %q", code, stdout)
 	}
 	// Other settings: refused, nothing touched.
@@ -311,7 +313,7 @@ func TestSystemdUnitsDir(t *testing.T) {
 		t.Fatalf("--force: exit %d: %s", code, stderr)
 	}
 	after := snapshot()
-	if len(after) != len(unitNames) || !strings.Contains(after["walvault-backup.service"], "User=pgadmin\n") {
+	if len(after) != len(systemd.Names) || !strings.Contains(after["walvault-backup.service"], "User=pgadmin\n") {
 		t.Fatalf("--force did not replace the units: %v", after)
 	}
 }
@@ -355,19 +357,8 @@ func TestSystemdUnitsBadInput(t *testing.T) {
 
 // The hardening is left out, with the reason in the unit, where it would
 // hide the file:// store or PostgreSQL's socket from the command.
+// (archive/systemd tests the rules themselves.)
 func TestSystemdUnitsHardeningExceptions(t *testing.T) {
-	if why := sharedTmpNeeded("file:///tmp/store", ""); why == "" {
-		t.Error("a store in /tmp keeps PrivateTmp")
-	}
-	if why := sharedTmpNeeded("s3://b/p", "host=/tmp port=5433"); why == "" {
-		t.Error("a socket in /tmp keeps PrivateTmp")
-	}
-	if why := systemDirNeeded("file:///etc/backups"); why == "" {
-		t.Error("a store in /etc keeps ProtectSystem")
-	}
-	if systemDirNeeded("file:///var/backups") != "" || systemDirNeeded("file:///usrdata/x") != "" || under("/tmpfoo/x", "/tmp", "/var/tmp") {
-		t.Error("hardening dropped for a store elsewhere")
-	}
 	_, _, cfg := unitsSetup(t)
 	if err := os.WriteFile(cfg, []byte("store: file:///tmp/walvault-store\n"), 0o600); err != nil {
 		t.Fatal(err)

@@ -282,9 +282,14 @@ func (c *Cluster) AppendConf(lines ...string) {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	defer f.Close()
 	for _, l := range lines {
-		fmt.Fprintln(f, l)
+		if _, err := fmt.Fprintln(f, l); err != nil {
+			_ = f.Close()
+			c.t.Fatal(err)
+		}
+	}
+	if err := f.Close(); err != nil {
+		c.t.Fatal(err)
 	}
 }
 

@@ -36,7 +36,7 @@ import (
 	"time"
 
 	"github.com/walvault/walvault/cloud"
-	"github.com/walvault/walvault/cloud/all"
+	_ "github.com/walvault/walvault/cloud/all" // the servers' stores open in-process
 )
 
 // Kind names a storage server.
@@ -152,10 +152,9 @@ func Binary(kind Kind) (string, error) {
 
 // Start starts a server of kind with its files under dir (created if
 // needed) and waits until it answers. The caller must Stop it; StartT is
-// the variant for a single test. It registers the SDK backends with
-// package cloud (cloud/all), so that the server's stores open in-process.
+// the variant for a single test. The package links the SDK backends
+// (cloud/all), so that the server's stores open in-process.
 func Start(kind Kind, dir string) (*Server, error) {
-	all.Register()
 	bin, err := Binary(kind)
 	if err != nil {
 		return nil, err
@@ -366,11 +365,11 @@ func (s *Server) Restart() error {
 func (s *Server) Options() cloud.Options {
 	switch s.Kind {
 	case S3:
-		return cloud.Options{S3Endpoint: s.Endpoint, S3PathStyle: true, S3Region: S3Region}
+		return cloud.Options{Settings: cloud.Values{"s3-endpoint": s.Endpoint, "s3-path-style": "true", "s3-region": S3Region}}
 	case GCS:
-		return cloud.Options{GCSEndpoint: s.Endpoint + "/storage/v1/"}
+		return cloud.Options{Settings: cloud.Values{"gcs-endpoint": s.Endpoint + "/storage/v1/"}}
 	case Azure:
-		return cloud.Options{AzureEndpoint: s.Endpoint}
+		return cloud.Options{Settings: cloud.Values{"azure-endpoint": s.Endpoint}}
 	}
 	return cloud.Options{}
 }

@@ -15,11 +15,11 @@ import (
 // WALVAULT_S3_PATH_STYLE), and finds the object on disk where ObjectPath says.
 func TestS3Env(t *testing.T) {
 	tg := testenv.ForS3(t)
-	opts := cloud.Options{}
+	opts := cloud.Options{Settings: cloud.Values{}}
 	for _, kv := range tg.Env {
 		k, v, _ := strings.Cut(kv, "=")
 		if k == "WALVAULT_S3_PATH_STYLE" {
-			opts.S3PathStyle = v == "true"
+			opts.Settings["s3-path-style"] = v
 			continue
 		}
 		t.Setenv(k, v)
@@ -28,7 +28,7 @@ func TestS3Env(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := st.Put(context.Background(), "wal/1", strings.NewReader("segment"), cloud.PutOptions{}); err != nil {
+	if err := st.Put(context.Background(), "wal/1", cloud.Bytes([]byte("segment")), cloud.PutOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	b, err := os.ReadFile(tg.ObjectPath("wal/1"))
@@ -54,7 +54,7 @@ func TestRestartKeepsData(t *testing.T) {
 			tg := testenv.StartT(t, kind).NewTarget(t)
 			st := tg.Open(t)
 			ctx := context.Background()
-			if err := st.Put(ctx, "a", strings.NewReader("kept"), cloud.PutOptions{}); err != nil {
+			if err := st.Put(ctx, "a", cloud.Bytes([]byte("kept")), cloud.PutOptions{}); err != nil {
 				t.Fatal(err)
 			}
 			addr := tg.Server.Addr

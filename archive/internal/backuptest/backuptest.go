@@ -313,7 +313,7 @@ func GetObject(t testing.TB, st cloud.Store, key string) ([]byte, map[string]str
 // PutObject stores bytes and metadata as they are under key.
 func PutObject(t testing.TB, st cloud.Store, key string, body []byte, meta map[string]string) {
 	t.Helper()
-	if err := st.Put(context.Background(), key, bytes.NewReader(body), cloud.PutOptions{Metadata: meta}); err != nil {
+	if err := st.Put(context.Background(), key, cloud.Bytes(body), cloud.PutOptions{Metadata: meta}); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -1,7 +1,6 @@
 package backuptest
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -58,7 +57,7 @@ func (s *Synth) Put(key string, body []byte, when time.Time) {
 // put is Put with metadata.
 func (s *Synth) put(key string, body []byte, meta map[string]string, when time.Time) {
 	s.T.Helper()
-	if err := s.R.Store.Put(s.Ctx, key, bytes.NewReader(body), cloud.PutOptions{Metadata: meta}); err != nil {
+	if err := s.R.Store.Put(s.Ctx, key, cloud.Bytes(body), cloud.PutOptions{Metadata: meta}); err != nil {
 		s.T.Fatal(err)
 	}
 	if !when.IsZero() {

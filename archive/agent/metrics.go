@@ -1,0 +1,73 @@
+package agent
+
+import (
+	"runtime"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// The agent's Prometheus metrics, read from its counters at every scrape.
+// Every walvault_agent_* metric carries the data directory the agent
+// archives as the label pgdata; walvault_build_info says which walvault
+// serves them.
+
+type metric struct {
+	name, help string
+	kind       prometheus.ValueType
+	value      func(s Stats) float64
+}
+
+var metrics = []metric{
+	{"segments_archived_total", "WAL files the agent uploaded.", prometheus.CounterValue, func(s Stats) float64 { return float64(s.SegmentsArchived) }},
+	{"bytes_archived_total", "Bytes of WAL the agent uploaded (before compression).", prometheus.CounterValue, func(s Stats) float64 { return float64(s.BytesArchived) }},
+	{"bytes_stored_total", "Bytes the agent's uploads occupy in the store.", prometheus.CounterValue, func(s Stats) float64 { return float64(s.BytesStored) }},
+	{"already_archived_total", "WAL files found already archived with identical content.", prometheus.CounterValue, func(s Stats) float64 { return float64(s.AlreadyArchived) }},
+	{"upload_errors_total", "Failed upload attempts.", prometheus.CounterValue, func(s Stats) float64 { return float64(s.UploadErrors) }},
+	{"upload_retries_total", "Upload attempts of a file after a failed one.", prometheus.CounterValue, func(s Stats) float64 { return float64(s.Retries) }},
+	{"push_requests_total", "push requests from walvault-wal.", prometheus.CounterValue, func(s Stats) float64 { return float64(s.PushRequests) }},
+	{"fetch_requests_total", "fetch requests from walvault-wal.", prometheus.CounterValue, func(s Stats) float64 { return float64(s.FetchRequests) }},
+	{"prefetch_hits_total", "fetch requests served from the prefetch directory.", prometheus.CounterValue, func(s Stats) float64 { return float64(s.PrefetchHits) }},
+	{"fetch_seconds_total", "Time spent answering fetch requests (restore_command's wait, less the client's start).", prometheus.CounterValue, func(s Stats) float64 { return s.FetchSeconds }},
+	{"uploads_in_flight", "Uploads running now.", prometheus.GaugeValue, func(s Stats) float64 { return float64(s.Uploading) }},
+	{"archive_ready_files", "WAL files marked .ready that are not durable yet.", prometheus.GaugeValue, func(s Stats) float64 { return float64(s.ReadyCount) }},
+	{"archive_ready_bytes", "Bytes of those files.", prometheus.GaugeValue, func(s Stats) float64 { return float64(s.ReadyBytes) }},
+	{"archive_lag_seconds", "Age of the oldest .ready file not durable yet (0 when none waits).", prometheus.GaugeValue, func(s Stats) float64 { return s.OldestReadyAgeSec }},
+}
+
+// Metrics is a registry of the agent's metrics for a /metrics endpoint;
+// version is walvault's, for walvault_build_info.
+func (a *Agent) Metrics(version string) *prometheus.Registry {
+	return newRegistry(a.Stats, a.cfg.PGData, version)
+}
+
+func newRegistry(stats func() Stats, pgdata, version string) *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collector{stats: stats, labels: prometheus.Labels{"pgdata": pgdata}})
+	info := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "walvault_build_info",
+		Help:        "Always 1; the labels say which walvault (and which Go) serves these metrics.",
+		ConstLabels: prometheus.Labels{"version": version, "goversion": runtime.Version()},
+	})
+	info.Set(1)
+	reg.MustRegister(info)
+	return reg
+}
+
+// collector reads the agent's counters at every scrape.
+type collector struct {
+	stats  func() Stats
+	labels prometheus.Labels
+}
+
+func (c collector) Describe(ch chan<- *prometheus.Desc) { prometheus.DescribeByCollect(c, ch) }
+
+func (c collector) Collect(ch chan<- prometheus.Metric) {
+	s := c.stats()
+	for _, m := range metrics {
+		ch <- prometheus.MustNewConstMetric(prometheus.NewDesc("walvault_agent_"+m.name, m.help, nil, c.labels), m.kind, m.value(s))
+	}
+	d := prometheus.NewDesc("walvault_agent_store_requests_total", "Requests the agent made to the store, by kind.", []string{"op"}, c.labels)
+	for op, n := range s.StoreRequests {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(n), op)
+	}
+}
