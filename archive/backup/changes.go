@@ -280,7 +280,11 @@ func (cm *changeMap) describe() []any {
 	}
 	var blocks int64
 	for _, s := range cm.blocks {
-		blocks += s.count(0, 1<<32)
+		for _, c := range s {
+			for _, w := range c {
+				blocks += int64(bits.OnesCount64(w))
+			}
+		}
 	}
 	out := []any{"from", cm.from, "databases_created_or_dropped", len(cm.dbs), "relation_forks_created_or_dropped", created, "relation_forks_truncated", cut}
 	if cm.exact {

@@ -190,7 +190,7 @@ func (inc *incremental) tarRelation(tw *tar.Writer, e walkEntry, f *repo.File, p
 	plan := inc.plan(pf, fc, size)
 	if plan.untouched(size, pf.Size) {
 		// Nothing changed and nothing needs reading: the parent's file.
-		f.Stored, f.Part, f.CRC32C, f.RangeCRCs = repo.StoredParent, 0, pf.CRC32C, plan.parentRanges(pf)
+		f.Stored, f.Part, f.CRC32C, f.RangeCRCs = repo.StoredParent, 0, pf.CRC32C, carriedRanges(inc.parent.m, pf)
 		return true, nil
 	}
 	sc, err := inc.scan(src, size, pf.Size, fc, plan, buf, onRead)
@@ -201,7 +201,7 @@ func (inc *incremental) tarRelation(tw *tar.Writer, e walkEntry, f *repo.File, p
 	switch {
 	case n == 0 && size == pf.Size:
 		// Nothing changed: the parent's file, checked by its own CRC.
-		f.Stored, f.Part, f.CRC32C, f.RangeCRCs = repo.StoredParent, 0, pf.CRC32C, plan.parentRanges(pf)
+		f.Stored, f.Part, f.CRC32C, f.RangeCRCs = repo.StoredParent, 0, pf.CRC32C, carriedRanges(inc.parent.m, pf)
 		return true, nil
 	case n == 0 && inc.parent.blocks:
 		// Cut by vacuum: the parent's first blocks, which are what was read.

@@ -2,6 +2,7 @@ package backup
 
 import (
 	"hash/crc32"
+	"sync"
 
 	"github.com/walvault/walvault/archive/pgwal"
 	"github.com/walvault/walvault/archive/repo"
@@ -52,10 +53,13 @@ func (s *rangeSummer) sums() []uint32 {
 	return s.crcs
 }
 
+// rangeShift is the CRC-32C shift operator for one whole range.
+var rangeShift = sync.OnceValue(func() crcShift { return newCRCShift(rangeSize) })
+
 // combineRanges is the CRC-32C of a file of size bytes from its ranges'.
 func combineRanges(crcs []uint32, size int64) uint32 {
 	var c uint32
-	full := newCRCShift(rangeSize)
+	full := rangeShift()
 	for i, r := range crcs {
 		n := min(rangeSize, size-int64(i)*rangeSize)
 		if n == rangeSize {
@@ -66,6 +70,16 @@ func combineRanges(crcs []uint32, size int64) uint32 {
 		c = op.combine(c, r)
 	}
 	return c
+}
+
+// carriedRanges are the range checksums of a file taken from the parent
+// as it is: the parent's, when they are in this build's ranges. (They are
+// checked against the file's CRC-32C when an incremental relies on them.)
+func carriedRanges(pm *repo.Manifest, pf *repo.File) string {
+	if pm.RangeSize != rangeSize {
+		return ""
+	}
+	return pf.RangeCRCs
 }
 
 // parentRanges are the parent's range checksums of a file when they can

@@ -73,15 +73,6 @@ func (p *readPlan) untouched(size, parentSize int64) bool {
 	return true
 }
 
-// parentRanges are the range checksums of a file taken from the parent
-// as it is, when the parent's can be used.
-func (p *readPlan) parentRanges(pf *repo.File) string {
-	if p.parent != nil {
-		return pf.RangeCRCs
-	}
-	return ""
-}
-
 // pageScan is what the first read of a relation file found.
 type pageScan struct {
 	blocks int64
