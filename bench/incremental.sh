@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Incremental backups (issue 19's performance targets), one run, side by
-# side with pgBackRest 2.45's --type=incr on PostgreSQL 15. See
-# bench/README.md.
+# side with pgBackRest 2.45's --type=incr and, when WALG names a wal-g
+# binary, WAL-G's delta backup on PostgreSQL 15. See bench/README.md.
 #
 #   bash bench/incremental.sh [path/to/walvault]      (default: bin/walvault; make build)
 #   SCALE=50 bash bench/incremental.sh                (a smaller run)
+#   WALG=/path/to/wal-g bash bench/incremental.sh     (WAL-G beside them)
 #
 # Needs root (it installs Debian's pgbackrest and time when missing and
 # runs PostgreSQL, walvault and pgBackRest as the postgres user),
@@ -19,12 +20,12 @@
 #    pgbench_accounts in one range (aid <= rows/100) and the cluster's
 #    first incremental; then 1% spread over the table (aid % 100 = 0) and
 #    another. Then a new full, a chain of 6 incrementals, a full of the
-#    same state, and the restore (files only) of that full and of the
-#    sixth incremental.
+#    same state, and the restores (files only) of that full and of the
+#    sixth incremental, RESTORE_RUNS of each, interleaved.
 # B. PostgreSQL 15 (no WAL summaries: an incremental reads every page and
-#    the WAL since its parent): the same cluster, copied, under walvault
-#    and pgBackRest; a full backup with each, then the same two updates,
-#    each followed by an incremental with each tool.
+#    the WAL since its parent): the same cluster, copied, under walvault,
+#    pgBackRest (and WAL-G); a full backup with each, then the same two
+#    updates, each followed by an incremental with each tool.
 #
 # Reported for each backup: wall time, stored bytes (du -sb of its
 # folder), what walvault read of the data directory (its own counter,
@@ -33,6 +34,8 @@ set -euo pipefail
 
 BIN=$(readlink -f "${1:-bin/walvault}")
 SCALE=${SCALE:-200}
+RESTORE_RUNS=${RESTORE_RUNS:-3}
+WALG=${WALG:-}
 HERE=$(cd "$(dirname "$0")" && pwd)
 CACHE=${WALVAULT_TEST_CACHE:-$HERE/../.cache}
 PG15=${PG_BINDIR:-/usr/lib/postgresql/15/bin}
@@ -53,6 +56,10 @@ fi
 PBR=$(command -v pgbackrest)
 PBR_VERSION=$("$PBR" version)
 [ "${PBR_VERSION#pgBackRest 2.45}" != "$PBR_VERSION" ] || echo "incremental: warning: $PBR_VERSION, not 2.45" >&2
+if [ -n "$WALG" ]; then
+	WALG=$(readlink -f "$WALG")
+	[ -x "$WALG" ] || die "WALG=$WALG is not an executable wal-g"
+fi
 
 T_START=$(date +%s)
 WORK=$(mktemp -d /tmp/wvincr-XXXXXX)
@@ -60,7 +67,7 @@ chmod 755 "$WORK"
 chown postgres: "$WORK"
 # pgbench -s 1 is about 15.6 MB of data; the run holds at most about four
 # copies of it (clusters, a restore) and their backups and WAL at once.
-need=$((SCALE * 16 * 5 + 2048)) # MiB
+need=$((SCALE * 16 * 6 + 2048)) # MiB
 have=$(df -Pm "$WORK" | awk 'NR == 2 { print $4 }')
 [ "$have" -ge "$need" ] || die "-s $SCALE needs about $need MiB free in $WORK, there are $have: run with a smaller SCALE"
 as_pg() { runuser -u postgres -- "$@"; }
@@ -75,6 +82,11 @@ trap 'exit 130' INT TERM
 cp "$BIN" "$WORK/walvault"
 chmod 755 "$WORK/walvault"
 WV="$WORK/walvault"
+if [ -n "$WALG" ]; then
+	cp "$WALG" "$WORK/wal-g"
+	chmod 755 "$WORK/wal-g"
+	WALG=$WORK/wal-g
+fi
 # walvault signs what it writes and checks what it reads: a key pair for
 # this run, in the environment of everything started from here (the
 # clusters' archive_command too).
@@ -219,8 +231,19 @@ settle 5417
 wv_backup a_same "$S17" 5417 --full
 FULL_SAME=$NAME
 stop 17
-wv_restore a_restore_full "$S17" "$FULL_SAME"
-wv_restore a_restore_incr6 "$S17" "$INCR6"
+# RESTORE_RUNS of each, interleaved, who goes first alternating: medians.
+RR_full="" RR_incr6=""
+for i in $(seq "$RESTORE_RUNS"); do
+	order="full incr6"
+	[ $((i % 2)) = 0 ] && order="incr6 full"
+	for w in $order; do
+		if [ "$w" = full ]; then wv_restore a_restore_full "$S17" "$FULL_SAME"; else wv_restore a_restore_incr6 "$S17" "$INCR6"; fi
+	done
+	RR_full="$RR_full $SECS_a_restore_full" RR_incr6="$RR_incr6 $SECS_a_restore_incr6"
+done
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+# shellcheck disable=SC2086 # lists of seconds
+SECS_a_restore_full=$(median $RR_full) SECS_a_restore_incr6=$(median $RR_incr6)
 rm -rf "$WORK/restore" "$WORK/data-17" "$S17"
 
 # --- B. PostgreSQL 15: walvault (page scan) and pgBackRest
@@ -248,13 +271,27 @@ pg1-socket-path=$WORK
 EOC
 chmod 644 "$WORK/pgbackrest.conf"
 PB=("$PBR" "--config=$WORK/pgbackrest.conf" --stanza=bk)
-# One cluster made, stopped and copied: the same bytes under both tools.
+# One cluster made, stopped and copied: the same bytes under every tool.
 cluster wv "$PG15" 5441 "$WV wal-push --store file://$S15 %p"
 stop wv
 as_pg cp -a "$WORK/data-wv" "$WORK/data-pbr"
 as_pg sed -i "s|^port = 5441|port = 5442|; s|^archive_command = .*|archive_command = '$PBR --config=$WORK/pgbackrest.conf --stanza=bk archive-push %p'|" "$WORK/data-pbr/postgresql.conf"
-as_pg "$PG15/pg_ctl" -D "$WORK/data-wv" -l "$WORK/wv.log" -w start >/dev/null
-as_pg "$PG15/pg_ctl" -D "$WORK/data-pbr" -l "$WORK/pbr.log" -w start >/dev/null
+PORTS15="5441 5442"
+if [ -n "$WALG" ]; then
+	# WAL-G: file storage, lz4, a delta on the newest backup while a
+	# chain holds fewer than 64 (WALG_DELTA_MAX_STEPS).
+	SW=$WORK/walg-store
+	as_pg mkdir -p "$SW"
+	cat >"$WORK/walg.json" <<EOC
+{"WALG_FILE_PREFIX": "$SW", "WALG_COMPRESSION_METHOD": "lz4", "WALG_DELTA_MAX_STEPS": "64",
+ "PGHOST": "$WORK", "PGPORT": "5443", "PGUSER": "postgres", "PGDATABASE": "postgres"}
+EOC
+	chmod 644 "$WORK/walg.json"
+	as_pg cp -a "$WORK/data-wv" "$WORK/data-walg"
+	as_pg sed -i "s|^port = 5441|port = 5443|; s|^archive_command = .*|archive_command = '$WALG --config $WORK/walg.json wal-push %p'|" "$WORK/data-walg/postgresql.conf"
+	PORTS15="$PORTS15 5443"
+fi
+for c in wv pbr ${WALG:+walg}; do as_pg "$PG15/pg_ctl" -D "$WORK/data-$c" -l "$WORK/$c.log" -w start >/dev/null; done
 as_pg "${PB[@]}" stanza-create >/dev/null
 PGV15=$(psql 5441 "SHOW server_version")
 SIZE15=$(datasize wv)
@@ -264,20 +301,34 @@ pbr_backup() { # pbr_backup KEY TYPE
 	printf -v "STORED_$1" '%s' "$(stored "$REPO/backup/bk/$(pbr_label)")"
 	printf -v "READ_$1" '%s' "-"
 }
-settle 5441 5442
+walg_backup() { # walg_backup KEY [--full]: a WAL-G backup, a delta unless --full
+	local key=$1 name; shift
+	timed "$key" "$WALG" --config "$WORK/walg.json" backup-push "$@" "$WORK/data-walg"
+	name=$(grep -o 'Wrote backup with name [^ ]*' "$WORK/t.err" | tail -n 1 | cut -d' ' -f5)
+	[ -n "$name" ] && [ -d "$SW/basebackups_005/$name" ] || die "no WAL-G backup name in: $(tail -n 5 "$WORK/t.err")"
+	if [ $# = 0 ] && [ "${name#*_D_}" = "$name" ]; then die "WAL-G took $name ($key) as a full backup"; fi
+	printf -v "STORED_$key" '%s' "$(($(stored "$SW/basebackups_005/$name") + $(stored "$SW/basebackups_005/${name}_backup_stop_sentinel.json")))"
+	printf -v "READ_$key" '%s' "-"
+}
+# shellcheck disable=SC2086 # PORTS15 is a list
+settle $PORTS15
 wv_backup b_full "$S15" 5441 --full
 pbr_backup p_full full
+[ -z "$WALG" ] || walg_backup g_full --full
 for kind in clustered spread; do
 	where=$CLUSTERED
 	[ "$kind" = spread ] && where=$SPREAD
 	echo "incremental: 1% $kind update and an incremental with each tool ($(date -u +%H:%M:%S))" >&2
-	for p in 5441 5442; do update "$p" "$where"; done
-	settle 5441 5442
+	for p in $PORTS15; do update "$p" "$where"; done
+	# shellcheck disable=SC2086
+	settle $PORTS15
 	wv_incr "b_$kind" "$S15" 5441
 	pbr_backup "p_$kind" incr
+	[ -z "$WALG" ] || walg_backup "g_$kind"
 done
 stop wv
 stop pbr
+[ -z "$WALG" ] || stop walg
 
 # --- the tables
 line() { printf '%-46s %12s %12s %10s %10s %12s %s\n' "$@"; }
@@ -299,8 +350,9 @@ row "first incremental, 1% of rows in one range" a_clustered a_full "$SIZE17" \
 row "incremental, 1% of rows spread (aid % 100 = 0)" a_spread a_full "$SIZE17"
 echo "  pgbench_accounts pages with an updated row: $PAGES_clustered (range), $PAGES_spread (spread)"
 rr=$(ratio "$SECS_a_restore_incr6" "$SECS_a_restore_full")
-line "restore of a full (files only)" "$SECS_a_restore_full s" "" "" "" "" ""
-line "restore of the 6th incremental of a chain" "$SECS_a_restore_incr6 s" "" "" "" "${rr}x" "<= 1.0x: $(ok "$rr" 1.0)"
+line "restore of a full (files only), median" "$SECS_a_restore_full s" "" "" "" "" ""
+line "restore of the 6th incremental, median" "$SECS_a_restore_incr6 s" "" "" "" "${rr}x" "<= 1.0x: $(ok "$rr" 1.0)"
+echo "  restores, $RESTORE_RUNS of each interleaved: full$RR_full s; 6th incremental$RR_incr6 s"
 echo "  chain: full $SECS_a_chain_full s; incrementals $SECS_a_chain1 $SECS_a_chain2 $SECS_a_chain3 $SECS_a_chain4 $SECS_a_chain5 $SECS_a_chain6 s"
 echo
 echo "B. PostgreSQL 15 (no WAL summaries: every page and the WAL since the parent are read), pgbench -s $SCALE: $(mib "$SIZE15") MiB"
@@ -311,13 +363,22 @@ row "walvault incremental, 1% spread" b_spread b_full "$SIZE15"
 row "pgBackRest full backup" p_full p_full "$SIZE15"
 row "pgBackRest --type=incr, 1% in one range" p_clustered p_full "$SIZE15"
 row "pgBackRest --type=incr, 1% spread" p_spread p_full "$SIZE15"
+if [ -n "$WALG" ]; then
+	row "WAL-G full backup" g_full g_full "$SIZE15"
+	row "WAL-G delta, 1% in one range" g_clustered g_full "$SIZE15"
+	row "WAL-G delta, 1% spread" g_spread g_full "$SIZE15"
+fi
 echo
 worst=$(printf '%s\n' $RSS_WV | sort -g | tail -n 1)
 echo "peak RSS (MiB): PG17 full $RSS_a_full, first incremental $RSS_a_clustered, spread $RSS_a_spread, restore full $RSS_a_restore_full, restore 6th $RSS_a_restore_incr6;" \
 	"PG15 full $RSS_b_full, incrementals $RSS_b_clustered / $RSS_b_spread; the most of any walvault run $worst: <= 200: $(ok "$worst" 200);" \
-	"pgBackRest full $RSS_p_full, incrementals $RSS_p_clustered / $RSS_p_spread"
+	"pgBackRest full $RSS_p_full, incrementals $RSS_p_clustered / $RSS_p_spread${WALG:+; WAL-G full $RSS_g_full, deltas $RSS_g_clustered / $RSS_g_spread}"
 echo
 echo "read: walvault's own count of bytes read from the data directory (\"incremental: data directory read\"; blocks read again to be compared or written are not counted), of its size"
-echo "wall: from inside runuser; every backup waits until its WAL is archived (both tools)"
-echo "WAL-G: not built: the Go module proxy serves no WAL-G release from 1.0 on (403), only v0.2.19, whose pg_start_backup PostgreSQL 15 and 17 no longer have"
+echo "wall: from inside runuser; every backup waits until its WAL is archived (every tool)"
+if [ -n "$WALG" ]; then
+	echo "WAL-G: ${WALG_VERSION:-$("$WALG" --version 2>&1 | head -n 1)}, file storage, lz4, WALG_DELTA_MAX_STEPS=64 (a delta reads every page of the files it compares)"
+else
+	echo "WAL-G: not in this run (set WALG to a wal-g binary: bench/README.md says how it was built; the Go module proxy serves none of its releases)"
+fi
 echo "took $(($(date +%s) - T_START)) s"
