@@ -166,6 +166,9 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Report, error) {
 	d.rep = &Report{Store: cloud.Redact(r.Store.String()), Databases: []Database{}}
 	d.rep.Started = time.Now().UTC()
 	d.rep.Target = describeTarget(opts.Target)
+	if !strings.EqualFold(opts.Backup, "LATEST") {
+		d.rep.Backup = opts.Backup // until restore says which it chose
+	}
 	d.rep.Checks = []Check{}
 	err := d.drill(ctx)
 	if cerr := d.cleanup(); cerr != nil && err == nil {
@@ -969,7 +972,7 @@ func (d *drill) startCommand() {
 	if role == "" {
 		role = d.acct.Name
 	}
-	d.rep.ConnectCommand = fmt.Sprintf("psql -h %s -p %d -U %s %s", shellQuote(d.sock), serverPort, shellQuote(role), shellQuote(db))
+	d.rep.ConnectCommand = fmt.Sprintf("psql -h %s -p %d -U %s -d %s", shellQuote(d.sock), serverPort, shellQuote(role), shellQuote(db))
 }
 
 func shellQuote(s string) string {

@@ -266,9 +266,14 @@ func printDrillSummary(w io.Writer, rep *drill.Report) {
 			skipped++
 		}
 	}
-	backup := "no backup"
-	if rep.Backup != "" {
+	backup := "no backup chosen"
+	switch {
+	case rep.Backup != "" && rep.RestoredBytes > 0:
 		backup = fmt.Sprintf("backup %s (%s, %s)", shown(rep.Backup), rep.BackupType, archive.HumanBytes(rep.RestoredBytes))
+	case rep.Backup != "" && rep.BackupType != "":
+		backup = fmt.Sprintf("backup %s (%s)", shown(rep.Backup), rep.BackupType)
+	case rep.Backup != "":
+		backup = "backup " + shown(rep.Backup)
 	}
 	skips := ""
 	if skipped > 0 {
