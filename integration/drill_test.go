@@ -204,7 +204,6 @@ func writeFile(t *testing.T, path, text string) string {
 	return path
 }
 
-
 // timeline is the production server's current timeline.
 func timeline(t *testing.T, c *pgtest.Cluster) string {
 	t.Helper()

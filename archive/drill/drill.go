@@ -345,7 +345,7 @@ func (d *drill) makeDir() error {
 	}
 	d.dir = dir
 	if d.created {
-		if err := os.Chmod(dir, 0o700); err != nil {
+		if err := os.Chmod(dir, 0o700); err != nil { // #nosec G302 -- a directory: its owner must enter it
 			return err
 		}
 		if err := d.acct.chown(dir); err != nil {
@@ -368,7 +368,7 @@ func (d *drill) makeDir() error {
 			return err
 		}
 		d.sock, d.sockTemp = s, true
-		if err := os.Chmod(s, 0o700); err != nil {
+		if err := os.Chmod(s, 0o700); err != nil { // #nosec G302 -- a directory: its owner must enter it
 			return err
 		}
 		if err := d.acct.chown(s); err != nil {
