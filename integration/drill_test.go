@@ -3,6 +3,7 @@ package integration
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io/fs"
@@ -329,6 +330,34 @@ SELECT count(*) FROM orders WHERE amount > 0;
 		s.nothingLeft(t)
 	})
 
+	t.Run("as the cluster's user", func(t *testing.T) {
+		// As the systemd unit runs it: no switching of users, the server
+		// runs as the drill's own user.
+		o, _ := pgtest.ServerOwner()
+		if !o.AsOther {
+			t.Fatal("these tests run as root (as CI does); this one checks the drill run by the server's user")
+		}
+		tmp := filepath.Join(s.work, "pgtmp")
+		if err := os.Mkdir(tmp, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		_ = o.Chown(tmp)
+		state := filepath.Join(s.work, "pgstate", "drill.json")
+		cmd := o.Cmd(context.Background(), pgtest.Walvault(t), "drill", "--identity-file", s.identity, "--drill-state-file", state, "--amcheck", "--backup", incr1)
+		cmd.Env = append(walvaultEnv(s.tg, s.env()), "TMPDIR="+tmp, "HOME="+s.work)
+		out, err := cmd.CombinedOutput()
+		t.Logf("drill as postgres: %v\n%s", err, out)
+		if err != nil || !strings.Contains(string(out), "drill ok: backup "+incr1) {
+			t.Fatalf("drill as the server's user: %v", err)
+		}
+		if ents, _ := os.ReadDir(tmp); len(ents) != 0 {
+			t.Errorf("left in TMPDIR: %v", ents)
+		}
+		if fi, err := os.Stat(state); err != nil || fi.Sys().(*syscall.Stat_t).Uid != uint32(o.Uid) {
+			t.Errorf("the drill record: %v", err)
+		}
+	})
+
 	t.Run("status", func(t *testing.T) {
 		prom := filepath.Join(s.work, "status.prom")
 		out := mustWalvault(t, s.tg, nil, "status", "--no-server", "--state-file", "none", "--drill-state-file", s.state, "--max-drill-age", "1h", "--prometheus", prom)
@@ -446,8 +475,10 @@ END $$;
 		}
 	})
 
-	t.Run("SIGTERM", func(t *testing.T) {
-		sleep := writeFile(t, filepath.Join(s.work, "sleep.sql"), "SELECT pg_sleep(120);\n")
+	sleep := writeFile(t, filepath.Join(s.work, "sleep.sql"), "SELECT pg_sleep(120);\n")
+	// midDrill starts a drill whose --sql sleeps, and returns once psql
+	// runs in the drill's server.
+	midDrill := func(t *testing.T) (*exec.Cmd, *bytes.Buffer, chan error) {
 		cmd := exec.Command(pgtest.Walvault(t), "drill", "--identity-file", s.identity, "--drill-state-file", s.state, "--sql", sleep, "--sql-database", "shop")
 		cmd.Env = walvaultEnv(s.tg, s.env())
 		stdout, err := cmd.StdoutPipe()
@@ -460,11 +491,9 @@ END $$;
 			t.Fatal(err)
 		}
 		running := make(chan string, 1)
-		var printed strings.Builder
 		go func() {
 			sc := bufio.NewScanner(stdout)
 			for sc.Scan() {
-				printed.WriteString(sc.Text() + "\n")
 				if strings.Contains(sc.Text(), "catalog template1") {
 					running <- sc.Text()
 				}
@@ -476,17 +505,21 @@ END $$;
 			_ = cmd.Process.Kill()
 			t.Fatalf("the drill did not get to its checks:\n%s", stderr.String())
 		}
-		// psql sleeps in database shop now; the server is up.
-		time.Sleep(500 * time.Millisecond)
+		time.Sleep(500 * time.Millisecond) // psql sleeps in database shop now
 		if procs := processesIn(s.tmp); len(procs) == 0 {
 			t.Fatal("no process runs in the drill's directory before the signal: the test would prove nothing")
 		}
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		return cmd, &stderr, done
+	}
+
+	t.Run("SIGTERM", func(t *testing.T) {
+		cmd, stderr, done := midDrill(t)
 		began := time.Now()
 		if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 			t.Fatal(err)
 		}
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
 		select {
 		case <-done:
 		case <-time.After(time.Minute):
@@ -498,6 +531,25 @@ END $$;
 		}
 		t.Logf("ended %.1f s after SIGTERM", time.Since(began).Seconds())
 		s.nothingLeft(t)
+	})
+
+	t.Run("SIGKILL", func(t *testing.T) {
+		// Nothing cleans up after SIGKILL, but the kernel stops the
+		// drill's server with it (an immediate shutdown).
+		cmd, _, done := midDrill(t)
+		_ = cmd.Process.Kill()
+		<-done
+		deadline := time.Now().Add(30 * time.Second)
+		for len(processesIn(s.tmp)) > 0 && time.Now().Before(deadline) {
+			time.Sleep(100 * time.Millisecond)
+		}
+		if procs := processesIn(s.tmp); len(procs) > 0 {
+			t.Errorf("the drill's server outlived a SIGKILLed drill: %v", procs)
+		}
+		ents, _ := os.ReadDir(s.tmp)
+		for _, e := range ents {
+			_ = os.RemoveAll(filepath.Join(s.tmp, e.Name()))
+		}
 	})
 
 	t.Run("production untouched", func(t *testing.T) {
