@@ -27,6 +27,7 @@ import (
 
 	"github.com/walvault/walvault/archive"
 	"github.com/walvault/walvault/archive/internal/drillrecord"
+	"github.com/walvault/walvault/archive/pg"
 	"github.com/walvault/walvault/archive/repo"
 	"github.com/walvault/walvault/archive/restore"
 	"github.com/walvault/walvault/cloud"
@@ -106,6 +107,9 @@ type Report struct {
 	Timeline      uint32     `json:"timeline,omitempty"`
 	ReplayedBytes int64      `json:"replayed_bytes"`
 	Databases     []Database `json:"databases"`
+	// CleanupSeconds is how long stopping the server and removing the
+	// directory took (part of DurationSeconds).
+	CleanupSeconds float64 `json:"cleanup_seconds"`
 	// StartCommand and ConnectCommand say how to start and reach a kept
 	// directory.
 	StartCommand   string   `json:"start_command,omitempty"`
@@ -171,9 +175,11 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Report, error) {
 	}
 	d.rep.Checks = []Check{}
 	err := d.drill(ctx)
+	cleaning := time.Now()
 	if cerr := d.cleanup(); cerr != nil && err == nil {
 		err = cerr
 	}
+	d.rep.CleanupSeconds = time.Since(cleaning).Seconds()
 	rep := d.rep
 	rep.Finished = time.Now().UTC()
 	rep.DurationSeconds = rep.Finished.Sub(rep.Started).Seconds()
@@ -710,8 +716,8 @@ func (d *drill) recover(ctx context.Context) error {
 		}
 		return done(drillrecord.Fail, err.Error())
 	}
-	lsn, tli, paused, err := d.replayState(ctx)
-	for d.conf.hotStandby && err == nil && !paused {
+	st, err := d.replayState(ctx)
+	for d.conf.hotStandby && err == nil && st.InRecovery && !st.Paused {
 		// In recovery with hot standby: wait for the pause at the target.
 		select {
 		case <-ctx.Done():
@@ -720,18 +726,16 @@ func (d *drill) recover(ctx context.Context) error {
 			return done(drillrecord.Fail, "PostgreSQL stopped during recovery: "+tailOf(logPath, 3))
 		case <-time.After(200 * time.Millisecond):
 		}
-		lsn, tli, paused, err = d.replayState(ctx)
-		if err == nil && !paused && pmStatus(d.data) == "ready" {
-			break // promoted after all
-		}
+		st, err = d.replayState(ctx)
 	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		return done(drillrecord.Fail, "reading where replay got: "+errText(err))
+		return done(drillrecord.Fail, "reading where replay got: "+pg.Message(err))
 	}
 	srv.log.poll()
+	lsn, tli, paused := st.LSN, st.Timeline, st.Paused
 	d.paused = paused
 	d.rep.ReplayLSN, d.rep.Timeline, d.rep.ConsistentLSN = lsn.String(), tli, srv.log.consistentLSN
 	if lsn > d.m.StartLSN {
@@ -771,30 +775,30 @@ func (d *drill) databaseChecks(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		d.add(fail(Check{Name: "connect", Seconds: time.Since(began).Seconds()}, "listing the databases: "+errText(err)))
+		d.add(fail(Check{Name: "connect", Seconds: time.Since(began).Seconds()}, "listing the databases: "+pg.Message(err)))
 		return nil
 	}
 	var ok, skipped, failed []string
 	var firstErr string
-	var usable []database
+	var usable []pg.Database
 	for _, db := range dbs {
-		if !db.allowConn || db.invalid {
-			skipped = append(skipped, db.name)
+		if !db.AllowConn || db.Invalid {
+			skipped = append(skipped, db.Name)
 			continue
 		}
-		conn, err := d.connect(ctx, db.name)
+		s, err := d.connect(ctx, db.Name)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 		if err != nil {
-			failed = append(failed, db.name)
+			failed = append(failed, db.Name)
 			if firstErr == "" {
-				firstErr = db.name + ": " + errText(err)
+				firstErr = db.Name + ": " + pg.Message(err)
 			}
 			continue
 		}
-		_ = conn.Close(ctx)
-		ok = append(ok, db.name)
+		s.Close()
+		ok = append(ok, db.Name)
 		usable = append(usable, db)
 	}
 	c := Check{Name: "connect", Seconds: time.Since(began).Seconds(), Result: drillrecord.OK,
@@ -819,46 +823,46 @@ func (d *drill) databaseChecks(ctx context.Context) error {
 }
 
 // checkDatabase runs the catalog check and amcheck in one database.
-func (d *drill) checkDatabase(ctx context.Context, db database, recorded map[uint32]int64) error {
+func (d *drill) checkDatabase(ctx context.Context, db pg.Database, recorded map[uint32]int64) error {
 	began := time.Now()
-	conn, err := d.connect(ctx, db.name)
+	srv, err := d.connect(ctx, db.Name)
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		d.add(fail(Check{Name: "catalog", Database: db.name}, "connecting: "+errText(err)))
+		d.add(fail(Check{Name: "catalog", Database: db.Name}, "connecting: "+pg.Message(err)))
 		return nil
 	}
-	defer func() { _ = conn.Close(context.Background()) }()
-	c := Check{Name: "catalog", Database: db.name}
-	f, err := d.catalog(ctx, conn)
+	defer srv.Close()
+	c := Check{Name: "catalog", Database: db.Name}
+	f, err := srv.Catalog(ctx)
 	c.Seconds = time.Since(began).Seconds()
 	switch {
 	case ctx.Err() != nil:
 		return ctx.Err()
 	case err != nil:
-		c = fail(c, "the sanity query failed: "+errText(err))
-	case f.missing > 0:
-		c = fail(c, fmt.Sprintf("%d relation(s) in the catalog have no file on disk (%s first)", f.missing, f.firstMissing))
+		c = fail(c, "the sanity query failed: "+pg.Message(err))
+	case f.Missing > 0:
+		c = fail(c, fmt.Sprintf("%d relation(s) in the catalog have no file on disk (%s first)", f.Missing, f.FirstMissing))
 	default:
-		dbRep := Database{Name: db.name, OID: db.oid, Tables: f.tables, UserTables: f.userTables, RelationBytes: f.relBytes, RecordedBytes: -1}
-		head := fmt.Sprintf("%d tables (%d user tables), ", f.tables, f.userTables)
-		if rec, had := recorded[db.oid]; had {
+		dbRep := Database{Name: db.Name, OID: db.OID, Tables: f.Tables, UserTables: f.UserTables, RelationBytes: f.RelationBytes, RecordedBytes: -1}
+		head := fmt.Sprintf("%d tables (%d user tables), ", f.Tables, f.UserTables)
+		if rec, had := recorded[db.OID]; had {
 			dbRep.RecordedBytes = rec
-			sizeOK, words := compareSize(f.relBytes, rec, d.rep.ReplayedBytes)
+			sizeOK, words := compareSize(f.RelationBytes, rec, d.rep.ReplayedBytes)
 			c.Result, c.Detail = drillrecord.OK, head+words
 			if !sizeOK {
 				c = fail(c, head+words)
 			}
 		} else {
-			c.Result, c.Detail = drillrecord.OK, head+archive.HumanBytes(f.relBytes)+" in relations; created after the backup"
+			c.Result, c.Detail = drillrecord.OK, head+archive.HumanBytes(f.RelationBytes)+" in relations; created after the backup"
 		}
 		d.rep.Databases = append(d.rep.Databases, dbRep)
 	}
 	d.add(c)
 	if d.amcheck != AmcheckOff {
-		a := timed(func() Check { return d.amcheckIn(ctx, conn) })
-		a.Database = db.name
+		a := timed(func() Check { return d.amcheckIn(ctx, srv) })
+		a.Database = db.Name
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -869,11 +873,11 @@ func (d *drill) checkDatabase(ctx context.Context, db database, recorded map[uin
 
 // sqlChecks runs --sql in every database that is not a template, or in
 // the one named.
-func (d *drill) sqlChecks(ctx context.Context, usable []database) error {
+func (d *drill) sqlChecks(ctx context.Context, usable []pg.Database) error {
 	var targets []string
 	for _, db := range usable {
-		if d.opts.SQLDatabase != "" && db.name == d.opts.SQLDatabase || d.opts.SQLDatabase == "" && !db.template {
-			targets = append(targets, db.name)
+		if d.opts.SQLDatabase != "" && db.Name == d.opts.SQLDatabase || d.opts.SQLDatabase == "" && !db.Template {
+			targets = append(targets, db.Name)
 		}
 	}
 	if len(targets) == 0 {
