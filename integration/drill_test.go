@@ -451,6 +451,14 @@ END $$;
 			t.Fatal(err)
 		}
 		keep := writeFile(t, filepath.Join(full, "precious"), "mine")
+		// An identity only root can read: restore (as root) could use it,
+		// the server's restore_command (as postgres) could not.
+		rootOnly := filepath.Join(t.TempDir(), "root.key")
+		b, err := os.ReadFile(s.identity)
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, rootOnly, string(b))
 		for _, tt := range []struct {
 			args []string
 			code int
@@ -463,6 +471,7 @@ END $$;
 			{[]string{"--target-action", "shutdown"}, 2, "--target-action"},
 			{[]string{"--owner", "root"}, 2, "root"},
 			{[]string{"--pg-bin-dir", s.work}, 2, "--pg-bin-dir"},
+			{[]string{"--identity-file", rootOnly}, 2, "restore_command fails when run as postgres"},
 		} {
 			res := s.drill(t, tt.args...)
 			if res.code != tt.code || !strings.Contains(res.stderr, tt.want) || strings.Count(strings.TrimSpace(res.stderr), "\n") > 0 {

@@ -541,13 +541,21 @@ func (d *drill) walPlan(cat *repo.Catalog, m *repo.Manifest) int64 {
 // first segment, before anything is restored: a binary, config file,
 // identity or credential the server's user cannot use shows now, with
 // wal-fetch's own message, instead of as a recovery that never starts.
+// The probe directory has a standby.signal, so that wal-fetch exits with
+// the code of what went wrong (3 for the store, ...) rather than the 255
+// that stops an archive recovery.
 func (d *drill) probe(ctx context.Context, m *repo.Manifest) error {
 	dir := filepath.Join(d.run, "probe")
-	if err := d.mkdir(dir); err != nil {
-		return err
+	for _, p := range []string{dir, filepath.Join(dir, "pg_wal")} {
+		if err := d.mkdir(p); err != nil {
+			return err
+		}
 	}
 	defer func() { _ = os.RemoveAll(dir) }()
-	argv := append(slices.Clone(d.opts.FetchArgv), "--prefetch=0", "--", m.StartWAL, filepath.Join(dir, m.StartWAL))
+	if err := os.WriteFile(filepath.Join(dir, "standby.signal"), nil, 0o600); err != nil {
+		return err
+	}
+	argv := append(slices.Clone(d.opts.FetchArgv), "--prefetch=0", "--", m.StartWAL, filepath.Join(dir, "pg_wal", m.StartWAL))
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...) // #nosec G204 -- restore_command: this binary with the drill's own settings
 	cmd.Dir = dir
 	cmd.Env = d.env()
@@ -572,7 +580,7 @@ func (d *drill) probe(ctx context.Context, m *repo.Manifest) error {
 		switch ee.ExitCode() {
 		case 3:
 			kind = archive.ErrStore
-		case 1, 4:
+		case 1, 4, 255:
 			kind = archive.ErrIntegrity
 		}
 	}
