@@ -541,9 +541,11 @@ func (d *drill) walPlan(cat *repo.Catalog, m *repo.Manifest) int64 {
 // first segment, before anything is restored: a binary, config file,
 // identity or credential the server's user cannot use shows now, with
 // wal-fetch's own message, instead of as a recovery that never starts.
-// The probe directory has a standby.signal, so that wal-fetch exits with
-// the code of what went wrong (3 for the store, ...) rather than the 255
-// that stops an archive recovery.
+// The probe directory has a standby.signal, so that wal-fetch keeps exit
+// 3 for a store it cannot reach rather than the 255 that stops an archive
+// recovery. Anything else is taken for this host's set-up (exit 2): restore
+// has by then authenticated the WAL to the target and read the backup with
+// the same keys, so what fails is what the server's user can use.
 func (d *drill) probe(ctx context.Context, m *repo.Manifest) error {
 	dir := filepath.Join(d.run, "probe")
 	for _, p := range []string{dir, filepath.Join(dir, "pg_wal")} {
@@ -574,15 +576,11 @@ func (d *drill) probe(ctx context.Context, m *repo.Manifest) error {
 	if i := strings.LastIndex(msg, "walvault wal-fetch: "); i >= 0 {
 		msg = msg[i:]
 	}
+	// wal-fetch's advice for a recovery in progress does not apply here.
+	msg, _, _ = strings.Cut(msg, "; exiting 255")
 	kind := archive.ErrBadInput
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		switch ee.ExitCode() {
-		case 3:
-			kind = archive.ErrStore
-		case 1, 4, 255:
-			kind = archive.ErrIntegrity
-		}
+	if ee := (*exec.ExitError)(nil); errors.As(err, &ee) && ee.ExitCode() == 3 {
+		kind = archive.ErrStore
 	}
 	return fmt.Errorf("%w: restore_command fails when run as %s, as the drill's server would run it (%v): %s", kind, d.acct.Name, err, msg)
 }
