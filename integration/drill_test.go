@@ -459,6 +459,13 @@ END $$;
 			t.Fatal(err)
 		}
 		writeFile(t, rootOnly, string(b))
+		hidden := filepath.Join(s.work, "hidden")
+		if err := os.Mkdir(hidden, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(s.tg.ObjectPath(""), filepath.Join(hidden, "store")); err != nil {
+			t.Fatal(err)
+		}
 		for _, tt := range []struct {
 			args []string
 			code int
@@ -471,7 +478,11 @@ END $$;
 			{[]string{"--target-action", "shutdown"}, 2, "--target-action"},
 			{[]string{"--owner", "root"}, 2, "root"},
 			{[]string{"--pg-bin-dir", s.work}, 2, "--pg-bin-dir"},
-			{[]string{"--identity-file", rootOnly}, 2, "restore_command fails when run as postgres"},
+			{[]string{"--identity-file", rootOnly}, 2, "who cannot read the identity file"},
+			// A store only root can get to: restore (as root) reads it,
+			// the server's restore_command (as postgres) could not; the
+			// probe finds out before anything is written.
+			{[]string{"--store", "file://" + filepath.Join(hidden, "store")}, 2, "restore_command fails when run as postgres"},
 		} {
 			res := s.drill(t, tt.args...)
 			if res.code != tt.code || !strings.Contains(res.stderr, tt.want) || strings.Count(strings.TrimSpace(res.stderr), "\n") > 0 {

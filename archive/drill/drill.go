@@ -65,8 +65,11 @@ type Options struct {
 	// MaxSize refuses a drill that would put more on disk (0: no limit).
 	MaxSize     int64
 	Concurrency int
-	// FetchArgv is restore_command without %f %p (as for restore).
-	FetchArgv []string
+	// FetchArgv is restore_command without %f %p (as for restore), and
+	// ServerReads the files it names, which the server's user must be
+	// able to read (restore refuses up front otherwise).
+	FetchArgv   []string
+	ServerReads []restore.ServerFile
 	// Env is the server's environment, which restore_command inherits
 	// (nil: the drill's own).
 	Env []string
@@ -437,7 +440,7 @@ func (d *drill) restore(ctx context.Context) error {
 	}
 	res, err := restore.Run(ctx, d.r, restore.Options{
 		Dest: d.data, Backup: d.opts.Backup, Target: d.opts.Target, Concurrency: d.opts.Concurrency,
-		Owner: owner, FetchArgv: d.opts.FetchArgv, Progress: d.opts.Progress, Chosen: d.chosen(ctx),
+		Owner: owner, FetchArgv: d.opts.FetchArgv, ServerReads: d.opts.ServerReads, Progress: d.opts.Progress, Chosen: d.chosen(ctx),
 	})
 	c := Check{Name: "restore", Seconds: time.Since(began).Seconds()}
 	if err != nil {

@@ -176,7 +176,7 @@ func drillCmd(c *cli.Context) error {
 	opts := drill.Options{
 		Backup: c.String("backup"), Target: t, Dir: c.String("dir"), Keep: c.Bool("keep"), Owner: c.String("owner"),
 		BinDir: c.String("pg-bin-dir"), DBUser: c.String("db-user"), SQLFile: c.String("sql"), SQLDatabase: c.String("sql-database"),
-		MaxSize: maxSize, Concurrency: n, FetchArgv: argv, Progress: progressReporter(progressBar(c), interval),
+		MaxSize: maxSize, Concurrency: n, FetchArgv: argv, ServerReads: serverReads(argv), Progress: progressReporter(progressBar(c), interval),
 	}
 	if m, ok := c.Generic("amcheck").(*amcheckMode); ok {
 		opts.Amcheck = m.mode
