@@ -214,8 +214,47 @@ func timeline(t *testing.T, c *pgtest.Cluster) string {
 // TestDrill drills a full backup and an incremental chain of a cluster
 // with two databases and a tablespace, checks that status reports it, and
 // makes drills fail for each reason the issue names; none may leave
-// anything behind or touch the production server or store.
+// anything behind or touch the production server or store. The subtests
+// run in order: the last ones damage the cluster or the store.
 func TestDrill(t *testing.T) {
+	b := newDrillBackups(t)
+	for _, st := range []struct {
+		name string
+		fn   func(*testing.T, *drillBackups)
+	}{
+		{"full", drillFull},
+		{"incremental chain", drillIncrementalChain},
+		{"as the cluster's user", drillAsTheClustersUser},
+		{"status", drillStatus},
+		{"pause at the target", drillPauseAtTheTarget},
+		{"keep", drillKeep},
+		{"failing sql", drillFailingSql},
+		{"target before the backup", drillTargetBeforeTheBackup},
+		{"bad input", drillBadInput},
+		{"SIGTERM", drillSIGTERM},
+		{"SIGKILL", drillSIGKILL},
+		{"production untouched", drillProductionUntouched},
+		{"amcheck finds a damaged index", drillAmcheckFindsADamagedIndex},
+		{"corrupted part", drillCorruptedPart},
+		{"missing WAL segment", drillMissingWALSegment},
+	} {
+		t.Run(st.name, func(t *testing.T) { st.fn(t, b) })
+	}
+}
+
+// drillBackups is TestDrill's production cluster with its backups: a
+// full one and an incremental chain on it, and WAL after them.
+type drillBackups struct {
+	site                     *drillSite
+	full, incr1, incr2       string
+	beforeIncr2              string   // a time before incr2 finished
+	afterIncr2               []string // segments archived after incr2
+	storeBefore              map[string]string
+	tlBefore                 string
+	okSQL, everywhere, sleep string
+}
+
+func newDrillBackups(t *testing.T) *drillBackups {
 	s := newDrillSite(t, "file")
 	c := s.c
 	spc := filepath.Join(s.work, "spc")
@@ -259,388 +298,407 @@ SELECT count(*) FROM orders WHERE amount > 0;
 `)
 	everywhere := writeFile(t, filepath.Join(s.work, "everywhere.sql"), "SELECT 1 / (count(*) > 0)::int FROM pg_class;\n")
 
-	t.Run("full", func(t *testing.T) {
-		res := s.drill(t, "--backup", full, "--amcheck=heap", "--sql", okSQL, "--sql-database", "shop", "--json")
-		if res.code != 0 {
-			t.Fatalf("drill of the full backup: %s", res)
-		}
-		d := parseDrill(t, res)
-		got := d.results()
-		for _, k := range []string{"restore", "pg_verifybackup", "recovery", "connect", "catalog postgres", "catalog shop", "catalog template1",
-			"amcheck postgres", "amcheck shop", "amcheck template1", "sql shop"} {
-			if got[k] != "ok" {
-				t.Errorf("check %s: %q, want ok (all: %v)", k, got[k], got)
-			}
-		}
-		if _, ran := got["sql postgres"]; ran {
-			t.Error("--sql-database shop ran the SQL in postgres too")
-		}
-		if !d.Success || d.Backup != full || d.BackupType != "full" || d.RestoredBytes <= 0 || d.Timeline != 2 || d.DurationSeconds <= 0 {
-			t.Errorf("report: %+v", d)
-		}
-		var shop bool
-		for _, db := range d.Databases {
-			if db.Name == "shop" {
-				shop = db.RecordedBytes > 0 && db.RelationBytes >= db.RecordedBytes && db.Tables > 0
-			}
-		}
-		if !shop {
-			t.Errorf("no sound figures for database shop: %+v", d.Databases)
-		}
-		for _, ch := range d.Checks {
-			if ch.Name == "amcheck" && (!strings.Contains(ch.Detail, "verify_heapam") || !strings.Contains(ch.Detail, "B-tree indexes")) {
-				t.Errorf("amcheck=heap in %s: %s", ch.Database, ch.Detail)
-			}
-			if ch.Name == "recovery" && !strings.Contains(ch.Detail, afterIncr2[len(afterIncr2)-1]) {
-				t.Errorf("recovery did not say it reached the archive's last segment %s: %s", afterIncr2[len(afterIncr2)-1], ch.Detail)
-			}
-		}
-		s.nothingLeft(t)
-	})
+	sleep := writeFile(t, filepath.Join(s.work, "sleep.sql"), "SELECT pg_sleep(120);\n")
+	return &drillBackups{site: s, full: full, incr1: incr1, incr2: incr2, beforeIncr2: beforeIncr2, afterIncr2: afterIncr2,
+		storeBefore: storeBefore, tlBefore: tlBefore, okSQL: okSQL, everywhere: everywhere, sleep: sleep}
+}
 
-	t.Run("incremental chain", func(t *testing.T) {
-		prom := filepath.Join(s.work, "drill.prom")
-		res := s.drill(t, "--amcheck", "--sql", everywhere, "--prometheus", prom)
-		if res.code != 0 {
-			t.Fatalf("drill of the newest backup: %s", res)
-		}
-		for _, want := range []string{"ok    restore", "backup " + incr2 + " (incremental on " + incr1 + ", a chain of 3",
-			"ok    pg_verifybackup", "ok    recovery", "promoted onto timeline 2", "ok    amcheck shop", "ok    sql shop", "ok    sql postgres",
-			"drill ok: backup " + incr2 + " (incremental"} {
-			if !strings.Contains(res.stdout, want) {
-				t.Errorf("drill printed no %q", want)
+// midDrill starts a drill whose --sql sleeps, and returns once psql
+// runs in the drill's server.
+func (b *drillBackups) midDrill(t *testing.T) (*exec.Cmd, *bytes.Buffer, chan error) {
+	s := b.site
+	cmd := exec.Command(pgtest.Walvault(t), "drill", "--identity-file", s.identity, "--drill-state-file", s.state, "--sql", b.sleep, "--sql-database", "shop")
+	cmd.Env = walvaultEnv(s.tg, s.env())
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	running := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if strings.Contains(sc.Text(), "catalog template1") {
+				running <- sc.Text()
 			}
 		}
-		if strings.Contains(res.stdout, "sql template1") {
-			t.Error("--sql ran in a template database")
-		}
-		if lines := strings.Count(strings.TrimSpace(res.stdout), "\n") + 1; !strings.HasPrefix(finalLine(res.stdout), "drill ok: ") || lines < 8 {
-			t.Errorf("the summary is not the last line:\n%s", res.stdout)
-		}
-		b, err := os.ReadFile(prom)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, want := range []string{"walvault_drill_last_success_timestamp_seconds{backup=\"" + incr2 + "\"", "walvault_drill_duration_seconds{backup=\"" + incr2 + "\"",
-			"walvault_drill_restored_bytes{backup=\"" + incr2 + "\"", "walvault_drill_success{backup=\"" + incr2 + "\""} {
-			if !strings.Contains(string(b), want) {
-				t.Errorf("the textfile has no %s:\n%s", want, b)
-			}
-		}
-		s.nothingLeft(t)
-	})
+	}()
+	select {
+	case <-running:
+	case <-time.After(2 * time.Minute):
+		_ = cmd.Process.Kill()
+		t.Fatalf("the drill did not get to its checks:\n%s", stderr.String())
+	}
+	time.Sleep(500 * time.Millisecond) // psql sleeps in database shop now
+	if procs := processesIn(s.tmp); len(procs) == 0 {
+		t.Fatal("no process runs in the drill's directory before the signal: the test would prove nothing")
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	return cmd, &stderr, done
+}
 
-	t.Run("as the cluster's user", func(t *testing.T) {
-		// As the systemd unit runs it: no switching of users, the server
-		// runs as the drill's own user.
-		o, _ := pgtest.ServerOwner()
-		if !o.AsOther {
-			t.Fatal("these tests run as root (as CI does); this one checks the drill run by the server's user")
+func drillFull(t *testing.T, fx *drillBackups) {
+	s, full, afterIncr2, okSQL := fx.site, fx.full, fx.afterIncr2, fx.okSQL
+	res := s.drill(t, "--backup", full, "--amcheck=heap", "--sql", okSQL, "--sql-database", "shop", "--json")
+	if res.code != 0 {
+		t.Fatalf("drill of the full backup: %s", res)
+	}
+	d := parseDrill(t, res)
+	got := d.results()
+	for _, k := range []string{"restore", "pg_verifybackup", "recovery", "connect", "catalog postgres", "catalog shop", "catalog template1",
+		"amcheck postgres", "amcheck shop", "amcheck template1", "sql shop"} {
+		if got[k] != "ok" {
+			t.Errorf("check %s: %q, want ok (all: %v)", k, got[k], got)
 		}
-		tmp := filepath.Join(s.work, "pgtmp")
-		if err := os.Mkdir(tmp, 0o700); err != nil {
-			t.Fatal(err)
+	}
+	if _, ran := got["sql postgres"]; ran {
+		t.Error("--sql-database shop ran the SQL in postgres too")
+	}
+	if !d.Success || d.Backup != full || d.BackupType != "full" || d.RestoredBytes <= 0 || d.Timeline != 2 || d.DurationSeconds <= 0 {
+		t.Errorf("report: %+v", d)
+	}
+	var shop bool
+	for _, db := range d.Databases {
+		if db.Name == "shop" {
+			shop = db.RecordedBytes > 0 && db.RelationBytes >= db.RecordedBytes && db.Tables > 0
 		}
-		_ = o.Chown(tmp)
-		state := filepath.Join(s.work, "pgstate", "drill.json")
-		cmd := o.Cmd(context.Background(), pgtest.Walvault(t), "drill", "--identity-file", s.identity, "--drill-state-file", state, "--amcheck", "--backup", incr1)
-		cmd.Env = append(walvaultEnv(s.tg, s.env()), "TMPDIR="+tmp, "HOME="+s.work)
-		out, err := cmd.CombinedOutput()
-		t.Logf("drill as postgres: %v\n%s", err, out)
-		if err != nil || !strings.Contains(string(out), "drill ok: backup "+incr1) {
-			t.Fatalf("drill as the server's user: %v", err)
+	}
+	if !shop {
+		t.Errorf("no sound figures for database shop: %+v", d.Databases)
+	}
+	for _, ch := range d.Checks {
+		if ch.Name == "amcheck" && (!strings.Contains(ch.Detail, "verify_heapam") || !strings.Contains(ch.Detail, "B-tree indexes")) {
+			t.Errorf("amcheck=heap in %s: %s", ch.Database, ch.Detail)
 		}
-		if ents, _ := os.ReadDir(tmp); len(ents) != 0 {
-			t.Errorf("left in TMPDIR: %v", ents)
+		if ch.Name == "recovery" && !strings.Contains(ch.Detail, afterIncr2[len(afterIncr2)-1]) {
+			t.Errorf("recovery did not say it reached the archive's last segment %s: %s", afterIncr2[len(afterIncr2)-1], ch.Detail)
 		}
-		if fi, err := os.Stat(state); err != nil || fi.Sys().(*syscall.Stat_t).Uid != uint32(o.Uid) {
-			t.Errorf("the drill record: %v", err)
-		}
-	})
+	}
+	s.nothingLeft(t)
+}
 
-	t.Run("status", func(t *testing.T) {
-		prom := filepath.Join(s.work, "status.prom")
-		out := mustWalvault(t, s.tg, nil, "status", "--no-server", "--state-file", "none", "--drill-state-file", s.state, "--max-drill-age", "1h", "--prometheus", prom)
-		if !strings.Contains(out, "last drill        ok: backup "+incr2) {
-			t.Errorf("status does not show the drill:\n%s", out)
+func drillIncrementalChain(t *testing.T, fx *drillBackups) {
+	s, incr1, incr2, everywhere := fx.site, fx.incr1, fx.incr2, fx.everywhere
+	prom := filepath.Join(s.work, "drill.prom")
+	res := s.drill(t, "--amcheck", "--sql", everywhere, "--prometheus", prom)
+	if res.code != 0 {
+		t.Fatalf("drill of the newest backup: %s", res)
+	}
+	for _, want := range []string{"ok    restore", "backup " + incr2 + " (incremental on " + incr1 + ", a chain of 3",
+		"ok    pg_verifybackup", "ok    recovery", "promoted onto timeline 2", "ok    amcheck shop", "ok    sql shop", "ok    sql postgres",
+		"drill ok: backup " + incr2 + " (incremental"} {
+		if !strings.Contains(res.stdout, want) {
+			t.Errorf("drill printed no %q", want)
 		}
-		if b, _ := os.ReadFile(prom); !strings.Contains(string(b), "walvault_drill_last_success_timestamp_seconds{backup=\""+incr2+"\"") {
-			t.Errorf("status's textfile has no drill:\n%s", b)
+	}
+	if strings.Contains(res.stdout, "sql template1") {
+		t.Error("--sql ran in a template database")
+	}
+	if lines := strings.Count(strings.TrimSpace(res.stdout), "\n") + 1; !strings.HasPrefix(finalLine(res.stdout), "drill ok: ") || lines < 8 {
+		t.Errorf("the summary is not the last line:\n%s", res.stdout)
+	}
+	b, err := os.ReadFile(prom)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"walvault_drill_last_success_timestamp_seconds{backup=\"" + incr2 + "\"", "walvault_drill_duration_seconds{backup=\"" + incr2 + "\"",
+		"walvault_drill_restored_bytes{backup=\"" + incr2 + "\"", "walvault_drill_success{backup=\"" + incr2 + "\""} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("the textfile has no %s:\n%s", want, b)
 		}
-		time.Sleep(10 * time.Millisecond)
-		code, _, stderr := s.tg.walvault(t, nil, "status", "--no-server", "--state-file", "none", "--drill-state-file", s.state, "--max-drill-age", "5ms")
-		if code != 7 || !strings.Contains(stderr, "--max-drill-age") || !strings.Contains(stderr, incr2) {
-			t.Errorf("status past --max-drill-age: exit %d, %s", code, stderr)
-		}
-		code, _, stderr = s.tg.walvault(t, nil, "status", "--no-server", "--state-file", "none", "--drill-state-file", filepath.Join(s.work, "none.json"), "--max-drill-age", "1h")
-		if code != 7 || !strings.Contains(stderr, "no successful restore drill") {
-			t.Errorf("status without any drill: exit %d, %s", code, stderr)
-		}
-	})
+	}
+	s.nothingLeft(t)
+}
 
-	t.Run("pause at the target", func(t *testing.T) {
-		res := s.drill(t, "--backup", full, "--target-immediate", "--target-action", "pause", "--amcheck", "--json")
-		if res.code != 0 {
-			t.Fatalf("drill: %s", res)
-		}
-		d := parseDrill(t, res)
-		for _, ch := range d.Checks {
-			if ch.Name == "recovery" && !strings.Contains(ch.Detail, "paused at the target") {
-				t.Errorf("recovery: %s", ch.Detail)
-			}
-		}
-		if got := d.results(); got["catalog shop"] != "ok" || got["connect"] != "ok" {
-			t.Errorf("checks of a paused server: %v", got)
-		}
-		s.nothingLeft(t)
-	})
+func drillAsTheClustersUser(t *testing.T, fx *drillBackups) {
+	s, incr1 := fx.site, fx.incr1
+	// As the systemd unit runs it: no switching of users, the server
+	// runs as the drill's own user.
+	o, _ := pgtest.ServerOwner()
+	if !o.AsOther {
+		t.Fatal("these tests run as root (as CI does); this one checks the drill run by the server's user")
+	}
+	tmp := filepath.Join(s.work, "pgtmp")
+	if err := os.Mkdir(tmp, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	_ = o.Chown(tmp)
+	state := filepath.Join(s.work, "pgstate", "drill.json")
+	cmd := o.Cmd(context.Background(), pgtest.Walvault(t), "drill", "--identity-file", s.identity, "--drill-state-file", state, "--amcheck", "--backup", incr1)
+	cmd.Env = append(walvaultEnv(s.tg, s.env()), "TMPDIR="+tmp, "HOME="+s.work)
+	out, err := cmd.CombinedOutput()
+	t.Logf("drill as postgres: %v\n%s", err, out)
+	if err != nil || !strings.Contains(string(out), "drill ok: backup "+incr1) {
+		t.Fatalf("drill as the server's user: %v", err)
+	}
+	if ents, _ := os.ReadDir(tmp); len(ents) != 0 {
+		t.Errorf("left in TMPDIR: %v", ents)
+	}
+	if fi, err := os.Stat(state); err != nil || fi.Sys().(*syscall.Stat_t).Uid != uint32(o.Uid) {
+		t.Errorf("the drill record: %v", err)
+	}
+}
 
-	t.Run("keep", func(t *testing.T) {
-		dir := filepath.Join(s.work, "kept")
-		res := s.drill(t, "--backup", incr1, "--dir", dir, "--keep")
-		if res.code != 0 || !strings.Contains(res.stdout, "kept "+dir) {
-			t.Fatalf("drill --keep: %s", res)
-		}
-		start := lineAfter(res.stdout, "start it: ")
-		connect := lineAfter(res.stdout, "connect:  ")
-		if start == "" || connect == "" {
-			t.Fatalf("drill --keep did not say how to start it:\n%s", res.stdout)
-		}
-		if out, err := exec.Command("sh", "-c", start).CombinedOutput(); err != nil { // #nosec G204 -- what the drill printed
-			t.Fatalf("%s: %v\n%s", start, err, out)
-		}
-		out, err := exec.Command("sh", "-c", connect+" -X -A -t -c 'SELECT count(*) FROM orders' -d shop").CombinedOutput() // #nosec G204 -- what the drill printed
-		if err != nil || strings.TrimSpace(string(out)) != "7000" {
-			t.Errorf("%s: %v: %s", connect, err, out)
-		}
-		_ = exec.Command("runuser", "-u", "postgres", "--", filepath.Join(c.Bin, "pg_ctl"), "-D", filepath.Join(dir, "data"), "-m", "immediate", "-w", "stop").Run()
-		if err := os.RemoveAll(dir); err != nil {
-			t.Fatal(err)
-		}
-	})
+func drillStatus(t *testing.T, fx *drillBackups) {
+	s, incr2 := fx.site, fx.incr2
+	prom := filepath.Join(s.work, "status.prom")
+	out := mustWalvault(t, s.tg, nil, "status", "--no-server", "--state-file", "none", "--drill-state-file", s.state, "--max-drill-age", "1h", "--prometheus", prom)
+	if !strings.Contains(out, "last drill        ok: backup "+incr2) {
+		t.Errorf("status does not show the drill:\n%s", out)
+	}
+	if b, _ := os.ReadFile(prom); !strings.Contains(string(b), "walvault_drill_last_success_timestamp_seconds{backup=\""+incr2+"\"") {
+		t.Errorf("status's textfile has no drill:\n%s", b)
+	}
+	time.Sleep(10 * time.Millisecond)
+	code, _, stderr := s.tg.walvault(t, nil, "status", "--no-server", "--state-file", "none", "--drill-state-file", s.state, "--max-drill-age", "5ms")
+	if code != 7 || !strings.Contains(stderr, "--max-drill-age") || !strings.Contains(stderr, incr2) {
+		t.Errorf("status past --max-drill-age: exit %d, %s", code, stderr)
+	}
+	code, _, stderr = s.tg.walvault(t, nil, "status", "--no-server", "--state-file", "none", "--drill-state-file", filepath.Join(s.work, "none.json"), "--max-drill-age", "1h")
+	if code != 7 || !strings.Contains(stderr, "no successful restore drill") {
+		t.Errorf("status without any drill: exit %d, %s", code, stderr)
+	}
+}
 
-	t.Run("failing sql", func(t *testing.T) {
-		bad := writeFile(t, filepath.Join(s.work, "bad.sql"), `SELECT 1;
+func drillPauseAtTheTarget(t *testing.T, fx *drillBackups) {
+	s, full := fx.site, fx.full
+	res := s.drill(t, "--backup", full, "--target-immediate", "--target-action", "pause", "--amcheck", "--json")
+	if res.code != 0 {
+		t.Fatalf("drill: %s", res)
+	}
+	d := parseDrill(t, res)
+	for _, ch := range d.Checks {
+		if ch.Name == "recovery" && !strings.Contains(ch.Detail, "paused at the target") {
+			t.Errorf("recovery: %s", ch.Detail)
+		}
+	}
+	if got := d.results(); got["catalog shop"] != "ok" || got["connect"] != "ok" {
+		t.Errorf("checks of a paused server: %v", got)
+	}
+	s.nothingLeft(t)
+}
+
+func drillKeep(t *testing.T, fx *drillBackups) {
+	s, c, incr1 := fx.site, fx.site.c, fx.incr1
+	dir := filepath.Join(s.work, "kept")
+	res := s.drill(t, "--backup", incr1, "--dir", dir, "--keep")
+	if res.code != 0 || !strings.Contains(res.stdout, "kept "+dir) {
+		t.Fatalf("drill --keep: %s", res)
+	}
+	start := lineAfter(res.stdout, "start it: ")
+	connect := lineAfter(res.stdout, "connect:  ")
+	if start == "" || connect == "" {
+		t.Fatalf("drill --keep did not say how to start it:\n%s", res.stdout)
+	}
+	if out, err := exec.Command("sh", "-c", start).CombinedOutput(); err != nil { // #nosec G204 -- what the drill printed
+		t.Fatalf("%s: %v\n%s", start, err, out)
+	}
+	out, err := exec.Command("sh", "-c", connect+" -X -A -t -c 'SELECT count(*) FROM orders' -d shop").CombinedOutput() // #nosec G204 -- what the drill printed
+	if err != nil || strings.TrimSpace(string(out)) != "7000" {
+		t.Errorf("%s: %v: %s", connect, err, out)
+	}
+	_ = exec.Command("runuser", "-u", "postgres", "--", filepath.Join(c.Bin, "pg_ctl"), "-D", filepath.Join(dir, "data"), "-m", "immediate", "-w", "stop").Run()
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func drillFailingSql(t *testing.T, fx *drillBackups) {
+	s, incr1, incr2 := fx.site, fx.incr1, fx.incr2
+	bad := writeFile(t, filepath.Join(s.work, "bad.sql"), `SELECT 1;
 DO $$ BEGIN
   IF (SELECT count(*) FROM orders) < 1000000 THEN RAISE EXCEPTION 'fewer than a million orders'; END IF;
 END $$;
 `)
-		res := s.drill(t, "--sql", bad, "--sql-database", "shop")
-		if res.code != 7 || !strings.Contains(res.stderr, "sql in database shop") || !strings.Contains(res.stderr, "fewer than a million orders") ||
-			!strings.Contains(res.stderr, "bad.sql:") || !strings.Contains(res.stdout, "drill FAILED") {
-			t.Errorf("a failing assertion: %s", res)
-		}
-		s.nothingLeft(t)
-		out := mustWalvault(t, s.tg, nil, "status", "--no-server", "--state-file", "none", "--drill-state-file", s.state, "--max-drill-age", "1h")
-		if !strings.Contains(out, "last drill        FAILED of backup "+incr2) || !strings.Contains(out, "last success: backup "+incr1) {
-			t.Errorf("status after a failed drill:\n%s", out)
-		}
-	})
-
-	t.Run("target before the backup", func(t *testing.T) {
-		res := s.drill(t, "--backup", incr2, "--target-time", beforeIncr2)
-		if res.code != 2 || !strings.Contains(res.stderr, "not before the target time") {
-			t.Errorf("a target before the backup: %s", res)
-		}
-		s.nothingLeft(t)
-	})
-
-	t.Run("bad input", func(t *testing.T) {
-		full := filepath.Join(s.work, "full")
-		if err := os.Mkdir(full, 0o755); err != nil { // #nosec G301 -- test data
-			t.Fatal(err)
-		}
-		keep := writeFile(t, filepath.Join(full, "precious"), "mine")
-		// An identity only root can read: restore (as root) could use it,
-		// the server's restore_command (as postgres) could not.
-		rootOnly := filepath.Join(t.TempDir(), "root.key")
-		b, err := os.ReadFile(s.identity)
-		if err != nil {
-			t.Fatal(err)
-		}
-		writeFile(t, rootOnly, string(b))
-		hidden := filepath.Join(s.work, "hidden")
-		if err := os.Mkdir(hidden, 0o700); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Symlink(s.tg.ObjectPath(""), filepath.Join(hidden, "store")); err != nil {
-			t.Fatal(err)
-		}
-		for _, tt := range []struct {
-			args []string
-			code int
-			want string
-		}{
-			{[]string{"--dir", full}, 2, "is not empty"},
-			{[]string{"--max-size", "1MiB"}, 2, "--max-size"},
-			{[]string{"--amcheck=maybe"}, 2, "--amcheck"},
-			{[]string{"--sql-database", "shop"}, 2, "--sql"},
-			{[]string{"--target-action", "shutdown"}, 2, "--target-action"},
-			{[]string{"--owner", "root"}, 2, "root"},
-			{[]string{"--pg-bin-dir", s.work}, 2, "--pg-bin-dir"},
-			{[]string{"--identity-file", rootOnly}, 2, "who cannot read the identity file"},
-			// A store only root can get to: restore (as root) reads it,
-			// the server's restore_command (as postgres) could not; the
-			// probe finds out before anything is written.
-			{[]string{"--store", "file://" + filepath.Join(hidden, "store")}, 2, "restore_command fails when run as postgres"},
-		} {
-			res := s.drill(t, tt.args...)
-			if res.code != tt.code || !strings.Contains(res.stderr, tt.want) || strings.Count(strings.TrimSpace(res.stderr), "\n") > 0 {
-				t.Errorf("drill %v: want exit %d naming %s; got %s", tt.args, tt.code, tt.want, res)
-			}
-			s.nothingLeft(t)
-		}
-		if b, err := os.ReadFile(keep); err != nil || string(b) != "mine" {
-			t.Errorf("a refused --dir lost its file: %q %v", b, err)
-		}
-	})
-
-	sleep := writeFile(t, filepath.Join(s.work, "sleep.sql"), "SELECT pg_sleep(120);\n")
-	// midDrill starts a drill whose --sql sleeps, and returns once psql
-	// runs in the drill's server.
-	midDrill := func(t *testing.T) (*exec.Cmd, *bytes.Buffer, chan error) {
-		cmd := exec.Command(pgtest.Walvault(t), "drill", "--identity-file", s.identity, "--drill-state-file", s.state, "--sql", sleep, "--sql-database", "shop")
-		cmd.Env = walvaultEnv(s.tg, s.env())
-		stdout, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		running := make(chan string, 1)
-		go func() {
-			sc := bufio.NewScanner(stdout)
-			for sc.Scan() {
-				if strings.Contains(sc.Text(), "catalog template1") {
-					running <- sc.Text()
-				}
-			}
-		}()
-		select {
-		case <-running:
-		case <-time.After(2 * time.Minute):
-			_ = cmd.Process.Kill()
-			t.Fatalf("the drill did not get to its checks:\n%s", stderr.String())
-		}
-		time.Sleep(500 * time.Millisecond) // psql sleeps in database shop now
-		if procs := processesIn(s.tmp); len(procs) == 0 {
-			t.Fatal("no process runs in the drill's directory before the signal: the test would prove nothing")
-		}
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
-		return cmd, &stderr, done
+	res := s.drill(t, "--sql", bad, "--sql-database", "shop")
+	if res.code != 7 || !strings.Contains(res.stderr, "sql in database shop") || !strings.Contains(res.stderr, "fewer than a million orders") ||
+		!strings.Contains(res.stderr, "bad.sql:") || !strings.Contains(res.stdout, "drill FAILED") {
+		t.Errorf("a failing assertion: %s", res)
 	}
+	s.nothingLeft(t)
+	out := mustWalvault(t, s.tg, nil, "status", "--no-server", "--state-file", "none", "--drill-state-file", s.state, "--max-drill-age", "1h")
+	if !strings.Contains(out, "last drill        FAILED of backup "+incr2) || !strings.Contains(out, "last success: backup "+incr1) {
+		t.Errorf("status after a failed drill:\n%s", out)
+	}
+}
 
-	t.Run("SIGTERM", func(t *testing.T) {
-		cmd, stderr, done := midDrill(t)
-		began := time.Now()
-		if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-			t.Fatal(err)
+func drillTargetBeforeTheBackup(t *testing.T, fx *drillBackups) {
+	s, incr2, beforeIncr2 := fx.site, fx.incr2, fx.beforeIncr2
+	res := s.drill(t, "--backup", incr2, "--target-time", beforeIncr2)
+	if res.code != 2 || !strings.Contains(res.stderr, "not before the target time") {
+		t.Errorf("a target before the backup: %s", res)
+	}
+	s.nothingLeft(t)
+}
+
+func drillBadInput(t *testing.T, fx *drillBackups) {
+	s := fx.site
+	full := filepath.Join(s.work, "full")
+	if err := os.Mkdir(full, 0o755); err != nil { // #nosec G301 -- test data
+		t.Fatal(err)
+	}
+	keep := writeFile(t, filepath.Join(full, "precious"), "mine")
+	// An identity only root can read: restore (as root) could use it,
+	// the server's restore_command (as postgres) could not.
+	rootOnly := filepath.Join(t.TempDir(), "root.key")
+	b, err := os.ReadFile(s.identity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, rootOnly, string(b))
+	hidden := filepath.Join(s.work, "hidden")
+	if err := os.Mkdir(hidden, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(s.tg.ObjectPath(""), filepath.Join(hidden, "store")); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"--dir", full}, 2, "is not empty"},
+		{[]string{"--max-size", "1MiB"}, 2, "--max-size"},
+		{[]string{"--amcheck=maybe"}, 2, "--amcheck"},
+		{[]string{"--sql-database", "shop"}, 2, "--sql"},
+		{[]string{"--target-action", "shutdown"}, 2, "--target-action"},
+		{[]string{"--owner", "root"}, 2, "root"},
+		{[]string{"--pg-bin-dir", s.work}, 2, "--pg-bin-dir"},
+		{[]string{"--identity-file", rootOnly}, 2, "who cannot read the identity file"},
+		// A store only root can get to: restore (as root) reads it,
+		// the server's restore_command (as postgres) could not; the
+		// probe finds out before anything is written.
+		{[]string{"--store", "file://" + filepath.Join(hidden, "store")}, 2, "restore_command fails when run as postgres"},
+	} {
+		res := s.drill(t, tt.args...)
+		if res.code != tt.code || !strings.Contains(res.stderr, tt.want) || strings.Count(strings.TrimSpace(res.stderr), "\n") > 0 {
+			t.Errorf("drill %v: want exit %d naming %s; got %s", tt.args, tt.code, tt.want, res)
 		}
-		select {
-		case <-done:
-		case <-time.After(time.Minute):
-			_ = cmd.Process.Kill()
-			t.Fatal("the drill did not end within a minute of SIGTERM")
-		}
-		if code := cmd.ProcessState.ExitCode(); code != 9 || !strings.Contains(stderr.String(), "stopped by a signal") {
-			t.Errorf("after SIGTERM: exit %d, stderr %s", code, stderr.String())
-		}
-		t.Logf("ended %.1f s after SIGTERM", time.Since(began).Seconds())
 		s.nothingLeft(t)
-	})
+	}
+	if b, err := os.ReadFile(keep); err != nil || string(b) != "mine" {
+		t.Errorf("a refused --dir lost its file: %q %v", b, err)
+	}
+}
 
-	t.Run("SIGKILL", func(t *testing.T) {
-		// Nothing cleans up after SIGKILL, but the kernel stops the
-		// drill's server with it (an immediate shutdown).
-		cmd, _, done := midDrill(t)
+func drillSIGTERM(t *testing.T, fx *drillBackups) {
+	s := fx.site
+	cmd, stderr, done := fx.midDrill(t)
+	began := time.Now()
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		t.Logf("the drill ended: %v", err)
+	case <-time.After(time.Minute):
 		_ = cmd.Process.Kill()
-		<-done
-		deadline := time.Now().Add(30 * time.Second)
-		for len(processesIn(s.tmp)) > 0 && time.Now().Before(deadline) {
-			time.Sleep(100 * time.Millisecond)
-		}
-		if procs := processesIn(s.tmp); len(procs) > 0 {
-			t.Errorf("the drill's server outlived a SIGKILLed drill: %v", procs)
-		}
-		ents, _ := os.ReadDir(s.tmp)
-		for _, e := range ents {
-			_ = os.RemoveAll(filepath.Join(s.tmp, e.Name()))
-		}
-	})
+		t.Fatal("the drill did not end within a minute of SIGTERM")
+	}
+	if code := cmd.ProcessState.ExitCode(); code != 9 || !strings.Contains(stderr.String(), "stopped by a signal") {
+		t.Errorf("after SIGTERM: exit %d, stderr %s", code, stderr.String())
+	}
+	t.Logf("ended %.1f s after SIGTERM", time.Since(began).Seconds())
+	s.nothingLeft(t)
+}
 
-	t.Run("production untouched", func(t *testing.T) {
-		sameStore(t, "the drills", storeBefore, storeState(t, s.tg))
-		if tl := timeline(t, c); tl != tlBefore {
-			t.Errorf("the production server is on timeline %s, was %s", tl, tlBefore)
-		}
-		if got := psqlDB(t, c, "shop", "SELECT count(*) FROM orders"); got != "7000" {
-			t.Errorf("production has %s orders", got)
-		}
-		// The drills' servers promoted onto timeline 2 of their own: had
-		// any archived, the store would hold 00000002.history.
-		if _, err := os.Stat(s.tg.ObjectPath("wal/history/00000002.history")); err == nil {
-			t.Error("a drill archived a timeline history file into the store")
-		}
-	})
+func drillSIGKILL(t *testing.T, fx *drillBackups) {
+	s := fx.site
+	// Nothing cleans up after SIGKILL, but the kernel stops the
+	// drill's server with it (an immediate shutdown).
+	cmd, _, done := fx.midDrill(t)
+	_ = cmd.Process.Kill()
+	t.Logf("the drill ended: %v", <-done)
+	deadline := time.Now().Add(30 * time.Second)
+	for len(processesIn(s.tmp)) > 0 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if procs := processesIn(s.tmp); len(procs) > 0 {
+		t.Errorf("the drill's server outlived a SIGKILLed drill: %v", procs)
+	}
+	ents, _ := os.ReadDir(s.tmp)
+	for _, e := range ents {
+		_ = os.RemoveAll(filepath.Join(s.tmp, e.Name()))
+	}
+}
 
-	// The rest damages the production cluster or the store.
-	t.Run("amcheck finds a damaged index", func(t *testing.T) {
-		psqlDB(t, c, "shop", "CREATE TABLE victim AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 20000) g; CREATE INDEX victim_v ON victim (v)")
-		file := filepath.Join(c.Data, psqlDB(t, c, "shop", "SELECT pg_relation_filepath('victim_v')"))
-		c.Stop()
-		b, err := os.ReadFile(file)
-		if err != nil || len(b) < 3*8192 {
-			t.Fatalf("index file %s: %d bytes, %v", file, len(b), err)
-		}
-		// Reverse the tuple data of a leaf page: keys out of order, the
-		// page header intact.
-		page := b[8192 : 2*8192]
-		for i, j := 1024, 8192-64; i < j; i, j = i+1, j-1 {
-			page[i], page[j] = page[j], page[i]
-		}
-		if err := os.WriteFile(file, b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		c.Start()
-		damaged := s.backup(t)
-		c.WaitArchived(c.SwitchWAL(), 90*time.Second)
-		res := s.drill(t, "--backup", damaged, "--amcheck")
-		if res.code != 7 || !strings.Contains(res.stderr, "amcheck in database shop") || !strings.Contains(res.stderr, "victim_v") {
-			t.Errorf("a damaged index: %s", res)
-		}
-		s.nothingLeft(t)
-	})
+func drillProductionUntouched(t *testing.T, fx *drillBackups) {
+	s, c, storeBefore, tlBefore := fx.site, fx.site.c, fx.storeBefore, fx.tlBefore
+	sameStore(t, "the drills", storeBefore, storeState(t, s.tg))
+	if tl := timeline(t, c); tl != tlBefore {
+		t.Errorf("the production server is on timeline %s, was %s", tl, tlBefore)
+	}
+	if got := psqlDB(t, c, "shop", "SELECT count(*) FROM orders"); got != "7000" {
+		t.Errorf("production has %s orders", got)
+	}
+	// The drills' servers promoted onto timeline 2 of their own: had
+	// any archived, the store would hold 00000002.history.
+	if _, err := os.Stat(s.tg.ObjectPath("wal/history/00000002.history")); err == nil {
+		t.Error("a drill archived a timeline history file into the store")
+	}
+}
 
-	t.Run("corrupted part", func(t *testing.T) {
-		parts, _ := filepath.Glob(s.tg.ObjectPath("backups/" + full + "/part-*"))
-		if len(parts) == 0 {
-			t.Fatal("no parts")
-		}
-		sort.Strings(parts)
-		flipByte(t, parts[0])
-		res := s.drill(t, "--backup", full)
-		if res.code != 4 || !strings.Contains(res.stderr, filepath.Base(parts[0])) || !strings.Contains(res.stdout, "FAIL  restore") {
-			t.Errorf("a corrupted part: %s", res)
-		}
-		s.nothingLeft(t)
-	})
+func drillAmcheckFindsADamagedIndex(t *testing.T, fx *drillBackups) {
+	s, c := fx.site, fx.site.c
+	psqlDB(t, c, "shop", "CREATE TABLE victim AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 20000) g; CREATE INDEX victim_v ON victim (v)")
+	file := filepath.Join(c.Data, psqlDB(t, c, "shop", "SELECT pg_relation_filepath('victim_v')"))
+	c.Stop()
+	b, err := os.ReadFile(file)
+	if err != nil || len(b) < 3*8192 {
+		t.Fatalf("index file %s: %d bytes, %v", file, len(b), err)
+	}
+	// Reverse the tuple data of a leaf page: keys out of order, the
+	// page header intact.
+	page := b[8192 : 2*8192]
+	for i, j := 1024, 8192-64; i < j; i, j = i+1, j-1 {
+		page[i], page[j] = page[j], page[i]
+	}
+	if err := os.WriteFile(file, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c.Start()
+	damaged := s.backup(t)
+	c.WaitArchived(c.SwitchWAL(), 90*time.Second)
+	res := s.drill(t, "--backup", damaged, "--amcheck")
+	if res.code != 7 || !strings.Contains(res.stderr, "amcheck in database shop") || !strings.Contains(res.stderr, "victim_v") {
+		t.Errorf("a damaged index: %s", res)
+	}
+	s.nothingLeft(t)
+}
 
-	t.Run("missing WAL segment", func(t *testing.T) {
-		gone := afterIncr2[1]
-		p := s.tg.ObjectPath("wal/" + gone[:16] + "/" + gone)
-		if err := os.Remove(p); err != nil {
-			t.Fatal(err)
-		}
-		res := s.drill(t, "--backup", incr2)
-		if res.code != 4 || !strings.Contains(res.stderr, gone) {
-			t.Errorf("a missing segment before the target: %s", res)
-		}
-		s.nothingLeft(t)
-	})
+func drillCorruptedPart(t *testing.T, fx *drillBackups) {
+	s, full := fx.site, fx.full
+	parts, _ := filepath.Glob(s.tg.ObjectPath("backups/" + full + "/part-*"))
+	if len(parts) == 0 {
+		t.Fatal("no parts")
+	}
+	sort.Strings(parts)
+	flipByte(t, parts[0])
+	res := s.drill(t, "--backup", full)
+	if res.code != 4 || !strings.Contains(res.stderr, filepath.Base(parts[0])) || !strings.Contains(res.stdout, "FAIL  restore") {
+		t.Errorf("a corrupted part: %s", res)
+	}
+	s.nothingLeft(t)
+}
+
+func drillMissingWALSegment(t *testing.T, fx *drillBackups) {
+	s, incr2, afterIncr2 := fx.site, fx.incr2, fx.afterIncr2
+	gone := afterIncr2[1]
+	p := s.tg.ObjectPath("wal/" + gone[:16] + "/" + gone)
+	if err := os.Remove(p); err != nil {
+		t.Fatal(err)
+	}
+	res := s.drill(t, "--backup", incr2)
+	if res.code != 4 || !strings.Contains(res.stderr, gone) {
+		t.Errorf("a missing segment before the target: %s", res)
+	}
+	s.nothingLeft(t)
 }
 
 func finalLine(s string) string {

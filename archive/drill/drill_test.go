@@ -227,7 +227,7 @@ func TestLogFollower(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	l := &logFollower{path: p}
 	_, _ = f.WriteString("LOG:  starting PostgreSQL 15\nLOG:  consistent recovery state reached at 0/3000")
 	l.poll()
@@ -347,7 +347,7 @@ func TestChooseAccount(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer os.RemoveAll(top)
+	defer func() { _ = os.RemoveAll(top) }()
 	if err := os.Chmod(top, 0o700); err != nil {
 		t.Fatal(err)
 	}
