@@ -1,6 +1,7 @@
 // Package systemd writes walvault's systemd units: backup-push and
 // dump-push as services with timers, the archiving agent as a template
-// unit, and the restore drill as a service with a timer. The unit files are templates embedded here, filled with an
+// unit, and the restore drill as a service with a timer. The unit files
+// are templates embedded here, filled with an
 // installation's binary, its config file and the cluster's user; every value
 // that comes from outside is validated and quoted per systemd.syntax(7)
 // before it reaches a template, so the templates never escape anything
