@@ -11,6 +11,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
@@ -52,6 +53,13 @@ type Options struct {
 	// as root for another owner, restore refuses them up front when that
 	// owner cannot read them.
 	ServerReads []ServerFile
+	// Chosen, when set, is told which backup restore picked, with the
+	// catalog it was picked from, once the archive is known to reach the
+	// target and before anything is written. An error stops the restore;
+	// the directories it returns are added to TablespaceMap. The drill uses
+	// it to refuse a restore larger than its disk and to keep every
+	// tablespace inside its own directory.
+	Chosen func(m *repo.Manifest, cat *repo.Catalog) (map[string]string, error)
 }
 
 // Result says what restore did.
@@ -129,9 +137,21 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Result, error) {
 	if err := checkServerReads(own, opts.ServerReads); err != nil {
 		return nil, err
 	}
-	m, err := pickBackup(ctx, r, opts)
+	m, cat, err := pickBackup(ctx, r, opts)
 	if err != nil {
 		return nil, err
+	}
+	if opts.Chosen != nil {
+		more, err := opts.Chosen(m, cat)
+		if err != nil {
+			return nil, err
+		}
+		if len(more) > 0 {
+			tmap := make(map[string]string, len(opts.TablespaceMap)+len(more))
+			maps.Copy(tmap, opts.TablespaceMap)
+			maps.Copy(tmap, more)
+			opts.TablespaceMap = tmap
+		}
 	}
 	// A proof was checked on every object read, the manifest included,
 	// unless the user allowed unsigned ones.
@@ -170,36 +190,36 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Result, error) {
 // pickBackup reads the bucket once (backups, WAL listing, histories),
 // chooses the backup for the target, reads its whole manifest and checks
 // that the archived WAL can bring it to the target.
-func pickBackup(ctx context.Context, r *repo.Repo, opts Options) (*repo.Manifest, error) {
+func pickBackup(ctx context.Context, r *repo.Repo, opts Options) (*repo.Manifest, *repo.Catalog, error) {
 	cat, err := r.LoadCatalog(ctx, repo.CatalogOptions{WAL: repo.WALOfBackups, History: true})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	m, err := chooseBackup(cat, opts)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if m, err = r.ReadManifest(ctx, m.Name, false); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := checkWAL(r, cat, m, opts.Target); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	// The listing said the WAL is there; its proofs say it is this
 	// cluster's, written by the database host. One that fails is a gap.
 	bad, err := cat.AuthenticateWAL(ctx, walToTarget(cat, m, opts.Target))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if len(bad) > 0 {
 		for _, b := range bad {
 			slog.Warn("WAL object fails authentication: taken as missing", "key", b.Key, "err", b.Err)
 		}
 		if err := checkWAL(r, cat, m, opts.Target); err != nil {
-			return nil, fmt.Errorf("%w (%d WAL object(s) fail authentication, the first %s: %s)", err, len(bad), bad[0].Key, bad[0].Err)
+			return nil, nil, fmt.Errorf("%w (%d WAL object(s) fail authentication, the first %s: %s)", err, len(bad), bad[0].Key, bad[0].Err)
 		}
 	}
-	return m, nil
+	return m, cat, nil
 }
 
 // write restores m into dest: the parts, then links, modes and owner, then
