@@ -24,6 +24,7 @@ import (
 	"github.com/walvault/walvault/archive/repo"
 	"github.com/walvault/walvault/archive/wal"
 	"github.com/walvault/walvault/cloud"
+	"github.com/walvault/walvault/cloud/ratelimit"
 	"github.com/walvault/walvault/crypto"
 )
 
@@ -382,12 +383,49 @@ func openArchive(c *cli.Context, a access) (*repo.Repo, error) {
 	// an empty archive (wal-fetch must not answer "not in the archive",
 	// which ends recovery).
 	so.MustExist = a&writes == 0 || c.Command.Name == "backup-mark"
+	limits, err := rateLimits(c)
+	if err != nil {
+		return nil, err
+	}
 	st, err := cloud.Open(c.Context, c.String("store"), so)
 	if err != nil {
 		return nil, err
 	}
-	cfg.Store = st
+	cfg.Store = ratelimit.Wrap(st, limits)
 	return cfg, nil
+}
+
+// rateLimits are the process's buckets for --max-upload-rate and
+// --max-download-rate: every store this process opens with the same
+// rates, and every worker of each, shares them.
+func rateLimits(c *cli.Context) (ratelimit.Limits, error) {
+	var rates [2]int64
+	for i, name := range []string{"max-upload-rate", "max-download-rate"} {
+		if !hasFlag(c.Command.Flags, name) {
+			continue
+		}
+		v, err := parseRate(c.String(name))
+		if err != nil {
+			return ratelimit.Limits{}, usageError("--%s: %v", name, err)
+		}
+		rates[i] = v
+	}
+	return ratelimit.Shared(rates[0], rates[1]), nil
+}
+
+// parseRate reads a rate in bytes per second: 20MiB, 20MiB/s, 500k,
+// 1048576 ("" or 0: no limit). Units are binary, as for --part-size.
+func parseRate(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	t = strings.TrimSuffix(strings.TrimSuffix(t, "/s"), "ps")
+	if t == "" || t == "0" {
+		return 0, nil
+	}
+	n, err := parseSize(t)
+	if err != nil {
+		return 0, fmt.Errorf("rate %q: expected bytes per second such as 20MiB, 500KiB or 0 for no limit", s)
+	}
+	return n, nil
 }
 
 // wantArgs checks the number of positional arguments.
