@@ -126,6 +126,11 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 	// What reaches stderr (errors, logs, SDK messages) loses the
 	// credentials a URL carries.
 	stderr = redactedStderr(stderr)
+	// --json on a command that reports a result: one object on stdout at
+	// the very end, whatever happened (registered first: it runs last,
+	// once a panic has become exit 9).
+	var rep reporter
+	defer func() { rep.emit(code) }()
 	defer func() {
 		// A bug must not look like success, nor like "file not found" (1) or a
 		// fatal signal (>125) to PostgreSQL.
@@ -138,9 +143,14 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 		args = []string{"walvault"}
 	}
 	// The one line run prints is scrubbed also when stderr is a terminal.
-	say := func(format string, a ...any) { fmt.Fprintln(stderr, graphicOnly(scrubURLs(fmt.Sprintf(format, a...)))) }
+	say := func(format string, a ...any) {
+		line := graphicOnly(scrubURLs(fmt.Sprintf(format, a...)))
+		rep.reason(line)
+		fmt.Fprintln(stderr, line)
+	}
 	out := &outputWriter{w: stdout}
 	app := newApp(out, stderr)
+	rep.start(app, out, args)
 	// SIGQUIT is how PostgreSQL ends a running archive or restore command
 	// on an immediate shutdown: caught, it cancels the work like the others
 	// do, instead of Go's default goroutine dump into the server log.
