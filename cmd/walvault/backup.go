@@ -235,7 +235,7 @@ func backupResult(out result, res *backup.Result) {
 		"duration_seconds": res.Duration.Seconds(), "checkpoint_seconds": res.Checkpoint.Seconds(),
 		"copy_seconds": res.Copy.Seconds(), "wal_wait_seconds": res.WALWait.Seconds(),
 		"system_identifier": m.SystemIdentifier, "pg_version": m.PGVersion, "hostname": m.Hostname, "pgdata": m.PGData,
-		"compression": m.Compression, "encrypted": m.Encrypted,
+		"compression": m.Compression, "encrypted": m.Encrypted, "from_standby": m.FromStandby,
 	} {
 		out.set(k, v)
 	}
@@ -268,6 +268,10 @@ type listEntry struct {
 	Permanent        bool              `json:"permanent"`
 	Annotations      map[string]string `json:"annotations,omitempty"`
 	WAL              repo.WALRange     `json:"wal"`
+	// FromStandby: taken on a standby; Hostname and PGData say where.
+	FromStandby bool   `json:"from_standby"`
+	Hostname    string `json:"hostname,omitempty"`
+	PGData      string `json:"pgdata"`
 	// Type is "full" or "incremental"; Chain names an incremental's
 	// ancestors from its parent back to the full ([] for a full);
 	// ChainStoredSize is what restoring it reads (its own stored size
@@ -315,6 +319,7 @@ func backupList(c *cli.Context) error {
 			StartLSN: m.StartLSN.String(), StopLSN: m.StopLSN.String(), StartWAL: m.StartWAL, StopWAL: m.StopWAL, PGVersion: m.PGVersion,
 			SystemIdentifier: m.SystemIdentifier, DataSize: m.DataSize, StoredSize: m.StoredSize, Compression: m.Compression,
 			Encrypted: m.Encrypted, Permanent: m.Permanent, Annotations: m.Annotations, WAL: cat.WAL(m.SegmentSize).Range(m),
+			FromStandby: m.FromStandby, Hostname: m.Hostname, PGData: m.PGData,
 			Type: repo.BackupFull, Parent: m.Parent, Chain: append([]string{}, m.Chain...), ChainStoredSize: cat.ChainStoredSize(m)})
 		if m.Incremental() {
 			entries[len(entries)-1].Type = repo.BackupIncremental
@@ -385,10 +390,17 @@ const listTime = "2006-01-02 15:04"
 // listFlags is backup-list's FLAGS column: perm for a permanent backup,
 // "-" for none.
 func listFlags(e listEntry) string {
+	var f []string
 	if e.Permanent {
-		return "perm"
+		f = append(f, "perm")
 	}
-	return "-"
+	if e.FromStandby {
+		f = append(f, "stby")
+	}
+	if len(f) == 0 {
+		return "-"
+	}
+	return strings.Join(f, ",")
 }
 
 // shortParent names a parent in backup-list by the start time in its name
