@@ -173,7 +173,6 @@ func TestStandbyBackup(t *testing.T) {
 
 func itoa(n int) string { return strconv.Itoa(n) }
 
-
 // waitFor polls cond for up to a minute.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
