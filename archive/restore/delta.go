@@ -279,7 +279,7 @@ func compareFiles(ctx context.Context, x *extractor, files []*repo.File, local m
 			if err != nil {
 				return fmt.Errorf("reading %s: %w", filepath.Join(l.root.Name(), l.rel), err)
 			}
-			defer in.Close()
+			defer func() { _ = in.Close() }()
 			buf := bufs.Get().(*[]byte)
 			defer bufs.Put(buf)
 			var crc repo.CRC32C
