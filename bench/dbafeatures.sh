@@ -38,7 +38,7 @@ chown postgres: "$WORK"
 as_pg() { runuser -u postgres -- "$@"; }
 AGENT_PID=
 cleanup() {
-	[ -n "$AGENT_PID" ] && kill "$AGENT_PID" 2>/dev/null || true
+	[ -n "$AGENT_PID" ] && kill ${AGENT_CHILD:-} "$AGENT_PID" 2>/dev/null || true
 	for d in "$WORK"/d-*; do
 		[ -f "$d/postmaster.pid" ] && as_pg "$PGBIN/pg_ctl" -D "$d" -m immediate -w stop >/dev/null 2>&1 || true
 	done
@@ -59,9 +59,9 @@ pct() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", 100 * a / b }'; }
 verdict() { awk -v v="$1" -v t="$2" 'BEGIN { print (v <= t) ? "meets" : "MISSES" }'; }
 # cluster NAME PORT [initdb args...]: a running cluster archiving to WORK/store-NAME
 cluster() {
-	local d=$WORK/d-$1 port=$2; shift 2
+	local name=$1 d=$WORK/d-$1 port=$2; shift 2
 	as_pg "$PGBIN/initdb" -D "$d" --no-sync -U postgres --auth=trust -E UTF8 --locale=C "$@" >/dev/null
-	as_pg mkdir -p "$WORK/store-$1"
+	as_pg mkdir -p "$WORK/store-$name"
 	cat >>"$d/postgresql.conf" <<EOC
 listen_addresses = ''
 port = $port
@@ -72,9 +72,9 @@ checkpoint_timeout = '1h'
 wal_keep_size = '4GB'
 archive_mode = on
 archive_timeout = '1s'
-archive_command = '$WV wal-push --store file://$WORK/store-$1 %p'
+archive_command = '$WV wal-push --store file://$WORK/store-$name %p'
 EOC
-	as_pg "$PGBIN/pg_ctl" -D "$d" -l "$WORK/$1.log" -w start >/dev/null
+	as_pg "$PGBIN/pg_ctl" -D "$d" -l "$WORK/$name.log" -w start >/dev/null
 }
 wait_archived() {
 	local last
@@ -92,7 +92,8 @@ cluster delta 5561 --data-checksums
 "$PGBIN/pgbench" -p 5561 -i -s "$SCALE" -q >/dev/null 2>&1
 psql 5561 CHECKPOINT >/dev/null
 wait_archived 5561
-PGPORT=5561 as_pg "$WV" backup-push --store "file://$WORK/store-delta" --fast-checkpoint --log-level warn --json >"$WORK/bk.json"
+PGPORT=5561 as_pg "$WV" backup-push --store "file://$WORK/store-delta" --fast-checkpoint --log-level warn --json --wal-archive-timeout 60s >"$WORK/bk.json" ||
+	die "backup-push failed: $(cat "$WORK/bk.json")"
 NAME=$(jq -r .name "$WORK/bk.json")
 STORED=$(jq -r .stored_size "$WORK/bk.json")
 rows=$((SCALE * 1000))
@@ -120,6 +121,17 @@ CMP=$(jq -r '.delta.compare_seconds' "$WORK/delta.json")
 RATIO=$(awk -v a="$SECS_delta" -v b="$SECS_clean" 'BEGIN { printf "%.1f", 100 * a / b }')
 RATIO_T=$(awk -v a="$SECS_bytime" -v b="$SECS_clean" 'BEGIN { printf "%.1f", 100 * a / b }')
 
+cat <<EOT
+
+Issue 21 targets, one run ($(date -u +%F), $(nproc) cores), walvault $("$WV" version)
+
+1. Delta restore, pgbench -s $SCALE, backup $(mib "$STORED") MiB stored, then UPDATE of aid <= $rows (1%), server stopped
+   clean restore into an empty directory   ${SECS_clean} s, read $(mib "$READ_clean") MiB
+   restore --delta                         ${SECS_delta} s (${RATIO}% of clean; target <= 25%: $(verdict "$RATIO" 25)), read $(mib "$READ_delta") MiB = $(pct "$READ_delta" "$STORED")% of stored (target <= 5%: $(verdict "$(pct "$READ_delta" "$STORED")" 5))
+                                           kept $(mib "$KEPT") MiB, wrote $(mib "$FETCHED") MiB, compare ${CMP} s
+   restore --delta-by-time                 ${SECS_bytime} s (${RATIO_T}% of clean), read $(mib "$READ_bytime") MiB
+EOT
+
 # --- 2. standby backups and the primary's TPS
 say "standby: pgbench -s $TPS_SCALE, $TPS_SECONDS s per case"
 cluster prim 5562
@@ -145,10 +157,18 @@ COST_PRIM=$(awk -v a="$TPS_PRIM" -v b="$TPS_BASE" 'BEGIN { printf "%.1f", 100 * 
 COST_STBY=$(awk -v a="$TPS_STBY" -v b="$TPS_BASE" 'BEGIN { printf "%.1f", 100 * (1 - a / b) }')
 STBY_FLAG=$(as_pg "$WV" backup-list --store "file://$WORK/store-prim" --json | jq '[.[] | select(.from_standby)] | length')
 
+cat <<EOT
+
+2. Primary's pgbench TPS (-c 2, ${TPS_SECONDS} s, -s $TPS_SCALE), same machine as the standby
+   no backup                               $TPS_BASE
+   backups of the primary, back to back    $TPS_PRIM ($N_PRIM backups; cost ${COST_PRIM}%)
+   backups of the standby, back to back    $TPS_STBY ($N_STBY backups; cost ${COST_STBY}%; target <= 5%: $(verdict "$COST_STBY" 5)); from_standby backups listed: $STBY_FLAG
+EOT
+
 # --- 3. rate limits
 say "rate limits: 20MiB/s"
 LIMIT=$((20 << 20))
-PGPORT=5562 as_pg "$WV" backup-push --store "file://$WORK/store-rate" --compression none --fast-checkpoint --log-level warn --json \
+PGPORT=5562 as_pg "$WV" backup-push --store "file://$WORK/store-prim" --compression none --fast-checkpoint --log-level warn --json \
 	--max-upload-rate 20MiB --pgdata "$WORK/d-prim" >"$WORK/rate.json"
 RATE_BK=$(jq -r '.stored_size / .copy_seconds' "$WORK/rate.json")
 # The agent: a backlog of segments written while archive_command did nothing.
@@ -161,26 +181,15 @@ READY=$(ls "$WORK/d-prim/pg_wal/archive_status" | grep -c '\.ready$' || true)
 as_pg mkdir -p "$WORK/store-agent"
 as_pg "$WV" agent --pgdata "$WORK/d-prim" --store "file://$WORK/store-agent" --compression none --max-upload-rate 20MiB --log-level warn &
 AGENT_PID=$!
+sleep 0.5
+AGENT_CHILD=$(pgrep -P "$AGENT_PID" || true) # runuser does not pass SIGTERM on: stop the agent itself
 size() { du -sb "$WORK/store-agent" | awk '{ print $1 }'; }
 sleep 3
 s0=$(size); t0=$(now); sleep 10; s1=$(size); t1=$(now)
 RATE_AG=$(awk -v a="$s0" -v b="$s1" -v t="$(secs "$t0" "$t1")" 'BEGIN { printf "%.0f", (b - a) / t }')
-kill "$AGENT_PID"; wait "$AGENT_PID" 2>/dev/null || true; AGENT_PID=
+kill $AGENT_CHILD "$AGENT_PID" 2>/dev/null || true; wait "$AGENT_PID" 2>/dev/null || true; AGENT_PID=
 
 cat <<EOT
-
-Issue 21 targets, one run ($(date -u +%F), $(nproc) cores), walvault $("$WV" version)
-
-1. Delta restore, pgbench -s $SCALE, backup $(mib "$STORED") MiB stored, then UPDATE of aid <= $rows (1%), server stopped
-   clean restore into an empty directory   ${SECS_clean} s, read $(mib "$READ_clean") MiB
-   restore --delta                         ${SECS_delta} s (${RATIO}% of clean; target <= 25%: $(verdict "$RATIO" 25)), read $(mib "$READ_delta") MiB = $(pct "$READ_delta" "$STORED")% of stored (target <= 5%: $(verdict "$(pct "$READ_delta" "$STORED")" 5))
-                                           kept $(mib "$KEPT") MiB, wrote $(mib "$FETCHED") MiB, compare ${CMP} s
-   restore --delta-by-time                 ${SECS_bytime} s (${RATIO_T}% of clean), read $(mib "$READ_bytime") MiB
-
-2. Primary's pgbench TPS (-c 2, ${TPS_SECONDS} s, -s $TPS_SCALE), same machine as the standby
-   no backup                               $TPS_BASE
-   backups of the primary, back to back    $TPS_PRIM ($N_PRIM backups; cost ${COST_PRIM}%)
-   backups of the standby, back to back    $TPS_STBY ($N_STBY backups; cost ${COST_STBY}%; target <= 5%: $(verdict "$COST_STBY" 5)); from_standby backups listed: $STBY_FLAG
 
 3. --max-upload-rate 20MiB (20971520 B/s)
    backup-push, compression none            $(awk -v r="$RATE_BK" 'BEGIN { printf "%.0f B/s = %.1f%% of the limit", r, 100 * r / 20971520 }')
