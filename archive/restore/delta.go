@@ -68,6 +68,11 @@ func checkDeltaDest(dest string, m *repo.Manifest) error {
 	if pid, alive := postmasterAlive(dest); alive {
 		return fmt.Errorf("%w: --delta: a server (postmaster.pid, process %d) is running in %s: stop it first (pg_ctl -D %s stop)", archive.ErrBadInput, pid, dest, dest)
 	}
+	if fi, err := os.Lstat(filepath.Join(dest, "pg_wal")); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
+		// Restore writes no file through a link; replacing it with a
+		// directory would leave the WAL disk behind without a word.
+		return fmt.Errorf("%w: --delta: %s/pg_wal is a symbolic link (initdb --waldir): restore writes nothing through links; remove the link (and the old WAL it leads to) and run the delta restore again, then move pg_wal back with the server stopped", archive.ErrBadInput, dest)
+	}
 	want, _ := strconv.ParseUint(m.SystemIdentifier, 10, 64)
 	got, err := pg.ControlSystemID(dest)
 	if errors.Is(err, fs.ErrNotExist) {

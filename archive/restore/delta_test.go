@@ -256,3 +256,63 @@ func TestDeltaRestoreChain(t *testing.T) {
 		t.Errorf("read %d of the chain's %d parts", res.PartsRead, res.PartsTotal)
 	}
 }
+
+// TestDeltaRestoreAgainAfterAFailure: a delta restore that fails once it
+// has removed pg_control (a damaged part) leaves the directory
+// unstartable but recognisable: a delta restore of another backup of the
+// same cluster finishes the job.
+func TestDeltaRestoreAgainAfterAFailure(t *testing.T) {
+	ctx := context.Background()
+	root := t.TempDir()
+	src := filepath.Join(root, "src")
+	writeTree(t, src, map[string]string{"PG_VERSION": "15\n", "global/pg_control": controlOf(1, "control"),
+		"base/1/1259": strings.Repeat("a", 100), "base/1/1249": strings.Repeat("b", 100)})
+	st, err := cloud.Open(ctx, "file://"+filepath.Join(root, "store"), cloud.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := signedRepo(t, st)
+	backuptest.PutWAL(t, r, "000000010000000000000002")
+	pushTestBackup(t, r, src, "base_good", nil)
+	bad := pushTestBackup(t, r, src, "base_bad", nil)
+	dest := filepath.Join(root, "dest")
+	opts := Options{Dest: dest, Backup: "base_good", FetchArgv: []string{"x"}}
+	if _, err := Run(ctx, r, opts); err != nil {
+		t.Fatal(err)
+	}
+	writeTree(t, dest, map[string]string{"base/1/1259": strings.Repeat("c", 100)})
+	// Damage every part of base_bad: the file that differs is in one.
+	for _, p := range bad.Parts {
+		key := "backups/base_bad/" + p.Name
+		body, meta := backuptest.GetObject(t, st, key)
+		body[len(body)/2] ^= 0xff
+		backuptest.PutObject(t, st, key, body, meta)
+	}
+	opts.Backup, opts.Delta = "base_bad", true
+	if _, err := Run(ctx, r, opts); !errors.Is(err, archive.ErrIntegrity) {
+		t.Fatalf("delta restore of a damaged backup: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dest, "global/pg_control")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatal("a failed delta restore left a pg_control to start from")
+	}
+	opts.Backup = "base_good"
+	if _, err := Run(ctx, r, opts); err != nil {
+		t.Fatalf("delta restore after a failed one: %v", err)
+	}
+	if readAll(t, filepath.Join(dest, "base/1/1259")) != strings.Repeat("a", 100) || readAll(t, filepath.Join(dest, "global/pg_control")) != controlOf(1, "control") {
+		t.Fatal("the second delta restore did not finish the job")
+	}
+	if _, err := os.Stat(filepath.Join(dest, deltaMarker)); !errors.Is(err, os.ErrNotExist) {
+		t.Error("the marker outlived a delta restore that finished")
+	}
+	// A pg_wal that is a link is refused, not replaced.
+	if err := os.RemoveAll(filepath.Join(dest, "pg_wal")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(root, filepath.Join(dest, "pg_wal")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Run(ctx, r, opts); !errors.Is(err, archive.ErrBadInput) || !strings.Contains(err.Error(), "symbolic link") {
+		t.Fatalf("delta restore with pg_wal a link: %v", err)
+	}
+}
