@@ -184,3 +184,66 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(200 * time.Millisecond)
 	}
 }
+
+// TestJSONResults: dump-push (one database, --all, a missing database),
+// dump-restore, dump-fetch (and over an existing file) and delete
+// --confirm with --json end with one object on stdout whose fields say
+// what happened, on success and on failure.
+func TestJSONResults(t *testing.T) {
+	tg := newTarget(t, "file")
+	c := pgtest.New(t, pgtest.Options{})
+	c.Start()
+	c.Psql("CREATE DATABASE shop")
+	dumpPSQL(t, c, "shop", dumpSchema)
+	work := pgtest.WorkDir(t)
+	identity, recipient := keygen(t, work)
+	env := append(c.PGEnv(), "WALVAULT_RECIPIENT="+recipient)
+
+	obj := jsonResult(t, tg, env, 0, "dump-push", "shop")
+	name, _ := obj["name"].(string)
+	dumps, _ := obj["dumps"].([]any)
+	if !strings.HasSuffix(name, "_shop") || obj["database"] != "shop" || obj["stored_size"].(float64) <= 0 || len(dumps) != 1 || obj["error"] != nil {
+		t.Fatalf("dump-push --json: %v", obj)
+	}
+	obj = jsonResult(t, tg, env, 6, "dump-push", "nosuchdb")
+	if e, _ := obj["error"].(string); obj["ok"] != false || !strings.Contains(e, `"nosuchdb" does not exist`) {
+		t.Fatalf("dump-push of a missing database --json: %v", obj)
+	}
+	time.Sleep(1100 * time.Millisecond) // dump names carry the second
+	obj = jsonResult(t, tg, env, 0, "dump-push", "--all")
+	dumps, _ = obj["dumps"].([]any)
+	if len(dumps) < 3 || obj["failures"] == nil || len(obj["failures"].([]any)) != 0 {
+		t.Fatalf("dump-push --all --json (globals, postgres, shop and failures []): %v", obj)
+	}
+
+	c.Psql("CREATE DATABASE copy1")
+	obj = jsonResult(t, tg, nil, 0, "dump-restore", name, "--dbname", c.ConnString("copy1"), "--database", "shop", "--identity-file", identity)
+	if obj["name"] != name || obj["database"] != "shop" || obj["duration_seconds"] == nil {
+		t.Fatalf("dump-restore --json: %v", obj)
+	}
+	sameDatabase(t, c, "shop", "copy1")
+	obj = jsonResult(t, tg, nil, 6, "dump-restore", name, "--dbname", c.ConnString("nosuchdb"), "--database", "shop", "--identity-file", identity)
+	if e, _ := obj["error"].(string); obj["name"] != name || !strings.Contains(e, "nosuchdb") {
+		t.Fatalf("dump-restore into a missing database --json: %v", obj)
+	}
+
+	file := filepath.Join(work, "shop.dump")
+	obj = jsonResult(t, tg, nil, 0, "dump-fetch", name, file, "--identity-file", identity)
+	st, err := os.Stat(file)
+	if err != nil || obj["file"] != file || obj["size"] != float64(st.Size()) || obj["name"] != name {
+		t.Fatalf("dump-fetch --json: %v (file: %v)", obj, err)
+	}
+	obj = jsonResult(t, tg, nil, 2, "dump-fetch", name, file, "--identity-file", identity)
+	if e, _ := obj["error"].(string); !strings.Contains(e, "already exists") {
+		t.Fatalf("dump-fetch over an existing file --json: %v", obj)
+	}
+
+	obj = jsonResult(t, tg, nil, 0, "delete", "--retain-dumps", "1", "--confirm")
+	res, _ := obj["result"].(map[string]any)
+	if obj["dry_run"] != false || res == nil || res["dumps"] != float64(1) {
+		t.Fatalf("delete --confirm --json (the first shop dump goes): %v", obj)
+	}
+	if list := listDumps(t, tg); len(list) != len(dumps) {
+		t.Fatalf("after delete: %+v", list)
+	}
+}

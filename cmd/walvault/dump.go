@@ -86,6 +86,7 @@ func dumpCommands() []*cli.Command {
 				"LATEST is the newest database dump, as for dump-restore.",
 			Flags: join(storeFlags(), []cli.Flag{
 				&cli.StringFlag{Name: "database", Usage: "the database whose dump to fetch: LATEST is its newest"},
+				boolFlag("json", "end with one JSON object on stdout (what was written, or why it failed) instead of the summary line"),
 			}),
 			Action: dumpFetch,
 		},
@@ -129,6 +130,7 @@ func dumpPush(c *cli.Context) error {
 		}
 		return nil
 	}
+	out.set("failures", []map[string]string{}) // with --all, always there
 	res, err := dump.PushAll(c.Context, r, o, pushed)
 	if err != nil {
 		return err
@@ -313,8 +315,17 @@ func dumpFetch(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	out := resultOf(c)
+	for k, v := range map[string]any{"name": m.Name, "kind": m.Kind, "database": m.Database, "file": c.Args().Get(1), "size": m.Size, "stored_size": m.StoredSize} {
+		out.set(k, v)
+	}
+	start := time.Now()
 	if err := dump.Fetch(c.Context, r, m, c.Args().Get(1)); err != nil {
 		return err
+	}
+	out.set("duration_seconds", time.Since(start).Seconds())
+	if out != nil {
+		return nil
 	}
 	fmt.Fprintf(c.App.Writer, "dump %s written to %s (%s)\n", m.Name, c.Args().Get(1), archive.HumanBytes(m.Size))
 	return nil

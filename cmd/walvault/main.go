@@ -77,6 +77,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		commands = append(commands, mk()...)
 	}
 	sort.SliceStable(commands, func(i, j int) bool { return commands[i].Name < commands[j].Name })
+	addJSONFlags(commands)
 	for _, c := range commands {
 		if hasFlag(c.Flags, "config") {
 			c.Before = chain(applyConfigFile, c.Before)

@@ -12,8 +12,19 @@ import (
 // JSON object on stdout when they end, success or failure: the fields the
 // command set (resultOf), and always "command", "ok", "exit_code" and
 // "error" (the one line walvault printed on stderr, null on success).
-// Logs stay on stderr. (A command that copies an archive should join.)
-var resultCommands = []string{"backup-push", "delete", "dump-push", "dump-restore", "restore"}
+// Logs stay on stderr. dump-fetch and copy copy an archive's objects
+// elsewhere; a command listed here gets --json from addJSONFlags when it
+// does not declare it, so it reports at least its outcome.
+var resultCommands = []string{"backup-push", "copy", "delete", "dump-fetch", "dump-push", "dump-restore", "restore"}
+
+// addJSONFlags gives every command of resultCommands its --json.
+func addJSONFlags(commands []*cli.Command) {
+	for _, c := range commands {
+		if slices.Contains(resultCommands, c.Name) && !hasFlag(c.Flags, "json") {
+			c.Flags = append(c.Flags, boolFlag("json", "end with one JSON object on stdout (the outcome, or why it failed); logs stay on stderr"))
+		}
+	}
+}
 
 // result is the object a command fills for --json.
 type result map[string]any

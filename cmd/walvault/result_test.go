@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -46,11 +48,14 @@ func TestJSONResult(t *testing.T) {
 		reason string   // in error
 	}{
 		{"delete, a dry run", []string{"delete", "--retain-full", "1", "--store", store, "--allow-unsigned", "--json"}, exitOK, []string{"dry_run", "plan"}, ""},
+		{"delete with no rule", []string{"delete", "--confirm", "--store", store, "--allow-unsigned", "--json"}, exitUsage, nil, "retention rule"},
 		{"restore with no backup", []string{"restore", filepath.Join(dir, "new"), "--store", store, "--allow-unsigned", "--json"}, exitUsage, []string{"dest"}, "no complete backup"},
 		{"restore, a usage error", []string{"restore", "--json", "--store", store, "--download-concurrency", "0", filepath.Join(dir, "x")}, exitUsage, nil, "--download-concurrency"},
 		{"restore --delta with --force", []string{"restore", busy, "--delta", "--force", "--store", store, "--allow-unsigned", "--json"}, exitUsage, []string{"dest"}, "--force and --delta"},
 		{"backup-push with no server", []string{"backup-push", "--store", store, "--allow-unsigned", "--json", "--dbname", "host=" + filepath.Join(dir, "nosocket") + " connect_timeout=2"}, exitPostgres, nil, "connecting"},
 		{"dump-push, a usage error", []string{"dump-push", "--json", "--store", store}, exitUsage, nil, "DBNAME"},
+		{"dump-fetch with no dump", []string{"dump-fetch", "LATEST", filepath.Join(dir, "out.dump"), "--json", "--store", store, "--allow-unsigned"}, -1, nil, "dump"},
+		{"dump-fetch, a usage error", []string{"dump-fetch", "LATEST", "--json", "--store", store}, exitUsage, nil, "FILE"},
 		{"dump-restore with no dump", []string{"dump-restore", "LATEST", "--json", "--store", store, "--allow-unsigned", "--dbname", "dbname=shop"}, -1, nil, "dump"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -79,8 +84,30 @@ func TestJSONResult(t *testing.T) {
 			}
 		})
 	}
+	if _, err := os.Stat(filepath.Join(dir, "out.dump")); !os.IsNotExist(err) {
+		t.Errorf("a failed dump-fetch left its FILE: %v", err)
+	}
 	// Without --json, no object.
 	if _, stdout, _ := runCLI(t, "delete", "--retain-full", "1", "--store", store, "--allow-unsigned"); strings.HasPrefix(strings.TrimSpace(stdout), "{") {
 		t.Errorf("delete without --json printed JSON:\n%s", stdout)
+	}
+}
+
+// TestJSONFlags: every command that reports a result (those a branch adds
+// later too) takes --json.
+func TestJSONFlags(t *testing.T) {
+	var buf bytes.Buffer
+	seen := 0
+	for _, c := range newApp(&buf, &buf).Commands {
+		if !slices.Contains(resultCommands, c.Name) {
+			continue
+		}
+		seen++
+		if !hasFlag(c.Flags, "json") {
+			t.Errorf("%s reports a result but has no --json", c.Name)
+		}
+	}
+	if seen < 6 {
+		t.Errorf("only %d of %v are commands", seen, resultCommands)
 	}
 }
