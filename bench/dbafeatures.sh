@@ -185,7 +185,7 @@ psql 5562 "SELECT pg_reload_conf()" >/dev/null
 psql 5562 "SELECT pg_switch_wal()" >/dev/null
 READY=$(ls "$WORK/d-prim/pg_wal/archive_status" | grep -c '\.ready$' || true)
 as_pg mkdir -p "$WORK/store-agent"
-as_pg "$WV" agent --pgdata "$WORK/d-prim" --store "file://$WORK/store-agent" --compression none --max-upload-rate 20MiB --log-level warn &
+as_pg "$WV" agent --pgdata "$WORK/d-prim" --store "file://$WORK/store-agent" --compression none --max-upload-rate 20MiB --log-level warn 2>"$WORK/agent.log" &
 AGENT_PID=$!
 sleep 0.5
 AGENT_CHILD=$(pgrep -P "$AGENT_PID" || true) # runuser does not pass SIGTERM on: stop the agent itself
