@@ -87,6 +87,7 @@ bench: build test-deps $(CACHE)/walvault-$(PRE_AUTH)
 	bash bench/agent.sh "$(CURDIR)/bin/walvault"
 	bash bench/incremental.sh "$(CURDIR)/bin/walvault"
 	bash bench/drill.sh "$(CURDIR)/bin/walvault"
+	bash bench/dbafeatures.sh "$(CURDIR)/bin/walvault"
 
 clean:
 	rm -rf bin

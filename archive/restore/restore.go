@@ -60,6 +60,11 @@ type Options struct {
 	// it to refuse a restore larger than its disk and to keep every
 	// tablespace inside its own directory.
 	Chosen func(m *repo.Manifest, cat *repo.Catalog) (map[string]string, error)
+	// Delta rebuilds an existing, stopped data directory of the same
+	// cluster: files that match the backup stay, the others are written,
+	// what the backup does not have goes (see delta.go). DeltaByTime
+	// matches by size and modification time instead of content.
+	Delta, DeltaByTime bool
 }
 
 // Result says what restore did.
@@ -70,6 +75,13 @@ type Result struct {
 	Settings    recoverySettings
 	Bytes       int64
 	Duration    time.Duration
+	// Delta is what a delta restore kept, fetched and removed (nil for
+	// a restore that is not one).
+	Delta *DeltaStats
+	// PartsRead and StoredRead are the parts downloaded (of every link)
+	// and their stored bytes; PartsTotal and StoredTotal all there are.
+	PartsRead, PartsTotal   int
+	StoredRead, StoredTotal int64
 }
 
 // SettingsFile is where the recovery settings went.
@@ -126,8 +138,11 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Result, error) {
 	if err := checkDestMode(dest); err != nil {
 		return nil, err
 	}
-	if err := checkEmptyDir(dest, "DEST", opts.Force, "restore into an empty or new directory, or pass --force to write over it (files of the backup are overwritten, nothing else is removed)"); err != nil {
-		return nil, err
+	opts.Delta = opts.Delta || opts.DeltaByTime
+	if !opts.Delta {
+		if err := checkEmptyDir(dest, "DEST", opts.Force, "restore into an empty or new directory, pass --delta to rebuild it from the backup (files that match are kept, files the backup does not have are removed), or --force to write over it (files of the backup are overwritten, nothing else is removed)"); err != nil {
+			return nil, err
+		}
 	}
 	_, serr := os.Stat(dest)
 	own, rootOwned, err := chooseOwner(opts.Owner, dest, serr == nil)
@@ -153,10 +168,15 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Result, error) {
 			opts.TablespaceMap = tmap
 		}
 	}
+	if opts.Delta {
+		if err := checkDeltaDest(dest, m); err != nil {
+			return nil, err
+		}
+	}
 	// A proof was checked on every object read, the manifest included,
 	// unless the user allowed unsigned ones.
 	authenticated := !r.AllowUnsigned
-	spcs, err := mapTablespaces(m, opts.TablespaceMap, dest, opts.Force, authenticated)
+	spcs, err := mapTablespaces(m, opts.TablespaceMap, dest, opts.Force, authenticated, opts.Delta)
 	if err != nil {
 		return nil, err
 	}
@@ -166,25 +186,30 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Result, error) {
 	if err := preflightDecrypt(ctx, r, m); err != nil {
 		return nil, err
 	}
+	var links []link
 	var plan *chainPlan
 	if m.Incremental() {
-		links, err := loadChain(ctx, r, m)
-		if err != nil {
+		if links, err = loadChain(ctx, r, m); err != nil {
 			return nil, err
 		}
-		if plan, err = planChain(ctx, r, links); err != nil {
-			return nil, err
+		// A delta restore plans the chain once it knows what it keeps.
+		if !opts.Delta {
+			if plan, err = planChain(ctx, r, links, nil); err != nil {
+				return nil, err
+			}
 		}
 	}
 	settings := renderRecovery(m.PGVersion, opts.FetchArgv, opts.Target, opts.Standby)
 	// From here on we write.
-	if err := write(ctx, r, m, plan, dest, spcs, settings, own, opts); err != nil {
+	res := &Result{Manifest: m, Dest: dest, Tablespaces: spcs, Settings: settings, Bytes: m.DataSize}
+	if err := write(ctx, r, m, links, plan, dest, spcs, settings, own, opts, res); err != nil {
 		return nil, err
 	}
 	if rootOwned {
 		slog.Warn("restore ran as root and the restored files belong to root, which PostgreSQL refuses to run as: chown -R them (DEST and the tablespace directories) to the server's user, or restore with --owner USER (or into a DEST that user owns)", "dest", dest)
 	}
-	return &Result{Manifest: m, Dest: dest, Tablespaces: spcs, Settings: settings, Bytes: m.DataSize, Duration: time.Since(began)}, nil
+	res.Duration = time.Since(began)
+	return res, nil
 }
 
 // pickBackup reads the bucket once (backups, WAL listing, histories),
@@ -225,18 +250,35 @@ func pickBackup(ctx context.Context, r *repo.Repo, opts Options) (*repo.Manifest
 // write restores m into dest: the parts, then links, modes and owner, then
 // the recovery settings, and global/pg_control last.
 // An incremental backup is assembled from its chain as plan says.
-func write(ctx context.Context, r *repo.Repo, m *repo.Manifest, plan *chainPlan, dest string, spcs []repo.Tablespace, settings recoverySettings, own *owner, opts Options) error {
-	x := &extractor{r: r, m: m, force: opts.Force, roots: map[uint32]*os.Root{}, newRoots: map[uint32]bool{}, files: m.Index(), seen: map[string]bool{}, deferred: map[string]bool{}}
+func write(ctx context.Context, r *repo.Repo, m *repo.Manifest, links []link, plan *chainPlan, dest string, spcs []repo.Tablespace, settings recoverySettings, own *owner, opts Options, res *Result) error {
+	x := &extractor{r: r, m: m, force: opts.Force || opts.Delta, roots: map[uint32]*os.Root{}, newRoots: map[uint32]bool{}, files: m.Index(), seen: map[string]bool{}, deferred: map[string]bool{}}
 	defer x.closeRoots()
 	if err := x.openRoots(dest, spcs); err != nil {
 		return err
 	}
-	if opts.Force {
+	total := m.DataSize
+	if opts.Delta {
+		d, err := x.planDelta(ctx, opts.DeltaByTime, opts.Concurrency)
+		if err != nil {
+			return err
+		}
+		if plan == nil && links != nil {
+			if plan, err = planChain(ctx, r, links, d.kept); err != nil {
+				return err
+			}
+		}
+		if err := x.startDelta(dest, d); err != nil {
+			return err
+		}
+		total = d.stats.FetchedBytes
+		res.Delta = &d.stats
+	} else if opts.Force {
 		if err := removeControl(dest); err != nil {
 			return err
 		}
 	}
-	x.prog = opts.Progress.Start("restore", m.DataSize)
+	res.PartsRead, res.PartsTotal, res.StoredRead, res.StoredTotal = x.partsRead(links, plan)
+	x.prog = opts.Progress.Start("restore", total)
 	var err error
 	if plan != nil {
 		err = x.assembleChain(ctx, plan, max(1, opts.Concurrency))
@@ -264,7 +306,39 @@ func write(ctx context.Context, r *repo.Repo, m *repo.Manifest, plan *chainPlan,
 	if err := fsutil.SyncDir(filepath.Join(dest, "global")); err != nil {
 		return err
 	}
+	if opts.Delta {
+		if err := endDelta(dest); err != nil {
+			return err
+		}
+	}
 	return fsutil.SyncDir(dest)
+}
+
+// partsRead counts the parts a restore downloads, of every link, and
+// their stored bytes, against all the parts of the chain.
+func (x *extractor) partsRead(links []link, plan *chainPlan) (read, total int, readBytes, totalBytes int64) {
+	if plan != nil {
+		for _, l := range plan.links {
+			for _, p := range l.m.Parts {
+				total++
+				totalBytes += p.StoredSize
+			}
+		}
+		for k := range plan.jobs {
+			read++
+			readBytes += plan.links[k[0]].m.Parts[k[1]].StoredSize
+		}
+		return read, total, readBytes, totalBytes
+	}
+	for i, p := range x.m.Parts {
+		total++
+		totalBytes += p.StoredSize
+		if x.readsPart(i) {
+			read++
+			readBytes += p.StoredSize
+		}
+	}
+	return read, total, readBytes, totalBytes
 }
 
 // removeControl takes an old global/pg_control out of a directory restored
