@@ -87,6 +87,8 @@ bench: build test-deps $(CACHE)/walvault-$(PRE_AUTH)
 	WALVAULT_BENCH_SEGMENT= $(GO) test -count=6 -run '^$$' -bench Segment ./archive/wal/
 	bash bench/agent.sh "$(CURDIR)/bin/walvault"
 	bash bench/incremental.sh "$(CURDIR)/bin/walvault"
+	bash bench/drill.sh "$(CURDIR)/bin/walvault"
+	bash bench/dbafeatures.sh "$(CURDIR)/bin/walvault"
 
 clean:
 	rm -rf bin
