@@ -375,6 +375,9 @@ func testIncremental(t *testing.T, tg *target, major int, checksums bool) {
 	c.Psql("CLUSTER t_cl USING t_cl_pkey")
 	c.Psql("TRUNCATE t_tr")
 	c.Psql("INSERT INTO t_tr VALUES (1, 'after truncate')")
+	// A new relation map (base/DB/pg_filenode.map, of the same CRC-32C as
+	// any other, as pg_control is): stored whole.
+	c.Psql("VACUUM FULL pg_class")
 	want1 := state(t, c)
 	i1, log1 := ic.incremental(full)
 	// The databases made since are stored whole, known from the WAL (its
@@ -384,6 +387,9 @@ func testIncremental(t *testing.T, tg *target, major int, checksums bool) {
 	ic.checkKnown(log1, ic.dbDir("db_copy"), ic.dbDir("db_wal"))
 	if paths, from := wholeFor(log1, "a relation file created, dropped or truncated to nothing since the parent began"); len(paths) < 3 || from != ic.source() {
 		t.Errorf("relation files made since the parent: %v, known from %q\n%s", paths, from, log1)
+	}
+	if paths, _ := wholeFor(log1, "ends with its own CRC-32C, so a CRC-32C cannot tell it from the parent's (every time)"); !strings.Contains(strings.Join(paths, " "), "global/pg_control") {
+		t.Errorf("pg_control was not stored whole: %v\n%s", paths, log1)
 	}
 	if major >= 17 {
 		i1 = ic.crossCheck(full, i1, log1)
@@ -691,4 +697,70 @@ func testWALFromArchive(t *testing.T, major int) {
 		!strings.Contains(stderr, "archived encrypted, and this host holds no identity") {
 		t.Fatalf("an incremental whose WAL is only archived, encrypted: exit %d\n%s\n%s", code, stdout, stderr)
 	}
+}
+
+// TestIncrementalStandby takes an incremental on a streaming standby
+// whose parent is the primary's full backup: the standby's pg_wal holds the
+// WAL since the parent (streamed), which says a database was copied since,
+// so it is stored whole; the incremental restores to the primary's state.
+// (PostgreSQL 15: pg_basebackup 15 makes the standby.)
+func TestIncrementalStandby(t *testing.T) {
+	tg := newTarget(t, "file")
+	p, identity, recipient := archivingCluster(t, tg)
+	serverEnv := append([]string{"WALVAULT_RECIPIENT=" + recipient}, tg.Env...)
+	p.Run("pgbench", "-i", "-s", "2", "-q")
+	p.Psql("CREATE DATABASE db_old STRATEGY = FILE_COPY") // before the parent: not stored whole
+
+	s := pgtest.New(t, pgtest.Options{NoInit: true, Env: serverEnv})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	bb := s.Owner.Cmd(ctx, filepath.Join(p.Bin, "pg_basebackup"), "-D", s.Data, "-R", "-X", "stream", "-c", "fast",
+		"-h", "127.0.0.1", "-p", itoa(p.Port), "-U", "postgres")
+	if out, err := bb.CombinedOutput(); err != nil {
+		t.Fatalf("pg_basebackup: %v\n%s", err, out)
+	}
+	s.Start()
+	waitFor(t, "the standby streaming", func() bool {
+		return s.Psql("SELECT pg_is_in_recovery() AND EXISTS (SELECT 1 FROM pg_stat_wal_receiver WHERE status = 'streaming')") == "t"
+	})
+
+	full := backupName(t, mustWalvault(t, tg, backupEnv(p, recipient), "backup-push", "--fast-checkpoint", "--full"))
+	p.Psql("CREATE DATABASE db_copy STRATEGY = FILE_COPY")
+	p.Run("pgbench", "-n", "-t", "300", "-c", "2")
+	lsn := p.Psql("SELECT pg_current_wal_insert_lsn()")
+	waitFor(t, "the standby replaying "+lsn, func() bool {
+		return s.Psql("SELECT pg_last_wal_replay_lsn() >= '"+lsn+"'::pg_lsn") == "t"
+	})
+
+	// The primary switches segments while the standby is backed up, so
+	// the backup's last segment reaches the store.
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(300 * time.Millisecond):
+				_, _ = p.TryPsql("SELECT pg_create_restore_point('standby'); SELECT pg_switch_wal()")
+			}
+		}
+	})
+	code, stdout, stderr := tg.walvault(t, backupEnv(s, recipient), "backup-push", "--fast-checkpoint", "--incremental")
+	close(stop)
+	wg.Wait()
+	if code != 0 || !strings.Contains(stdout, "incremental on "+full) {
+		t.Fatalf("backup-push --incremental on the standby: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	if !regexp.MustCompile(`msg="incremental: WAL since the parent read" cmd=backup-push segments_from_pg_wal=[1-9]`).MatchString(stderr) {
+		t.Errorf("the standby's incremental did not read the WAL from its pg_wal:\n%s", stderr)
+	}
+	checkCopied(t, s, stderr, "db_copy", "the WAL")
+	incr := backupName(t, stdout)
+
+	want := tableChecksums(t, p)
+	p.WaitArchived(p.SwitchWAL(), 90*time.Second)
+	r := restoreInto(t, tg, serverEnv, identity, "--backup", incr, "--target-immediate")
+	startAndRecover(t, r.Cluster)
+	compareChecksums(t, tableChecksums(t, r.Cluster), want)
 }

@@ -76,6 +76,7 @@ const (
 	wholeOddSize    = "a relation file whose size is no whole number of blocks, or too large for a block map"
 	wholeAllPages   = "every page changed"
 	wholeNoChecksum = "changed, and without data_checksums or wal_log_hints (or after a restart since the parent) pages are not taken one by one"
+	wholeSelfCRC    = "ends with its own CRC-32C, so a CRC-32C cannot tell it from the parent's (every time)"
 )
 
 // storedWhole notes that p was stored whole, and why.
@@ -149,6 +150,9 @@ func (inc *incremental) tarFile(tw *tar.Writer, e walkEntry, f *repo.File, buf [
 	pf := inc.parent.files[e.Path]
 	if pf == nil || pf.Type != repo.TypeFile {
 		return whole(wholeNew)
+	}
+	if archive.SelfChecked(e.Path) {
+		return whole(wholeSelfCRC)
 	}
 	src, st, err := openSource(e, f)
 	if src == nil || err != nil {

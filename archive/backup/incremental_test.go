@@ -140,8 +140,14 @@ func TestIncrementalFiles(t *testing.T) {
 			stored: repo.StoredParent},
 		{name: "free space map of a database made since: whole", path: "base/5/16384_fsm", parent: cat(p0), now: cat(p0), blocks: true,
 			changes: newDB, stored: repo.StoredWhole, entry: p0},
-		{name: "other file unchanged: the parent's", path: "global/pg_filenode.map", parent: []byte("map"), now: []byte("map"), blocks: true,
+		{name: "other file unchanged: the parent's", path: "pg_xact/0000", parent: []byte("clog"), now: []byte("clog"), blocks: true,
 			stored: repo.StoredParent},
+		// Two relation maps of the same CRC-32C (each ends with its own):
+		// a file that does is always stored whole.
+		{name: "relation map changed, same CRC-32C: whole", path: "global/pg_filenode.map", parent: selfCRC(1), now: selfCRC(2), blocks: true,
+			stored: repo.StoredWhole, entry: selfCRC(2)},
+		{name: "pg_control unchanged: whole all the same", path: "global/pg_control", parent: selfCRC(3), now: selfCRC(3), blocks: true,
+			stored: repo.StoredWhole, entry: selfCRC(3)},
 		{name: "other file changed: whole", path: "pg_xact/0000", parent: []byte("clog1"), now: []byte("clog2"), blocks: true,
 			stored: repo.StoredWhole, entry: []byte("clog2")},
 	} {
@@ -303,4 +309,16 @@ func TestCRCShift(t *testing.T) {
 			t.Errorf("%d bytes: %08x, want %08x", n, got, want)
 		}
 	}
+}
+
+// selfCRC is a 512-byte file that ends with the CRC-32C of what it holds
+// and zero padding, as pg_filenode.map does: every one has the same
+// CRC-32C.
+func selfCRC(fill byte) []byte {
+	b := make([]byte, 512)
+	for i := range 500 {
+		b[i] = fill + byte(i)
+	}
+	binary.LittleEndian.PutUint32(b[500:], crc32.Checksum(b[:500], crc32.MakeTable(crc32.Castagnoli)))
+	return b
 }
