@@ -64,6 +64,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzWALKey$$' -fuzztime $(FUZZTIME) ./archive/repo
 	$(GO) test -run '^$$' -fuzz '^FuzzParseSums$$' -fuzztime $(FUZZTIME) ./archive/repo
 	$(GO) test -run '^$$' -fuzz '^FuzzToolConn$$' -fuzztime $(FUZZTIME) ./archive/pg
+	$(GO) test -run '^$$' -fuzz '^FuzzScanner$$' -fuzztime $(FUZZTIME) ./archive/pgwal
 	$(GO) test -run '^$$' -fuzz '^FuzzNewReader$$' -fuzztime $(FUZZTIME) ./archive/codec
 	$(GO) test -run '^$$' -fuzz '^FuzzCodecIntegrity$$' -fuzztime $(FUZZTIME) ./archive/codec
 

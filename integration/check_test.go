@@ -39,7 +39,7 @@ func runCheck(t *testing.T, tg *target, c *pgtest.Cluster, env []string, args ..
 	return code, status, text, stderr
 }
 
-var allChecks = []string{"store", "postgres", "wal_level", "archive_mode", "archive_command", "cluster", "pg_stat_archiver", "encryption", "segment switch", "signing"}
+var allChecks = []string{"store", "postgres", "wal_level", "incremental", "archive_mode", "archive_command", "cluster", "pg_stat_archiver", "encryption", "segment switch", "signing"}
 
 // TestCheck: check passes on a correctly configured cluster (archiving
 // through the server's environment, encrypted), and FAILs, with the fix,
@@ -69,7 +69,7 @@ func TestCheck(t *testing.T) {
 		}
 		// The human form: one line per check, a summary.
 		code, out, _ := tg.walvault(t, append(c.PGEnv(), idEnv...), "check")
-		if code != 0 || strings.Count(out, "\nok ") < len(allChecks)-1 || !strings.Contains(out, "check: all 10 checks passed") {
+		if code != 0 || strings.Count(out, "\nok ") < len(allChecks)-1 || !strings.Contains(out, "check: all 11 checks passed") {
 			t.Fatalf("exit %d\n%s", code, out)
 		}
 		secretsIn(t, out)

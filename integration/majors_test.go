@@ -63,9 +63,6 @@ func testMajor(t *testing.T, major int) {
 		t.Fatalf("PostgreSQL %d's initdb: data_checksums = %s, want %s (on by default from 18)", major, checksums, want)
 	}
 	c.Run("pgbench", "-i", "-s", "1", "-q")
-	// Databases as old as a production cluster's: one made within the hour
-	// before a backup is stored whole by the incremental after it.
-	backdatePGVersion(t, c.Data, 2*time.Hour)
 
 	// A full backup, archived through walvault wal-push.
 	out := mustWalvault(t, tg, backupEnv(c, recipient), "backup-push", "--fast-checkpoint", "--part-size", "4MiB")
@@ -85,6 +82,8 @@ func testMajor(t *testing.T, major int) {
 	c.Psql("SELECT pg_reload_conf()")
 	ag := startAgent(t, c, nil)
 	c.Run("pgbench", "-n", "-t", "300", "-c", "2")
+	// A database copied file by file (14's only way), pages with old LSNs.
+	c.Psql(createCopy(major, "db_copy"))
 	c.WaitArchived(c.SwitchWAL(), 60*time.Second)
 	st, err := agentStatus(t, proto.DefaultSocket(filepath.Join(c.Data, "pg_wal")))
 	if err != nil || st.SegmentsArchived < 1 {
@@ -115,6 +114,10 @@ func testMajor(t *testing.T, major int) {
 	if n, _ := strconv.Atoi(blocks[1]); (n > 0) != (checksums == "on") {
 		t.Errorf("data_checksums = %s, and the incremental stored %s files as changed blocks\n%s", checksums, blocks[1], stderr)
 	}
+	// The WAL since the full backup (its summaries from 17) says db_copy
+	// was made since: stored whole. (From 17, with summarize_wal off
+	// below, this major's WAL itself is read.)
+	checkCopied(t, c, stderr, "db_copy", map[bool]string{true: "the WAL summaries", false: "the WAL"}[major >= 17])
 
 	// backup-list fits 120 columns; backup-info shows one backup whole.
 	list := mustWalvault(t, tg, nil, "backup-list")
@@ -136,6 +139,20 @@ func testMajor(t *testing.T, major int) {
 		t.Logf("backup-list:\n%s\nbackup-info %s:\n%s", list, incr, info)
 	}
 
+	if major >= 17 {
+		c.Psql("ALTER SYSTEM SET summarize_wal = off")
+		c.Psql("SELECT pg_reload_conf()")
+		c.Psql(createCopy(major, "db_copy2"))
+		parent := incr
+		code, out, stderr = tg.walvault(t, backupEnv(c, recipient), "backup-push", "--incremental", "--fast-checkpoint")
+		if code != 0 || !strings.Contains(out, "incremental on "+parent) {
+			t.Fatalf("incremental backup-push with summarize_wal off: exit %d\n%s\n%s", code, out, stderr)
+		}
+		incr = backupName(t, out)
+		checkCopied(t, c, stderr, "db_copy2", "the WAL")
+		c.Psql("ALTER SYSTEM SET summarize_wal = on")
+		c.Psql("SELECT pg_reload_conf()")
+	}
 	c.Run("pgbench", "-n", "-t", "200", "-c", "2")
 	want := tableChecksums(t, c)
 	target := c.Psql("SELECT clock_timestamp()")
@@ -181,6 +198,25 @@ func testMajor(t *testing.T, major int) {
 		t.Fatalf("timeline %s after following timeline 2, want 3", tl)
 	}
 	t.Logf("PostgreSQL %s: %s", r2.Psql("SHOW server_version"), time.Since(began).Round(100*time.Millisecond))
+}
+
+// createCopy is CREATE DATABASE by copying the template's files.
+func createCopy(major int, name string) string {
+	if major < 15 {
+		return "CREATE DATABASE " + name
+	}
+	return "CREATE DATABASE " + name + " STRATEGY = FILE_COPY"
+}
+
+// checkCopied checks that an incremental's log says it stored database
+// db whole, known from src.
+func checkCopied(t *testing.T, c *pgtest.Cluster, log, db, src string) {
+	t.Helper()
+	dir := "base/" + c.Psql("SELECT oid FROM pg_database WHERE datname = '"+db+"'") + "/"
+	paths, from := wholeFor(log, "in a database created or dropped since the parent began")
+	if len(paths) != 1 || paths[0] != dir || from != src {
+		t.Errorf("databases stored whole: %v (known from %q), want %s from %s\n%s", paths, from, dir, src, log)
+	}
 }
 
 // majorDrill drills backup with this major's server binaries, beside the

@@ -91,7 +91,7 @@ func Push(ctx context.Context, r *repo.Repo, opts Options) (*Result, error) {
 	b := &pusher{r: r, opts: opts.withDefaults(), began: time.Now()}
 	defer b.end(ctx)
 	steps := []func(context.Context) error{
-		b.connect, b.chooseParent, b.start, b.uploadParts, b.stop, b.uploadFinalPart, b.waitWAL,
+		b.connect, b.chooseParent, b.start, b.gatherChanges, b.uploadParts, b.stop, b.uploadFinalPart, b.waitWAL,
 		b.checkWALSinceParent, b.writeManifest,
 	}
 	for _, step := range steps {
@@ -117,6 +117,7 @@ type pusher struct {
 	tli      uint32
 	facts    pg.Facts
 	parent   *parentRef // nil: a full backup
+	changes  *changeMap // what the WAL since the parent says (incrementals)
 
 	m     *repo.Manifest
 	up    *uploader
@@ -207,7 +208,7 @@ func (b *pusher) newManifest(startTime time.Time, startLSN archive.LSN) *repo.Ma
 		StartLSN: startLSN, StartWAL: archive.SegmentOf(b.tli, startLSN, srv.SegSize), StartTime: startTime,
 		SegmentSize: srv.SegSize, Compression: string(orLZ4(b.r.Codec.Compression)), Encrypted: len(b.r.Codec.Recipients) > 0,
 		Permanent: b.opts.Permanent, Annotations: b.opts.Annotations, PGData: b.pgdata, Owner: ownerOf(b.pgdata),
-		BlockSize: b.facts.BlockSize, DataChecksums: b.facts.DataChecksums, FromStandby: srv.InRecovery,
+		BlockSize: b.facts.BlockSize, DataChecksums: b.facts.DataChecksums, RangeSize: rangeSize, FromStandby: srv.InRecovery,
 	}
 	if p := b.parent; p != nil {
 		m.Type, m.Parent, m.ParentManifestSHA256 = repo.BackupIncremental, p.m.Name, p.sum
@@ -232,10 +233,7 @@ func (b *pusher) uploadParts(ctx context.Context) error {
 	b.m.Tablespaces = walk.Tablespaces
 	slog.Debug("data directory listed", "files", len(walk.Base), "bytes", walk.Total, "ms", sinceMs(b.began))
 	if b.parent != nil {
-		b.up.inc = newIncremental(b.parent, b.facts.BlockSize)
-		if err := b.up.inc.markNewDatabases(walk.all()); err != nil {
-			return err
-		}
+		b.up.inc = newIncremental(b.parent, b.facts.BlockSize, b.changes)
 	}
 	began := time.Now()
 	defer func() { b.copy = time.Since(began) }()
@@ -248,7 +246,7 @@ func (b *pusher) uploadParts(ctx context.Context) error {
 	}
 	slog.Debug("parts stored", "parts", len(b.parts), "ms", sinceMs(b.began))
 	if b.parent != nil {
-		logSummary(b.files)
+		b.up.inc.logSummary(b.files, walk.Total)
 		b.up.inc.logWhole()
 	}
 	return nil

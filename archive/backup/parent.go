@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strconv"
 
 	"github.com/walvault/walvault/archive"
@@ -113,7 +115,7 @@ func (b *pusher) findParent(ctx context.Context) (*parentRef, error) {
 			return nil, refuse("no restorable backup of this cluster on timeline %d", b.tli)
 		}
 	}
-	if err := b.checkParent(cand, inv); err != nil {
+	if err := b.checkParent(ctx, cand, inv); err != nil {
 		return nil, err
 	}
 	// Its ancestors must all be there: a chain missing a link restores
@@ -134,7 +136,7 @@ func (b *pusher) findParent(ctx context.Context) (*parentRef, error) {
 		}
 		return nil, &noParent{kind: archive.ErrIntegrity, why: fmt.Sprintf("the manifest of %s cannot be used", cand.Name), err: err}
 	}
-	if err := b.checkParent(m, inv); err != nil {
+	if err := b.checkParent(ctx, m, inv); err != nil {
 		return nil, err
 	}
 	// Hint bits are WAL-logged (with a full page image) when data
@@ -145,7 +147,7 @@ func (b *pusher) findParent(ctx context.Context) (*parentRef, error) {
 }
 
 // checkParent says why m cannot be this backup's parent.
-func (b *pusher) checkParent(m *repo.Manifest, inv *repo.WALInventory) error {
+func (b *pusher) checkParent(ctx context.Context, m *repo.Manifest, inv *repo.WALInventory) error {
 	f := b.facts
 	switch {
 	case m.SystemIdentifier != strconv.FormatUint(b.srv.SystemID, 10):
@@ -176,10 +178,33 @@ func (b *pusher) checkParent(m *repo.Manifest, inv *repo.WALInventory) error {
 	if !ok {
 		return refuse("no WAL of timeline %d is archived", b.tli)
 	}
-	if gaps := inv.GapsIn(b.tli, first.SegNo(m.SegmentSize), newest); len(gaps) > 0 {
+	if gaps := inv.GapsIn(b.tli, first.SegNo(m.SegmentSize), newest); len(gaps) > 0 && !b.archiverCatchesUp(ctx, m, newest) {
 		return refuse("the WAL archive has a gap since %s: %s", m.Name, gaps[0])
 	}
 	return nil
+}
+
+// archiverCatchesUp says whether the segments missing from the archive
+// between m's start and segment newest are all ones the server still has
+// ready to archive (pushed out of order, or the archiver is behind), and
+// reach the store within the archive timeout: then there is no gap.
+func (b *pusher) archiverCatchesUp(ctx context.Context, m *repo.Manifest, newest uint64) bool {
+	first, _ := archive.ParseWALName(m.StartWAL)
+	missing, err := b.r.MissingSegments(ctx, b.tli, first.SegNo(m.SegmentSize), newest, m.SegmentSize)
+	if err != nil {
+		return false
+	}
+	for _, name := range missing {
+		if _, err := os.Stat(filepath.Join(b.pgdata, "pg_wal", "archive_status", name+".ready")); err != nil {
+			return false // not waiting to be archived: never will be
+		}
+	}
+	if len(missing) > 0 {
+		slog.Info("waiting for the archiver: WAL since the parent is still being archived", "missing", len(missing), "first", missing[0])
+	}
+	span := *m
+	span.Timeline, span.StopWAL = b.tli, archive.SegmentName(b.tli, newest, m.SegmentSize)
+	return waitArchived(ctx, b.r, b.srv, &span, b.opts.ArchiveTimeout) == nil
 }
 
 // checkWALSinceParent runs once the backup's own WAL is archived: the

@@ -114,6 +114,10 @@ func tarFile(tw *tar.Writer, e walkEntry, f *repo.File, buf []byte, onRead func(
 		return false, err
 	}
 	var crc uint32
+	var rs *rangeSummer
+	if hasRanges(e.Path, size) {
+		rs = &rangeSummer{}
+	}
 	left := size
 	for left > 0 {
 		chunk := buf
@@ -123,6 +127,9 @@ func tarFile(tw *tar.Writer, e walkEntry, f *repo.File, buf []byte, onRead func(
 		n, rerr := io.ReadFull(src, chunk)
 		if n > 0 {
 			crc = crc32.Update(crc, castagnoli, chunk[:n])
+			if rs != nil {
+				_, _ = rs.Write(chunk[:n])
+			}
 			if _, err := tw.Write(chunk[:n]); err != nil {
 				return false, err
 			}
@@ -142,6 +149,9 @@ func tarFile(tw *tar.Writer, e walkEntry, f *repo.File, buf []byte, onRead func(
 		for left > 0 {
 			chunk := buf[:min(int64(len(buf)), left)]
 			crc = crc32.Update(crc, castagnoli, chunk)
+			if rs != nil {
+				_, _ = rs.Write(chunk)
+			}
 			if _, err := tw.Write(chunk); err != nil {
 				return false, err
 			}
@@ -149,6 +159,9 @@ func tarFile(tw *tar.Writer, e walkEntry, f *repo.File, buf []byte, onRead func(
 		}
 	}
 	f.CRC32C = crcHex(crc)
+	if rs != nil {
+		f.RangeCRCs = repo.EncodeRangeCRCs(rs.sums())
+	}
 	return true, nil
 }
 

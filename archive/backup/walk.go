@@ -319,12 +319,3 @@ func partTarget(total, limit int64, workers int) int64 {
 	}
 	return t
 }
-
-// all is every entry, the data directory's and the tablespaces'.
-func (w *walkResult) all() []walkEntry {
-	out := append([]walkEntry(nil), w.Base...)
-	for _, ts := range w.Tablespaces {
-		out = append(out, w.Spc[ts.OID]...)
-	}
-	return out
-}

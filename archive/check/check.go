@@ -87,7 +87,7 @@ func (r *Report) add(name, status, detail, fix string) {
 
 // checksOfServer are the checks that need a connection to PostgreSQL,
 // skipped without one.
-var checksOfServer = []string{"wal_level", "archive_mode", "archive_command", "cluster", "pg_stat_archiver", "segment switch", "signing"}
+var checksOfServer = []string{"wal_level", "incremental", "archive_mode", "archive_command", "cluster", "pg_stat_archiver", "segment switch", "signing"}
 
 // ownRecipient names check's own recipient in the encryption check.
 const ownRecipient = "check's recipient (--recipient, WALVAULT_RECIPIENT or its config file)"
@@ -113,6 +113,7 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) *Report {
 	defer srv.Close()
 	reportServer(rep, srv)
 	checkWALLevel(ctx, rep, srv)
+	checkIncremental(ctx, rep, srv)
 	archiving := checkArchiveMode(rep, srv)
 	ac := checkArchiveCommandOf(ctx, rep, srv, opts)
 	if ac.client {

@@ -137,3 +137,41 @@ func postmasterPid(pidFile string, pm pg.Postmaster) (pid int, why string) {
 	}
 	return pid, ""
 }
+
+// checkIncremental says what an incremental backup of this server will
+// read: only the changed blocks (WAL summaries, PostgreSQL 17 and later
+// with summarize_wal = on) or every page, and whether it takes changed
+// blocks or whole files.
+func checkIncremental(ctx context.Context, rep *Report, srv *pg.Server) {
+	f, err := srv.Facts(ctx)
+	if err != nil {
+		rep.add("incremental", Warn, "cannot tell: "+archive.OneLine(err.Error()), "")
+		return
+	}
+	if f.WALLevel == "minimal" {
+		rep.add("incremental", Warn, "wal_level = minimal: backup-push --incremental takes full backups", "set wal_level = replica in postgresql.conf and restart PostgreSQL")
+		return
+	}
+	unit := "the changed blocks of a relation file"
+	if f.DataChecksums != "on" && !f.WALLogHints {
+		unit = "a relation file with a changed page whole (data_checksums and wal_log_hints are off: hint-bit writes are not WAL-logged)"
+	}
+	major := srv.Version / 10000
+	switch {
+	case major < 17:
+		rep.add("incremental", OK, fmt.Sprintf("PostgreSQL %d keeps no WAL summaries: an incremental reads every page, and the WAL since its parent (from pg_wal while the server keeps it, else from the archive, which this host reads only when it is not encrypted) for the databases and relation files created since; it stores %s", major, unit), "")
+	case !f.SummarizeWAL:
+		rep.add("incremental", Warn, fmt.Sprintf("summarize_wal = off: an incremental reads every page, and the WAL since its parent (from pg_wal while the server keeps it, else from the archive, which this host reads only when it is not encrypted); it stores %s", unit),
+			"ALTER SYSTEM SET summarize_wal = on; SELECT pg_reload_conf(); (then an incremental whose parent began after that reads only the blocks that changed)")
+	default:
+		detail := fmt.Sprintf("summarize_wal = on: an incremental reads only the blocks the WAL summaries mark as changed (and new, grown and non-relation files), and stores %s", unit)
+		if st, err := srv.SummarizerState(ctx); err == nil {
+			if st.PID < 0 {
+				rep.add("incremental", Warn, detail+"; but the WAL summarizer is not running", "see the PostgreSQL log for why the WAL summarizer stopped")
+				return
+			}
+			detail += fmt.Sprintf("; summaries reach %s", st.Summarized)
+		}
+		rep.add("incremental", OK, detail, "")
+	}
+}

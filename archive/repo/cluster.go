@@ -208,3 +208,27 @@ func digits(s string, n int) bool {
 	}
 	return true
 }
+
+// WantWAL is what an archived pg_wal file must be when read back: signed
+// by the database host, encrypted when an identity is configured, and no
+// larger than its kind can be, so that a decompression bomb stops at the
+// cap.
+func (r *Repo) WantWAL(ctx context.Context, wf archive.WALFile) Want {
+	w := Want{Proof: true, ContentFromMeta: true, Encrypted: true}
+	switch wf.Kind {
+	case archive.KindHistory:
+		w.MaxSize = MaxHistoryBytes
+	case archive.KindBackup:
+		w.MaxSize = MaxBackupFileBytes
+	case archive.KindSegment, archive.KindPartial:
+		// With a proof, the proven size is exact and Load holds the object
+		// to it: this is only the outer bound, without a round trip.
+		// Without one, the metadata's size is no one's word: the cluster's
+		// segment size (one read of cluster.json) is the cap.
+		w.MaxSize = MaxWALSegmentBytes
+		if r.AllowUnsigned {
+			w.MaxSize = r.SegmentSizeCap(ctx)
+		}
+	}
+	return w
+}

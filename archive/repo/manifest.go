@@ -100,9 +100,12 @@ type Manifest struct {
 	// is down, rewriting pages without changing their LSNs, so an
 	// incremental builds only on a backup taken with the same setting.
 	DataChecksums string `json:"data_checksums,omitempty"`
-	Parts         []Part `json:"parts"`
-	FileCount     int    `json:"file_count"`
-	Files         []File `json:"files,omitempty"`
+	// RangeSize is the length of the ranges of File.RangeCRCs (see
+	// ranges.go); written since incrementals read only changed blocks.
+	RangeSize int64  `json:"crc_range_size,omitempty"`
+	Parts     []Part `json:"parts"`
+	FileCount int    `json:"file_count"`
+	Files     []File `json:"files,omitempty"`
 }
 
 // FileOwner is who owned the data directory; restore run as root hands the
@@ -179,6 +182,9 @@ type File struct {
 	// Blocks is a BlockMap in base64 (standard, padded).
 	Stored string `json:"stored,omitempty"`
 	Blocks string `json:"blocks,omitempty"`
+	// RangeCRCs are the CRC-32C of each Manifest.RangeSize bytes of the
+	// file's content (ranges.go), for relation files.
+	RangeCRCs string `json:"range_crc32c,omitempty"`
 }
 
 // Incremental says whether m is an incremental backup.
@@ -298,6 +304,9 @@ func (m *Manifest) validate(full bool) error {
 	}
 	if err := m.checkChain(); err != nil {
 		return err
+	}
+	if m.RangeSize != 0 && !validRangeSize(m.RangeSize) {
+		return fmt.Errorf("crc_range_size %d is not a power of two from 1 KiB to 1 GiB", m.RangeSize)
 	}
 	if m.DataChecksums != "" && m.DataChecksums != "on" && m.DataChecksums != "off" {
 		return fmt.Errorf("data_checksums %s is neither on nor off", short(m.DataChecksums))
@@ -507,6 +516,14 @@ func (f *File) check(parts int, m *Manifest) error {
 	case TypeDir, TypeSymlink:
 	default:
 		return fmt.Errorf("%s: unknown type %s", short(f.Path), short(f.Type))
+	}
+	if f.RangeCRCs != "" {
+		if f.Type != TypeFile {
+			return fmt.Errorf("%s: range checksums for a %s", short(f.Path), f.Type)
+		}
+		if _, err := DecodeRangeCRCs(f.RangeCRCs, f.Size, m.RangeSize); err != nil {
+			return fmt.Errorf("%s: %w", short(f.Path), err)
+		}
 	}
 	return f.checkStored(m)
 }

@@ -257,7 +257,8 @@ func (x *extractor) listLocal() (map[string]localEntry, error) {
 }
 
 // compareFiles returns the files whose local copy is the backup's: same
-// CRC-32C (read in full, concurrency at a time), or with byTime the same
+// CRC-32C (read in full, concurrency at a time; never a file that ends
+// with its own CRC-32C, archive.SelfChecked), or with byTime the same
 // modification time to the second. Sizes were compared already.
 func compareFiles(ctx context.Context, x *extractor, files []*repo.File, local map[string]localEntry, byTime bool, concurrency int) ([]*repo.File, error) {
 	if byTime {
@@ -275,6 +276,9 @@ func compareFiles(ctx context.Context, x *extractor, files []*repo.File, local m
 	g.SetLimit(max(concurrency, 1))
 	bufs := sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
 	for _, f := range files {
+		if archive.SelfChecked(f.Path) {
+			continue // same CRC-32C whatever it holds: always written
+		}
 		l := local[f.Path]
 		g.Go(func() error {
 			if err := gctx.Err(); err != nil {

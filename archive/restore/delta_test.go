@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"hash/crc32"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -69,6 +70,7 @@ func TestDeltaRestore(t *testing.T) {
 		"PG_VERSION": "15\n", "global/pg_control": controlOf(1, "control"), "base/1/1259": big, "base/1/1249": "x",
 		"base/1/2600": strings.Repeat("k", 100), "base/1/2601": strings.Repeat("m", 100),
 		"postgresql.auto.conf": "# auto\n", "pg_wal/archive_status/.keep": "", "pg_tblspc/.keep": "",
+		"global/pg_filenode.map": selfCRC(1),
 	}
 	writeTree(t, src, tree)
 	writeTree(t, spc, map[string]string{"PG_15_1/1/16390": "in a tablespace", "PG_15_1/1/16391": strings.Repeat("t", 90)})
@@ -96,6 +98,8 @@ func TestDeltaRestore(t *testing.T) {
 		"base/1/9999": "a new relation", "base/77/1": "a new database", "log/postgresql.log": "the server's log",
 		"pg_wal/000000010000000000000009": "newer WAL", "base/1/1259.walvault-restore": "left by a failed restore",
 		"postmaster.pid": strconv.Itoa(deadPid(t)) + "\n/dest\n",
+		// VACUUM FULL pg_class: another map, of the same CRC-32C.
+		"global/pg_filenode.map": selfCRC(2),
 	})
 	if err := os.Remove(filepath.Join(dest, "base/1/1249")); err != nil {
 		t.Fatal(err)
@@ -149,7 +153,7 @@ func TestDeltaRestore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Delta.Removed > 1 || res.Delta.FetchedFiles > 3 { // recovery.signal; pg_control, postgresql.auto.conf
+	if res.Delta.Removed > 1 || res.Delta.FetchedFiles > 3 { // recovery.signal; pg_control, postgresql.auto.conf, pg_filenode.map
 		t.Errorf("a delta restore over the backup's own state: %+v", res.Delta)
 	}
 
@@ -315,4 +319,16 @@ func TestDeltaRestoreAgainAfterAFailure(t *testing.T) {
 	if _, err := Run(ctx, r, opts); !errors.Is(err, archive.ErrBadInput) || !strings.Contains(err.Error(), "symbolic link") {
 		t.Fatalf("delta restore with pg_wal a link: %v", err)
 	}
+}
+
+// selfCRC is a 512-byte file that ends with the CRC-32C of what it holds
+// and zero padding, as pg_filenode.map does: every one has the same
+// CRC-32C.
+func selfCRC(fill byte) string {
+	b := make([]byte, 512)
+	for i := range 500 {
+		b[i] = fill + byte(i)
+	}
+	binary.LittleEndian.PutUint32(b[500:], crc32.Checksum(b[:500], crc32.MakeTable(crc32.Castagnoli)))
+	return string(b)
 }

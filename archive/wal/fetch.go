@@ -171,25 +171,5 @@ func startOver(f *os.File, tmp string) (*os.File, error) {
 	return f, err
 }
 
-// want is what an archived pg_wal file must be: signed by the database
-// host, encrypted when an identity is configured, and no larger than its
-// kind can be, so that a decompression bomb stops at the cap.
-func want(ctx context.Context, r *repo.Repo, wf archive.WALFile) repo.Want {
-	w := repo.Want{Proof: true, ContentFromMeta: true, Encrypted: true}
-	switch wf.Kind {
-	case archive.KindHistory:
-		w.MaxSize = repo.MaxHistoryBytes
-	case archive.KindBackup:
-		w.MaxSize = repo.MaxBackupFileBytes
-	case archive.KindSegment, archive.KindPartial:
-		// With a proof, the proven size is exact and Load holds the object
-		// to it: this is only the outer bound, without a round trip.
-		// Without one, the metadata's size is no one's word: the cluster's
-		// segment size (one read of cluster.json) is the cap.
-		w.MaxSize = repo.MaxWALSegmentBytes
-		if r.AllowUnsigned {
-			w.MaxSize = r.SegmentSizeCap(ctx)
-		}
-	}
-	return w
-}
+// want is what an archived pg_wal file must be (repo.WantWAL).
+func want(ctx context.Context, r *repo.Repo, wf archive.WALFile) repo.Want { return r.WantWAL(ctx, wf) }
