@@ -24,7 +24,7 @@ func checkProbe(ctx context.Context, st cloud.Store, rep *Report) bool {
 	body := []byte("walvault check probe " + hex.EncodeToString(b[:]))
 	fix := "walvault needs to list, read, write and delete objects under the store's prefix: check the credentials and the bucket's permissions"
 	began := time.Now()
-	if err := st.Put(ctx, key, cloud.Bytes(body), cloud.PutOptions{IfAbsent: true, SizeHint: int64(len(body))}); err != nil {
+	if err := st.Put(ctx, key, cloud.Bytes(body), cloud.PutOptions{IfAbsent: true, SizeHint: int64(len(body)), NoLock: true}); err != nil {
 		rep.add("store", Fail, fmt.Sprintf("%s: writing a probe object %s: %v", st, key, err), fix)
 		return false
 	}

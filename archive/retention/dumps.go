@@ -139,7 +139,7 @@ func applyDumps(ctx context.Context, r *repo.Repo, plan *Plan, res *Result) (int
 		} else {
 			body, _ := json.Marshal(map[string]string{"deleted_by": "walvault delete", "at": time.Now().UTC().Format(time.RFC3339)})
 			tomb := repo.DumpKey(d.Name, repo.TombstoneFile)
-			if err := r.PutBytes(ctx, tomb, body, cloud.PutOptions{}); err != nil {
+			if err := r.PutBytes(ctx, tomb, body, cloud.PutOptions{NoLock: true}); err != nil {
 				return objects, fmt.Errorf("%s: writing %s: %w", r.Store, tomb, err)
 			}
 			if err := r.Store.Delete(ctx, man); err != nil && !errors.Is(err, cloud.ErrNotFound) {

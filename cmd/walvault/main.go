@@ -382,6 +382,13 @@ func openArchive(c *cli.Context, a access) (*repo.Repo, error) {
 	// an empty archive (wal-fetch must not answer "not in the archive",
 	// which ends recovery).
 	so.MustExist = a&writes == 0 || c.Command.Name == "backup-mark"
+	if a&writes != 0 {
+		l, err := lockOf(c)
+		if err != nil {
+			return nil, err
+		}
+		so.Lock = l
+	}
 	st, err := cloud.Open(c.Context, c.String("store"), so)
 	if err != nil {
 		return nil, err

@@ -1,0 +1,300 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+	"gopkg.in/yaml.v3"
+
+	"github.com/walvault/walvault/cloud"
+)
+
+// The stores besides `store`: second stores kept in step (copy-store),
+// copy's destination (--to) and restore's fallback (--fallback-store).
+//
+// A store named by its URL alone is reached with the same backend settings
+// as `store` (its endpoint, region, credentials...). One that needs its
+// own (another account, region or endpoint) is written in the config file
+// as a map, whose keys are `store` and any backend setting (and
+// lock-days, lock-mode): its backend settings are then only those it
+// lists, none inherited from the top level, since a second store usually
+// lives elsewhere and the primary's endpoint would send its objects to the
+// wrong place. lock-days and lock-mode are inherited unless the map sets
+// them.
+//
+//	copy-store:
+//	  - s3://dr-bucket/prod-db                      # same settings as store
+//	  - store: gs://acme-dr/prod-db                 # its own
+//	    gcs-credentials-file: /etc/walvault/dr-gcs.json
+//	    lock-days: 35
+
+// copyStoreKey is the config file key of the second stores; its values
+// may be maps, so it is read here rather than by altsrc.
+const copyStoreKey = "copy-store"
+
+// extraConfigKeys are config file keys that are not altsrc flags.
+var extraConfigKeys = []string{copyStoreKey}
+
+// storeSpec is one store with everything needed to open it.
+type storeSpec struct {
+	URL      string
+	Settings cloud.Values
+	Lock     cloud.Lock
+	// Own: a config file entry with backend settings of its own.
+	Own bool
+}
+
+// copyStoreFlags name the second stores; a command that writes, keeps
+// them in step or reads from them takes them.
+func copyStoreFlags() []cli.Flag {
+	return []cli.Flag{
+		// Not an altsrc flag: the config file's entries may be maps.
+		&cli.StringSliceFlag{Name: copyStoreKey, Usage: "a second store kept in step (URL; repeatable): the agent copies what it archives, backup-push and dump-push their backup and dump; with its own settings, a map in the config file (README: A second store)", EnvVars: envName(copyStoreKey)},
+		boolFlag("copy-store-wait", "report success only once every copy-store has the object too (archive_command through the agent, backup-push, dump-push); default: the primary store alone decides"),
+	}
+}
+
+// lockFlags are the immutability settings of a store's writes.
+func lockFlags() []cli.Flag {
+	return []cli.Flag{
+		stringFlag("lock-days", "keep every object written undeletable for this long under the store's own immutability (S3 Object Lock, GCS object retention, Azure immutability): days (30) or a duration (36h); 0: no lock", "0"),
+		stringFlag("lock-mode", "compliance (nobody can shorten a lock) or governance (principals allowed to bypass it can)", "compliance"),
+	}
+}
+
+// lockOf reads the command's lock settings (none for a command without
+// them).
+func lockOf(c *cli.Context) (cloud.Lock, error) {
+	if !hasFlag(c.Command.Flags, "lock-days") {
+		return cloud.Lock{}, nil
+	}
+	return parseLock(c.String("lock-days"), c.String("lock-mode"))
+}
+
+func parseLock(days, mode string) (cloud.Lock, error) {
+	d, err := cloud.ParseLockPeriod(days)
+	if err != nil {
+		return cloud.Lock{}, usageError("%v", err)
+	}
+	m, err := cloud.ParseLockMode(mode)
+	if err != nil {
+		return cloud.Lock{}, usageError("--lock-mode: %v", err)
+	}
+	return cloud.Lock{Period: d, Mode: m}, nil
+}
+
+// mainSpec is the `store` setting with its settings.
+func mainSpec(c *cli.Context) (storeSpec, error) {
+	l, err := lockOf(c)
+	return storeSpec{URL: c.String("store"), Settings: backendValues(c), Lock: l}, err
+}
+
+// open opens the store; mustExist as in cloud.Options.
+func (s storeSpec) open(c *cli.Context, mustExist bool) (cloud.Store, error) {
+	so := storeOptions(c)
+	so.Settings, so.Lock, so.MustExist = s.Settings, s.Lock, mustExist
+	return cloud.Open(c.Context, s.URL, so)
+}
+
+// configEntries reads the copy-store entries of the command's config file.
+func configEntries(c *cli.Context, main storeSpec) ([]storeSpec, error) {
+	path := configPath(c)
+	if path == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(path) // #nosec G304 -- the config file the user named
+	if err != nil {
+		return nil, usageError("config file %s cannot be read: %v", path, errors.Unwrap(err))
+	}
+	var doc map[string]any
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		return nil, usageError("config file %s is not valid YAML with flag names as keys: %s", path, oneLine(err.Error()))
+	}
+	raw, ok := doc[copyStoreKey]
+	if !ok || raw == nil {
+		return nil, nil
+	}
+	list, ok := raw.([]any)
+	if !ok {
+		list = []any{raw}
+	}
+	var out []storeSpec
+	for i, e := range list {
+		spec, err := parseEntry(e, main)
+		if err != nil {
+			return nil, usageError("config file %s: %s entry %d: %v", path, copyStoreKey, i+1, err)
+		}
+		out = append(out, spec)
+	}
+	return out, nil
+}
+
+// parseEntry reads one copy-store entry: a URL, or a map with `store`.
+func parseEntry(e any, main storeSpec) (storeSpec, error) {
+	switch v := e.(type) {
+	case string:
+		return storeSpec{URL: v, Settings: main.Settings, Lock: main.Lock}, checkURL(v)
+	case map[string]any:
+		return parseMapEntry(v, main)
+	}
+	return storeSpec{}, fmt.Errorf("expected a store URL or a map with a %q key, got %v", "store", e)
+}
+
+func parseMapEntry(v map[string]any, main storeSpec) (storeSpec, error) {
+	spec := storeSpec{Settings: cloud.Values{}, Own: true}
+	keys := make([]string, 0, len(v))
+	for k := range v {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	allowed := []string{"store", "lock-days", "lock-mode"}
+	for _, s := range cloud.Settings() {
+		allowed = append(allowed, s.Name)
+	}
+	days, mode := "", ""
+	for _, k := range keys {
+		val, err := scalar(v[k])
+		if err != nil {
+			return spec, fmt.Errorf("%s: %v", k, err)
+		}
+		switch {
+		case k == "store":
+			spec.URL = val
+		case k == "lock-days":
+			days = val
+		case k == "lock-mode":
+			mode = val
+		case slices.Contains(allowed, k):
+			spec.Settings[k] = val
+		default:
+			return spec, fmt.Errorf("%q is no setting of a store%s: an entry has store, lock-days, lock-mode and the backend settings of its store", k,
+				didYouMean(k, allowed, func(s string) string { return fmt.Sprintf("%q", s) }))
+		}
+	}
+	if spec.URL == "" {
+		return spec, errors.New(`it has no "store" key with the store's URL`)
+	}
+	if err := checkURL(spec.URL); err != nil {
+		return spec, err
+	}
+	loc, _ := cloud.ParseURL(spec.URL)
+	b, _ := cloud.BackendOf(loc.Scheme)
+	for k := range spec.Settings {
+		if !slices.ContainsFunc(b.Settings, func(s cloud.Setting) bool { return s.Name == k }) {
+			return spec, fmt.Errorf("%s does not apply to a %s:// store", k, loc.Scheme)
+		}
+	}
+	spec.Lock = main.Lock
+	if days != "" || mode != "" {
+		if days == "" {
+			days = cloud.FormatPeriod(main.Lock.Period)
+		}
+		l, err := parseLock(days, mode)
+		if err != nil {
+			return spec, err
+		}
+		spec.Lock = l
+	}
+	return spec, nil
+}
+
+// scalar is a YAML scalar as the text a flag would take.
+func scalar(v any) (string, error) {
+	switch x := v.(type) {
+	case string:
+		return x, nil
+	case bool, int, int64, float64:
+		return fmt.Sprint(x), nil
+	case nil:
+		return "", nil
+	}
+	return "", fmt.Errorf("expected a single value, got %v", v)
+}
+
+func checkURL(raw string) error {
+	loc, err := cloud.ParseURL(raw)
+	if err != nil {
+		return err
+	}
+	if _, ok := cloud.BackendOf(loc.Scheme); !ok {
+		return fmt.Errorf("%w: unknown scheme %q in %q", cloud.ErrBadURL, loc.Scheme+"://", cloud.Redact(raw))
+	}
+	return nil
+}
+
+// copyStores are the second stores: the URLs --copy-store (or
+// WALVAULT_COPY_STORE) names, each with its config file entry's settings
+// when it has one, else the config file's entries.
+func copyStores(c *cli.Context) ([]storeSpec, error) {
+	if !hasFlag(c.Command.Flags, copyStoreKey) {
+		return nil, nil
+	}
+	main, err := mainSpec(c)
+	if err != nil {
+		return nil, err
+	}
+	entries, err := configEntries(c, main)
+	if err != nil {
+		return nil, err
+	}
+	var out []storeSpec
+	if urls := c.StringSlice(copyStoreKey); len(urls) > 0 {
+		for _, u := range urls {
+			s, err := specIn(entries, main, u)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, s)
+		}
+	} else {
+		out = entries
+	}
+	seen := map[string]bool{strings.TrimSuffix(main.URL, "/"): true}
+	for _, s := range out {
+		u := strings.TrimSuffix(s.URL, "/")
+		if seen[u] {
+			return nil, usageError("copy-store %s is named twice, or is the store itself: each second store once, none the same as store", cloud.Redact(s.URL))
+		}
+		seen[u] = true
+	}
+	return out, nil
+}
+
+// specFor resolves a store URL given on the command line (--to,
+// --fallback-store): its config file entry's settings when it has one,
+// else those of `store`.
+func specFor(c *cli.Context, raw string) (storeSpec, error) {
+	main, err := mainSpec(c)
+	if err != nil {
+		return storeSpec{}, err
+	}
+	entries, err := configEntries(c, main)
+	if err != nil {
+		return storeSpec{}, err
+	}
+	return specIn(entries, main, raw)
+}
+
+func specIn(entries []storeSpec, main storeSpec, raw string) (storeSpec, error) {
+	if err := checkURL(raw); err != nil {
+		return storeSpec{}, usageError("%v", err)
+	}
+	for _, e := range entries {
+		if strings.TrimSuffix(e.URL, "/") == strings.TrimSuffix(raw, "/") {
+			return e, nil
+		}
+	}
+	return storeSpec{URL: raw, Settings: main.Settings, Lock: main.Lock}, nil
+}
+
+// ioTimeout is the command's io-timeout.
+func ioTimeout(c *cli.Context) time.Duration {
+	d, _ := time.ParseDuration(c.String("io-timeout"))
+	return d
+}
