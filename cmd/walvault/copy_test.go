@@ -134,11 +134,11 @@ func TestCopyStoreEntries(t *testing.T) {
 		t.Fatalf("entries: %+v", got)
 	}
 	for body, want := range map[string]string{
-		"copy-store:\n  - store: s3://dr/db\n    s3-endpont: http://x\n":     `"s3-endpont" is no setting of a store (did you mean "s3-endpoint"?)`,
-		"copy-store:\n  - store: gs://dr/db\n    s3-endpoint: http://x\n":    "s3-endpoint does not apply to a gs:// store",
-		"copy-store:\n  - s3-endpoint: http://x\n":                          `no "store" key`,
-		"copy-store:\n  - ftp://x/y\n":                                      "unknown scheme",
-		"copy-store:\n  - store: s3://dr/db\n    lock-days: forever\n":       "lock-days",
+		"copy-store:\n  - store: s3://dr/db\n    s3-endpont: http://x\n":  `"s3-endpont" is no setting of a store (did you mean "s3-endpoint"?)`,
+		"copy-store:\n  - store: gs://dr/db\n    s3-endpoint: http://x\n": "s3-endpoint does not apply to a gs:// store",
+		"copy-store:\n  - s3-endpoint: http://x\n":                        `no "store" key`,
+		"copy-store:\n  - ftp://x/y\n":                                    "unknown scheme",
+		"copy-store:\n  - store: s3://dr/db\n    lock-days: forever\n":    "lock-days",
 		"store: s3://a/b\ncopy-store:\n  - s3://dr/db\n  - s3://dr/db/\n": "named twice",
 	} {
 		write(body)
