@@ -42,6 +42,9 @@ type CopyCheck struct {
 	// Keep returns the object's bytes in CopyResult.Bytes (a small one:
 	// a sums object whose part comes next).
 	Keep bool
+	// Meta, when set, is the metadata the object must carry (its digests
+	// and proof), as its writer recorded it.
+	Meta map[string]string
 }
 
 // CopyResult says what a copy did.
@@ -157,6 +160,10 @@ func (b *copyBody) open() error {
 	if c.SHA256 != "" && info.Size != c.Size {
 		_ = rc.Close()
 		return fmt.Errorf("%w: %s is %d bytes, the manifest says %d: the stored object is damaged", archive.ErrIntegrity, b.where(), info.Size, c.Size)
+	}
+	if c.Meta != nil && !SameObject(cloud.ObjectInfo{Size: info.Size, Metadata: c.Meta}, info) {
+		_ = rc.Close()
+		return fmt.Errorf("%w: %s does not carry the metadata its writer recorded: it was replaced", archive.ErrIntegrity, b.where())
 	}
 	if c.Sums != nil {
 		b.in = newChunkReader(rc, c.Sums, b.where())

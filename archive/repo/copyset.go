@@ -202,3 +202,55 @@ func ListAll(ctx context.Context, st cloud.Store, prefix string) (map[string]clo
 	}
 	return out, nil
 }
+
+// CopyBackupChain copies backup name, with every ancestor dst lacks,
+// parents first, to dst (cluster.json first): what backup-push does for a
+// second store once the primary holds the backup.
+func (r *Repo) CopyBackupChain(ctx context.Context, dst *Repo, name string, opts CopyOptions) error {
+	if _, err := r.CopyCluster(ctx, dst); err != nil {
+		return err
+	}
+	cat, err := r.LoadCatalog(ctx, CatalogOptions{})
+	if err != nil {
+		return err
+	}
+	f := cat.Folder(name)
+	if f == nil || f.Manifest == nil {
+		if f != nil && f.Err != nil {
+			return f.Err
+		}
+		return fmt.Errorf("backup %s: %w", name, archive.ErrNotInArchive)
+	}
+	if opts.Have, err = ListAll(ctx, dst.Store, BackupPrefix); err != nil {
+		return err
+	}
+	chain := cat.Ancestors(f.Manifest)
+	for i := len(chain) - 1; i >= 0; i-- {
+		af := cat.Folder(chain[i].Name)
+		if err := r.CopyBackup(ctx, dst.Store, chain[i], &af.Folder, af.ManifestSHA256, opts); err != nil {
+			return err
+		}
+	}
+	return r.CopyBackup(ctx, dst.Store, f.Manifest, &f.Folder, f.ManifestSHA256, opts)
+}
+
+// CopyDumpNamed copies dump name to dst (cluster.json first): what
+// dump-push does for a second store once the primary holds the dump.
+func (r *Repo) CopyDumpNamed(ctx context.Context, dst *Repo, name string, opts CopyOptions) error {
+	if _, err := r.CopyCluster(ctx, dst); err != nil {
+		return err
+	}
+	m, err := r.ReadDumpManifest(ctx, name)
+	if err != nil {
+		return err
+	}
+	f := &Folder{Name: name, Objects: map[string]cloud.ObjectInfo{}}
+	err = r.Store.List(ctx, DumpPrefix+name+"/", cloud.ListOptions{}, func(o cloud.ObjectInfo) error {
+		f.Objects[o.Key[len(DumpPrefix+name+"/"):]] = o
+		return nil
+	})
+	if err != nil {
+		return archive.StoreErr(fmt.Errorf("%s: listing %s: %w", r.Store, DumpPrefix+name+"/", err))
+	}
+	return r.CopyDump(ctx, dst.Store, m, f, opts)
+}

@@ -91,6 +91,12 @@ func (r *Repo) PutBytes(ctx context.Context, key string, body []byte, opts cloud
 	return archive.StoreErr(r.Store.Put(ctx, key, cloud.Bytes(body), opts))
 }
 
+// Proven is meta with the proof of key added, as PutBytes stores it (the
+// signature is deterministic: the same as the stored one).
+func (r *Repo) Proven(key string, meta map[string]string) (map[string]string, error) {
+	return r.withProof(key, meta)
+}
+
 // withProof returns meta with the object's proof added when meta states a
 // content digest (a copy: the caller's map is not changed).
 func (r *Repo) withProof(key string, meta map[string]string) (map[string]string, error) {

@@ -31,7 +31,7 @@ func agentCommands() []*cli.Command {
 			"and answers walvault-wal (archive_command, restore_command) on a unix socket (default pg_wal/.walvault/agent.sock,\n" +
 			"mode 0600). One agent per data directory: a second one exits 5. It runs until SIGINT or SIGTERM.",
 		ArgsUsage: " ",
-		Flags: join(storeFlags(), writeFlags(), []cli.Flag{
+		Flags: join(storeFlags(), writeFlags(), copyStoreFlags(), []cli.Flag{
 			stringFlag("pgdata", "the cluster's data directory (PGDATA)", ""),
 			stringFlag("spool-dir", "walvault's own working directory (default: pg_wal/.walvault)", ""),
 			// Not a config file key: walvault-wal, which reads no config
@@ -89,7 +89,20 @@ func runAgent(c *cli.Context) error {
 		return err
 	}
 	defer cloud.Close(r.Store)
+	var seconds []agent.SecondStore
+	if !c.Bool("no-archive") {
+		opened, closeAll, err := openCopyStores(c, r)
+		if err != nil {
+			return err
+		}
+		defer closeAll()
+		for _, s := range opened {
+			seconds = append(seconds, agent.SecondStore{Repo: s.r, ID: s.id})
+		}
+	}
 	a, err := agent.Open(r, agent.Config{
+		SecondStores:        seconds,
+		CopyWait:            c.Bool("copy-store-wait"),
 		PGData:              pgdata,
 		SpoolDir:            c.String("spool-dir"),
 		Socket:              c.String("socket"),

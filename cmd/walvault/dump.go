@@ -35,7 +35,7 @@ func dumpCommands() []*cli.Command {
 				"tablespaces (pg_dumpall --globals-only, plain SQL, a dump of its own named dumpall_<time>_globals),\n" +
 				"then every database that accepts connections and is not a template, one after the other, each its\n" +
 				"own dump. A failed one does not stop the others; the failures are listed at the end (exit 6).",
-			Flags: join(storeFlags(), writeFlags(), []cli.Flag{
+			Flags: join(storeFlags(), writeFlags(), copyStoreFlags(), []cli.Flag{
 				stringFlag("dbname", "libpq connection string or URI (default: the PG* environment variables)", ""),
 				// Command-line only: not a setting (a config file's "all"
 				// would turn every dump-push DBNAME into a usage error).
@@ -103,6 +103,20 @@ func dumpPush(c *cli.Context) error {
 		return err
 	}
 	defer cloud.Close(r.Store)
+	seconds, closeAll, err := openCopyStores(c, r)
+	if err != nil {
+		return err
+	}
+	defer closeAll()
+	var copyErr error
+	copied := func(m *repo.DumpManifest) {
+		err := copyToSeconds(c, r, seconds, "dump "+m.Name, func(dst *repo.Repo, opts repo.CopyOptions) error {
+			return r.CopyDumpNamed(c.Context, dst, m.Name, opts)
+		})
+		if copyErr == nil {
+			copyErr = err
+		}
+	}
 	o := dump.PushOptions{DSN: c.String("dbname"), BinDir: c.String("pg-bin-dir"), Software: "walvault " + version}
 	if !all {
 		o.Database = c.Args().First()
@@ -111,14 +125,15 @@ func dumpPush(c *cli.Context) error {
 			return err
 		}
 		printPushed(c, m)
-		return nil
+		copied(m)
+		return copyErr
 	}
-	res, err := dump.PushAll(c.Context, r, o, func(m *repo.DumpManifest) { printPushed(c, m) })
+	res, err := dump.PushAll(c.Context, r, o, func(m *repo.DumpManifest) { printPushed(c, m); copied(m) })
 	if err != nil {
 		return err
 	}
 	if len(res.Failures) == 0 {
-		return nil
+		return copyErr
 	}
 	for _, f := range res.Failures {
 		fmt.Fprintf(c.App.ErrWriter, "walvault dump-push: %s failed: %s\n", dumpWhat(f.Database), shown(oneLine(f.Err.Error())))

@@ -4,14 +4,19 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/urfave/cli/v2"
 	"gopkg.in/yaml.v3"
 
+	"github.com/walvault/walvault/archive"
+	"github.com/walvault/walvault/archive/repo"
+	"github.com/walvault/walvault/archive/wal"
 	"github.com/walvault/walvault/cloud"
 )
 
@@ -297,4 +302,121 @@ func specIn(entries []storeSpec, main storeSpec, raw string) (storeSpec, error) 
 func ioTimeout(c *cli.Context) time.Duration {
 	d, _ := time.ParseDuration(c.String("io-timeout"))
 	return d
+}
+
+// secondRepo is a copy-store opened beside the primary: its repository
+// (the primary's keys and codec over its store) and its spool id.
+type secondRepo struct {
+	spec storeSpec
+	r    *repo.Repo
+	id   string
+}
+
+// openCopyStores opens every copy-store for a command whose primary
+// repository is r. Nothing is contacted.
+func openCopyStores(c *cli.Context, r *repo.Repo) ([]secondRepo, func(), error) {
+	specs, err := copyStores(c)
+	if err != nil {
+		return nil, func() {}, err
+	}
+	var out []secondRepo
+	closeAll := func() {
+		for _, s := range out {
+			cloud.Close(s.r.Store)
+		}
+	}
+	for _, s := range specs {
+		st, err := s.open(c, false)
+		if err != nil {
+			closeAll()
+			return nil, func() {}, fmt.Errorf("copy-store %s: %w", cloud.Redact(s.URL), err)
+		}
+		sr := *r
+		sr.Store = st
+		id := wal.CopyStoreID(cloud.Identity(st, cloud.Endpoint(s.URL, s.Settings, os.Getenv)))
+		out = append(out, secondRepo{spec: s, r: &sr, id: id})
+	}
+	return out, closeAll, nil
+}
+
+// spoolOf is the spool directory of the pg_wal file at path.
+func spoolOf(spool, path string) string {
+	if spool != "" {
+		return spool
+	}
+	return filepath.Join(filepath.Dir(path), ".walvault")
+}
+
+// recordCopy records so for the copy-store s in the spool of path's
+// pg_wal (the agent copies it; so does the next wal-push with
+// copy-store-wait).
+func recordCopy(s secondRepo, spool, path string, so wal.StoredObject) (wal.CopyRecord, error) {
+	q, err := wal.OpenCopyQueue(spoolOf(spool, path), s.id)
+	if err != nil {
+		return wal.CopyRecord{}, err
+	}
+	return q.Record(so, time.Now())
+}
+
+// copyNow copies the file wal-push just stored to every copy-store
+// (copy-store-wait), and removes its records: archive_command succeeds only
+// once every store has it.
+func copyNow(c *cli.Context, r *repo.Repo, seconds []secondRepo, recorded map[string][]wal.CopyRecord, so *wal.StoredObject, spool, path string) error {
+	for _, s := range seconds {
+		recs := recorded[s.id]
+		var rec *wal.CopyRecord
+		for i := range recs {
+			if recs[i].Name == so.Name {
+				rec = &recs[i]
+			}
+		}
+		if rec == nil {
+			return fmt.Errorf("copy-store %s: %s was not recorded", cloud.Redact(s.spec.URL), so.Name)
+		}
+		if _, err := r.CopyCluster(c.Context, s.r); err != nil {
+			return fmt.Errorf("copy-store %s: %w", cloud.Redact(s.spec.URL), err)
+		}
+		if _, err := wal.CopyStored(c.Context, r, s.r, *rec, so.Body, spoolOf(spool, path)); err != nil {
+			return fmt.Errorf("copy-store %s: %w", cloud.Redact(s.spec.URL), err)
+		}
+		if q, err := wal.OpenCopyQueue(spoolOf(spool, path), s.id); err == nil {
+			_ = q.Done(so.Name)
+		}
+	}
+	return nil
+}
+
+// copyToSeconds copies what a command just made complete in the primary
+// store (what) to every copy-store, with fn. A copy that fails is a
+// warning, the primary's success standing, unless copy-store-wait asks
+// for every store: then it is the command's failure.
+func copyToSeconds(c *cli.Context, r *repo.Repo, seconds []secondRepo, what string, fn func(dst *repo.Repo, opts repo.CopyOptions) error) error {
+	var failed []error
+	for _, s := range seconds {
+		start := time.Now()
+		var objects, bytes atomic.Int64
+		opts := repo.CopyOptions{Concurrency: max(c.Int("upload-concurrency"), 1),
+			OnStored: func(n int64) { bytes.Add(n) },
+			OnObject: func(res repo.CopyResult) {
+				if !res.Already {
+					objects.Add(1)
+				}
+			}}
+		err := fn(s.r, opts)
+		name := cloud.Redact(s.spec.URL)
+		if err != nil {
+			err = fmt.Errorf("%s is not in copy-store %s: %w", what, name, err)
+			if c.Bool("copy-store-wait") {
+				failed = append(failed, err)
+				continue
+			}
+			fmt.Fprintf(c.App.ErrWriter, "warning: %s (walvault copy --to %s catches it up)\n", oneLine(err.Error()), name)
+			continue
+		}
+		fmt.Fprintf(c.App.Writer, "copied %s to %s: %d object(s), %s in %.2f s\n", what, name, objects.Load(), archive.HumanBytes(bytes.Load()), time.Since(start).Seconds())
+	}
+	if len(failed) > 0 {
+		return errors.Join(failed...)
+	}
+	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 
@@ -28,7 +29,7 @@ func walCommands() []*cli.Command {
 			Name:      "wal-push",
 			Usage:     "archive one WAL file (archive_command = 'walvault wal-push %p')",
 			ArgsUsage: "PATH",
-			Flags: join(storeFlags(), writeFlags(), []cli.Flag{
+			Flags: join(storeFlags(), writeFlags(), copyStoreFlags(), []cli.Flag{
 				stringFlag("spool-dir", "walvault's own working directory (default: pg_wal/.walvault)", ""),
 			}),
 			Action: walPush,
@@ -99,12 +100,42 @@ func walPush(c *cli.Context) error {
 			r.Identities = ids
 		}
 	}
-	res, err := wal.Push(c.Context, r, c.Args().First(), wal.PushOptions{
-		Concurrency: c.Int("upload-concurrency"),
-		SpoolDir:    c.String("spool-dir"),
-	})
+	seconds, closeAll, err := openCopyStores(c, r)
 	if err != nil {
 		return err
+	}
+	defer closeAll()
+	opts := wal.PushOptions{Concurrency: c.Int("upload-concurrency"), SpoolDir: c.String("spool-dir")}
+	wait := c.Bool("copy-store-wait") && len(seconds) > 0
+	if wait {
+		// PostgreSQL is told only of what every store has: no file is
+		// pushed ahead, whose later answer would come from a marker.
+		opts.Concurrency, opts.KeepBody = 1, true
+	}
+	recorded := map[string][]wal.CopyRecord{}
+	var mu sync.Mutex
+	if len(seconds) > 0 {
+		opts.OnStored = func(so wal.StoredObject) {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, s := range seconds {
+				rec, err := recordCopy(s, c.String("spool-dir"), c.Args().First(), so)
+				if err != nil {
+					slog.Warn("not recorded for the copy-store", "copy_store", s.spec.URL, "file", so.Name, "err", err)
+					continue
+				}
+				recorded[s.id] = append(recorded[s.id], rec)
+			}
+		}
+	}
+	res, err := wal.Push(c.Context, r, c.Args().First(), opts)
+	if err != nil {
+		return err
+	}
+	if wait && res.Object != nil {
+		if err := copyNow(c, r, seconds, recorded, res.Object, c.String("spool-dir"), c.Args().First()); err != nil {
+			return err
+		}
 	}
 	ms := float64(time.Since(start).Microseconds()) / 1000
 	switch {
