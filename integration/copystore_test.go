@@ -1,16 +1,25 @@
 package integration
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/walvault/walvault/archive"
 	"github.com/walvault/walvault/archive/agent/proto"
+	"github.com/walvault/walvault/archive/repo"
+	"github.com/walvault/walvault/cloud"
+	"github.com/walvault/walvault/integration/faultproxy"
 	"github.com/walvault/walvault/integration/pgtest"
 	"github.com/walvault/walvault/integration/testenv"
 )
@@ -58,6 +67,9 @@ func stopShared() {
 			fmt.Fprintf(os.Stderr, "stopping the shared %s server: %v\n", kind, err)
 		}
 		_ = os.RemoveAll(filepath.Dir(s.DataDir))
+	}
+	for _, d := range fixtureDirs {
+		_ = os.RemoveAll(d)
 	}
 }
 
@@ -235,5 +247,264 @@ func waitCaughtUp(t *testing.T, sock string, a *agentProc) {
 			t.Fatalf("the second store did not catch up in 90 s: backlog %d, last error %q\n%s", backlog, lastErr, b)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// copyFixture is an archive to copy, made once per test binary by a real
+// server into a file store: a full backup in 1 MiB parts, an incremental
+// on it marked permanent, a dump, and WAL to the end, encrypted and
+// signed. The store directory is read-only for the tests: one that alters
+// objects copies it first (cloneStore).
+type copyFixture struct {
+	dir, url           string
+	identity, recipent string
+	full, incr, dump   string
+	want               map[string]string // table checksums at the end of the WAL
+}
+
+var (
+	fixtureOnce sync.Once
+	fixture     *copyFixture
+)
+
+// sharedFixture makes the fixture in the first test that asks for it (a
+// failure fails that test; the others then say it is missing).
+func sharedFixture(t *testing.T) *copyFixture {
+	t.Helper()
+	fixtureOnce.Do(func() { fixture = makeFixture(t) })
+	if fixture == nil {
+		t.Fatal("the copy fixture could not be made (see the first test that asked for it)")
+	}
+	return fixture
+}
+
+func makeFixture(t *testing.T) *copyFixture {
+	t.Helper()
+	// It outlives the test that makes it: not under t.TempDir.
+	base, err := os.MkdirTemp("", "walvault-copyfixture-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = os.Chmod(base, 0o755) // #nosec G302 -- postgres writes the store below it
+	o, _ := pgtest.ServerOwner()
+	dir := filepath.Join(base, "store")
+	if err := os.Mkdir(dir, 0o755); err != nil { // #nosec G301 -- test store
+		t.Fatal(err)
+	}
+	_ = o.Chown(dir)
+	sharedMu.Lock()
+	fixtureDirs = append(fixtureDirs, base)
+	sharedMu.Unlock()
+	tg := &target{Kind: "file", URL: "file://" + dir, Env: []string{"WALVAULT_STORE=file://" + dir}}
+	f := &copyFixture{dir: dir, url: tg.URL}
+	c, identity, recipient := archivingCluster(t, tg)
+	f.identity, f.recipent = identity, recipient
+	keep := filepath.Join(base, "walvault.key")
+	if b, err := os.ReadFile(identity); err == nil && os.WriteFile(keep, b, 0o600) == nil {
+		_ = o.Chown(keep)
+		f.identity = keep
+	}
+	c.Run("pgbench", "-i", "-s", "3", "-q")
+	f.full = backupName(t, mustWalvault(t, tg, backupEnv(c, recipient), "backup-push", "--fast-checkpoint", "--part-size", "1MiB"))
+	c.Run("pgbench", "-n", "-t", "300")
+	f.incr = backupName(t, mustWalvault(t, tg, backupEnv(c, recipient), "backup-push", "--fast-checkpoint", "--part-size", "1MiB", "--incremental"))
+	mustWalvault(t, tg, backupEnv(c, recipient), "backup-mark", f.incr, "--permanent")
+	out := mustWalvault(t, tg, backupEnv(c, recipient), "dump-push", "postgres")
+	f.dump = strings.Fields(out)[1]
+	c.Run("pgbench", "-n", "-t", "300")
+	f.want = tableChecksums(t, c)
+	c.WaitArchived(c.SwitchWAL(), 60*time.Second)
+	c.Stop()
+	return f
+}
+
+// fixtureDirs are removed when the tests end.
+var fixtureDirs []string
+
+// cloneStore copies the fixture's store into a new directory the test
+// owns and returns its URL.
+func (f *copyFixture) cloneStore(t *testing.T) (string, string) {
+	t.Helper()
+	dir := filepath.Join(pgtest.WorkDir(t), "store")
+	if out, err := exec.Command("cp", "-a", f.dir, dir).CombinedOutput(); err != nil {
+		t.Fatalf("cp: %v\n%s", err, out)
+	}
+	return dir, "file://" + dir
+}
+
+// TestCopyKilled: walvault copy of an archive (backups with an
+// incremental chain and a mark, WAL, a dump) into S3, killed with SIGKILL
+// at random points and run again until it finishes. The result is the
+// source byte for byte, metadata included, verifies in full with the same
+// keys, and a further copy has nothing to do.
+func TestCopyKilled(t *testing.T) {
+	f := sharedFixture(t)
+	srv := sharedServer(t, "s3")
+	dst := srv.NewTarget(t)
+	// Uploads slowed to about 3 MiB/s (two at a time), so that a copy of
+	// the 20 MiB archive takes seconds and every kill lands in one.
+	px := faultproxy.Start(t, srv.Addr)
+	px.SetRule(faultproxy.Always(faultproxy.Match("PUT", ""), faultproxy.Fault{Kind: faultproxy.Throttle, Dir: faultproxy.Up, Rate: 1536 << 10}))
+	env := append(srv.Env(), "AWS_ENDPOINT_URL_S3="+px.URL(), "WALVAULT_STORE="+f.url, "WALVAULT_IDENTITY_FILE="+f.identity)
+	tg := &target{Kind: "file", URL: f.url}
+	seed := time.Now().UnixNano()
+	rng := rand.New(rand.NewPCG(uint64(seed), 1)) // #nosec G404 -- test timing
+	t.Logf("kill points from seed %d", seed)
+	killed := 0
+	for i := 0; i < 5; i++ {
+		cmd := exec.Command(pgtest.Walvault(t), "copy", "--to", dst.URL, "--upload-concurrency", "2")
+		cmd.Env = append(append(os.Environ(), "AWS_EC2_METADATA_DISABLED=true"), env...)
+		var out strings.Builder
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case err := <-done:
+			t.Logf("run %d finished before its kill: %v\n%s", i, err, out.String())
+		case <-time.After(time.Duration(200+rng.IntN(1500)) * time.Millisecond):
+			_ = cmd.Process.Signal(syscall.SIGKILL)
+			<-done
+			killed++
+		}
+	}
+	if killed < 3 {
+		t.Fatalf("only %d copies were killed: the kill points are too late for this archive", killed)
+	}
+	out := mustWalvault(t, tg, env, "copy", "--to", dst.URL)
+	if !strings.Contains(out, "3 backup(s)") && !strings.Contains(out, "complete in the destination") {
+		t.Fatalf("the last copy:\n%s", out)
+	}
+	compareStores(t, f.url, cloud.Options{}, dst.URL, srv.Options())
+	dstEnv := append(srv.Env(), "WALVAULT_STORE="+dst.URL, "WALVAULT_IDENTITY_FILE="+f.identity)
+	mustWalvault(t, &target{Kind: "s3", URL: dst.URL}, dstEnv, "verify", "--full")
+	again := mustWalvault(t, tg, env, "copy", "--to", dst.URL)
+	if !strings.Contains(again, "to copy: 0 object(s), 0 B") {
+		t.Fatalf("a copy after the complete one found something to do:\n%s", again)
+	}
+}
+
+// compareStores checks that every object of a is in b with the same bytes
+// and the same walvault metadata.
+func compareStores(t *testing.T, aURL string, aOpts cloud.Options, bURL string, bOpts cloud.Options) {
+	t.Helper()
+	ctx := context.Background()
+	a, err := cloud.Open(ctx, aURL, aOpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cloud.Close(a)
+	b, err := cloud.Open(ctx, bURL, bOpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cloud.Close(b)
+	keys, err := repo.ListAll(ctx, a, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for key := range keys {
+		ab, am := getObject(t, a, key)
+		bb, bm := getObject(t, b, key)
+		if !bytes.Equal(ab, bb) {
+			t.Errorf("%s: %d bytes in the copy, %d in the source, or other bytes", key, len(bb), len(ab))
+		}
+		for k, v := range am {
+			if strings.HasPrefix(k, "walvault-") && bm[k] != v {
+				t.Errorf("%s: metadata %s differs in the copy", key, k)
+			}
+		}
+		n++
+	}
+	if n < 20 {
+		t.Fatalf("only %d objects compared", n)
+	}
+	t.Logf("%d objects identical in %s and %s", n, aURL, bURL)
+}
+
+func getObject(t *testing.T, st cloud.Store, key string) ([]byte, map[string]string) {
+	t.Helper()
+	rc, info, err := st.Get(context.Background(), key)
+	if err != nil {
+		t.Fatalf("%s: %v", key, err)
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b, info.Metadata
+}
+
+// TestFallbackRestore: the archive copied to GCS, then the first store
+// loses a part of the backup and a WAL segment, and holds another part
+// damaged. restore alone refuses; with --fallback-store it reads those
+// three objects from the copy, authenticated as any other, says so, and
+// PostgreSQL's recovery fetches the missing segment from it too.
+func TestFallbackRestore(t *testing.T) {
+	f := sharedFixture(t)
+	dir, url := f.cloneStore(t)
+	srv := sharedServer(t, "gcs")
+	fb := srv.NewTarget(t)
+	tg := &target{Kind: "file", URL: url, Env: []string{"WALVAULT_STORE=" + url}}
+	gcsEnv := append(srv.Env(), "WALVAULT_IDENTITY_FILE="+f.identity)
+	out := mustWalvault(t, tg, gcsEnv, "copy", "--to", fb.URL)
+	if !strings.Contains(out, "3 backup(s)") && !strings.Contains(out, "2 backup(s), 1 dump(s) complete") {
+		t.Fatalf("copy to GCS:\n%s", out)
+	}
+
+	ctx := context.Background()
+	st, err := cloud.Open(ctx, url, cloud.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cloud.Close(st)
+	r := &repo.Repo{Store: st, AllowUnsigned: true}
+	m, err := r.ReadManifest(ctx, f.full, false)
+	if err != nil || len(m.Parts) < 3 {
+		t.Fatalf("the full backup: %v (%d parts)", err, len(m.Parts))
+	}
+	gone := repo.BackupKey(f.full, m.Parts[1].Name)
+	damaged := repo.BackupKey(f.full, m.Parts[2].Name)
+	// A segment recovery replays after the backup's end.
+	wf, err := archive.ParseWALName(m.StopWAL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seg := archive.SegmentName(wf.Timeline, wf.SegNo(m.SegmentSize)+2, m.SegmentSize)
+	segKey := repo.WALKey(archive.WALFile{Name: seg, Kind: archive.KindSegment})
+	for _, k := range []string{gone, segKey} {
+		if err := os.Remove(filepath.Join(dir, filepath.FromSlash(k))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	flipByte(t, filepath.Join(dir, filepath.FromSlash(damaged)))
+
+	c := pgtest.New(t, pgtest.Options{NoInit: true})
+	code, _, e := tg.walvault(t, gcsEnv, "restore", c.Data, "--backup", f.full)
+	if code != 4 || !strings.Contains(e, "missing") {
+		t.Fatalf("restore without the fallback: exit %d, want 4: %s", code, e)
+	}
+	// The server reaches the fallback (GCS) for restore_command as restore
+	// did: its emulator's settings in its environment.
+	c2 := pgtest.New(t, pgtest.Options{NoInit: true, Env: srv.Env()})
+	out = mustWalvault(t, tg, gcsEnv, "restore", c2.Data, "--identity-file", f.identity, "--backup", f.full, "--fallback-store", fb.URL)
+	verifyBackup(t, c2, true)
+	r2 := &restored{Cluster: c2, Stdout: out}
+	for _, want := range []string{"from the fallback store: " + gone + " from " + fb.URL + " (missing in " + url,
+		"from the fallback store: " + damaged + " from " + fb.URL + " (damaged in " + url,
+		"--fallback-store=" + fb.URL} {
+		if !strings.Contains(r2.Stdout, want) {
+			t.Errorf("restore --fallback-store did not print %q:\n%s", want, r2.Stdout)
+		}
+	}
+	r2.AppendConf("archive_mode = off")
+	startAndRecover(t, r2.Cluster)
+	compareChecksums(t, tableChecksums(t, r2.Cluster), f.want)
+	if log := r2.LogTail(400); !strings.Contains(log, "read from the fallback store") || !strings.Contains(log, seg) {
+		t.Errorf("recovery did not say it fetched %s from the fallback store:\n%s", seg, log)
 	}
 }

@@ -98,6 +98,7 @@ func backupCommands() []*cli.Command {
 				boolFlag("force", "restore into a non-empty DEST (and non-empty --tablespace-map directories): files of the backup overwrite what is there, nothing is deleted"),
 				stringFlag("owner", "USER[:GROUP] to own the restored files when restore runs as root (default: the owner of an existing DEST)", ""),
 				stringFlag("progress-interval", "log progress this often when not on a terminal (e.g. 30s)", "30s"),
+				fallbackStoreFlag(),
 			}),
 			Action: restore,
 		},

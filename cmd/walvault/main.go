@@ -393,7 +393,10 @@ func openArchive(c *cli.Context, a access) (*repo.Repo, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg.Store = st
+	if cfg.Store, err = withFallbacks(c, st); err != nil {
+		cloud.Close(st)
+		return nil, err
+	}
 	return cfg, nil
 }
 

@@ -3,11 +3,13 @@ package main
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -419,4 +421,61 @@ func copyToSeconds(c *cli.Context, r *repo.Repo, seconds []secondRepo, what stri
 		return errors.Join(failed...)
 	}
 	return nil
+}
+
+// fallbackStoreFlag names stores restore and wal-fetch read an object from
+// when the store lacks it or holds it damaged.
+func fallbackStoreFlag() cli.Flag {
+	return sliceFlag("fallback-store", "a store holding a copy of the archive (a copy-store) to read an object from when --store lacks it or holds it damaged; each is authenticated as from --store; repeatable")
+}
+
+var (
+	fallbackMu   sync.Mutex
+	fallbackList []string
+)
+
+// fallbackReads are the objects read from a fallback store so far, each
+// with where it came from and why.
+func fallbackReads() []string {
+	fallbackMu.Lock()
+	defer fallbackMu.Unlock()
+	return slices.Clone(fallbackList)
+}
+
+// withFallbacks puts the command's --fallback-store stores behind st.
+// Each object read from one is logged (and listed by restore).
+func withFallbacks(c *cli.Context, st cloud.Store) (cloud.Store, error) {
+	if !hasFlag(c.Command.Flags, "fallback-store") || len(c.StringSlice("fallback-store")) == 0 {
+		return st, nil
+	}
+	var others []cloud.Store
+	for _, u := range c.StringSlice("fallback-store") {
+		spec, err := specFor(c, u)
+		if err == nil && strings.TrimSuffix(spec.URL, "/") == strings.TrimSuffix(c.String("store"), "/") {
+			err = usageError("--fallback-store %s is --store itself", cloud.Redact(u))
+		}
+		var o cloud.Store
+		if err == nil {
+			spec.Lock = cloud.Lock{} // read only
+			o, err = spec.open(c, true)
+		}
+		if err != nil {
+			for _, x := range others {
+				cloud.Close(x)
+			}
+			return nil, fmt.Errorf("--fallback-store %s: %w", cloud.Redact(u), err)
+		}
+		others = append(others, o)
+	}
+	note := func(key string, from cloud.Store, why error) {
+		reason := "missing in " + st.String()
+		if !errors.Is(why, cloud.ErrNotFound) && !errors.Is(why, archive.ErrNotInArchive) {
+			reason = "damaged in " + st.String() + ": " + archive.OneLine(why.Error())
+		}
+		slog.Warn("read from the fallback store", "object", key, "from", from.String(), "because", reason)
+		fallbackMu.Lock()
+		fallbackList = append(fallbackList, fmt.Sprintf("%s from %s (%s)", key, from, reason))
+		fallbackMu.Unlock()
+	}
+	return cloud.WithFallback(st, others, note), nil
 }
