@@ -508,3 +508,47 @@ func TestFallbackRestore(t *testing.T) {
 		t.Errorf("recovery did not say it fetched %s from the fallback store:\n%s", seg, log)
 	}
 }
+
+// TestCheckLockCopyStores: check with lock-days against versitygw's
+// POSIX backend, which implements S3 Object Lock: the store's bucket has
+// it (ok), the copy-store's bucket has not (FAIL, with the fix), and both
+// are probed. No PostgreSQL here: its checks fail or skip as documented.
+func TestCheckLockCopyStores(t *testing.T) {
+	srv := sharedServer(t, "s3")
+	locked := srv.NewLockedTarget(t)
+	plain := srv.NewTarget(t)
+	tg := &target{Kind: "s3", URL: locked.URL}
+	code, out, errOut := tg.walvault(t, srv.Env(), "check", "--store", locked.URL, "--lock-days", "2", "--lock-mode", "governance",
+		"--copy-store", plain.URL, "--dbname", "host=/nonexistent-walvault-check connect_timeout=2")
+	if code != 7 {
+		t.Fatalf("check: exit %d, want 7 (no PostgreSQL)\n%s%s", code, out, errOut)
+	}
+	// Each line: status, check, detail (the store's URL first).
+	lines := map[string]string{}
+	for _, l := range strings.Split(out, "\n") {
+		if f := strings.Fields(l); len(f) > 2 && (f[0] == "ok" || f[0] == "FAIL") {
+			name := f[1]
+			if f[2] == "lock" {
+				name += " lock"
+			}
+			lines[name] = l
+		}
+	}
+	for name, want := range map[string]string{
+		"store":           "ok    store ",
+		"store lock":      "S3 Object Lock is on; every object walvault writes is locked (governance for 2d)",
+		"copy-store":      "ok    copy-store ",
+		"copy-store lock": "lock-days 2d asks for S3 Object Lock, which it lacks",
+	} {
+		if !strings.Contains(lines[name], want) {
+			t.Errorf("check's %s line lacks %q:\n%s", name, want, out)
+		}
+	}
+	if !strings.Contains(lines["store"], locked.URL) || !strings.Contains(lines["copy-store"], plain.URL) || !strings.HasPrefix(lines["copy-store lock"], "FAIL") ||
+		!strings.Contains(lines["copy-store lock"], plain.URL) || !strings.HasPrefix(lines["store lock"], "ok") {
+		t.Errorf("check's lines name the wrong store or status:\n%s", out)
+	}
+	if !strings.Contains(out, "fix: enable it on the bucket or container (README: Immutable objects), or set lock-days 0") {
+		t.Errorf("no fix for the copy-store's lock:\n%s", out)
+	}
+}
