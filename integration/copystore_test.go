@@ -3,6 +3,8 @@ package integration
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -550,5 +552,90 @@ func TestCheckLockCopyStores(t *testing.T) {
 	}
 	if !strings.Contains(out, "fix: enable it on the bucket or container (README: Immutable objects), or set lock-days 0") {
 		t.Errorf("no fix for the copy-store's lock:\n%s", out)
+	}
+}
+
+// TestDeleteLocked: an archive in a versitygw bucket with S3 Object Lock
+// (its POSIX backend enforces it). The WAL is locked for an hour; of three
+// full backups, the first and the last for 20 s, the middle one for an
+// hour. Once the short locks have passed, delete --retain-full 1 plans
+// around the locks: the first backup goes, the middle one is kept saying
+// until when (with the WAL it needs), the locked WAL older than it is kept
+// saying so, and nothing locked is asked of the server, which would refuse
+// it (it does: a direct delete fails). delete NAME of the locked backup
+// is refused with its date.
+func TestDeleteLocked(t *testing.T) {
+	srv := sharedServer(t, "s3")
+	raw := srv.NewLockedTarget(t)
+	tg := &target{Kind: "s3", URL: raw.URL, Env: raw.Env, Server: srv, opts: raw.Options}
+	c, _, recipient := archivingCluster(t, tg, "WALVAULT_LOCK_DAYS=1h")
+	c.Run("pgbench", "-i", "-s", "1", "-q")
+	push := func(lock string) string {
+		return backupName(t, mustWalvault(t, tg, backupEnv(c, recipient), "backup-push", "--fast-checkpoint", "--lock-days", lock))
+	}
+	b1 := push("20s")
+	c.Run("pgbench", "-n", "-t", "200")
+	b2 := push("1h")
+	c.Run("pgbench", "-n", "-t", "200")
+	b3 := push("20s")
+	c.WaitArchived(c.SwitchWAL(), 60*time.Second)
+	time.Sleep(22 * time.Second) // b1's and b3's locks pass
+
+	st := raw.Open(t)
+	info, err := st.Stat(t.Context(), repo.BackupKey(b2, repo.ManifestFile))
+	if err != nil || time.Until(info.RetainUntil) < 50*time.Minute {
+		t.Fatalf("%s's manifest: retain until %v (%v), want about an hour from now", b2, info.RetainUntil, err)
+	}
+	if err := st.Delete(t.Context(), repo.BackupKey(b2, repo.ManifestFile)); !errors.Is(err, cloud.ErrLocked) {
+		t.Fatalf("a direct delete of a locked manifest: %v, want the server's refusal (ErrLocked)", err)
+	}
+
+	code, _, e := tg.walvault(t, nil, "delete", b2, "--confirm")
+	if code != 5 || !strings.Contains(e, "delete "+b2+" refused: it is locked until ") || !strings.Contains(e, "S3 Object Lock") {
+		t.Fatalf("delete of the locked backup: exit %d, want 5 with its date:\n%s", code, e)
+	}
+	plan := mustWalvault(t, tg, nil, "delete", "--retain-full", "1", "--json")
+	var out struct {
+		Plan struct {
+			Backups []struct {
+				Name    string   `json:"name"`
+				Delete  bool     `json:"delete"`
+				Reasons []string `json:"reasons"`
+			} `json:"backups"`
+			WAL []struct {
+				Delete  bool   `json:"delete"`
+				Reason  string `json:"reason"`
+				Objects int    `json:"objects"`
+			} `json:"wal"`
+		} `json:"plan"`
+	}
+	if err := json.Unmarshal([]byte(plan), &out); err != nil {
+		t.Fatalf("%v\n%s", err, plan)
+	}
+	p := out.Plan
+	got := map[string]string{}
+	for _, b := range p.Backups {
+		got[b.Name] = fmt.Sprintf("%v %s", b.Delete, strings.Join(b.Reasons, "; "))
+	}
+	if !strings.HasPrefix(got[b1], "true") || !strings.HasPrefix(got[b2], "false") || !strings.Contains(got[b2], "locked until") || !strings.HasPrefix(got[b3], "false") {
+		t.Fatalf("the plan's backups: %q\n%s", got, plan)
+	}
+	lockedWAL, deletedWAL := 0, 0
+	for _, r := range p.WAL {
+		switch {
+		case r.Delete:
+			deletedWAL += r.Objects
+		case strings.HasPrefix(r.Reason, "locked (S3 Object Lock)") && strings.Contains(r.Reason, "the latest until "):
+			lockedWAL += r.Objects
+		}
+	}
+	if lockedWAL == 0 || deletedWAL != 0 {
+		t.Fatalf("the plan's WAL: %d locked object(s) kept, %d to delete; want the WAL before %s kept as locked, none deleted\n%s", lockedWAL, deletedWAL, b2, plan)
+	}
+	done := mustWalvault(t, tg, nil, "delete", "--retain-full", "1", "--confirm")
+	t.Logf("delete:\n%s", done)
+	list := mustWalvault(t, tg, nil, "backup-list")
+	if strings.Contains(list, b1) || !strings.Contains(list, b2) || !strings.Contains(list, b3) {
+		t.Fatalf("after delete, want %s gone and %s, %s kept:\n%s", b1, b2, b3, list)
 	}
 }
