@@ -394,7 +394,7 @@ func openArchive(c *cli.Context, a access) (*repo.Repo, error) {
 		return nil, err
 	}
 	if cfg.Store, err = withFallbacks(c, st); err != nil {
-		cloud.Close(st)
+		_ = cloud.Close(st)
 		return nil, err
 	}
 	return cfg, nil

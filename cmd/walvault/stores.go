@@ -300,12 +300,6 @@ func specIn(entries []storeSpec, main storeSpec, raw string) (storeSpec, error) 
 	return storeSpec{URL: raw, Settings: main.Settings, Lock: main.Lock}, nil
 }
 
-// ioTimeout is the command's io-timeout.
-func ioTimeout(c *cli.Context) time.Duration {
-	d, _ := time.ParseDuration(c.String("io-timeout"))
-	return d
-}
-
 // secondRepo is a copy-store opened beside the primary: its repository
 // (the primary's keys and codec over its store) and its spool id.
 type secondRepo struct {
@@ -324,7 +318,7 @@ func openCopyStores(c *cli.Context, r *repo.Repo) ([]secondRepo, func(), error) 
 	var out []secondRepo
 	closeAll := func() {
 		for _, s := range out {
-			cloud.Close(s.r.Store)
+			_ = cloud.Close(s.r.Store)
 		}
 	}
 	for _, s := range specs {
@@ -461,7 +455,7 @@ func withFallbacks(c *cli.Context, st cloud.Store) (cloud.Store, error) {
 		}
 		if err != nil {
 			for _, x := range others {
-				cloud.Close(x)
+				_ = cloud.Close(x)
 			}
 			return nil, fmt.Errorf("--fallback-store %s: %w", cloud.Redact(u), err)
 		}
