@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 
 	"github.com/walvault/walvault/archive"
@@ -73,7 +74,10 @@ func TestCopyArchive(t *testing.T) {
 	}
 	var stored int64
 	var done []string
-	opts := repo.CopyOptions{Concurrency: 2, OnStored: func(n int64) { stored += n }, OnObject: func(r repo.CopyResult) { done = append(done, r.Key) }}
+	var mu sync.Mutex // the callbacks are called by the copies at once
+	opts := repo.CopyOptions{Concurrency: 2,
+		OnStored: func(n int64) { mu.Lock(); stored += n; mu.Unlock() },
+		OnObject: func(r repo.CopyResult) { mu.Lock(); done = append(done, r.Key); mu.Unlock() }}
 	if err := src.CopyBackup(ctx, dstStore, m, folderOf(t, src, "base_1"), sum, opts); err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +127,7 @@ func TestCopyArchive(t *testing.T) {
 	// Again: nothing to do, every object is found the same.
 	have, _ := repo.ListAll(ctx, dstStore, "")
 	done = nil
-	if err := src.CopyBackup(ctx, dstStore, m, folderOf(t, src, "base_1"), sum, repo.CopyOptions{Have: have, OnObject: func(r repo.CopyResult) { done = append(done, r.Key) }}); err != nil || len(done) != 0 {
+	if err := src.CopyBackup(ctx, dstStore, m, folderOf(t, src, "base_1"), sum, repo.CopyOptions{Have: have, OnObject: func(r repo.CopyResult) { mu.Lock(); done = append(done, r.Key); mu.Unlock() }}); err != nil || len(done) != 0 {
 		t.Errorf("second copy: %v, copied %v", err, done)
 	}
 	res, err := src.CopyWAL(ctx, dstStore, "wal/0000000100000000/000000010000000000000002", 16<<20, repo.CopyOptions{})

@@ -29,9 +29,10 @@ type CopyOptions struct {
 	// or repeated copy). nil: nothing is known, every object is sent (the
 	// destination's write-once check settles each).
 	Have map[string]cloud.ObjectInfo
-	// OnStored is told the bytes sent, as they go.
+	// OnStored is told the bytes sent, as they go; OnObject each object
+	// copied or found there. Both are called by the copies running at
+	// once: they must be safe for concurrent use.
 	OnStored func(n int64)
-	// OnObject is told each object copied or found there.
 	OnObject func(CopyResult)
 }
 
