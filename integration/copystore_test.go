@@ -181,7 +181,13 @@ func TestCopyStoreAgent(t *testing.T) {
 	if n := archiverFailures(t, c); n != 0 {
 		t.Fatalf("PostgreSQL saw %d failed archive_command(s) with the second store down\n%s", n, c.LogTail(20))
 	}
+	// The copier's first attempt at the down store may still be in its
+	// retries (each fails within seconds): its error comes then.
 	backlog, lastErr, _ := copyStats(t, sock)
+	for deadline := time.Now().Add(60 * time.Second); lastErr == "" && time.Now().Before(deadline); {
+		time.Sleep(500 * time.Millisecond)
+		backlog, lastErr, _ = copyStats(t, sock)
+	}
 	if backlog < 4 || lastErr == "" {
 		t.Fatalf("second store down: backlog %d, last error %q", backlog, lastErr)
 	}

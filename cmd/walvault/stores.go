@@ -426,6 +426,9 @@ func fallbackStoreFlag() cli.Flag {
 var (
 	fallbackMu   sync.Mutex
 	fallbackList []string
+	// fallbackHook, when set, is told each read from a fallback store too
+	// (wal-prefetch, whose log nobody sees, hands it to wal-fetch).
+	fallbackHook func(key, line string)
 )
 
 // fallbackReads are the objects read from a fallback store so far, each
@@ -467,9 +470,48 @@ func withFallbacks(c *cli.Context, st cloud.Store) (cloud.Store, error) {
 			reason = "damaged in " + st.String() + ": " + archive.OneLine(why.Error())
 		}
 		slog.Warn("read from the fallback store", "object", key, "from", from.String(), "because", reason)
+		line := fmt.Sprintf("%s from %s (%s)", key, from, reason)
 		fallbackMu.Lock()
-		fallbackList = append(fallbackList, fmt.Sprintf("%s from %s (%s)", key, from, reason))
+		fallbackList = append(fallbackList, line)
+		hook := fallbackHook
 		fallbackMu.Unlock()
+		if hook != nil {
+			hook(key, line)
+		}
 	}
 	return cloud.WithFallback(st, others, note), nil
+}
+
+// A segment the prefetcher read from a fallback store is served later by
+// wal-fetch from the spool: the prefetcher leaves a note beside it
+// (prefetch/.fallback-NAME), which wal-fetch logs, as its own read would
+// have been, when it serves the segment, and removes.
+const fallbackNotePrefix = ".fallback-"
+
+// noteFallbackPrefetch makes the prefetcher leave those notes in spool.
+func noteFallbackPrefetch(spool string) {
+	fallbackMu.Lock()
+	defer fallbackMu.Unlock()
+	fallbackHook = func(key, line string) {
+		name := filepath.Base(key)
+		if _, err := archive.ParseWALName(name); err != nil {
+			return
+		}
+		p := filepath.Join(spool, "prefetch", fallbackNotePrefix+name)
+		if err := os.WriteFile(p, []byte(line), 0o600); err != nil {
+			slog.Debug("fallback note not written", "file", p, "err", err)
+		}
+	}
+}
+
+// logPrefetchedFallback logs (and removes) the note of a prefetched
+// segment read from a fallback store.
+func logPrefetchedFallback(spool, name string) {
+	p := filepath.Join(spool, "prefetch", fallbackNotePrefix+name)
+	b, err := os.ReadFile(p) // #nosec G304 -- our spool
+	if err != nil {
+		return
+	}
+	_ = os.Remove(p)
+	slog.Warn("read from the fallback store (prefetched)", "object", shown(archive.OneLine(string(b))))
 }

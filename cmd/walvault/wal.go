@@ -173,6 +173,9 @@ func walFetch(c *cli.Context) error {
 		return err // run decides whether it stops recovery
 	}
 	slog.Debug("fetched", "file", name, "bytes", res.Size, "prefetched", res.Prefetched)
+	if res.Prefetched {
+		logPrefetchedFallback(spool, name)
+	}
 	if n := c.Int("prefetch"); n > 0 {
 		if wf, err := archive.ParseWALName(name); err == nil && wf.Kind == archive.KindSegment {
 			startPrefetcher(c, name, res.Size, spool)
@@ -220,6 +223,7 @@ func walPrefetch(c *cli.Context) error {
 	if err != nil {
 		return usageError("segment size %q", c.Args().Get(1))
 	}
+	noteFallbackPrefetch(c.Args().Get(2))
 	return wal.Prefetch(c.Context, r, c.Args().Get(0), size, c.Int("prefetch"), c.Int("download-concurrency"), c.Args().Get(2))
 }
 
