@@ -86,6 +86,8 @@ bench: build test-deps $(CACHE)/walvault-$(PRE_AUTH)
 	WALVAULT_BENCH_SEGMENT= $(GO) test -count=6 -run '^$$' -bench Segment ./archive/wal/
 	bash bench/agent.sh "$(CURDIR)/bin/walvault"
 	bash bench/incremental.sh "$(CURDIR)/bin/walvault"
+	bash bench/drill.sh "$(CURDIR)/bin/walvault"
+	bash bench/dbafeatures.sh "$(CURDIR)/bin/walvault"
 	WALVAULT_TEST_CACHE="$(CACHE)" bash bench/copy.sh "$(CURDIR)/bin/walvault"
 
 clean:

@@ -112,14 +112,21 @@ func (r *retryStore) Put(ctx context.Context, key string, body Body, opts PutOpt
 		return r.Store.Put(ctx, key, body, opts)
 	}
 	first := true
+	var last error
 	return Retry(ctx, r.p, "put "+key, func() error {
 		if !first {
 			if err := body.Rewind(); err != nil {
+				if errors.Is(err, ErrNoRewind) {
+					// A body that hides its kind (a decorator's) and
+					// cannot start over: the upload's own failure.
+					return Permanent(last)
+				}
 				return Permanent(err)
 			}
 		}
 		first = false
-		return r.Store.Put(ctx, key, body, opts)
+		last = r.Store.Put(ctx, key, body, opts)
+		return last
 	})
 }
 

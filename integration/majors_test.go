@@ -147,6 +147,7 @@ func testMajor(t *testing.T, major int) {
 		t.Fatalf("%d failed archive_command(s)\n%s", n, c.LogTail(20))
 	}
 	majorDumps(t, tg, c, identity, recipient)
+	majorDrill(t, tg, major, incr, identity)
 	if code := ag.stop(t); code != 0 {
 		t.Errorf("agent exit %d on SIGTERM", code)
 	}
@@ -180,6 +181,30 @@ func testMajor(t *testing.T, major int) {
 		t.Fatalf("timeline %s after following timeline 2, want 3", tl)
 	}
 	t.Logf("PostgreSQL %s: %s", r2.Psql("SHOW server_version"), time.Since(began).Round(100*time.Millisecond))
+}
+
+// majorDrill drills backup with this major's server binaries, beside the
+// running production server: the drill's server settings are chosen by
+// version (archive_library from 15, event_triggers from 17, ...), and a
+// setting a major does not know would keep it from starting.
+func majorDrill(t *testing.T, tg *target, major int, backup, identity string) {
+	t.Helper()
+	bin, err := pgtest.ServerBinDir(major)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp := pgtest.WorkDir(t)
+	code, out, stderr := tg.walvault(t, []string{"TMPDIR=" + tmp}, "drill", "--backup", backup, "--identity-file", identity,
+		"--pg-bin-dir", bin, "--amcheck", "--drill-state-file", "none")
+	if code != 0 || !strings.Contains(out, "drill ok: backup "+backup) || !strings.Contains(out, fmt.Sprintf("PostgreSQL %d.", major)) {
+		t.Fatalf("drill on PostgreSQL %d: exit %d\n%s%s", major, code, out, stderr)
+	}
+	if ents, _ := os.ReadDir(tmp); len(ents) != 0 {
+		t.Errorf("the drill left %v behind", ents)
+	}
+	if major == pgtest.DefaultMajor {
+		t.Logf("drill:\n%s", out)
+	}
 }
 
 // restoreMajor is restoreInto for a server of major: restore into a fresh

@@ -207,7 +207,7 @@ func (b *pusher) newManifest(startTime time.Time, startLSN archive.LSN) *repo.Ma
 		StartLSN: startLSN, StartWAL: archive.SegmentOf(b.tli, startLSN, srv.SegSize), StartTime: startTime,
 		SegmentSize: srv.SegSize, Compression: string(orLZ4(b.r.Codec.Compression)), Encrypted: len(b.r.Codec.Recipients) > 0,
 		Permanent: b.opts.Permanent, Annotations: b.opts.Annotations, PGData: b.pgdata, Owner: ownerOf(b.pgdata),
-		BlockSize: b.facts.BlockSize, DataChecksums: b.facts.DataChecksums,
+		BlockSize: b.facts.BlockSize, DataChecksums: b.facts.DataChecksums, FromStandby: srv.InRecovery,
 	}
 	if p := b.parent; p != nil {
 		m.Type, m.Parent, m.ParentManifestSHA256 = repo.BackupIncremental, p.m.Name, p.sum

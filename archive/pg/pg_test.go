@@ -40,7 +40,9 @@ func TestCheckArchiving(t *testing.T) {
 		{"archiving", Server{ArchiveMode: "on", ArchiveCmd: "walvault wal-push %p"}, ""},
 		{"archive_mode off", Server{ArchiveMode: "off", ArchiveCmd: "walvault wal-push %p"}, "archive_mode is off"},
 		{"no archive_command", Server{ArchiveMode: "on", ArchiveCmd: "  "}, "archive_command is empty"},
-		{"standby, on", Server{ArchiveMode: "on", InRecovery: true, ArchiveCmd: "x"}, "archive_mode = always"},
+		// A standby's WAL is archived by the primary (or by itself, with always).
+		{"standby, on", Server{ArchiveMode: "on", InRecovery: true, ArchiveCmd: "x"}, ""},
+		{"standby, off, no command", Server{ArchiveMode: "off", InRecovery: true}, ""},
 		{"standby, always", Server{ArchiveMode: "always", InRecovery: true, ArchiveCmd: "x"}, ""},
 		{"archive library", Server{ArchiveMode: "on", ArchiveCmd: "library:basic_archive"}, ""},
 	} {

@@ -125,10 +125,14 @@ func (s *Server) load(ctx context.Context) error {
 // without WAL archiving the WAL written during the backup is lost.
 func (s *Server) CheckArchiving() error {
 	switch {
+	case s.InRecovery:
+		// A standby's own archive_mode and archive_command matter only
+		// with archive_mode = always; otherwise the primary's
+		// archive_command stores the WAL a backup taken here needs, which
+		// backup-push waits for (and names when it does not come).
+		return nil
 	case s.ArchiveMode == "off":
 		return fmt.Errorf("%w: archive_mode is off, so the WAL a restore needs would never reach the store: set archive_mode = on and archive_command = 'walvault wal-push %%p', then restart PostgreSQL", archive.ErrPostgres)
-	case s.InRecovery && s.ArchiveMode != "always":
-		return fmt.Errorf("%w: this server is a standby with archive_mode = %s: a backup taken from a standby needs archive_mode = always", archive.ErrPostgres, s.ArchiveMode)
 	case strings.TrimSpace(s.ArchiveCmd) == "":
 		return fmt.Errorf("%w: archive_command is empty: set archive_command = 'walvault wal-push %%p'", archive.ErrPostgres)
 	}

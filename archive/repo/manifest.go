@@ -48,10 +48,13 @@ const MaxChain = 64
 // Manifest describes one base backup. Field order matters: Files comes
 // last so that listing can stop reading a manifest before the file list.
 type Manifest struct {
-	Format           int               `json:"format"`
-	Name             string            `json:"name"`
-	Software         string            `json:"software,omitempty"`
-	Hostname         string            `json:"hostname,omitempty"`
+	Format   int    `json:"format"`
+	Name     string `json:"name"`
+	Software string `json:"software,omitempty"`
+	Hostname string `json:"hostname,omitempty"`
+	// FromStandby: the backup was taken on a standby (its data directory,
+	// its backup API); its WAL came from wherever the cluster archives.
+	FromStandby      bool              `json:"from_standby,omitempty"`
 	PGVersion        int               `json:"pg_version"` // server_version_num, e.g. 150004
 	PGVersionString  string            `json:"pg_version_string,omitempty"`
 	SystemIdentifier string            `json:"system_identifier"`

@@ -199,15 +199,15 @@ type chainPlan struct {
 	jobs    map[[2]int]*partJob
 }
 
-// planChain resolves every file of the chain's newest link and checks
-// that the parts it needs are all in the store, before anything is
-// written.
-func planChain(ctx context.Context, r *repo.Repo, links []link) (*chainPlan, error) {
+// planChain resolves every file of the chain's newest link (but those
+// kept says stay as they are: a delta restore's) and checks that the
+// parts it needs are all in the store, before anything is written.
+func planChain(ctx context.Context, r *repo.Repo, links []link, kept func(string) bool) (*chainPlan, error) {
 	m := links[0].m
 	plan := &chainPlan{links: links, jobs: map[[2]int]*partJob{}}
 	for i := range m.Files {
 		f := &m.Files[i]
-		if f.Type != repo.TypeFile {
+		if f.Type != repo.TypeFile || kept != nil && kept(f.Path) {
 			continue
 		}
 		t := &target{f: f}

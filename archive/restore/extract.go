@@ -45,6 +45,8 @@ type extractor struct {
 	// created are the directories this restore made (dirKey): only
 	// they get the manifest's mode and the data directory's owner.
 	created sync.Map
+	// delta: what a delta restore keeps (nil for another restore).
+	delta *deltaPlan
 }
 
 // dirKey names a directory within one root.
@@ -98,6 +100,9 @@ func (x *extractor) extractAll(ctx context.Context, concurrency int) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(concurrency)
 	for _, i := range largestFirst(x.m.Parts) {
+		if !x.readsPart(i) {
+			continue
+		}
 		g.Go(func() error {
 			buf := make([]byte, copyBufSize)
 			return x.extractPart(gctx, i, buf, sy.q)
@@ -128,7 +133,7 @@ func largestFirst(parts []repo.Part) []int {
 func (x *extractor) checkAllSeen() error {
 	var missing []string
 	for _, f := range x.m.Files {
-		if !x.seen[f.Path] {
+		if !x.seen[f.Path] && x.readsPart(f.Part) {
 			missing = append(missing, f.Path)
 		}
 	}
@@ -253,6 +258,8 @@ func (w *partWriter) entry(hdr *tar.Header, f *repo.File, body io.Reader) error 
 		return w.x.mkdirAll(w.oid, w.root, rel)
 	case f.Type == repo.TypeSymlink && hdr.Typeflag == tar.TypeSymlink:
 		return nil // created in finish, once no file is written through a path
+	case f.Type == repo.TypeFile && hdr.Typeflag == tar.TypeReg && w.x.delta.kept(name):
+		return nil // a delta restore keeps the file there
 	case f.Type == repo.TypeFile && hdr.Typeflag == tar.TypeReg:
 		return w.writeFile(rel, f, hdr, body)
 	default:

@@ -11,6 +11,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
@@ -52,6 +53,18 @@ type Options struct {
 	// as root for another owner, restore refuses them up front when that
 	// owner cannot read them.
 	ServerReads []ServerFile
+	// Chosen, when set, is told which backup restore picked, with the
+	// catalog it was picked from, once the archive is known to reach the
+	// target and before anything is written. An error stops the restore;
+	// the directories it returns are added to TablespaceMap. The drill uses
+	// it to refuse a restore larger than its disk and to keep every
+	// tablespace inside its own directory.
+	Chosen func(m *repo.Manifest, cat *repo.Catalog) (map[string]string, error)
+	// Delta rebuilds an existing, stopped data directory of the same
+	// cluster: files that match the backup stay, the others are written,
+	// what the backup does not have goes (see delta.go). DeltaByTime
+	// matches by size and modification time instead of content.
+	Delta, DeltaByTime bool
 }
 
 // Result says what restore did.
@@ -62,6 +75,13 @@ type Result struct {
 	Settings    recoverySettings
 	Bytes       int64
 	Duration    time.Duration
+	// Delta is what a delta restore kept, fetched and removed (nil for
+	// a restore that is not one).
+	Delta *DeltaStats
+	// PartsRead and StoredRead are the parts downloaded (of every link)
+	// and their stored bytes; PartsTotal and StoredTotal all there are.
+	PartsRead, PartsTotal   int
+	StoredRead, StoredTotal int64
 }
 
 // SettingsFile is where the recovery settings went.
@@ -118,8 +138,11 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Result, error) {
 	if err := checkDestMode(dest); err != nil {
 		return nil, err
 	}
-	if err := checkEmptyDir(dest, "DEST", opts.Force, "restore into an empty or new directory, or pass --force to write over it (files of the backup are overwritten, nothing else is removed)"); err != nil {
-		return nil, err
+	opts.Delta = opts.Delta || opts.DeltaByTime
+	if !opts.Delta {
+		if err := checkEmptyDir(dest, "DEST", opts.Force, "restore into an empty or new directory, pass --delta to rebuild it from the backup (files that match are kept, files the backup does not have are removed), or --force to write over it (files of the backup are overwritten, nothing else is removed)"); err != nil {
+			return nil, err
+		}
 	}
 	_, serr := os.Stat(dest)
 	own, rootOwned, err := chooseOwner(opts.Owner, dest, serr == nil)
@@ -129,14 +152,31 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Result, error) {
 	if err := checkServerReads(own, opts.ServerReads); err != nil {
 		return nil, err
 	}
-	m, err := pickBackup(ctx, r, opts)
+	m, cat, err := pickBackup(ctx, r, opts)
 	if err != nil {
 		return nil, err
+	}
+	if opts.Chosen != nil {
+		more, err := opts.Chosen(m, cat)
+		if err != nil {
+			return nil, err
+		}
+		if len(more) > 0 {
+			tmap := make(map[string]string, len(opts.TablespaceMap)+len(more))
+			maps.Copy(tmap, opts.TablespaceMap)
+			maps.Copy(tmap, more)
+			opts.TablespaceMap = tmap
+		}
+	}
+	if opts.Delta {
+		if err := checkDeltaDest(dest, m); err != nil {
+			return nil, err
+		}
 	}
 	// A proof was checked on every object read, the manifest included,
 	// unless the user allowed unsigned ones.
 	authenticated := !r.AllowUnsigned
-	spcs, err := mapTablespaces(m, opts.TablespaceMap, dest, opts.Force, authenticated)
+	spcs, err := mapTablespaces(m, opts.TablespaceMap, dest, opts.Force, authenticated, opts.Delta)
 	if err != nil {
 		return nil, err
 	}
@@ -146,77 +186,99 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Result, error) {
 	if err := preflightDecrypt(ctx, r, m); err != nil {
 		return nil, err
 	}
+	var links []link
 	var plan *chainPlan
 	if m.Incremental() {
-		links, err := loadChain(ctx, r, m)
-		if err != nil {
+		if links, err = loadChain(ctx, r, m); err != nil {
 			return nil, err
 		}
-		if plan, err = planChain(ctx, r, links); err != nil {
-			return nil, err
+		// A delta restore plans the chain once it knows what it keeps.
+		if !opts.Delta {
+			if plan, err = planChain(ctx, r, links, nil); err != nil {
+				return nil, err
+			}
 		}
 	}
 	settings := renderRecovery(m.PGVersion, opts.FetchArgv, opts.Target, opts.Standby)
 	// From here on we write.
-	if err := write(ctx, r, m, plan, dest, spcs, settings, own, opts); err != nil {
+	res := &Result{Manifest: m, Dest: dest, Tablespaces: spcs, Settings: settings, Bytes: m.DataSize}
+	if err := write(ctx, r, m, links, plan, dest, spcs, settings, own, opts, res); err != nil {
 		return nil, err
 	}
 	if rootOwned {
 		slog.Warn("restore ran as root and the restored files belong to root, which PostgreSQL refuses to run as: chown -R them (DEST and the tablespace directories) to the server's user, or restore with --owner USER (or into a DEST that user owns)", "dest", dest)
 	}
-	return &Result{Manifest: m, Dest: dest, Tablespaces: spcs, Settings: settings, Bytes: m.DataSize, Duration: time.Since(began)}, nil
+	res.Duration = time.Since(began)
+	return res, nil
 }
 
 // pickBackup reads the bucket once (backups, WAL listing, histories),
 // chooses the backup for the target, reads its whole manifest and checks
 // that the archived WAL can bring it to the target.
-func pickBackup(ctx context.Context, r *repo.Repo, opts Options) (*repo.Manifest, error) {
+func pickBackup(ctx context.Context, r *repo.Repo, opts Options) (*repo.Manifest, *repo.Catalog, error) {
 	cat, err := r.LoadCatalog(ctx, repo.CatalogOptions{WAL: repo.WALOfBackups, History: true})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	m, err := chooseBackup(cat, opts)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if m, err = r.ReadManifest(ctx, m.Name, false); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := checkWAL(r, cat, m, opts.Target); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	// The listing said the WAL is there; its proofs say it is this
 	// cluster's, written by the database host. One that fails is a gap.
 	bad, err := cat.AuthenticateWAL(ctx, walToTarget(cat, m, opts.Target))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if len(bad) > 0 {
 		for _, b := range bad {
 			slog.Warn("WAL object fails authentication: taken as missing", "key", b.Key, "err", b.Err)
 		}
 		if err := checkWAL(r, cat, m, opts.Target); err != nil {
-			return nil, fmt.Errorf("%w (%d WAL object(s) fail authentication, the first %s: %s)", err, len(bad), bad[0].Key, bad[0].Err)
+			return nil, nil, fmt.Errorf("%w (%d WAL object(s) fail authentication, the first %s: %s)", err, len(bad), bad[0].Key, bad[0].Err)
 		}
 	}
-	return m, nil
+	return m, cat, nil
 }
 
 // write restores m into dest: the parts, then links, modes and owner, then
 // the recovery settings, and global/pg_control last.
 // An incremental backup is assembled from its chain as plan says.
-func write(ctx context.Context, r *repo.Repo, m *repo.Manifest, plan *chainPlan, dest string, spcs []repo.Tablespace, settings recoverySettings, own *owner, opts Options) error {
-	x := &extractor{r: r, m: m, force: opts.Force, roots: map[uint32]*os.Root{}, newRoots: map[uint32]bool{}, files: m.Index(), seen: map[string]bool{}, deferred: map[string]bool{}}
+func write(ctx context.Context, r *repo.Repo, m *repo.Manifest, links []link, plan *chainPlan, dest string, spcs []repo.Tablespace, settings recoverySettings, own *owner, opts Options, res *Result) error {
+	x := &extractor{r: r, m: m, force: opts.Force || opts.Delta, roots: map[uint32]*os.Root{}, newRoots: map[uint32]bool{}, files: m.Index(), seen: map[string]bool{}, deferred: map[string]bool{}}
 	defer x.closeRoots()
 	if err := x.openRoots(dest, spcs); err != nil {
 		return err
 	}
-	if opts.Force {
+	total := m.DataSize
+	if opts.Delta {
+		d, err := x.planDelta(ctx, opts.DeltaByTime, opts.Concurrency)
+		if err != nil {
+			return err
+		}
+		if plan == nil && links != nil {
+			if plan, err = planChain(ctx, r, links, d.kept); err != nil {
+				return err
+			}
+		}
+		if err := x.startDelta(dest, d); err != nil {
+			return err
+		}
+		total = d.stats.FetchedBytes
+		res.Delta = &d.stats
+	} else if opts.Force {
 		if err := removeControl(dest); err != nil {
 			return err
 		}
 	}
-	x.prog = opts.Progress.Start("restore", m.DataSize)
+	res.PartsRead, res.PartsTotal, res.StoredRead, res.StoredTotal = x.partsRead(links, plan)
+	x.prog = opts.Progress.Start("restore", total)
 	var err error
 	if plan != nil {
 		err = x.assembleChain(ctx, plan, max(1, opts.Concurrency))
@@ -244,7 +306,39 @@ func write(ctx context.Context, r *repo.Repo, m *repo.Manifest, plan *chainPlan,
 	if err := fsutil.SyncDir(filepath.Join(dest, "global")); err != nil {
 		return err
 	}
+	if opts.Delta {
+		if err := endDelta(dest); err != nil {
+			return err
+		}
+	}
 	return fsutil.SyncDir(dest)
+}
+
+// partsRead counts the parts a restore downloads, of every link, and
+// their stored bytes, against all the parts of the chain.
+func (x *extractor) partsRead(links []link, plan *chainPlan) (read, total int, readBytes, totalBytes int64) {
+	if plan != nil {
+		for _, l := range plan.links {
+			for _, p := range l.m.Parts {
+				total++
+				totalBytes += p.StoredSize
+			}
+		}
+		for k := range plan.jobs {
+			read++
+			readBytes += plan.links[k[0]].m.Parts[k[1]].StoredSize
+		}
+		return read, total, readBytes, totalBytes
+	}
+	for i, p := range x.m.Parts {
+		total++
+		totalBytes += p.StoredSize
+		if x.readsPart(i) {
+			read++
+			readBytes += p.StoredSize
+		}
+	}
+	return read, total, readBytes, totalBytes
 }
 
 // removeControl takes an old global/pg_control out of a directory restored

@@ -216,17 +216,17 @@ func TestRestoreTablespaceOIDs(t *testing.T) {
 		if name == "no such" {
 			m.Parts = append(m.Parts, repo.Part{Name: "part-00001", Tablespace: 9})
 		}
-		if _, err := mapTablespaces(m, nil, dest, false, true); !errors.Is(err, archive.ErrIntegrity) {
+		if _, err := mapTablespaces(m, nil, dest, false, true, false); !errors.Is(err, archive.ErrIntegrity) {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
 	// Inside DEST, or DEST inside it: refused, mapped or not.
 	for _, loc := range []string{filepath.Join(dest, "spc"), f.root} {
 		m := &repo.Manifest{Name: "b", Tablespaces: []repo.Tablespace{{OID: 7, Location: loc}}}
-		if _, err := mapTablespaces(m, nil, dest, false, true); !errors.Is(err, archive.ErrBadInput) {
+		if _, err := mapTablespaces(m, nil, dest, false, true, false); !errors.Is(err, archive.ErrBadInput) {
 			t.Errorf("location %s: %v", loc, err)
 		}
-		if _, err := mapTablespaces(m, map[string]string{"7": loc}, dest, true, true); !errors.Is(err, archive.ErrBadInput) {
+		if _, err := mapTablespaces(m, map[string]string{"7": loc}, dest, true, true, false); !errors.Is(err, archive.ErrBadInput) {
 			t.Errorf("mapped to %s: %v", loc, err)
 		}
 	}

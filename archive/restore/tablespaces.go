@@ -24,7 +24,9 @@ type placedTablespace struct {
 // used only when absent or empty (--force never applies to them), and
 // only from an authenticated manifest; OID 0 and duplicate OIDs are
 // refused here even though reading the manifest checks them too.
-func mapTablespaces(m *repo.Manifest, tmap map[string]string, dest string, force, authenticated bool) ([]repo.Tablespace, error) {
+// A delta restore (delta) rebuilds the tablespace directories there are:
+// they may hold files, wherever they are.
+func mapTablespaces(m *repo.Manifest, tmap map[string]string, dest string, force, authenticated, delta bool) ([]repo.Tablespace, error) {
 	if err := checkOIDs(m); err != nil {
 		return nil, err
 	}
@@ -41,7 +43,7 @@ func mapTablespaces(m *repo.Manifest, tmap map[string]string, dest string, force
 	}
 	var placed []placedTablespace
 	for _, ts := range m.Tablespaces {
-		p, err := placeTablespace(m, ts, tmap, dest, force, authenticated)
+		p, err := placeTablespace(m, ts, tmap, dest, force, authenticated, delta)
 		if err != nil {
 			return nil, err
 		}
@@ -83,7 +85,7 @@ func checkOIDs(m *repo.Manifest) error {
 }
 
 // placeTablespace decides the directory of one tablespace and checks it.
-func placeTablespace(m *repo.Manifest, ts repo.Tablespace, tmap map[string]string, dest string, force, authenticated bool) (placedTablespace, error) {
+func placeTablespace(m *repo.Manifest, ts repo.Tablespace, tmap map[string]string, dest string, force, authenticated, delta bool) (placedTablespace, error) {
 	byOID, okOID := tmap[strconv.FormatUint(uint64(ts.OID), 10)]
 	byName, okName := tmap[ts.Name]
 	okName = okName && ts.Name != ""
@@ -117,12 +119,16 @@ func placeTablespace(m *repo.Manifest, ts repo.Tablespace, tmap map[string]strin
 		// The data directory's own files would share the directory.
 		return p, fmt.Errorf("%w: tablespace %s would be restored at %q, inside DEST: %s", archive.ErrBadInput, tsLabel(ts), abs, mapHint)
 	}
-	if p.mapped {
+	switch {
+	case delta && (p.mapped || authenticated):
+		// Rebuilt in place; what goes is confined to the backup's own
+		// version directories there (listLocal).
+	case p.mapped:
 		hint := mapHint + ", or pass --force to write over it (files of the backup are overwritten, nothing else is removed)"
 		if err := checkEmptyDir(abs, "tablespace "+tsLabel(ts)+" directory", force, hint); err != nil {
 			return p, err
 		}
-	} else {
+	default:
 		// A location from the bucket is outside what the user named: it
 		// is used only as a new or empty directory, and only when a
 		// verify key vouches for the manifest that names it.

@@ -16,6 +16,9 @@ type Thresholds struct {
 	// MaxArchiveLag: WAL has waited longer than this for archiving (or
 	// the lag cannot be read: the server is unreachable).
 	MaxArchiveLag time.Duration
+	// MaxDrillAge: the last restore drill that passed finished longer ago
+	// than this (or there is none).
+	MaxDrillAge time.Duration
 }
 
 // Problems lists, in words, what is wrong with the archive whatever the
@@ -73,6 +76,9 @@ func (r *Report) Exceeded(th Thresholds) []string {
 		case *lag > th.MaxArchiveLag.Seconds():
 			out = append(out, fmt.Sprintf("WAL has waited %s for archiving (last archived %s), more than --max-archive-lag %s", roundAge(*lag), orNone(r.Server.LastArchived), th.MaxArchiveLag))
 		}
+	}
+	if th.MaxDrillAge > 0 {
+		out = append(out, r.drillExceeded(th.MaxDrillAge)...)
 	}
 	return out
 }

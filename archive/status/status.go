@@ -32,6 +32,9 @@ type Options struct {
 	// Server reads the server's archiving; nil: not asked (the server
 	// fields stay null).
 	Server ServerProbe
+	// DrillStateFile is where walvault drill remembers its outcomes on
+	// this host ("": not read).
+	DrillStateFile string
 }
 
 // ServerProbe reads pg_stat_archiver and the .ready files of the server
@@ -160,6 +163,9 @@ type Report struct {
 	// from the oldest backup on: recovery from the backups before one
 	// stops there.
 	PITRGaps []repo.WALGap `json:"pitr_gaps"`
+	// Drill is what this host remembers of restore drills; nil when no
+	// drill state file is read.
+	Drill *Drill `json:"drill"`
 	// Notes are things worth knowing that are no figure.
 	Notes []string `json:"notes,omitempty"`
 	// CopyStores are the second stores (copy-store) compared with this
@@ -214,6 +220,7 @@ func Collect(ctx context.Context, r *repo.Repo, opts Options) (*Report, error) {
 	if err := rep.readDumps(ctx, r, now); err != nil {
 		return nil, err
 	}
+	rep.readDrill(opts.DrillStateFile, now)
 	if opts.Server != nil {
 		srv, err := opts.Server(ctx, now)
 		if err != nil {

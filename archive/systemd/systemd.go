@@ -1,6 +1,7 @@
 // Package systemd writes walvault's systemd units: backup-push and
-// dump-push as services with timers, and the archiving agent as a template
-// unit. The unit files are templates embedded here, filled with an
+// dump-push as services with timers, the archiving agent as a template
+// unit, and the restore drill as a service with a timer. The unit files
+// are templates embedded here, filled with an
 // installation's binary, its config file and the cluster's user; every value
 // that comes from outside is validated and quoted per systemd.syntax(7)
 // before it reaches a template, so the templates never escape anything
@@ -46,7 +47,12 @@ var Names = []string{
 	"walvault-backup.service", "walvault-backup.timer",
 	"walvault-dump.service", "walvault-dump.timer",
 	"walvault-agent@.service",
+	"walvault-drill.service", "walvault-drill.timer",
 }
+
+// DrillStateFile is where the drill unit remembers its outcomes: where
+// walvault status run as root looks by default.
+const DrillStateFile = "/var/lib/walvault/drill.json"
 
 // Settings are what the units are made of, as the user gave them.
 type Settings struct {
@@ -55,8 +61,9 @@ type Settings struct {
 	Config  string // the config file the units run walvault with: an absolute path
 	User    string // the user the commands run as: the cluster's owner
 	EnvFile string // optional KEY=value file systemd reads; "" for none
-	// BackupSchedule and DumpSchedule are systemd calendar events.
-	BackupSchedule, DumpSchedule string
+	// BackupSchedule, DumpSchedule and DrillSchedule (the restore drill)
+	// are systemd calendar events.
+	BackupSchedule, DumpSchedule, DrillSchedule string
 	// RandomizedDelay is how much later, at most, the timers start: a Go
 	// duration from 0 to 24h.
 	RandomizedDelay string
@@ -91,6 +98,7 @@ type params struct {
 	User                            string
 	EnvFile                         string // a path with % doubled, or ""
 	BackupSchedule, DumpSchedule    string
+	DrillSchedule, DrillStateFile   string
 	Delay                           string // seconds, or "" for none
 	DumpArgs                        []string
 	DumpWhat                        string
@@ -149,6 +157,13 @@ func paramsOf(s Settings) (params, error) {
 	if p.DumpSchedule, err = calendar("--dump-schedule", s.DumpSchedule); err != nil {
 		return p, err
 	}
+	if s.DrillSchedule == "" {
+		s.DrillSchedule = "weekly"
+	}
+	if p.DrillSchedule, err = calendar("--drill-schedule", s.DrillSchedule); err != nil {
+		return p, err
+	}
+	p.DrillStateFile = DrillStateFile
 	d, err := time.ParseDuration(s.RandomizedDelay)
 	if s.RandomizedDelay == "0" {
 		d, err = 0, nil

@@ -45,6 +45,7 @@ func backupCommands() []*cli.Command {
 				boolFlag("full", "take a full backup (the default; not together with --incremental or --parent)"),
 				stringFlag("parent", "build the incremental on this backup (an error when it cannot be used)", ""),
 				intFlag("incremental-max-chain", "most incrementals after a full backup; the next backup is full", backup.DefaultMaxChain),
+				boolFlag("json", "end with one JSON object on stdout (the backup, or why it failed) instead of the summary line"),
 			}),
 			Action: backupPush,
 		},
@@ -96,6 +97,9 @@ func backupCommands() []*cli.Command {
 				sliceFlag("tablespace-map", "OID=DIR or NAME=DIR: restore a tablespace elsewhere; repeatable"),
 				intFlag("download-concurrency", "parts downloaded and extracted at once", 4),
 				boolFlag("force", "restore into a non-empty DEST (and non-empty --tablespace-map directories): files of the backup overwrite what is there, nothing is deleted"),
+				boolFlag("delta", "rebuild an existing, stopped data directory of the same cluster: files whose size and CRC-32C match the backup are kept, the others written, what the backup does not have removed (but log/)"),
+				boolFlag("delta-by-time", "--delta, trusting size and modification time instead of reading every file (weaker: a change that kept both is not seen)"),
+				boolFlag("json", "end with one JSON object on stdout (what was restored, or why it failed) instead of the summary"),
 				stringFlag("owner", "USER[:GROUP] to own the restored files when restore runs as root (default: the owner of an existing DEST)", ""),
 				stringFlag("progress-interval", "log progress this often when not on a terminal (e.g. 30s)", "30s"),
 				fallbackStoreFlag(),
@@ -206,6 +210,10 @@ func backupPush(c *cli.Context) error {
 		return err
 	}
 	m := res.Manifest
+	if out := resultOf(c); out != nil {
+		backupResult(out, res)
+		return nil
+	}
 	secs := res.Duration.Seconds()
 	ratio := float64(m.DataSize) / float64(max(m.StoredSize, 1))
 	kind := ""
@@ -218,6 +226,27 @@ func backupPush(c *cli.Context) error {
 	return copyToSeconds(c, r, seconds, "backup "+m.Name, func(dst *repo.Repo, opts repo.CopyOptions) error {
 		return r.CopyBackupChain(c.Context, dst, m.Name, opts)
 	})
+}
+
+// backupResult is backup-push --json's object.
+func backupResult(out result, res *backup.Result) {
+	m := res.Manifest
+	typ := repo.BackupFull
+	if m.Incremental() {
+		typ = repo.BackupIncremental
+	}
+	for k, v := range map[string]any{
+		"name": m.Name, "type": typ, "parent": m.Parent, "chain": append([]string{}, m.Chain...),
+		"timeline": m.Timeline, "start_lsn": m.StartLSN.String(), "stop_lsn": m.StopLSN.String(),
+		"start_wal": m.StartWAL, "stop_wal": m.StopWAL, "start_time": m.StartTime, "stop_time": m.StopTime,
+		"data_size": m.DataSize, "stored_size": m.StoredSize, "file_count": m.FileCount, "part_count": len(m.Parts),
+		"duration_seconds": res.Duration.Seconds(), "checkpoint_seconds": res.Checkpoint.Seconds(),
+		"copy_seconds": res.Copy.Seconds(), "wal_wait_seconds": res.WALWait.Seconds(),
+		"system_identifier": m.SystemIdentifier, "pg_version": m.PGVersion, "hostname": m.Hostname, "pgdata": m.PGData,
+		"compression": m.Compression, "encrypted": m.Encrypted, "from_standby": m.FromStandby,
+	} {
+		out.set(k, v)
+	}
 }
 
 // timeSplit is where a backup's time went: the rate is the copy's alone, so
@@ -247,6 +276,10 @@ type listEntry struct {
 	Permanent        bool              `json:"permanent"`
 	Annotations      map[string]string `json:"annotations,omitempty"`
 	WAL              repo.WALRange     `json:"wal"`
+	// FromStandby: taken on a standby; Hostname and PGData say where.
+	FromStandby bool   `json:"from_standby"`
+	Hostname    string `json:"hostname,omitempty"`
+	PGData      string `json:"pgdata"`
 	// Type is "full" or "incremental"; Chain names an incremental's
 	// ancestors from its parent back to the full ([] for a full);
 	// ChainStoredSize is what restoring it reads (its own stored size
@@ -294,6 +327,7 @@ func backupList(c *cli.Context) error {
 			StartLSN: m.StartLSN.String(), StopLSN: m.StopLSN.String(), StartWAL: m.StartWAL, StopWAL: m.StopWAL, PGVersion: m.PGVersion,
 			SystemIdentifier: m.SystemIdentifier, DataSize: m.DataSize, StoredSize: m.StoredSize, Compression: m.Compression,
 			Encrypted: m.Encrypted, Permanent: m.Permanent, Annotations: m.Annotations, WAL: cat.WAL(m.SegmentSize).Range(m),
+			FromStandby: m.FromStandby, Hostname: m.Hostname, PGData: m.PGData,
 			Type: repo.BackupFull, Parent: m.Parent, Chain: append([]string{}, m.Chain...), ChainStoredSize: cat.ChainStoredSize(m)})
 		if m.Incremental() {
 			entries[len(entries)-1].Type = repo.BackupIncremental
@@ -364,10 +398,17 @@ const listTime = "2006-01-02 15:04"
 // listFlags is backup-list's FLAGS column: perm for a permanent backup,
 // "-" for none.
 func listFlags(e listEntry) string {
+	var f []string
 	if e.Permanent {
-		return "perm"
+		f = append(f, "perm")
 	}
-	return "-"
+	if e.FromStandby {
+		f = append(f, "stby")
+	}
+	if len(f) == 0 {
+		return "-"
+	}
+	return strings.Join(f, ",")
 }
 
 // shortParent names a parent in backup-list by the start time in its name

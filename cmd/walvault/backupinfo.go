@@ -118,7 +118,7 @@ func infoOf(cat *repo.Catalog, summary, m *repo.Manifest) *infoEntry {
 		listEntry: listEntry{Name: m.Name, StartTime: m.StartTime, StopTime: m.StopTime, Timeline: m.Timeline,
 			StartLSN: m.StartLSN.String(), StopLSN: m.StopLSN.String(), StartWAL: m.StartWAL, StopWAL: m.StopWAL, PGVersion: m.PGVersion,
 			SystemIdentifier: m.SystemIdentifier, DataSize: m.DataSize, StoredSize: m.StoredSize, Compression: m.Compression,
-			Encrypted: m.Encrypted, Permanent: m.Permanent, Annotations: m.Annotations, WAL: wal,
+			Encrypted: m.Encrypted, Permanent: m.Permanent, Annotations: m.Annotations, WAL: wal, FromStandby: m.FromStandby,
 			Type: repo.BackupFull, Parent: m.Parent, Chain: append([]string{}, m.Chain...), ChainStoredSize: cat.ChainStoredSize(summary)},
 		PGVersionString: m.PGVersionString, Hostname: m.Hostname, PGData: m.PGData, BlockSize: m.BlockSize, DataChecksums: m.DataChecksums,
 		DurationSeconds: m.StopTime.Sub(m.StartTime).Seconds(), FileCount: m.FileCount, PartCount: len(m.Parts),
@@ -215,7 +215,9 @@ func printInfo(w io.Writer, e *infoEntry) {
 	if e.BlockSize > 0 || e.DataChecksums != "" {
 		line("", "block size %d, data checksums %s", e.BlockSize, orDash(shown(e.DataChecksums)))
 	}
-	if e.Hostname != "" {
+	if e.FromStandby {
+		line("taken on", "a standby: %s, data directory %s", orDash(shown(e.Hostname)), shown(e.PGData))
+	} else if e.Hostname != "" {
 		line("taken on", "%s, data directory %s", shown(e.Hostname), shown(e.PGData))
 	} else {
 		line("taken on", "data directory %s", shown(e.PGData))

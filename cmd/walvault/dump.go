@@ -41,6 +41,7 @@ func dumpCommands() []*cli.Command {
 				// would turn every dump-push DBNAME into a usage error).
 				&cli.BoolFlag{Name: "all", Usage: "dump the globals and every database, each its own dump (instead of DBNAME)"},
 				pgBinDirFlag(),
+				boolFlag("json", "end with one JSON object on stdout (the dumps, or why it failed) instead of the summary lines"),
 			}),
 			Action: dumpPush,
 		},
@@ -72,6 +73,7 @@ func dumpCommands() []*cli.Command {
 				// Command-line only: which dump is meant is not a setting.
 				&cli.StringFlag{Name: "database", Usage: "the database whose dump to restore: LATEST is its newest; needed to restore a dump into a database of another name"},
 				pgBinDirFlag(),
+				boolFlag("json", "end with one JSON object on stdout (what was restored, or why it failed) instead of the summary line"),
 			}),
 			Action: dumpRestore,
 		},
@@ -84,6 +86,7 @@ func dumpCommands() []*cli.Command {
 				"LATEST is the newest database dump, as for dump-restore.",
 			Flags: join(storeFlags(), []cli.Flag{
 				&cli.StringFlag{Name: "database", Usage: "the database whose dump to fetch: LATEST is its newest"},
+				boolFlag("json", "end with one JSON object on stdout (what was written, or why it failed) instead of the summary line"),
 			}),
 			Action: dumpFetch,
 		},
@@ -118,26 +121,44 @@ func dumpPush(c *cli.Context) error {
 		}
 	}
 	o := dump.PushOptions{DSN: c.String("dbname"), BinDir: c.String("pg-bin-dir"), Software: "walvault " + version}
+	out := resultOf(c)
+	dumps := []map[string]any{}
+	out.set("dumps", dumps)
+	pushed := func(m *repo.DumpManifest) {
+		if out == nil {
+			printPushed(c, m)
+			return
+		}
+		dumps = append(dumps, dumpResult(m))
+		out.set("dumps", dumps)
+	}
 	if !all {
 		o.Database = c.Args().First()
 		m, err := dump.Push(c.Context, r, o)
 		if err != nil {
 			return err
 		}
-		printPushed(c, m)
+		pushed(m)
+		for k, v := range dumpResult(m) {
+			out.set(k, v)
+		}
 		copied(m)
 		return copyErr
 	}
-	res, err := dump.PushAll(c.Context, r, o, func(m *repo.DumpManifest) { printPushed(c, m); copied(m) })
+	out.set("failures", []map[string]string{}) // with --all, always there
+	res, err := dump.PushAll(c.Context, r, o, func(m *repo.DumpManifest) { pushed(m); copied(m) })
 	if err != nil {
 		return err
 	}
 	if len(res.Failures) == 0 {
 		return copyErr
 	}
+	failed := []map[string]string{}
 	for _, f := range res.Failures {
 		fmt.Fprintf(c.App.ErrWriter, "walvault dump-push: %s failed: %s\n", dumpWhat(f.Database), shown(oneLine(f.Err.Error())))
+		failed = append(failed, map[string]string{"database": f.Database, "error": scrubURLs(oneLine(f.Err.Error()))})
 	}
+	out.set("failures", failed)
 	// Exit 6 whatever the kind of each failure: they are listed above,
 	// and the dumps that were written stay.
 	return fmt.Errorf("%w: %d of %d dump(s) failed (%d written); the first, %s: %v", archive.ErrPostgres, len(res.Failures),
@@ -150,6 +171,13 @@ func dumpWhat(db string) string {
 		return "the globals"
 	}
 	return "database " + shown(db)
+}
+
+// dumpResult is one dump in dump-push --json.
+func dumpResult(m *repo.DumpManifest) map[string]any {
+	return map[string]any{"name": m.Name, "kind": m.Kind, "database": m.Database, "start_time": m.StartTime, "stop_time": m.StopTime,
+		"duration_seconds": m.StopTime.Sub(m.StartTime).Seconds(), "size": m.Size, "stored_size": m.StoredSize,
+		"compression": m.Compression, "encrypted": m.Encrypted}
 }
 
 func printPushed(c *cli.Context, m *repo.DumpManifest) {
@@ -262,6 +290,10 @@ func dumpRestore(c *cli.Context) error {
 		return err
 	}
 	start := time.Now()
+	out := resultOf(c)
+	for k, v := range map[string]any{"name": m.Name, "kind": m.Kind, "database": m.Database, "size": m.Size, "stored_size": m.StoredSize} {
+		out.set(k, v)
+	}
 	err = dump.Restore(c.Context, r, m, dump.RestoreOptions{DSN: c.String("dbname"), Jobs: c.Int("jobs"), Clean: c.Bool("clean"),
 		Create: c.Bool("create"), TempDir: c.String("temp-dir"), BinDir: c.String("pg-bin-dir"), Database: c.String("database")})
 	var ge *dump.GlobalsErrors
@@ -269,8 +301,13 @@ func dumpRestore(c *cli.Context) error {
 		// ON_ERROR_STOP=0: the rest ran; a role that exists already is
 		// not a failure.
 		fmt.Fprintf(c.App.ErrWriter, "walvault dump-restore: warning: %s\n", ge.Error())
+		out.set("warnings", ge.Error())
 	} else if err != nil {
 		return err
+	}
+	out.set("duration_seconds", time.Since(start).Seconds())
+	if out != nil {
+		return nil
 	}
 	what := "database " + shown(m.Database)
 	if m.Kind == repo.DumpKindGlobals {
@@ -293,8 +330,17 @@ func dumpFetch(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	out := resultOf(c)
+	for k, v := range map[string]any{"name": m.Name, "kind": m.Kind, "database": m.Database, "file": c.Args().Get(1), "size": m.Size, "stored_size": m.StoredSize} {
+		out.set(k, v)
+	}
+	start := time.Now()
 	if err := dump.Fetch(c.Context, r, m, c.Args().Get(1)); err != nil {
 		return err
+	}
+	out.set("duration_seconds", time.Since(start).Seconds())
+	if out != nil {
+		return nil
 	}
 	fmt.Fprintf(c.App.Writer, "dump %s written to %s (%s)\n", m.Name, c.Args().Get(1), archive.HumanBytes(m.Size))
 	return nil

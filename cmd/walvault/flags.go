@@ -47,6 +47,8 @@ func storeFlags() []cli.Flag {
 		boolFlag("allow-insecure-identity", "accept an identity file readable by group or others"),
 		stringFlag("log-level", "debug, info, warn or error", "info"),
 		durationFlag("io-timeout", "give up on a store connection on which no data moves for this long", "60s"),
+		stringFlag("max-upload-rate", "most bytes per second this process sends to the store, all uploads together, e.g. 20MiB (default: no limit)", ""),
+		stringFlag("max-download-rate", "most bytes per second this process reads from the store, all downloads together, e.g. 50MiB (default: no limit)", ""),
 	}, append(backendFlags(), authFlags()...)...)
 }
 

@@ -24,6 +24,7 @@ import (
 	"github.com/walvault/walvault/archive/repo"
 	"github.com/walvault/walvault/archive/wal"
 	"github.com/walvault/walvault/cloud"
+	"github.com/walvault/walvault/cloud/ratelimit"
 	"github.com/walvault/walvault/crypto"
 )
 
@@ -76,6 +77,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		commands = append(commands, mk()...)
 	}
 	sort.SliceStable(commands, func(i, j int) bool { return commands[i].Name < commands[j].Name })
+	addJSONFlags(commands)
 	for _, c := range commands {
 		if hasFlag(c.Flags, "config") {
 			c.Before = chain(applyConfigFile, c.Before)
@@ -125,6 +127,11 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 	// What reaches stderr (errors, logs, SDK messages) loses the
 	// credentials a URL carries.
 	stderr = redactedStderr(stderr)
+	// --json on a command that reports a result: one object on stdout at
+	// the very end, whatever happened (registered first: it runs last,
+	// once a panic has become exit 9).
+	var rep reporter
+	defer func() { rep.emit(code) }()
 	defer func() {
 		// A bug must not look like success, nor like "file not found" (1) or a
 		// fatal signal (>125) to PostgreSQL.
@@ -137,9 +144,14 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 		args = []string{"walvault"}
 	}
 	// The one line run prints is scrubbed also when stderr is a terminal.
-	say := func(format string, a ...any) { fmt.Fprintln(stderr, graphicOnly(scrubURLs(fmt.Sprintf(format, a...)))) }
+	say := func(format string, a ...any) {
+		line := graphicOnly(scrubURLs(fmt.Sprintf(format, a...)))
+		rep.reason(line)
+		fmt.Fprintln(stderr, line)
+	}
 	out := &outputWriter{w: stdout}
 	app := newApp(out, stderr)
+	rep.start(app, out, args)
 	// SIGQUIT is how PostgreSQL ends a running archive or restore command
 	// on an immediate shutdown: caught, it cancels the work like the others
 	// do, instead of Go's default goroutine dump into the server log.
@@ -389,15 +401,52 @@ func openArchive(c *cli.Context, a access) (*repo.Repo, error) {
 		}
 		so.Lock = l
 	}
+	limits, err := rateLimits(c)
+	if err != nil {
+		return nil, err
+	}
 	st, err := cloud.Open(c.Context, c.String("store"), so)
 	if err != nil {
 		return nil, err
 	}
-	if cfg.Store, err = withFallbacks(c, st); err != nil {
+	if cfg.Store, err = withFallbacks(c, ratelimit.Wrap(st, limits)); err != nil {
 		_ = cloud.Close(st)
 		return nil, err
 	}
 	return cfg, nil
+}
+
+// rateLimits are the process's buckets for --max-upload-rate and
+// --max-download-rate: every store this process opens with the same
+// rates, and every worker of each, shares them.
+func rateLimits(c *cli.Context) (ratelimit.Limits, error) {
+	var rates [2]int64
+	for i, name := range []string{"max-upload-rate", "max-download-rate"} {
+		if !hasFlag(c.Command.Flags, name) {
+			continue
+		}
+		v, err := parseRate(c.String(name))
+		if err != nil {
+			return ratelimit.Limits{}, usageError("--%s: %v", name, err)
+		}
+		rates[i] = v
+	}
+	return ratelimit.Shared(rates[0], rates[1]), nil
+}
+
+// parseRate reads a rate in bytes per second: 20MiB, 20MiB/s, 500k,
+// 1048576 ("" or 0: no limit). Units are binary, as for --part-size.
+func parseRate(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	t = strings.TrimSuffix(strings.TrimSuffix(t, "/s"), "ps")
+	if t == "" || t == "0" {
+		return 0, nil
+	}
+	n, err := parseSize(t)
+	if err != nil {
+		return 0, fmt.Errorf("rate %q: expected bytes per second such as 20MiB, 500KiB or 0 for no limit", s)
+	}
+	return n, nil
 }
 
 // wantArgs checks the number of positional arguments.

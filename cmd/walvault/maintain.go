@@ -133,22 +133,25 @@ func deleteCmd(c *cli.Context) error {
 		return err
 	}
 	confirm := c.Bool("confirm")
+	out := resultOf(c)
+	out.set("dry_run", !confirm)
+	out.set("plan", plan)
 	if !confirm {
-		if c.Bool("json") {
-			return printJSON(c.App.Writer, map[string]any{"dry_run": true, "plan": plan})
+		if out == nil {
+			printPlan(c.App.Writer, plan, true)
 		}
-		printPlan(c.App.Writer, plan, true)
 		return nil
 	}
-	if !c.Bool("json") {
+	if out == nil {
 		printPlan(c.App.Writer, plan, false)
 	}
 	res, err := retention.Apply(c.Context, cfg, plan)
-	if c.Bool("json") {
-		if jerr := printJSON(c.App.Writer, map[string]any{"dry_run": false, "plan": plan, "result": res}); err == nil {
-			err = jerr
+	if out != nil {
+		out.set("result", res)
+		if err != nil {
+			return fmt.Errorf("%w (run walvault delete again to finish: what is done stays done)", err)
 		}
-		return err
+		return nil
 	}
 	if res != nil {
 		fmt.Fprintf(c.App.Writer, "deleted: %d backups, %d incomplete backup folders, %d WAL objects, %d dumps (%d objects in all)\n",

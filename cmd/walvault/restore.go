@@ -19,6 +19,8 @@ func restore(c *cli.Context) error {
 	if err := wantArgs(c, 1, "the directory to restore into (DEST)"); err != nil {
 		return err
 	}
+	out := resultOf(c)
+	out.set("dest", c.Args().First())
 	t := restorepkg.Target{XID: c.String("target-xid"), Name: c.String("target-name"), Immediate: c.Bool("target-immediate"),
 		Timeline: c.String("target-timeline"), Action: c.String("target-action"), BeyondArchive: c.Bool("allow-target-beyond-archive")}
 	if s := c.String("target-time"); s != "" {
@@ -70,20 +72,37 @@ func restore(c *cli.Context) error {
 		return err
 	}
 	defer cloud.Close(cfg.Store)
+	if c.Bool("force") && (c.Bool("delta") || c.Bool("delta-by-time")) {
+		return usageError("--force and --delta: give one (--delta rebuilds DEST from the backup and removes what it does not have; --force only writes the backup's files over it)")
+	}
 	res, err := restorepkg.Run(c.Context, cfg, restorepkg.Options{
 		Dest: c.Args().First(), Backup: c.String("backup"), Target: t, Standby: c.Bool("standby"),
 		TablespaceMap: tmap, Concurrency: n, Force: c.Bool("force"), Owner: c.String("owner"), FetchArgv: argv,
 		Progress: progressReporter(progressBar(c), interval), ServerReads: serverReads(argv),
+		Delta: c.Bool("delta"), DeltaByTime: c.Bool("delta-by-time"),
 	})
 	if err != nil {
 		return err
 	}
 	m := res.Manifest
+	if out != nil {
+		restoreResult(out, res)
+		return nil
+	}
 	w := c.App.Writer
 	secs := res.Duration.Seconds()
 	fmt.Fprintf(w, "restored backup %s (PostgreSQL %s, %s in %d files, %d parts; finished %s, timeline %d) into %s in %.2f s (%s/s)\n",
 		shown(m.Name), pgVersion(m.PGVersion), archive.HumanBytes(m.DataSize), m.FileCount, len(m.Parts), m.StopTime.UTC().Format("2006-01-02 15:04:05 UTC"),
 		m.Timeline, shown(res.Dest), secs, archive.HumanBytes(int64(float64(m.DataSize)/max(secs, 0.001))))
+	if d := res.Delta; d != nil {
+		by := "size and CRC-32C"
+		if d.ByTime {
+			by = "size and mtime"
+		}
+		fmt.Fprintf(w, "delta: %d files kept (%s, matched by %s), %d written (%s), %d removed; read %d of %d parts (%s of %s stored)\n",
+			d.KeptFiles, archive.HumanBytes(d.KeptBytes), by, d.FetchedFiles, archive.HumanBytes(d.FetchedBytes), d.Removed,
+			res.PartsRead, res.PartsTotal, archive.HumanBytes(res.StoredRead), archive.HumanBytes(res.StoredTotal))
+	}
 	for _, ts := range res.Tablespaces {
 		name := ""
 		if ts.Name != "" {
@@ -125,6 +144,25 @@ func restore(c *cli.Context) error {
 		fmt.Fprintln(w, "note: the server needs the store's credentials in its environment (as for archive_command)")
 	}
 	return nil
+}
+
+// restoreResult is restore --json's object.
+func restoreResult(out result, res *restorepkg.Result) {
+	m := res.Manifest
+	spcs := []map[string]any{}
+	for _, ts := range res.Tablespaces {
+		spcs = append(spcs, map[string]any{"oid": ts.OID, "name": ts.Name, "location": ts.Location})
+	}
+	for k, v := range map[string]any{
+		"backup": m.Name, "dest": res.Dest, "pg_version": m.PGVersion, "timeline": m.Timeline, "system_identifier": m.SystemIdentifier,
+		"start_wal": m.StartWAL, "stop_wal": m.StopWAL, "stop_lsn": m.StopLSN.String(), "stop_time": m.StopTime,
+		"data_size": m.DataSize, "file_count": m.FileCount, "duration_seconds": res.Duration.Seconds(),
+		"parts_read": res.PartsRead, "parts_total": res.PartsTotal, "stored_bytes_read": res.StoredRead, "stored_bytes_total": res.StoredTotal,
+		"delta": res.Delta, "tablespaces": spcs, "settings_file": res.SettingsFile(), "signal_file": res.SignalFile(),
+		"settings": res.SettingLines(),
+	} {
+		out.set(k, v)
+	}
 }
 
 // fetchArgv is restore_command without %f %p: this very binary, by its

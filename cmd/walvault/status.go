@@ -32,7 +32,8 @@ func statusCommands() []*cli.Command {
 			"reported and its figures left empty: status works from a host with only the store.\n\n" +
 			"WAL gaps are looked for only in what was archived since the last run (the first run: from the newest\n" +
 			"backup's start); how far it got, and the gaps found, are kept in --state-file. verify checks everything.\n\n" +
-			"--max-backup-age, --max-dump-age and --max-archive-lag make it a check: exit 7, with the reasons on stderr, when one is\n" +
+			"The last restore drill run on this host (walvault drill) is read from --drill-state-file.\n\n" +
+			"--max-backup-age, --max-dump-age, --max-archive-lag and --max-drill-age make it a check: exit 7, with the reasons on stderr, when one is\n" +
 			"exceeded. --prometheus FILE writes the same figures for node_exporter's textfile collector.",
 		Flags: join(storeFlags(), copyStoreFlags(), []cli.Flag{
 			durationFlag("max-copy-lag", "exit 7 when a copy-store has lacked a WAL file of the store for longer than this (e.g. 15m)", "0"),
@@ -45,6 +46,8 @@ func statusCommands() []*cli.Command {
 			durationFlag("max-backup-age", "exit 7 when the newest backup finished longer ago than this (e.g. 26h)", "0"),
 			durationFlag("max-dump-age", "exit 7 when the newest database dump (dump-push) finished longer ago than this, or there is none (e.g. 26h)", "0"),
 			durationFlag("max-archive-lag", "exit 7 when WAL has waited longer than this for archiving, or the lag cannot be read (e.g. 15m)", "0"),
+			durationFlag("max-drill-age", "exit 7 when the last restore drill that passed (walvault drill, on this host) finished longer ago than this, or there is none (e.g. 192h for 8 days)", "0"),
+			drillStateFlag(),
 			stringFlag("prometheus", "also write the figures to this file in Prometheus text format (node_exporter textfile collector: a *.prom file in its directory)", ""),
 		}),
 		Action: statusCmd,
@@ -64,6 +67,9 @@ func statusCmd(c *cli.Context) error {
 		return err
 	}
 	if th.MaxArchiveLag, err = durationValue(c, "max-archive-lag"); err != nil {
+		return err
+	}
+	if th.MaxDrillAge, err = durationValue(c, "max-drill-age"); err != nil {
 		return err
 	}
 	maxCopyLag, err := durationValue(c, "max-copy-lag")
@@ -86,7 +92,7 @@ func statusCmd(c *cli.Context) error {
 		return err
 	}
 	defer cloud.Close(r.Store)
-	opts := status.Options{StateFile: stateFile}
+	opts := status.Options{StateFile: stateFile, DrillStateFile: drillStateFile(c)}
 	if !c.Bool("no-server") {
 		opts.Server = status.PGProbe(c.String("dbname"), c.String("pgdata"), timeout)
 	}
@@ -265,6 +271,7 @@ func printStatus(w io.Writer, r *status.Report) {
 	}
 	fmt.Fprintf(w, "archive size      %s in %d objects (backups %s, WAL %s%s)\n", archive.HumanBytes(r.Size.Bytes), r.Size.Objects,
 		archive.HumanBytes(r.Size.BackupBytes), archive.HumanBytes(r.Size.WALBytes), dumps)
+	printDrill(w, r.Drill)
 	for _, n := range r.Notes {
 		fmt.Fprintf(w, "note              %s\n", shown(n))
 	}
@@ -300,5 +307,35 @@ func printCopyStores(w io.Writer, stores []status.CopyStore, ag *agent.Stats) {
 				fmt.Fprintf(w, "                  last error %s: %s\n", stamp(s.LastErrorTime), shown(s.LastError))
 			}
 		}
+	}
+}
+
+// printDrill shows the last restore drill this host ran of the store.
+func printDrill(w io.Writer, d *status.Drill) {
+	switch {
+	case d == nil:
+		return
+	case d.Error != "":
+		fmt.Fprintf(w, "last drill        unknown: %s\n", shown(d.Error))
+		return
+	case d.Last == nil:
+		fmt.Fprintf(w, "last drill        none recorded in %s (walvault drill)\n", shown(d.StateFile))
+		return
+	}
+	l := d.Last
+	if l.Success {
+		fmt.Fprintf(w, "last drill        ok: backup %s restored, replayed to %s and checked, finished %s (%s), took %.1f s\n",
+			shown(l.Backup), shown(l.Target), stamp(l.Finished), ago(l.AgeSeconds), l.DurationSeconds)
+		return
+	}
+	backup := ""
+	if l.Backup != "" {
+		backup = " of backup " + shown(l.Backup)
+	}
+	fmt.Fprintf(w, "last drill        FAILED%s, finished %s (%s): %s\n", backup, stamp(l.Finished), ago(l.AgeSeconds), shown(l.Reason))
+	if s := d.LastSuccess; s != nil {
+		fmt.Fprintf(w, "                  last success: backup %s, finished %s (%s)\n", shown(s.Backup), stamp(s.Finished), ago(s.AgeSeconds))
+	} else {
+		fmt.Fprintf(w, "                  no drill has passed yet\n")
 	}
 }

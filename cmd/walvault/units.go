@@ -34,10 +34,11 @@ func init() {
 func unitCommands() []*cli.Command {
 	return []*cli.Command{{
 		Name:  "systemd-units",
-		Usage: "write systemd units: backup-push and dump-push nightly (service + timer), and the archiving agent",
+		Usage: "write systemd units: backup-push and dump-push nightly (service + timer), the archiving agent, and the weekly restore drill",
 		Description: "Writes walvault-backup.service/.timer (backup-push) and walvault-dump.service/.timer (dump-push --all, or\n" +
 			"each --database) and walvault-agent@.service (walvault agent, Restart=always; the instance is the escaped data\n" +
-			"directory) into --dir (default " + systemd.DefaultDir + "), filled with this binary's path, --config and --user,\n" +
+			"directory) and walvault-drill.service/.timer (walvault drill, weekly: --drill-schedule) into --dir (default\n" +
+			systemd.DefaultDir + "), filled with this binary's path, --config and --user,\n" +
 			"or prints them with --print. Existing units are never overwritten without --force. Timers are Persistent=true:\n" +
 			"a night missed while the machine was off runs at the next boot. Then: systemctl daemon-reload; systemctl\n" +
 			"enable --now walvault-backup.timer walvault-dump.timer. Its flags are command-line only (and WALVAULT_CONFIG).",
@@ -50,6 +51,7 @@ func unitCommands() []*cli.Command {
 			&cli.StringFlag{Name: "user", Usage: "the user the commands run as: the cluster's owner", Value: "postgres"},
 			&cli.StringFlag{Name: "backup-schedule", Usage: "when backup-push runs: a systemd calendar event (systemd.time(7))", Value: "daily"},
 			&cli.StringFlag{Name: "dump-schedule", Usage: "when dump-push runs: a systemd calendar event", Value: "*-*-* 02:00:00"},
+			&cli.StringFlag{Name: "drill-schedule", Usage: "when the restore drill runs: a systemd calendar event", Value: "weekly"},
 			&cli.StringFlag{Name: "randomized-delay", Usage: "timers start up to this much later, at random (0 for exactly on time)", Value: "1h"},
 			&cli.StringSliceFlag{Name: "database", Usage: "dump this database (repeatable; default: every database with dump-push --all)"},
 			&cli.StringFlag{Name: "env-file", Usage: "optional KEY=value file for the store's credentials and PG* settings (\"\" for none)", Value: systemd.DefaultEnvFile},
@@ -76,7 +78,7 @@ func systemdUnits(c *cli.Context) error {
 	store, dsn := configValues(cfg)
 	files, err := systemd.Render(systemd.Settings{
 		Version: version, Binary: bin, Config: cfg, User: c.String("user"), EnvFile: c.String("env-file"),
-		BackupSchedule: c.String("backup-schedule"), DumpSchedule: c.String("dump-schedule"),
+		BackupSchedule: c.String("backup-schedule"), DumpSchedule: c.String("dump-schedule"), DrillSchedule: c.String("drill-schedule"),
 		RandomizedDelay: c.String("randomized-delay"), Databases: c.StringSlice("database"),
 		Store: store, DSN: dsn,
 	})
@@ -114,6 +116,7 @@ func systemdUnits(c *cli.Context) error {
 	fmt.Fprintln(w, "  systemctl start walvault-backup.service    # a backup now, to try it; journalctl -u walvault-backup.service")
 	fmt.Fprintln(w, "  systemctl list-timers 'walvault-*'         # when they run next")
 	fmt.Fprintf(w, "  systemctl enable --now walvault-agent@$(systemd-escape --path /var/lib/postgresql/15/main).service   # the agent (archive_command = 'walvault-wal push %%p')\n")
+	fmt.Fprintln(w, "  systemctl enable --now walvault-drill.timer   # on the host that holds the identity: the weekly restore drill")
 	return nil
 }
 

@@ -42,7 +42,7 @@ func unitsSetup(t *testing.T) (dir, bin, cfg string) {
 // fails the test even where systemd-analyze is missing.
 var unitKeys = map[string][]string{
 	"Unit":    {"Description", "Wants", "After"},
-	"Service": {"Type", "User", "EnvironmentFile", "ExecStart", "TimeoutStartSec", "Nice", "IOSchedulingClass", "IOSchedulingPriority", "ProtectSystem", "PrivateTmp", "NoNewPrivileges", "ProtectKernelTunables", "ProtectKernelModules", "ProtectControlGroups", "Restart", "RestartSec", "KillSignal", "TimeoutStopSec"},
+	"Service": {"Type", "User", "EnvironmentFile", "ExecStart", "TimeoutStartSec", "Nice", "IOSchedulingClass", "IOSchedulingPriority", "ProtectSystem", "PrivateTmp", "NoNewPrivileges", "ProtectKernelTunables", "ProtectKernelModules", "ProtectControlGroups", "Restart", "RestartSec", "KillSignal", "TimeoutStopSec", "Environment", "StateDirectory", "KillMode", "CPUSchedulingPolicy"},
 	"Timer":   {"OnCalendar", "RandomizedDelaySec", "Persistent"},
 	"Install": {"WantedBy"},
 }
@@ -331,6 +331,7 @@ func TestSystemdUnitsBadInput(t *testing.T) {
 		{"schedule with a quote", []string{"--dump-schedule", `daily"`}, "--dump-schedule"},
 		{"schedule systemd refuses", []string{"--backup-schedule", "nightly at 1"}, "--backup-schedule: not a systemd calendar event: \"nightly at 1\""},
 		{"time out of range", []string{"--dump-schedule", "*-*-* 25:00"}, "--dump-schedule"},
+		{"drill schedule with a newline", []string{"--drill-schedule", "weekly\nOnBootSec=1"}, "--drill-schedule"},
 		{"database with a newline", []string{"--database", "shop\nx"}, "--database"},
 		{"database like a flag", []string{"--database", "--all"}, "--database"},
 		{"env file relative", []string{"--env-file", "walvault.env"}, "--env-file"},
@@ -366,5 +367,52 @@ func TestSystemdUnitsHardeningExceptions(t *testing.T) {
 	code, stdout, stderr := runCLI(t, "systemd-units", "--print", "--config", cfg)
 	if code != exitOK || strings.Contains(stdout, "\nPrivateTmp=yes") || !strings.Contains(stdout, "# PrivateTmp=yes is left out: the file:// store") {
 		t.Fatalf("exit %d, stderr %q, units:\n%s", code, stderr, stdout)
+	}
+}
+
+// The drill's units: walvault drill as the cluster's user, weekly by
+// default, on /var/tmp, remembering the outcome where status looks, with
+// SIGTERM to walvault alone (it cleans up), and lower priorities.
+func TestSystemdUnitsDrill(t *testing.T) {
+	_, bin, cfg := unitsSetup(t)
+	for _, tt := range []struct {
+		args  []string
+		sched string
+	}{{nil, "weekly"}, {[]string{"--drill-schedule", "Sun *-*-* 04:00:00", "--user", "pgadmin"}, "Sun *-*-* 04:00:00"}} {
+		code, stdout, stderr := runCLI(t, append([]string{"systemd-units", "--print", "--config", cfg}, tt.args...)...)
+		if code != exitOK || stderr != "" {
+			t.Fatalf("exit %d, stderr %q", code, stderr)
+		}
+		units := map[string]map[string]map[string][]string{}
+		for _, p := range strings.Split(stdout, "### ")[1:] {
+			name, body, _ := strings.Cut(p, "\n")
+			units[name] = parseUnit(t, name, []byte(body))
+		}
+		svc := units["walvault-drill.service"]["Service"]
+		if svc == nil {
+			t.Fatalf("no walvault-drill.service:\n%s", stdout)
+		}
+		want := []string{bin, "drill", "--config", cfg, "--drill-state-file", systemd.DrillStateFile}
+		if got := execWords(t, svc["ExecStart"][0]); !reflect.DeepEqual(got, want) {
+			t.Errorf("drill ExecStart runs %q, want %q", got, want)
+		}
+		user := "postgres"
+		if tt.args != nil {
+			user = "pgadmin"
+		}
+		for k, v := range map[string]string{"User": user, "Type": "oneshot", "KillMode": "mixed", "StateDirectory": "walvault",
+			"Environment": "TMPDIR=/var/tmp", "PrivateTmp": "yes", "CPUSchedulingPolicy": "batch", "IOSchedulingPriority": "7"} {
+			if strings.Join(svc[k], ",") != v {
+				t.Errorf("drill %s=%q, want %q", k, svc[k], v)
+			}
+		}
+		// systemd takes the last Nice=: the drill's is the lowest.
+		if n := svc["Nice"]; len(n) == 0 || n[len(n)-1] != "19" {
+			t.Errorf("drill Nice=%q, want 19 last", n)
+		}
+		tm := units["walvault-drill.timer"]["Timer"]
+		if tm["OnCalendar"][0] != tt.sched || tm["Persistent"][0] != "true" {
+			t.Errorf("drill timer: %q", tm)
+		}
 	}
 }
