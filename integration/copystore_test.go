@@ -391,9 +391,22 @@ func TestCopyKilled(t *testing.T) {
 	compareStores(t, f.url, cloud.Options{}, dst.URL, srv.Options())
 	dstEnv := append(srv.Env(), "WALVAULT_STORE="+dst.URL, "WALVAULT_IDENTITY_FILE="+f.identity)
 	mustWalvault(t, &target{Kind: "s3", URL: dst.URL}, dstEnv, "verify", "--full")
-	again := mustWalvault(t, tg, env, "copy", "--to", dst.URL)
-	if !strings.Contains(again, "to copy: 0 object(s), 0 B") {
-		t.Fatalf("a copy after the complete one found something to do:\n%s", again)
+	again := mustWalvault(t, tg, env, "copy", "--to", dst.URL, "--json")
+	var res struct {
+		OK           bool `json:"ok"`
+		Destinations []struct {
+			To           string   `json:"to"`
+			Planned      int      `json:"planned_objects"`
+			Copied       int      `json:"copied_objects"`
+			AlreadyThere int      `json:"already_there"`
+			Failed       []string `json:"failed"`
+		} `json:"destinations"`
+	}
+	if err := json.Unmarshal([]byte(again), &res); err != nil {
+		t.Fatalf("copy --json printed more than its object: %v\n%s", err, again)
+	}
+	if d := res.Destinations; !res.OK || len(d) != 1 || d[0].To != dst.URL || d[0].Planned != 0 || d[0].Copied != 0 || d[0].AlreadyThere < 20 || d[0].Failed == nil || len(d[0].Failed) != 0 {
+		t.Fatalf("a copy after the complete one found something to do: %+v\n%s", res, again)
 	}
 }
 

@@ -133,10 +133,32 @@ func copyTo(c *cli.Context, src *repo.Repo, d storeSpec, opts archivecopy.Option
 	}
 	s := *src
 	res, err := archivecopy.Run(c.Context, &s, dst, opts)
-	if res != nil {
-		printCopy(c.App.Writer, res, opts.DryRun)
+	if res == nil {
+		return err
 	}
+	out := resultOf(c)
+	if out == nil {
+		printCopy(c.App.Writer, res, opts.DryRun)
+		return err
+	}
+	// --json: the report on stderr, the figures in the result.
+	printCopy(c.App.ErrWriter, res, opts.DryRun)
+	list, _ := out["destinations"].([]map[string]any)
+	p := res.Plan
+	e := map[string]any{"to": cloud.Redact(d.URL), "dry_run": opts.DryRun, "planned_objects": p.Objects, "planned_bytes": p.Bytes,
+		"already_there": p.Present, "copied_objects": res.Objects, "copied_bytes": res.Bytes, "seconds": res.Elapsed.Seconds(),
+		"backups_complete": nonNil(res.BackupsComplete), "dumps_complete": nonNil(res.DumpsComplete), "failed": nonNil(res.Failed),
+		"skipped": nonNil(p.Skipped)}
+	out.set("destinations", append(list, e))
 	return err
+}
+
+// nonNil is s, or an empty list: JSON says [] rather than null.
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
 }
 
 func printCopy(w io.Writer, res *archivecopy.Result, dry bool) {

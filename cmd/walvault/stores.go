@@ -20,6 +20,7 @@ import (
 	"github.com/walvault/walvault/archive/repo"
 	"github.com/walvault/walvault/archive/wal"
 	"github.com/walvault/walvault/cloud"
+	"github.com/walvault/walvault/cloud/ratelimit"
 )
 
 // The stores besides `store`: second stores kept in step (copy-store),
@@ -103,10 +104,20 @@ func mainSpec(c *cli.Context) (storeSpec, error) {
 }
 
 // open opens the store; mustExist as in cloud.Options.
+// --max-upload-rate and --max-download-rate are the process's: a second
+// store shares them with the store.
 func (s storeSpec) open(c *cli.Context, mustExist bool) (cloud.Store, error) {
 	so := storeOptions(c)
 	so.Settings, so.Lock, so.MustExist = s.Settings, s.Lock, mustExist
-	return cloud.Open(c.Context, s.URL, so)
+	limits, err := rateLimits(c)
+	if err != nil {
+		return nil, err
+	}
+	st, err := cloud.Open(c.Context, s.URL, so)
+	if err != nil {
+		return nil, err
+	}
+	return ratelimit.Wrap(st, limits), nil
 }
 
 // configEntries reads the copy-store entries of the command's config file.
@@ -386,8 +397,26 @@ func copyNow(c *cli.Context, r *repo.Repo, seconds []secondRepo, recorded map[st
 // store (what) to every copy-store, with fn. A copy that fails is a
 // warning, the primary's success standing, unless copy-store-wait asks
 // for every store: then it is the command's failure.
+//
+// With --json the lines go to stderr and each copy into the result's
+// copy_stores.
 func copyToSeconds(c *cli.Context, r *repo.Repo, seconds []secondRepo, what string, fn func(dst *repo.Repo, opts repo.CopyOptions) error) error {
 	var failed []error
+	w, out := c.App.Writer, resultOf(c)
+	if out != nil {
+		w = c.App.ErrWriter
+	}
+	record := func(store string, objects, bytes int64, err error) {
+		if out == nil {
+			return
+		}
+		list, _ := out["copy_stores"].([]map[string]any)
+		e := map[string]any{"store": store, "what": what, "objects": objects, "bytes": bytes, "error": nil}
+		if err != nil {
+			e["error"] = scrubURLs(oneLine(err.Error()))
+		}
+		out.set("copy_stores", append(list, e))
+	}
 	for _, s := range seconds {
 		start := time.Now()
 		var objects, bytes atomic.Int64
@@ -400,6 +429,7 @@ func copyToSeconds(c *cli.Context, r *repo.Repo, seconds []secondRepo, what stri
 			}}
 		err := fn(s.r, opts)
 		name := cloud.Redact(s.spec.URL)
+		record(name, objects.Load(), bytes.Load(), err)
 		if err != nil {
 			err = fmt.Errorf("%s is not in copy-store %s: %w", what, name, err)
 			if c.Bool("copy-store-wait") {
@@ -409,7 +439,7 @@ func copyToSeconds(c *cli.Context, r *repo.Repo, seconds []secondRepo, what stri
 			fmt.Fprintf(c.App.ErrWriter, "warning: %s (walvault copy --to %s catches it up)\n", oneLine(err.Error()), name)
 			continue
 		}
-		fmt.Fprintf(c.App.Writer, "copied %s to %s: %d object(s), %s in %.2f s\n", what, name, objects.Load(), archive.HumanBytes(bytes.Load()), time.Since(start).Seconds())
+		fmt.Fprintf(w, "copied %s to %s: %d object(s), %s in %.2f s\n", what, name, objects.Load(), archive.HumanBytes(bytes.Load()), time.Since(start).Seconds())
 	}
 	if len(failed) > 0 {
 		return errors.Join(failed...)
