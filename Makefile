@@ -89,6 +89,7 @@ bench: build test-deps $(CACHE)/walvault-$(PRE_AUTH)
 	bash bench/incremental.sh "$(CURDIR)/bin/walvault"
 	bash bench/drill.sh "$(CURDIR)/bin/walvault"
 	bash bench/dbafeatures.sh "$(CURDIR)/bin/walvault"
+	WALVAULT_TEST_CACHE="$(CACHE)" bash bench/copy.sh "$(CURDIR)/bin/walvault"
 
 clean:
 	rm -rf bin

@@ -177,6 +177,9 @@ func (s *fileStore) Put(ctx context.Context, key string, r Body, opts PutOptions
 	if err := CheckMetadata(opts.Metadata); err != nil {
 		return Permanent(fmt.Errorf("%s: put %s: %w", s, key, err))
 	}
+	if opts.Retention != nil {
+		return NoRetention(s)
+	}
 	defer func() { err = s.outside("put", key, err) }()
 	dir := filepath.Dir(dst)
 	if err := s.mkdirAllSync(dir); err != nil {

@@ -29,6 +29,8 @@ type Options struct {
 	// take a new, empty directory for an empty archive. (Buckets and
 	// containers are never created.)
 	MustExist bool
+	// Lock, when on, locks every object written (see WithLock).
+	Lock Lock
 }
 
 // With is a copy of o with the setting name set to value ("" unsets it).
@@ -109,7 +111,11 @@ func Open(ctx context.Context, raw string, opts Options) (Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	return WithRetry(s, DefaultRetry), nil
+	if _, ok := s.(Locker); opts.Lock.On() && !ok {
+		_ = Close(s)
+		return nil, NoRetention(s)
+	}
+	return WithLock(WithRetry(s, DefaultRetry), opts.Lock), nil
 }
 
 // knownSettings refuses a setting no registered backend has: a caller's

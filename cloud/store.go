@@ -32,6 +32,10 @@ type ObjectInfo struct {
 	ModTime  time.Time
 	Metadata map[string]string // user metadata; keys are lower case
 	IsPrefix bool
+	// RetainUntil is the object's retain-until date under the store's
+	// immutability (zero: not locked, or the backend cannot tell). Get and
+	// Stat fill it; a listing does not.
+	RetainUntil time.Time
 }
 
 // PutOptions control one upload.
@@ -45,6 +49,13 @@ type PutOptions struct {
 	// SizeHint is the expected stored size, or 0 when unknown. Backends may
 	// use it to pick a part size; it is never trusted for correctness.
 	SizeHint int64
+	// Retention, when set, locks the object until its date (the lock
+	// decorator sets it; see WithLock). A backend that cannot lock objects
+	// fails the Put (NoRetention).
+	Retention *Retention
+	// NoLock exempts a transient object (a probe, a delete marker file)
+	// from the store's lock.
+	NoLock bool
 }
 
 // ListOptions control a listing.

@@ -95,6 +95,11 @@ type Config struct {
 	// StoreIdentity names the store in markers (default: StoreIdentity of
 	// the store alone); give the endpoints it is reached through.
 	StoreIdentity string
+	// SecondStores are kept in step with the primary (copy-store).
+	SecondStores []SecondStore
+	// CopyWait answers a push only once every second store has the file
+	// too (copy-store-wait); else the primary store alone decides.
+	CopyWait bool
 	// ExitCode maps an error to walvault's exit code for the client.
 	ExitCode func(error) int
 	Log      *slog.Logger
@@ -120,6 +125,8 @@ type Agent struct {
 	wake   chan struct{}
 	rescan atomic.Bool // archive_status must be read again
 	pf     *prefetchState
+
+	seconds []*second
 
 	mu       sync.Mutex
 	durable  map[string]fileID
@@ -243,6 +250,9 @@ func Open(r *repo.Repo, cfg Config) (*Agent, error) {
 	if err := a.initPrefetch(); err != nil {
 		return nil, fmt.Errorf("spool directory: %w", err)
 	}
+	if err := a.openSeconds(); err != nil {
+		return nil, err
+	}
 	storeID := cfg.StoreIdentity
 	if storeID == "" {
 		storeID = StoreIdentity(cloud.Identity(r.Store, ""))
@@ -314,6 +324,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	wg.Add(2)
 	go func() { defer wg.Done(); a.serve(ctx) }()
 	go func() { defer wg.Done(); a.prefetcher(ctx) }()
+	for _, sc := range a.seconds {
+		wg.Add(1)
+		go func() { defer wg.Done(); sc.run(ctx) }()
+	}
 
 	a.log.Info("agent started", "pgdata", a.cfg.PGData, "socket", a.sock, "store", a.r.Store.String(), "upload_concurrency", a.cfg.Concurrency)
 	tick := time.NewTicker(a.cfg.PollInterval)
@@ -499,7 +513,7 @@ func (a *Agent) upload(ctx context.Context, j *job) {
 	p := filepath.Join(a.walDir, j.name)
 	a.st.uploading.Add(1)
 	start := time.Now()
-	res, err := wal.Push(ctx, a.r, p, wal.PushOptions{Concurrency: 1, SpoolDir: a.spool})
+	res, err := wal.Push(ctx, a.r, p, wal.PushOptions{Concurrency: 1, SpoolDir: a.spool, KeepBody: len(a.seconds) > 0})
 	a.st.uploading.Add(-1)
 	ms := float64(time.Since(start).Microseconds()) / 1000
 	if err == nil {
@@ -507,6 +521,10 @@ func (a *Agent) upload(ctx context.Context, j *job) {
 		if id, serr := statID(p); serr != nil || id != j.id {
 			err = fmt.Errorf("%w: %s changed while it was archived", archive.ErrBadInput, j.name)
 		}
+	}
+	if err == nil {
+		// Recorded for the second stores before it counts as durable.
+		err = a.stored(ctx, res.Object)
 	}
 	if err == nil {
 		if merr := a.marks.write(j.name, j.id); merr != nil {
@@ -614,5 +632,8 @@ func (a *Agent) Stats() Stats {
 		s.OldestReadyAgeSec = time.Since(bl.oldest).Seconds()
 	}
 	s.StoreRequests = a.counted.counts()
+	for _, sc := range a.seconds {
+		s.CopyStores = append(s.CopyStores, sc.stats(s.Updated))
+	}
 	return s
 }

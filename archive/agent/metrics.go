@@ -70,4 +70,31 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	for op, n := range s.StoreRequests {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(n), op)
 	}
+	for _, m := range copyMetrics {
+		d := prometheus.NewDesc("walvault_agent_copy_"+m.name, m.help, []string{"store"}, c.labels)
+		for _, cs := range s.CopyStores {
+			if v, ok := m.value(cs); ok {
+				ch <- prometheus.MustNewConstMetric(d, m.kind, v, cs.Store)
+			}
+		}
+	}
+}
+
+// copyMetrics are each second store's (copy-store), labelled by it.
+var copyMetrics = []struct {
+	name, help string
+	kind       prometheus.ValueType
+	value      func(CopyStoreStats) (float64, bool)
+}{
+	{"backlog_files", "WAL files durable in the primary store and not yet copied to this one.", prometheus.GaugeValue, func(c CopyStoreStats) (float64, bool) { return float64(c.Backlog), true }},
+	{"backlog_bytes", "Stored bytes of those files.", prometheus.GaugeValue, func(c CopyStoreStats) (float64, bool) { return float64(c.BacklogBytes), true }},
+	{"lag_seconds", "How long the oldest of them has been durable in the primary store (0 when none waits).", prometheus.GaugeValue, func(c CopyStoreStats) (float64, bool) { return c.LagSeconds, true }},
+	{"files_total", "WAL files copied to this store.", prometheus.CounterValue, func(c CopyStoreStats) (float64, bool) { return float64(c.Copied), true }},
+	{"bytes_total", "Stored bytes copied to this store.", prometheus.CounterValue, func(c CopyStoreStats) (float64, bool) { return float64(c.CopiedBytes), true }},
+	{"read_back_total", "Copies that read the object back from the primary store (it no longer was in memory).", prometheus.CounterValue, func(c CopyStoreStats) (float64, bool) { return float64(c.ReadBack), true }},
+	{"errors_total", "Failed copy attempts.", prometheus.CounterValue, func(c CopyStoreStats) (float64, bool) { return float64(c.Errors), true }},
+	{"not_recorded_total", "Files not recorded for this store because its backlog was full (walvault copy catches it up).", prometheus.CounterValue, func(c CopyStoreStats) (float64, bool) { return float64(c.NotRecorded), true }},
+	{"last_error_timestamp_seconds", "When the last copy attempt failed.", prometheus.GaugeValue, func(c CopyStoreStats) (float64, bool) {
+		return float64(c.LastErrorTime.UnixNano()) / 1e9, !c.LastErrorTime.IsZero()
+	}},
 }

@@ -41,6 +41,8 @@ type Stats struct {
 	LastError         string           `json:"last_error,omitempty"`
 	LastErrorTime     time.Time        `json:"last_error_time,omitzero"`
 	StoreRequests     map[string]int64 `json:"store_requests"`
+	// CopyStores are the second stores kept in step (copy-store).
+	CopyStores []CopyStoreStats `json:"copy_stores,omitempty"`
 }
 
 // StateFile is the agent's state in its spool, rewritten every few

@@ -39,6 +39,11 @@ type Options struct {
 	// ParseRecipients turns recipient specs (age1..., files) into
 	// recipients.
 	ParseRecipients func([]string) ([]age.Recipient, error)
+	// Lock is what walvault asks of every object written to the store
+	// (lock-days, lock-mode): check verifies the store can.
+	Lock cloud.Lock
+	// CopyStores are the second stores kept in step (copy-store).
+	CopyStores []CopyStore
 	// Resolve says which settings the walvault wal-push archive_command
 	// runs would use. The CLI owns that knowledge (flags, environment
 	// names, config file, precedence); nil: check cannot tell.
@@ -104,6 +109,10 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) *Report {
 		opts.Timeout = time.Minute
 	}
 	storeOK := checkStore(ctx, rep, r, opts)
+	if storeOK {
+		checkLock(ctx, rep, "store lock", r.Store, opts.Lock)
+	}
+	checkCopyStores(ctx, rep, opts.CopyStores)
 	srv, err := pg.Connect(ctx, opts.DSN, "walvault check", 15*time.Second)
 	if err != nil {
 		reportNoServer(rep, r, opts, err)

@@ -18,37 +18,42 @@ import (
 
 // checkProbe writes, reads back, and deletes an object.
 func checkProbe(ctx context.Context, st cloud.Store, rep *Report) bool {
+	return checkProbeAs(ctx, st, rep, "store")
+}
+
+// checkProbeAs is checkProbe reported under name.
+func checkProbeAs(ctx context.Context, st cloud.Store, rep *Report, name string) bool {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
 	key := "walvault-check/probe-" + hex.EncodeToString(b[:8])
 	body := []byte("walvault check probe " + hex.EncodeToString(b[:]))
 	fix := "walvault needs to list, read, write and delete objects under the store's prefix: check the credentials and the bucket's permissions"
 	began := time.Now()
-	if err := st.Put(ctx, key, cloud.Bytes(body), cloud.PutOptions{IfAbsent: true, SizeHint: int64(len(body))}); err != nil {
-		rep.add("store", Fail, fmt.Sprintf("%s: writing a probe object %s: %v", st, key, err), fix)
+	if err := st.Put(ctx, key, cloud.Bytes(body), cloud.PutOptions{IfAbsent: true, SizeHint: int64(len(body)), NoLock: true}); err != nil {
+		rep.add(name, Fail, fmt.Sprintf("%s: writing a probe object %s: %v", st, key, err), fix)
 		return false
 	}
 	defer func() { _ = st.Delete(context.WithoutCancel(ctx), key) }()
 	rc, _, err := st.Get(ctx, key)
 	if err != nil {
-		rep.add("store", Fail, fmt.Sprintf("%s: reading back the probe object %s: %v", st, key, err), fix)
+		rep.add(name, Fail, fmt.Sprintf("%s: reading back the probe object %s: %v", st, key, err), fix)
 		return false
 	}
 	got, err := io.ReadAll(io.LimitReader(rc, 1<<20))
 	_ = rc.Close()
 	if err != nil || !bytes.Equal(got, body) {
-		rep.add("store", Fail, fmt.Sprintf("%s: the probe object %s read back differs from what was written (%v)", st, key, err), "the store (or a proxy before it) alters objects: walvault cannot be used with it")
+		rep.add(name, Fail, fmt.Sprintf("%s: the probe object %s read back differs from what was written (%v)", st, key, err), "the store (or a proxy before it) alters objects: walvault cannot be used with it")
 		return false
 	}
 	if err := st.Delete(ctx, key); err != nil {
-		rep.add("store", Fail, fmt.Sprintf("%s: deleting the probe object %s: %v", st, key, err), fix+" (delete is needed by walvault delete)")
+		rep.add(name, Fail, fmt.Sprintf("%s: deleting the probe object %s: %v", st, key, err), fix+" (delete is needed by walvault delete)")
 		return false
 	}
 	if _, err := st.Stat(ctx, key); !errors.Is(err, cloud.ErrNotFound) {
-		rep.add("store", Fail, fmt.Sprintf("%s: the probe object %s is still there after delete (%v)", st, key, err), fix)
+		rep.add(name, Fail, fmt.Sprintf("%s: the probe object %s is still there after delete (%v)", st, key, err), fix)
 		return false
 	}
-	rep.add("store", OK, fmt.Sprintf("%s: wrote, read back and deleted a probe object (%d ms)", st, time.Since(began).Milliseconds()), "")
+	rep.add(name, OK, fmt.Sprintf("%s: wrote, read back and deleted a probe object (%d ms)", st, time.Since(began).Milliseconds()), "")
 	return true
 }
 

@@ -91,6 +91,12 @@ func (r *Repo) PutBytes(ctx context.Context, key string, body []byte, opts cloud
 	return archive.StoreErr(r.Store.Put(ctx, key, cloud.Bytes(body), opts))
 }
 
+// Proven is meta with the proof of key added, as PutBytes stores it (the
+// signature is deterministic: the same as the stored one).
+func (r *Repo) Proven(key string, meta map[string]string) (map[string]string, error) {
+	return r.withProof(key, meta)
+}
+
 // withProof returns meta with the object's proof added when meta states a
 // content digest (a copy: the caller's map is not changed).
 func (r *Repo) withProof(key string, meta map[string]string) (map[string]string, error) {
@@ -247,12 +253,38 @@ type Want struct {
 // the store's failures are tagged archive.ErrStore; an object that does
 // not decode is archive.ErrIntegrity (or codec.ErrCorrupt while opening);
 // a missing or wrong key is crypto's error.
+//
+// Read through a store with fallbacks (cloud.WithFallback), an object the
+// primary holds damaged (it fails its checks) is read again, with the same
+// checks, from each fallback in turn; fn is called anew, as for a broken
+// connection.
 func (r *Repo) Load(ctx context.Context, key string, want Want, fn func(rd io.Reader, info cloud.ObjectInfo) error) error {
-	where := fmt.Sprintf("%s in %s", key, r.Store)
-	err := r.Store.Load(ctx, key, func(body io.Reader, info cloud.ObjectInfo) error {
+	err := r.loadFrom(ctx, r.Store, key, want, fn)
+	if !IsDamage(err) {
+		return err
+	}
+	others, note := cloud.FallbackStores(r.Store)
+	for _, o := range others {
+		if oerr := r.loadFrom(ctx, o, key, want, fn); oerr == nil {
+			note(key, o, err)
+			return nil
+		}
+	}
+	return err
+}
+
+func (r *Repo) loadFrom(ctx context.Context, st cloud.Store, key string, want Want, fn func(rd io.Reader, info cloud.ObjectInfo) error) error {
+	where := fmt.Sprintf("%s in %s", key, st)
+	err := st.Load(ctx, key, func(body io.Reader, info cloud.ObjectInfo) error {
 		return r.read(key, body, info, want, where, fn)
 	})
 	return r.loadError(key, where, err)
+}
+
+// IsDamage says whether err is an object's own fault: it fails its checks
+// (a digest, its proof, its decoding).
+func IsDamage(err error) bool {
+	return err != nil && (errors.Is(err, archive.ErrIntegrity) || errors.Is(err, crypto.ErrBadProof) || errors.Is(err, codec.ErrCorrupt))
 }
 
 // read decodes and checks one object's stored bytes, body, and hands the

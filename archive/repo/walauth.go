@@ -123,6 +123,18 @@ func (r *Repo) authenticateMeta(ctx context.Context, key string) error {
 		}
 		return nil
 	}
-	_, err = r.checkProof(key, info.Metadata)
+	if _, err = r.checkProof(key, info.Metadata); err == nil {
+		return nil
+	}
+	// Damaged in the primary: a fallback's copy may hold.
+	others, note := cloud.FallbackStores(r.Store)
+	for _, o := range others {
+		if oi, oerr := o.Stat(ctx, key); oerr == nil {
+			if _, perr := r.checkProof(key, oi.Metadata); perr == nil {
+				note(key, o, err)
+				return nil
+			}
+		}
+	}
 	return err
 }

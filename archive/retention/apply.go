@@ -170,7 +170,7 @@ func dropManifest(ctx context.Context, r *repo.Repo, name string) error {
 	st := r.Store
 	body, _ := json.Marshal(map[string]string{"deleted_by": "walvault delete", "at": time.Now().UTC().Format(time.RFC3339)})
 	tomb := repo.BackupKey(name, repo.TombstoneFile)
-	if err := r.PutBytes(ctx, tomb, body, cloud.PutOptions{}); err != nil {
+	if err := r.PutBytes(ctx, tomb, body, cloud.PutOptions{NoLock: true}); err != nil { // transient: deleted last
 		return fmt.Errorf("%s: writing %s: %w", st, tomb, err)
 	}
 	key := repo.BackupKey(name, repo.ManifestFile)

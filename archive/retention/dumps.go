@@ -109,7 +109,49 @@ func decideDumps(ctx context.Context, r *repo.Repo, n int, orphanAge time.Durati
 			}
 		}
 	}
+	if err := keepLockedDumps(ctx, r, now, out, folders); err != nil {
+		return nil, nil, err
+	}
 	return out, notes, nil
+}
+
+// keepLockedDumps keeps the dumps the plan deletes that are locked: by
+// their manifest, written last, or without one by any of their objects.
+func keepLockedDumps(ctx context.Context, r *repo.Repo, now time.Time, ds []DumpDecision, folders []*repo.DumpFolder) error {
+	lk := newLocks(ctx, r.Store, now)
+	if !lk.on() {
+		return nil
+	}
+	keysOf := map[string][]string{}
+	var all []string
+	for i, f := range folders {
+		if !ds[i].Delete {
+			continue
+		}
+		if f.Manifest != nil {
+			keysOf[f.Name] = []string{repo.DumpKey(f.Name, repo.ManifestFile)}
+		} else {
+			for file := range f.Objects {
+				keysOf[f.Name] = append(keysOf[f.Name], repo.DumpKey(f.Name, file))
+			}
+		}
+		all = append(all, keysOf[f.Name]...)
+	}
+	if err := lk.stat(ctx, all); err != nil {
+		return err
+	}
+	for i := range ds {
+		var latest time.Time
+		for _, k := range keysOf[ds[i].Name] {
+			if t, ok := lk.lockedUntil(k); ok {
+				latest = maxTime(latest, t)
+			}
+		}
+		if !latest.IsZero() {
+			ds[i].Delete, ds[i].Reason = false, ds[i].Reason+"; kept: "+lk.reason(latest)
+		}
+	}
+	return nil
 }
 
 // applyDumps deletes the planned dumps, each crash-safe like a backup:
@@ -139,7 +181,7 @@ func applyDumps(ctx context.Context, r *repo.Repo, plan *Plan, res *Result) (int
 		} else {
 			body, _ := json.Marshal(map[string]string{"deleted_by": "walvault delete", "at": time.Now().UTC().Format(time.RFC3339)})
 			tomb := repo.DumpKey(d.Name, repo.TombstoneFile)
-			if err := r.PutBytes(ctx, tomb, body, cloud.PutOptions{}); err != nil {
+			if err := r.PutBytes(ctx, tomb, body, cloud.PutOptions{NoLock: true}); err != nil {
 				return objects, fmt.Errorf("%s: writing %s: %w", r.Store, tomb, err)
 			}
 			if err := r.Store.Delete(ctx, man); err != nil && !errors.Is(err, cloud.ErrNotFound) {

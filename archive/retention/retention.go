@@ -6,6 +6,7 @@ package retention
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/walvault/walvault/archive"
@@ -198,24 +199,65 @@ func decideBackups(ctx context.Context, r *repo.Repo, pol Policy, now time.Time,
 		return fmt.Errorf("%w: no backup in %s can be restored (e.g. %s: %s): delete keeps everything; run walvault verify, and take a new backup",
 			archive.ErrVerifyFailed, r.Store, b.Name, set.broken[b.Name])
 	}
+	// Locked backups are kept (with their chains and WAL); a named one is
+	// refused.
+	lk := newLocks(ctx, r.Store, now)
+	if lk.on() {
+		var keys []string
+		for _, m := range set.all {
+			keys = append(keys, repo.BackupKey(m.Name, repo.ManifestFile))
+		}
+		if err := lk.stat(ctx, keys); err != nil {
+			return err
+		}
+	}
+	var lockedKeeps []keep
+	for _, m := range set.all {
+		if t, ok := lk.lockedUntil(repo.BackupKey(m.Name, repo.ManifestFile)); ok {
+			lockedKeeps = append(lockedKeeps, keep{m, lk.reason(t)})
+		}
+	}
 	var k *keeper
 	if len(pol.Names) > 0 {
+		for _, kp := range lockedKeeps {
+			if slices.Contains(pol.Names, kp.m.Name) {
+				return fmt.Errorf("%w: delete %s refused: it is %s; run the delete again after that date", archive.ErrConflict, kp.m.Name, kp.why)
+			}
+		}
 		if k, err = set.explicit(pol.Names, inv, r.Store.String()); err != nil {
 			return err
 		}
 	} else {
-		k = applyRules(set, pol, now, inv)
+		k = applyRules(set, pol, now, inv, lockedKeeps...)
 	}
 	plan.Notes = append(plan.Notes, k.notes...)
 	needs := newWALNeeds(set, k, inv)
 	plan.Notes = append(plan.Notes, needs.notes...)
-	plan.WAL = walRuns(inv, needs)
+	if lk.on() {
+		var keys []string
+		for _, o := range inv.Objects {
+			if del, _ := needs.decide(o); del {
+				keys = append(keys, o.Key)
+			}
+		}
+		if err := lk.stat(ctx, keys); err != nil {
+			return err
+		}
+	}
+	plan.WAL = walRuns(inv, needs, lk)
 	plan.History = len(inv.HistKey)
 	if len(inv.Junk) > 0 {
 		plan.Notes = append(plan.Notes, fmt.Sprintf("%d object(s) under %s are not WAL file names (e.g. %s): left alone", len(inv.Junk), repo.WALPrefix, inv.Junk[0].Key))
 	}
 	plan.Backups, plan.staleTombstones = backupDecisions(set.all, k.reasons, fs.tombstoned)
 	plan.Incomplete = folderDecisions(fs.orphans, pol.OrphanAge, now, needs.oldestFull)
+	if err := keepLockedFolders(ctx, lk, plan.Incomplete, fs.orphans); err != nil {
+		return err
+	}
+	if n := len(lockedKeeps); n > 0 || len(lk.until) > n {
+		plan.Notes = append(plan.Notes, fmt.Sprintf("%d backup(s) and %d other object(s) are locked (%s) past now: kept, each saying until when; a delete after that date removes what the rules no longer keep",
+			n, len(lk.until)-n, lk.kind))
+	}
 	if len(pol.Names) > 0 {
 		for i := range plan.Incomplete {
 			plan.Incomplete[i].Delete = false

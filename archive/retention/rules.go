@@ -60,7 +60,9 @@ func (k *keeper) apply(s *backupSet, r ruleKeeps) {
 // applyRules runs the policy's rules, then those that hold whatever the
 // policy: the newest backup, the newest that restores to the latest
 // archived WAL, and the permanent ones.
-func applyRules(s *backupSet, pol Policy, now time.Time, inv *repo.WALInventory) *keeper {
+//
+// extra are kept whatever the rules (locked backups), before the chains.
+func applyRules(s *backupSet, pol Policy, now time.Time, inv *repo.WALInventory, extra ...keep) *keeper {
 	k := &keeper{reasons: map[string][]string{}, full: map[string]bool{}, keepAll: map[uint32]string{}}
 	if pol.RetainFull > 0 {
 		k.apply(s, s.retainFull(pol.RetainFull))
@@ -77,6 +79,7 @@ func applyRules(s *backupSet, pol Policy, now time.Time, inv *repo.WALInventory)
 	k.add(s.newest(k)...)
 	k.latestWAL(s, inv)
 	k.add(s.permanent()...)
+	k.add(extra...)
 	k.keepChains(s)
 	return k
 }

@@ -2,6 +2,7 @@ package retention
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/walvault/walvault/archive"
 	"github.com/walvault/walvault/archive/repo"
@@ -153,11 +154,22 @@ func (n *walNeeds) decide(o *repo.WALObject) (bool, string) {
 
 // walRuns decides every WAL object, grouped into runs of one timeline
 // with one decision and reason.
-func walRuns(inv *repo.WALInventory, n *walNeeds) []WALRun {
+//
+// An object lk holds locked is kept: runs of them say until when.
+func walRuns(inv *repo.WALInventory, n *walNeeds, lk *locks) []WALRun {
 	runs := []WALRun{}
 	var run *WALRun
+	latest := map[int]time.Time{} // run index -> its latest retain-until date
 	for _, o := range inv.Objects {
 		del, why := n.decide(o)
+		if until, locked := lk.lockedUntil(o.Key); del && locked {
+			del, why = false, lk.walReason()
+			if i := len(runs) - 1; run != nil && run.Reason == why && run.Timeline == o.File.Timeline {
+				latest[i] = maxTime(latest[i], until)
+			} else {
+				latest[len(runs)] = until
+			}
+		}
 		if run == nil || run.Timeline != o.File.Timeline || run.Delete != del || run.Reason != why {
 			runs = append(runs, WALRun{Timeline: o.File.Timeline, First: o.File.Name, Delete: del, Reason: why})
 			run = &runs[len(runs)-1]
@@ -169,5 +181,15 @@ func walRuns(inv *repo.WALInventory, n *walNeeds) []WALRun {
 			run.keys = append(run.keys, o.Key)
 		}
 	}
+	for i, t := range latest {
+		runs[i].Reason += "; the latest until " + t.UTC().Format("2006-01-02 15:04:05 UTC")
+	}
 	return runs
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }

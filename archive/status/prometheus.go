@@ -65,6 +65,7 @@ func (r *Report) Registry() *prometheus.Registry {
 	gauge("archive_dump_bytes", "Bytes stored under dumps/.", float64(r.Size.DumpBytes))
 	gauge("archive_objects", "Objects in the archive.", float64(r.Size.Objects))
 	r.registerDrill(reg)
+	RegisterCopyStores(reg, r.Store, r.CopyStores)
 	return reg
 }
 

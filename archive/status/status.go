@@ -168,6 +168,9 @@ type Report struct {
 	Drill *Drill `json:"drill"`
 	// Notes are things worth knowing that are no figure.
 	Notes []string `json:"notes,omitempty"`
+	// CopyStores are the second stores (copy-store) compared with this
+	// one; filled by the caller (CollectCopyStores).
+	CopyStores []CopyStore `json:"copy_stores,omitempty"`
 }
 
 // ArchiveLag is the server's archive lag in seconds, or nil when unknown.

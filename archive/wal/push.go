@@ -31,6 +31,13 @@ type PushOptions struct {
 	// SpoolDir is walvault's own directory for "pushed ahead" markers;
 	// default: .walvault beside the file (pg_wal/.walvault).
 	SpoolDir string
+	// OnStored, when set, is told of every file this push made durable
+	// (the one asked for and those pushed ahead), before Push returns, with
+	// what a second store's copy needs (never its bytes).
+	OnStored func(StoredObject)
+	// KeepBody returns the stored bytes of the file asked for in
+	// PushResult.Object (when they were encoded in memory).
+	KeepBody bool
 }
 
 // PushResult says what happened to one file.
@@ -40,6 +47,8 @@ type PushResult struct {
 	Ahead       bool // an earlier wal-push had pushed it ahead
 	RawBytes    int64
 	StoredBytes int64
+	// Object is what was stored, when the push was asked for it.
+	Object *StoredObject
 }
 
 // Push archives the file at path (as archive_command's %p), and while
@@ -77,9 +86,19 @@ func Push(ctx context.Context, r *repo.Repo, path string, opts PushOptions) (Pus
 		c.Codec.Concurrency = 1
 		r = &c
 	}
-	wait := pushAhead(ctx, r, walDir, pushedDir, spool, others)
-	res, err := pushFile(ctx, r, path, wf, spool)
+	keep := keepNone
+	if opts.OnStored != nil {
+		keep = keepRecord
+	}
+	wait := pushAhead(ctx, r, walDir, pushedDir, spool, others, keep, opts.OnStored)
+	if opts.KeepBody {
+		keep = keepBody
+	}
+	res, err := pushFile(ctx, r, path, wf, spool, keep)
 	wait()
+	if err == nil && res.Object != nil && opts.OnStored != nil {
+		opts.OnStored(*res.Object)
+	}
 	return res, err
 }
 
@@ -91,6 +110,16 @@ func Push(ctx context.Context, r *repo.Repo, path string, opts PushOptions) (Pus
 // goroutines. spool is walvault's working directory (where the cluster
 // check keeps its note); "" works without one.
 func PushOne(ctx context.Context, r *repo.Repo, path, spool string) (PushResult, error) {
+	return pushOne(ctx, r, path, spool, keepNone)
+}
+
+// PushOneStored is PushOne that also returns what was stored, its bytes
+// included (when they were encoded in memory), for a second store.
+func PushOneStored(ctx context.Context, r *repo.Repo, path, spool string) (PushResult, error) {
+	return pushOne(ctx, r, path, spool, keepBody)
+}
+
+func pushOne(ctx context.Context, r *repo.Repo, path, spool string, keep keepMode) (PushResult, error) {
 	wf, err := archive.ParseWALName(filepath.Base(path))
 	if err != nil {
 		return PushResult{}, fmt.Errorf("%w: %s: %w", archive.ErrBadInput, path, err)
@@ -98,7 +127,7 @@ func PushOne(ctx context.Context, r *repo.Repo, path, spool string) (PushResult,
 	if err := BindCluster(ctx, r, path, wf, spool); err != nil {
 		return PushResult{Name: wf.Name}, err
 	}
-	return pushFile(ctx, r, path, wf, spool)
+	return pushFile(ctx, r, path, wf, spool, keep)
 }
 
 // BindCluster makes sure r knows the cluster whose pg_wal file path is,
@@ -143,8 +172,9 @@ func BindCluster(ctx context.Context, r *repo.Repo, path string, wf archive.WALF
 // bindMu makes BindCluster's check and write of Repo.Cluster one step.
 var bindMu sync.Mutex
 
-// pushFile stores one pg_wal file, idempotently.
-func pushFile(ctx context.Context, r *repo.Repo, path string, wf archive.WALFile, spool string) (PushResult, error) {
+// pushFile stores one pg_wal file, idempotently; keep says what of the
+// stored object res.Object holds.
+func pushFile(ctx context.Context, r *repo.Repo, path string, wf archive.WALFile, spool string, keep keepMode) (PushResult, error) {
 	res := PushResult{Name: wf.Name}
 	f, size, head, err := openWAL(path)
 	if err != nil {
@@ -180,11 +210,14 @@ func pushFile(ctx context.Context, r *repo.Repo, path string, wf archive.WALFile
 	d := pass.digest
 	if already, err := alreadyStored(ctx, r, key, f, d, info, statErr); already || err != nil {
 		res.Already = already
+		if already && keep != keepNone {
+			res.Object = alreadyObject(key, wf.Name, info, path)
+		}
 		return res, err
 	}
 
 	opts := cloud.PutOptions{Metadata: d.meta(), IfAbsent: true, SizeHint: size}
-	stored, err := upload(ctx, r, key, f, size, pass.encoded, opts)
+	up, err := upload(ctx, r, key, f, size, pass.encoded, opts)
 	if errors.Is(err, cloud.ErrExists) {
 		// Another writer won the race; it is fine if it wrote the same thing.
 		info, statErr := r.Store.Stat(ctx, key)
@@ -195,12 +228,20 @@ func pushFile(ctx context.Context, r *repo.Repo, path string, wf archive.WALFile
 			return res, err
 		}
 		res.Already = true
+		if keep != keepNone {
+			res.Object = alreadyObject(key, wf.Name, info, path)
+		}
 		return res, nil
 	}
 	if err != nil {
 		return res, archive.StoreErr(fmt.Errorf("uploading %s: %w", wf.Name, err))
 	}
-	res.StoredBytes = stored
+	res.StoredBytes = up.size
+	if keep != keepNone {
+		if res.Object, err = storedObject(r, key, wf.Name, path, d, up, keep == keepBody); err != nil {
+			return res, err
+		}
+	}
 	return res, nil
 }
 
@@ -358,16 +399,23 @@ func equalReaders(a, b io.Reader) (bool, error) {
 	return same, nil
 }
 
+// uploaded is what upload stored: its size and SHA-256 ("" when not
+// computed), and the encoded bytes when they were in memory.
+type uploaded struct {
+	size    int64
+	sha256  string
+	encoded []byte
+}
+
 // upload stores the file under key: the encoded copy when the pass kept
 // one, else the file encoded again as it streams (a retry re-reads it).
-// It returns the stored size.
-func upload(ctx context.Context, r *repo.Repo, key string, f *os.File, size int64, encoded []byte, opts cloud.PutOptions) (int64, error) {
+func upload(ctx context.Context, r *repo.Repo, key string, f *os.File, size int64, encoded []byte, opts cloud.PutOptions) (uploaded, error) {
 	if encoded != nil {
-		return int64(len(encoded)), r.PutBytes(ctx, key, encoded, opts)
+		return uploaded{size: int64(len(encoded)), encoded: encoded}, r.PutBytes(ctx, key, encoded, opts)
 	}
 	src := func() (io.ReadCloser, error) { return io.NopCloser(io.NewSectionReader(f, 0, size)), nil }
 	st, err := r.Put(ctx, key, src, repo.PutOptions{PutOptions: opts})
-	return st.StoredSize, err
+	return uploaded{size: st.StoredSize, sha256: st.SHA256}, err
 }
 
 func conflictError(st cloud.Store, name string) error {

@@ -35,7 +35,7 @@ func openSpool(walDir, spool string) (string, string) {
 // pushAhead starts pushing the files others of walDir, each in its own
 // goroutine, and returns the function that waits for them. A file pushed
 // gets a marker in pushedDir; a failure is only logged.
-func pushAhead(ctx context.Context, r *repo.Repo, walDir, pushedDir, spool string, others []string) (wait func()) {
+func pushAhead(ctx context.Context, r *repo.Repo, walDir, pushedDir, spool string, others []string, keep keepMode, onStored func(StoredObject)) (wait func()) {
 	var wg sync.WaitGroup
 	for _, other := range others {
 		wg.Add(1)
@@ -43,13 +43,17 @@ func pushAhead(ctx context.Context, r *repo.Repo, walDir, pushedDir, spool strin
 			defer wg.Done()
 			p := filepath.Join(walDir, other)
 			owf, err := archive.ParseWALName(other)
+			var res PushResult
 			if err == nil {
-				_, err = pushFile(ctx, r, p, owf, spool)
+				res, err = pushFile(ctx, r, p, owf, spool, keep)
 			}
 			if err != nil {
 				// PostgreSQL will ask for it in its turn and see the error then.
 				slog.Warn("push ahead failed", "file", other, "err", err)
 				return
+			}
+			if res.Object != nil {
+				onStored(*res.Object)
 			}
 			if ost, err := os.Stat(p); err == nil {
 				writeMarker(pushedDir, other, ost, r.Store)

@@ -53,6 +53,8 @@ const (
 	setRegion       = "s3-region"
 	setStorageClass = "s3-storage-class"
 	setKMSKey       = "s3-sse-kms-key-id"
+	setProfile      = "s3-profile"
+	setCredsFile    = "s3-credentials-file"
 )
 
 func init() {
@@ -64,6 +66,8 @@ func init() {
 			{Name: setRegion, Help: "S3 region (default: AWS_REGION or us-east-1)", Reading: true},
 			{Name: setStorageClass, Help: "S3 storage class for new objects (e.g. STANDARD_IA)"},
 			{Name: setKMSKey, Help: "encrypt new S3 objects server-side with this KMS key"},
+			{Name: setProfile, Help: "profile of the AWS shared config and credentials files to use for this store (default: AWS_PROFILE, else the SDK's chain)", Reading: true},
+			{Name: setCredsFile, Help: "AWS shared credentials file for this store (default: AWS_SHARED_CREDENTIALS_FILE or ~/.aws/credentials)", Reading: true},
 		},
 		Open: Open,
 		EnvEndpoint: func(getenv func(string) string) (string, string) {
@@ -86,6 +90,17 @@ func Open(ctx context.Context, loc cloud.Location, opts cloud.Options) (cloud.St
 	var loadOpts []func(*config.LoadOptions) error
 	if r := set[setRegion]; r != "" {
 		loadOpts = append(loadOpts, config.WithRegion(r))
+	}
+	// A store's own credentials (a second store in another account): a
+	// profile named here beats the AWS_* keys of the environment.
+	if f := set[setCredsFile]; f != "" {
+		loadOpts = append(loadOpts, config.WithSharedCredentialsFiles([]string{f}))
+		if set[setProfile] == "" {
+			loadOpts = append(loadOpts, config.WithSharedConfigProfile("default"))
+		}
+	}
+	if p := set[setProfile]; p != "" {
+		loadOpts = append(loadOpts, config.WithSharedConfigProfile(p))
 	}
 	// Bounded connect time and stall detection (see cloud.IdleDialer).
 	httpClient := awshttp.NewBuildableClient().WithTransportOptions(func(tr *http.Transport) {
@@ -198,6 +213,11 @@ func (s *store) putSingle(ctx context.Context, key string, body io.ReadSeeker, s
 		in.IfNoneMatch = aws.String("*")
 	}
 	s.applyKMS(&in.ServerSideEncryption, &in.SSEKMSKeyId)
+	if r := opts.Retention; r != nil {
+		// S3 wants a checksum of a locked object's body.
+		in.ObjectLockMode, in.ObjectLockRetainUntilDate = lockMode(r.Mode), aws.Time(r.Until)
+		in.ChecksumAlgorithm = types.ChecksumAlgorithmCrc32
+	}
 	if _, err := s.client.PutObject(ctx, in); err != nil {
 		return s.mapErr(ctx, "put", key, err)
 	}
@@ -276,6 +296,12 @@ func (s *store) putMultipart(ctx context.Context, key string, r io.Reader, opts 
 		ChecksumAlgorithm: s.checksum,
 	}
 	s.applyKMS(&create.ServerSideEncryption, &create.SSEKMSKeyId)
+	checksum := s.checksum
+	if r := opts.Retention; r != nil {
+		create.ObjectLockMode, create.ObjectLockRetainUntilDate = lockMode(r.Mode), aws.Time(r.Until)
+		checksum = types.ChecksumAlgorithmCrc32
+		create.ChecksumAlgorithm = checksum
+	}
 	out, err := s.client.CreateMultipartUpload(ctx, create)
 	if err != nil {
 		return s.mapErr(ctx, "put", key, err)
@@ -306,7 +332,7 @@ func (s *store) putMultipart(ctx context.Context, key string, r io.Reader, opts 
 			PartNumber:        aws.Int32(num),
 			Body:              bytes.NewReader(data),
 			ContentLength:     aws.Int64(int64(len(data))),
-			ChecksumAlgorithm: s.checksum,
+			ChecksumAlgorithm: checksum,
 		})
 		if err != nil {
 			cancel(err)
@@ -458,10 +484,11 @@ func (s *store) Get(ctx context.Context, key string) (io.ReadCloser, cloud.Objec
 		return nil, cloud.ObjectInfo{}, s.mapErr(ctx, "get", key, err)
 	}
 	return checksumBody(out.Body), cloud.ObjectInfo{
-		Key:      key,
-		Size:     aws.ToInt64(out.ContentLength),
-		ModTime:  aws.ToTime(out.LastModified),
-		Metadata: lowerKeys(out.Metadata),
+		Key:         key,
+		Size:        aws.ToInt64(out.ContentLength),
+		ModTime:     aws.ToTime(out.LastModified),
+		Metadata:    lowerKeys(out.Metadata),
+		RetainUntil: aws.ToTime(out.ObjectLockRetainUntilDate),
 	}, nil
 }
 
@@ -482,10 +509,11 @@ func (s *store) Stat(ctx context.Context, key string) (cloud.ObjectInfo, error) 
 		return cloud.ObjectInfo{}, s.mapErr(ctx, "stat", key, err)
 	}
 	return cloud.ObjectInfo{
-		Key:      key,
-		Size:     aws.ToInt64(out.ContentLength),
-		ModTime:  aws.ToTime(out.LastModified),
-		Metadata: lowerKeys(out.Metadata),
+		Key:         key,
+		Size:        aws.ToInt64(out.ContentLength),
+		ModTime:     aws.ToTime(out.LastModified),
+		Metadata:    lowerKeys(out.Metadata),
+		RetainUntil: aws.ToTime(out.ObjectLockRetainUntilDate),
 	}, nil
 }
 
@@ -530,12 +558,62 @@ func (s *store) List(ctx context.Context, prefix string, opts cloud.ListOptions,
 	return nil
 }
 
+// Delete removes the object's current version. In a bucket with
+// versioning (every bucket with Object Lock on AWS) a plain DELETE would
+// only hide it behind a delete marker, still stored and billed, and would
+// succeed even for a locked object; so the version the HEAD names is
+// deleted, which the service refuses while it is locked.
 func (s *store) Delete(ctx context.Context, key string) error {
-	_, err := s.client.DeleteObject(ctx, &awss3.DeleteObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(s.key(key))})
+	in := &awss3.DeleteObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(s.key(key))}
+	head, err := s.client.HeadObject(ctx, &awss3.HeadObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(s.key(key))})
 	if err != nil {
-		return cloud.IgnoreNotFound(s.mapErr(ctx, "delete", key, err))
+		if err := s.mapErr(ctx, "delete", key, err); !errors.Is(err, cloud.ErrNotFound) {
+			return err
+		}
+		return nil
 	}
-	return nil
+	if v := aws.ToString(head.VersionId); v != "" && v != "null" {
+		in.VersionId = head.VersionId
+	}
+	if _, err = s.client.DeleteObject(ctx, in); err == nil {
+		return nil
+	}
+	err = s.mapErr(ctx, "delete", key, err)
+	if errors.Is(err, cloud.ErrAccess) {
+		if until := aws.ToTime(head.ObjectLockRetainUntilDate); until.After(time.Now()) {
+			return cloud.NewStoreError(fmt.Sprintf("%s: %v until %s (S3 Object Lock, %s)", cloud.Describe(s, "delete", key), cloud.ErrLocked,
+				until.UTC().Format(time.RFC3339), head.ObjectLockMode), cloud.ErrLocked, err)
+		}
+	}
+	return cloud.IgnoreNotFound(err)
+}
+
+func lockMode(m cloud.LockMode) types.ObjectLockMode {
+	if m == cloud.LockGovernance {
+		return types.ObjectLockModeGovernance
+	}
+	return types.ObjectLockModeCompliance
+}
+
+// LockSupport reads the bucket's Object Lock configuration.
+func (s *store) LockSupport(ctx context.Context) (cloud.LockInfo, error) {
+	li := cloud.LockInfo{Kind: "S3 Object Lock"}
+	out, err := s.client.GetObjectLockConfiguration(ctx, &awss3.GetObjectLockConfigurationInput{Bucket: aws.String(s.bucket)})
+	if err != nil {
+		var ae smithy.APIError
+		if errors.As(err, &ae) && ae.ErrorCode() == "ObjectLockConfigurationNotFoundError" {
+			li.Detail = fmt.Sprintf("bucket %q has no Object Lock: it can only be turned on when the bucket is created (aws s3api create-bucket --object-lock-enabled-for-bucket), or by AWS support for an existing bucket", s.bucket)
+			return li, nil
+		}
+		return li, s.mapErr(ctx, "lock configuration of", "", err)
+	}
+	if c := out.ObjectLockConfiguration; c == nil || c.ObjectLockEnabled != types.ObjectLockEnabledEnabled {
+		li.Detail = fmt.Sprintf("bucket %q has Object Lock turned off", s.bucket)
+		return li, nil
+	}
+	li.Supported = true
+	li.Detail = fmt.Sprintf("bucket %q has Object Lock enabled", s.bucket)
+	return li, nil
 }
 
 // mapErr turns an SDK error into one line naming the store, the operation

@@ -10,6 +10,7 @@ var walvaultSwitches = map[string]bool{
 	"allow-insecure-identity": true,
 	"allow-unencrypted":       true,
 	"allow-unsigned":          true,
+	"copy-store-wait":         true,
 	"h":                       true,
 	"help":                    true,
 	"s3-path-style":           true,

@@ -31,7 +31,7 @@ func agentCommands() []*cli.Command {
 			"and answers walvault-wal (archive_command, restore_command) on a unix socket (default pg_wal/.walvault/agent.sock,\n" +
 			"mode 0600). One agent per data directory: a second one exits 5. It runs until SIGINT or SIGTERM.",
 		ArgsUsage: " ",
-		Flags: join(storeFlags(), writeFlags(), []cli.Flag{
+		Flags: join(storeFlags(), writeFlags(), copyStoreFlags(), []cli.Flag{
 			stringFlag("pgdata", "the cluster's data directory (PGDATA)", ""),
 			stringFlag("spool-dir", "walvault's own working directory (default: pg_wal/.walvault)", ""),
 			// Not a config file key: walvault-wal, which reads no config
@@ -40,6 +40,7 @@ func agentCommands() []*cli.Command {
 			stringFlag("socket-group", "let this group use the socket too (mode 0660)", ""),
 			stringFlag("metrics-listen", "serve Prometheus /metrics on this address (e.g. 127.0.0.1:9187)", ""),
 			boolFlag("no-archive", "only serve restore_command (a restored or standby directory): push nothing, need no signing key"),
+			fallbackStoreFlag(),
 			intFlag("prefetch", "segments to keep downloaded ahead of replay (0: off)", 8),
 			intFlag("download-concurrency", "parallel downloads", 4),
 			&cli.StringFlag{Name: "cpu-profile", Hidden: true, Usage: "write a Go CPU profile of the agent's run to this file"},
@@ -77,6 +78,9 @@ func runAgent(c *cli.Context) error {
 	acc := writes | reads | decrypts
 	if c.Bool("no-archive") {
 		acc = reads | decrypts
+	} else if len(c.StringSlice("fallback-store")) > 0 {
+		// A fallback would answer "already archived" for what the store lacks.
+		return usageError("--fallback-store serves restore_command only: give it with --no-archive")
 	}
 	if os.Getenv("GOMEMLIMIT") == "" {
 		// A resident process beside the database: collect garbage before
@@ -89,7 +93,20 @@ func runAgent(c *cli.Context) error {
 		return err
 	}
 	defer cloud.Close(r.Store)
+	var seconds []agent.SecondStore
+	if !c.Bool("no-archive") {
+		opened, closeAll, err := openCopyStores(c, r)
+		if err != nil {
+			return err
+		}
+		defer closeAll()
+		for _, s := range opened {
+			seconds = append(seconds, agent.SecondStore{Repo: s.r, ID: s.id})
+		}
+	}
 	a, err := agent.Open(r, agent.Config{
+		SecondStores:        seconds,
+		CopyWait:            c.Bool("copy-store-wait"),
 		PGData:              pgdata,
 		SpoolDir:            c.String("spool-dir"),
 		Socket:              c.String("socket"),

@@ -32,7 +32,7 @@ func backupCommands() []*cli.Command {
 			Description: "Connects like psql (PGHOST, PGPORT, PGUSER, PGDATABASE or --dbname), runs the non-exclusive\n" +
 				"backup API, streams the data directory and its tablespaces as tar parts through compression and\n" +
 				"encryption into the store, waits for the backup's WAL to be archived, and writes the manifest last.",
-			Flags: join(storeFlags(), writeFlags(), []cli.Flag{
+			Flags: join(storeFlags(), writeFlags(), copyStoreFlags(), []cli.Flag{
 				stringFlag("dbname", "libpq connection string or URI (default: the PG* environment variables)", ""),
 				altsrc.NewStringFlag(&cli.StringFlag{Name: "pgdata", Usage: "data directory (default: the server's data_directory)", EnvVars: []string{"WALVAULT_PGDATA", "PGDATA"}}),
 				stringFlag("part-size", "most data bytes per stored part, e.g. 1GiB, 256MiB (a larger file gets a part of its own)", "1GiB"),
@@ -102,6 +102,7 @@ func backupCommands() []*cli.Command {
 				boolFlag("json", "end with one JSON object on stdout (what was restored, or why it failed) instead of the summary"),
 				stringFlag("owner", "USER[:GROUP] to own the restored files when restore runs as root (default: the owner of an existing DEST)", ""),
 				stringFlag("progress-interval", "log progress this often when not on a terminal (e.g. 30s)", "30s"),
+				fallbackStoreFlag(),
 			}),
 			Action: restore,
 		},
@@ -193,6 +194,11 @@ func backupPush(c *cli.Context) error {
 		return err
 	}
 	defer cloud.Close(r.Store)
+	seconds, closeAll, err := openCopyStores(c, r)
+	if err != nil {
+		return err
+	}
+	defer closeAll()
 	res, err := backup.Push(c.Context, r, backup.Options{
 		DSN: c.String("dbname"), PGData: c.String("pgdata"), PartSize: partSize,
 		Concurrency: c.Int("upload-concurrency"), FastCheckpoint: c.Bool("fast-checkpoint"),
@@ -217,7 +223,9 @@ func backupPush(c *cli.Context) error {
 	fmt.Fprintf(c.App.Writer, "backup %s complete: %s read, %s stored (%.1f:1), %d files in %d parts, WAL %s to %s, %.2f s (%s)%s\n",
 		m.Name, archive.HumanBytes(m.DataSize), archive.HumanBytes(m.StoredSize), ratio, m.FileCount, len(m.Parts),
 		m.StartWAL, m.StopWAL, secs, timeSplit(res, m.DataSize), kind)
-	return nil
+	return copyToSeconds(c, r, seconds, "backup "+m.Name, func(dst *repo.Repo, opts repo.CopyOptions) error {
+		return r.CopyBackupChain(c.Context, dst, m.Name, opts)
+	})
 }
 
 // backupResult is backup-push --json's object.

@@ -27,9 +27,10 @@ func checkCommands() []*cli.Command {
 		{
 			Name:  "check",
 			Usage: "check the set-up: PostgreSQL's archiving settings, archive_command, the store, the keys, and a real segment reaching the store",
-			Description: "Connects like psql (PGHOST, ... or --dbname) and to the store. Prints each check as ok, FAIL (with the\n" +
+			Description: "Connects like psql (PGHOST, ... or --dbname), to the store and to each copy-store (probed alike; with\n" +
+				"lock-days, that the bucket or container can lock objects). Prints each check as ok, FAIL (with the\n" +
 				"fix), warn (could not tell) or skip. Exit 7 if any check FAILs.",
-			Flags: join(storeFlags(), []cli.Flag{
+			Flags: join(storeFlags(), copyStoreFlags(), lockFlags(), []cli.Flag{
 				stringFlag("dbname", "libpq connection string or URI (default: the PG* environment variables)", ""),
 				sliceFlag("recipient", "age public key or recipients file archive_command encrypts to, when check cannot see it"),
 				durationFlag("timeout", "how long to wait for the switched segment to reach the store", "60s"),
@@ -86,6 +87,22 @@ func checkCmd(c *cli.Context) error {
 		defer cloud.Close(st)
 	}
 	opts.Endpoint = cloud.Endpoint(storeURL, backendValues(c), os.Getenv)
+	if opts.Lock, err = lockOf(c); err != nil {
+		return err
+	}
+	specs, err := copyStores(c)
+	if err != nil {
+		return err
+	}
+	for _, s := range specs {
+		cs := check.CopyStore{URL: s.URL, Lock: s.Lock}
+		if cs.Store, cs.Err = s.open(c, false); cs.Err == nil {
+			defer cloud.Close(cs.Store)
+		} else if errors.Is(cs.Err, cloud.ErrBadURL) {
+			return fmt.Errorf("copy-store %s: %w", cloud.Redact(s.URL), cs.Err)
+		}
+		opts.CopyStores = append(opts.CopyStores, cs)
+	}
 	rep := check.Run(c.Context, r, opts)
 	if c.Bool("json") {
 		if err := printJSON(c.App.Writer, rep); err != nil {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -65,6 +66,11 @@ var knownSettings = sync.OnceValues(func() (keys, envs []string) {
 					}
 				}
 			}
+		}
+	}
+	for _, k := range extraConfigKeys {
+		if !seenKey[k] {
+			keys = append(keys, k)
 		}
 	}
 	sort.Strings(keys)
@@ -134,7 +140,7 @@ func applyConfigFile(c *cli.Context) error {
 	if err := checkConfigKeys(path); err != nil {
 		return err
 	}
-	if err := altsrc.ApplyInputSourceValues(c, src, c.Command.Flags); err != nil {
+	if err := altsrc.ApplyInputSourceValues(c, numbersAsText{src}, c.Command.Flags); err != nil {
 		return usageError("config file %s: %s", path, oneLine(err.Error()))
 	}
 	return nil
@@ -163,4 +169,22 @@ func checkConfigKeys(path string) error {
 	sort.Strings(bad)
 	return usageError("config file %s: %s %s no walvault setting: every key is a setting's name (README, Configuration)",
 		path, strings.Join(bad, ", "), plural(len(bad), "is", "are"))
+}
+
+// numbersAsText lets a setting that takes text be written as a YAML
+// number (lock-days: 30), as a DBA would.
+type numbersAsText struct{ altsrc.InputSourceContext }
+
+func (n numbersAsText) String(name string) (string, error) {
+	s, err := n.InputSourceContext.String(name)
+	if err == nil {
+		return s, nil
+	}
+	if i, ierr := n.Int(name); ierr == nil {
+		return strconv.Itoa(i), nil
+	}
+	if f, ferr := n.Float64(name); ferr == nil {
+		return strconv.FormatFloat(f, 'f', -1, 64), nil
+	}
+	return s, err
 }

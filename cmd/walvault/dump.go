@@ -35,7 +35,7 @@ func dumpCommands() []*cli.Command {
 				"tablespaces (pg_dumpall --globals-only, plain SQL, a dump of its own named dumpall_<time>_globals),\n" +
 				"then every database that accepts connections and is not a template, one after the other, each its\n" +
 				"own dump. A failed one does not stop the others; the failures are listed at the end (exit 6).",
-			Flags: join(storeFlags(), writeFlags(), []cli.Flag{
+			Flags: join(storeFlags(), writeFlags(), copyStoreFlags(), []cli.Flag{
 				stringFlag("dbname", "libpq connection string or URI (default: the PG* environment variables)", ""),
 				// Command-line only: not a setting (a config file's "all"
 				// would turn every dump-push DBNAME into a usage error).
@@ -106,6 +106,20 @@ func dumpPush(c *cli.Context) error {
 		return err
 	}
 	defer cloud.Close(r.Store)
+	seconds, closeAll, err := openCopyStores(c, r)
+	if err != nil {
+		return err
+	}
+	defer closeAll()
+	var copyErr error
+	copied := func(m *repo.DumpManifest) {
+		err := copyToSeconds(c, r, seconds, "dump "+m.Name, func(dst *repo.Repo, opts repo.CopyOptions) error {
+			return r.CopyDumpNamed(c.Context, dst, m.Name, opts)
+		})
+		if copyErr == nil {
+			copyErr = err
+		}
+	}
 	o := dump.PushOptions{DSN: c.String("dbname"), BinDir: c.String("pg-bin-dir"), Software: "walvault " + version}
 	out := resultOf(c)
 	dumps := []map[string]any{}
@@ -128,15 +142,16 @@ func dumpPush(c *cli.Context) error {
 		for k, v := range dumpResult(m) {
 			out.set(k, v)
 		}
-		return nil
+		copied(m)
+		return copyErr
 	}
 	out.set("failures", []map[string]string{}) // with --all, always there
-	res, err := dump.PushAll(c.Context, r, o, pushed)
+	res, err := dump.PushAll(c.Context, r, o, func(m *repo.DumpManifest) { pushed(m); copied(m) })
 	if err != nil {
 		return err
 	}
 	if len(res.Failures) == 0 {
-		return nil
+		return copyErr
 	}
 	failed := []map[string]string{}
 	for _, f := range res.Failures {

@@ -39,7 +39,7 @@ func exitCode(err error) int {
 	case errors.Is(err, errUsage), errors.Is(err, cloud.ErrBadURL), errors.Is(err, crypto.ErrBadKey),
 		errors.Is(err, crypto.ErrInsecureKey), errors.Is(err, archive.ErrNotWALName), errors.Is(err, archive.ErrBadInput):
 		return exitUsage
-	case errors.Is(err, archive.ErrConflict), errors.Is(err, archive.ErrOtherCluster):
+	case errors.Is(err, archive.ErrConflict), errors.Is(err, archive.ErrOtherCluster), errors.Is(err, cloud.ErrLocked):
 		return exitConflict
 	case errors.Is(err, codec.ErrCorrupt), errors.Is(err, archive.ErrIntegrity),
 		errors.Is(err, crypto.ErrWrongKey), errors.Is(err, crypto.ErrNoIdentity), errors.Is(err, crypto.ErrBadProof):

@@ -92,6 +92,7 @@ func writeFlags() []cli.Flag {
 		sliceFlag("recipient", "age public key (age1...) or recipients file to encrypt to; repeatable"),
 		intFlag("upload-concurrency", "parallel uploads", 4),
 		signingKeyFlag(),
+		lockFlags()[0], lockFlags()[1],
 	}
 }
 

@@ -394,6 +394,13 @@ func openArchive(c *cli.Context, a access) (*repo.Repo, error) {
 	// an empty archive (wal-fetch must not answer "not in the archive",
 	// which ends recovery).
 	so.MustExist = a&writes == 0 || c.Command.Name == "backup-mark"
+	if a&writes != 0 {
+		l, err := lockOf(c)
+		if err != nil {
+			return nil, err
+		}
+		so.Lock = l
+	}
 	limits, err := rateLimits(c)
 	if err != nil {
 		return nil, err
@@ -402,7 +409,10 @@ func openArchive(c *cli.Context, a access) (*repo.Repo, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg.Store = ratelimit.Wrap(st, limits)
+	if cfg.Store, err = withFallbacks(c, ratelimit.Wrap(st, limits)); err != nil {
+		_ = cloud.Close(st)
+		return nil, err
+	}
 	return cfg, nil
 }
 

@@ -58,7 +58,7 @@ func maintainCommands() []*cli.Command {
 				boolFlag("permanent", "mark the backup permanent"),
 				boolFlag("no-permanent", "clear the mark: retention rules apply to the backup again"),
 				signingKeyFlag(),
-			}),
+			}, lockFlags()),
 			Action: backupMark,
 		},
 		{

@@ -137,6 +137,9 @@ func restore(c *cli.Context) error {
 	if !c.Bool("standby") {
 		fmt.Fprintln(w, "note: once promoted, the server archives a new timeline with its archive_command; for a trial restore, set archive_mode = off first")
 	}
+	for _, f := range fallbackReads() {
+		fmt.Fprintf(w, "from the fallback store: %s\n", shown(f))
+	}
 	if u, err := url.Parse(c.String("store")); err == nil && u.Scheme != "file" {
 		fmt.Fprintln(w, "note: the server needs the store's credentials in its environment (as for archive_command)")
 	}
@@ -231,6 +234,12 @@ func fetchArgv(c *cli.Context) ([]string, error) {
 				return nil, err
 			}
 		}
+	}
+	for _, fb := range c.StringSlice("fallback-store") {
+		if carriesSecret(fb) {
+			return nil, usageError("--fallback-store %s carries credentials, which restore_command must not: give them in the environment or a copy-store entry of the config file", cloud.Redact(fb))
+		}
+		argv = append(argv, "--fallback-store="+fb)
 	}
 	// wal-fetch authenticates what it hands PostgreSQL as restore did.
 	// Never --signing-key: wal-fetch only reads, and that key is a secret.

@@ -35,7 +35,8 @@ func statusCommands() []*cli.Command {
 			"The last restore drill run on this host (walvault drill) is read from --drill-state-file.\n\n" +
 			"--max-backup-age, --max-dump-age, --max-archive-lag and --max-drill-age make it a check: exit 7, with the reasons on stderr, when one is\n" +
 			"exceeded. --prometheus FILE writes the same figures for node_exporter's textfile collector.",
-		Flags: join(storeFlags(), []cli.Flag{
+		Flags: join(storeFlags(), copyStoreFlags(), []cli.Flag{
+			durationFlag("max-copy-lag", "exit 7 when a copy-store has lacked a WAL file of the store for longer than this (e.g. 15m)", "0"),
 			boolFlag("json", "print the figures as JSON"),
 			stringFlag("dbname", "libpq connection string or URI (default: the PG* environment variables)", ""),
 			altsrc.NewStringFlag(&cli.StringFlag{Name: "pgdata", Usage: "data directory, to count .ready files (default: the server's data_directory)", EnvVars: []string{"WALVAULT_PGDATA", "PGDATA"}}),
@@ -71,6 +72,10 @@ func statusCmd(c *cli.Context) error {
 	if th.MaxDrillAge, err = durationValue(c, "max-drill-age"); err != nil {
 		return err
 	}
+	maxCopyLag, err := durationValue(c, "max-copy-lag")
+	if err != nil {
+		return err
+	}
 	timeout, err := durationValue(c, "connect-timeout")
 	if err != nil {
 		return err
@@ -91,8 +96,20 @@ func statusCmd(c *cli.Context) error {
 	if !c.Bool("no-server") {
 		opts.Server = status.PGProbe(c.String("dbname"), c.String("pgdata"), timeout)
 	}
+	seconds, closeAll, err := openCopyStores(c, r)
+	if err != nil {
+		return err
+	}
+	defer closeAll()
 	rep, err := status.Collect(c.Context, r, opts)
 	if err != nil {
+		return err
+	}
+	var stores []cloud.Store
+	for _, s := range seconds {
+		stores = append(stores, s.r.Store)
+	}
+	if rep.CopyStores, err = status.CollectCopyStores(c.Context, r, stores, time.Now()); err != nil {
 		return err
 	}
 	if p := c.String("prometheus"); p != "" {
@@ -112,10 +129,12 @@ func statusCmd(c *cli.Context) error {
 	} else {
 		printStatus(c.App.Writer, rep)
 		printAgent(c.App.Writer, ag)
+		printCopyStores(c.App.Writer, rep.CopyStores, ag)
 	}
 	// What is wrong with the archive fails the check whatever the
 	// thresholds; then the thresholds.
-	if reasons := append(rep.Problems(), rep.Exceeded(th)...); len(reasons) > 0 {
+	reasons := append(rep.Problems(), rep.Exceeded(th)...)
+	if reasons = append(reasons, status.CopyProblems(rep.CopyStores, maxCopyLag)...); len(reasons) > 0 {
 		return fmt.Errorf("%w: %s", archive.ErrVerifyFailed, shown(strings.Join(reasons, "; ")))
 	}
 	return nil
@@ -255,6 +274,39 @@ func printStatus(w io.Writer, r *status.Report) {
 	printDrill(w, r.Drill)
 	for _, n := range r.Notes {
 		fmt.Fprintf(w, "note              %s\n", shown(n))
+	}
+}
+
+// printCopyStores shows each second store: what it lacks of the store,
+// from the listings, and what the agent that keeps it in step says.
+func printCopyStores(w io.Writer, stores []status.CopyStore, ag *agent.Stats) {
+	for _, c := range stores {
+		switch {
+		case c.Error != "":
+			fmt.Fprintf(w, "copy-store        %s: CANNOT BE READ: %s\n", c.Store, shown(c.Error))
+		case c.InStep():
+			fmt.Fprintf(w, "copy-store        %s: in step (newest WAL %s)\n", c.Store, archive.OrNone(c.NewestWAL))
+		default:
+			lag := ""
+			if c.MissingWAL > 0 {
+				lag = fmt.Sprintf(", the oldest %s archived %s", shown(c.OldestMissing), ago(c.LagSeconds))
+			}
+			fmt.Fprintf(w, "copy-store        %s: behind: lacks %d WAL file(s)%s, %d backup(s), %d dump(s) (walvault copy --to %s catches it up)\n",
+				c.Store, c.MissingWAL, lag, c.MissingBackups, c.MissingDumps, c.Store)
+		}
+		if ag == nil || time.Since(ag.Updated) > agentStale {
+			continue
+		}
+		for _, s := range ag.CopyStores {
+			if s.Store != c.Store {
+				continue
+			}
+			fmt.Fprintf(w, "                  agent: %d file(s) waiting (%s, lag %s), %d copied, %d error(s)\n", s.Backlog, archive.HumanBytes(s.BacklogBytes),
+				time.Duration(s.LagSeconds*float64(time.Second)).Round(time.Second), s.Copied, s.Errors)
+			if s.LastError != "" {
+				fmt.Fprintf(w, "                  last error %s: %s\n", stamp(s.LastErrorTime), shown(s.LastError))
+			}
+		}
 	}
 }
 

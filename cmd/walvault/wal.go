@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 
@@ -28,7 +29,7 @@ func walCommands() []*cli.Command {
 			Name:      "wal-push",
 			Usage:     "archive one WAL file (archive_command = 'walvault wal-push %p')",
 			ArgsUsage: "PATH",
-			Flags: join(storeFlags(), writeFlags(), []cli.Flag{
+			Flags: join(storeFlags(), writeFlags(), copyStoreFlags(), []cli.Flag{
 				stringFlag("spool-dir", "walvault's own working directory (default: pg_wal/.walvault)", ""),
 			}),
 			Action: walPush,
@@ -41,6 +42,7 @@ func walCommands() []*cli.Command {
 				intFlag("prefetch", "segments to download ahead in the background (0: off)", 8),
 				intFlag("download-concurrency", "parallel downloads", 4),
 				stringFlag("spool-dir", "walvault's own working directory (default: pg_wal/.walvault)", ""),
+				fallbackStoreFlag(),
 			}),
 			Action: walFetch,
 		},
@@ -52,6 +54,7 @@ func walCommands() []*cli.Command {
 				intFlag("prefetch", "", 8),
 				intFlag("download-concurrency", "", 4),
 				stringFlag("spool-dir", "", ""),
+				fallbackStoreFlag(),
 			}),
 			Action: walPrefetch,
 		},
@@ -99,12 +102,42 @@ func walPush(c *cli.Context) error {
 			r.Identities = ids
 		}
 	}
-	res, err := wal.Push(c.Context, r, c.Args().First(), wal.PushOptions{
-		Concurrency: c.Int("upload-concurrency"),
-		SpoolDir:    c.String("spool-dir"),
-	})
+	seconds, closeAll, err := openCopyStores(c, r)
 	if err != nil {
 		return err
+	}
+	defer closeAll()
+	opts := wal.PushOptions{Concurrency: c.Int("upload-concurrency"), SpoolDir: c.String("spool-dir")}
+	wait := c.Bool("copy-store-wait") && len(seconds) > 0
+	if wait {
+		// PostgreSQL is told only of what every store has: no file is
+		// pushed ahead, whose later answer would come from a marker.
+		opts.Concurrency, opts.KeepBody = 1, true
+	}
+	recorded := map[string][]wal.CopyRecord{}
+	var mu sync.Mutex
+	if len(seconds) > 0 {
+		opts.OnStored = func(so wal.StoredObject) {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, s := range seconds {
+				rec, err := recordCopy(s, c.String("spool-dir"), c.Args().First(), so)
+				if err != nil {
+					slog.Warn("not recorded for the copy-store", "copy_store", s.spec.URL, "file", so.Name, "err", err)
+					continue
+				}
+				recorded[s.id] = append(recorded[s.id], rec)
+			}
+		}
+	}
+	res, err := wal.Push(c.Context, r, c.Args().First(), opts)
+	if err != nil {
+		return err
+	}
+	if wait && res.Object != nil {
+		if err := copyNow(c, r, seconds, recorded, res.Object, c.String("spool-dir"), c.Args().First()); err != nil {
+			return err
+		}
 	}
 	ms := float64(time.Since(start).Microseconds()) / 1000
 	switch {
@@ -140,6 +173,9 @@ func walFetch(c *cli.Context) error {
 		return err // run decides whether it stops recovery
 	}
 	slog.Debug("fetched", "file", name, "bytes", res.Size, "prefetched", res.Prefetched)
+	if res.Prefetched {
+		logPrefetchedFallback(spool, name)
+	}
 	if n := c.Int("prefetch"); n > 0 {
 		if wf, err := archive.ParseWALName(name); err == nil && wf.Kind == archive.KindSegment {
 			startPrefetcher(c, name, res.Size, spool)
@@ -187,6 +223,7 @@ func walPrefetch(c *cli.Context) error {
 	if err != nil {
 		return usageError("segment size %q", c.Args().Get(1))
 	}
+	noteFallbackPrefetch(c.Args().Get(2))
 	return wal.Prefetch(c.Context, r, c.Args().Get(0), size, c.Int("prefetch"), c.Int("download-concurrency"), c.Args().Get(2))
 }
 

@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"strconv"
 	"strings"
 	"sync"
@@ -81,6 +82,10 @@ type Request struct {
 	Conn   int    // connection number, 1, 2, ...
 	Method string // "PUT", "GET", ...
 	Target string // request target as sent, e.g. /bucket/prefix/key?uploadId=...
+	// Header holds the request's header fields as far as the first chunk
+	// the client sent shows them (all of them, for any request whose
+	// header block fits in 32 KiB), to check what a client asks for.
+	Header http.Header
 }
 
 func (r Request) String() string { return fmt.Sprintf("#%d %s %s", r.Seq, r.Method, r.Target) }
@@ -352,7 +357,7 @@ func (c *conn) startRequest(first []byte) *reqState {
 		line = line[:i]
 	}
 	parts := strings.Fields(string(line))
-	r := Request{Seq: int(c.p.nreq.Add(1)), Conn: c.id}
+	r := Request{Seq: int(c.p.nreq.Add(1)), Conn: c.id, Header: parseHeader(first)}
 	if len(parts) > 0 {
 		r.Method = parts[0]
 	}
@@ -368,6 +373,20 @@ func (c *conn) startRequest(first []byte) *reqState {
 		rs.fault = rule(r)
 	}
 	return rs
+}
+
+// parseHeader reads the header fields in a request's first bytes, up to
+// the blank line that ends them (or the end of what was read).
+func parseHeader(first []byte) http.Header {
+	h := http.Header{}
+	head, _, _ := bytes.Cut(first, []byte("\r\n\r\n"))
+	lines := strings.Split(string(head), "\r\n")
+	for _, l := range lines[1:] {
+		if k, v, ok := strings.Cut(l, ":"); ok {
+			h.Add(strings.TrimSpace(k), strings.TrimSpace(v))
+		}
+	}
+	return h
 }
 
 func (c *conn) pumpUp() {

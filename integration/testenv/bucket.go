@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"testing"
+	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -36,12 +38,40 @@ func (s *Server) CreateBucket(ctx context.Context, name string) error {
 	return nil
 }
 
+// CreateLockedBucket creates an S3 bucket with Object Lock enabled (S3
+// only: versitygw's posix backend keeps per-object retention and refuses
+// deletes before the date; neither fake-gcs-server nor Azurite enforces
+// a lock).
+func (s *Server) CreateLockedBucket(ctx context.Context, name string) error {
+	if s.Kind != S3 {
+		return fmt.Errorf("testenv: %s has no object lock to enable", s.Kind)
+	}
+	_, err := s.S3Client().CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(name), ObjectLockEnabledForBucket: aws.Bool(true)})
+	if err != nil {
+		return fmt.Errorf("testenv: creating locked bucket %s on %s: %w", name, s.Addr, err)
+	}
+	return nil
+}
+
+// NewLockedTarget is NewTarget with a bucket that has Object Lock enabled.
+func (s *Server) NewLockedTarget(t testing.TB) *Target {
+	t.Helper()
+	bucket := BucketName(t.Name())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := s.CreateLockedBucket(ctx, bucket); err != nil {
+		t.Fatal(err)
+	}
+	url := s.URL(bucket, defaultPrefix)
+	return &Target{Server: s, Bucket: bucket, Prefix: defaultPrefix, URL: url, Env: append(s.Env(), "WALVAULT_STORE="+url), Options: s.Options()}
+}
+
 // S3Client returns an SDK client for the S3 server with the test
 // credentials, for tests that need to look behind the store.
 func (s *Server) S3Client() *s3.Client {
 	return s3.New(s3.Options{
 		Region:       S3Region,
-		Credentials:  credentials.NewStaticCredentialsProvider(S3AccessKey, S3SecretKey, ""),
+		Credentials:  credentials.NewStaticCredentialsProvider(s.accessKey, s.secretKey, ""),
 		BaseEndpoint: aws.String(s.Endpoint),
 		UsePathStyle: true,
 	})

@@ -80,6 +80,9 @@ type Server struct {
 	bin  string
 	args []string
 	env  []string
+	// keys are an S3 server's root credentials (the fixed test ones
+	// unless StartS3WithKeys chose others).
+	accessKey, secretKey string
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -163,7 +166,12 @@ func Start(kind Kind, dir string) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{Kind: kind, DataDir: filepath.Join(dir, "data"), LogFile: filepath.Join(dir, string(kind)+".log"), bin: bin}
+	s := &Server{Kind: kind, DataDir: filepath.Join(dir, "data"), LogFile: filepath.Join(dir, string(kind)+".log"), bin: bin,
+		accessKey: S3AccessKey, secretKey: S3SecretKey}
+	if keys, ok := s3Keys.LoadAndDelete(dir); ok {
+		k := keys.([2]string)
+		s.accessKey, s.secretKey = k[0], k[1]
+	}
 	if err := os.MkdirAll(s.DataDir, 0o755); err != nil { // #nosec G301 -- test data, readable for debugging
 		return nil, fmt.Errorf("testenv: %w", err)
 	}
@@ -201,6 +209,32 @@ func StartT(t testing.TB, kind Kind) *Server {
 	return s
 }
 
+// s3Keys hands StartS3WithKeys's credentials to Start, by directory.
+var s3Keys sync.Map
+
+// StartS3WithKeys starts a versitygw whose root credentials are access and
+// secret instead of the fixed test ones: a store in "another account",
+// reached with credentials of its own (see CredentialsFile). The process
+// environment keeps the fixed ones.
+func StartS3WithKeys(dir, access, secret string) (*Server, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	s3Keys.Store(abs, [2]string{access, secret})
+	defer s3Keys.Delete(abs)
+	return Start(S3, abs)
+}
+
+// CredentialsFile writes an AWS shared credentials file holding an S3
+// server's root credentials as profile "default" into dir, for the
+// s3-credentials-file setting, and returns its path.
+func (s *Server) CredentialsFile(dir string) (string, error) {
+	p := filepath.Join(dir, "aws-credentials-"+strings.ReplaceAll(s.Addr, ":", "-"))
+	body := "[default]\naws_access_key_id = " + s.accessKey + "\naws_secret_access_key = " + s.secretKey + "\n"
+	return p, os.WriteFile(p, []byte(body), 0o600)
+}
+
 // ForS3 starts a versitygw for this test and returns a fresh target on it.
 func ForS3(t testing.TB) *Target { t.Helper(); return StartT(t, S3).NewTarget(t) }
 
@@ -217,7 +251,7 @@ func (s *Server) configure(port int) {
 	switch s.Kind {
 	case S3:
 		s.args = []string{"--port", s.Addr, "--health", "/health", "--quiet", "posix", s.DataDir}
-		s.env = []string{"ROOT_ACCESS_KEY=" + S3AccessKey, "ROOT_SECRET_KEY=" + S3SecretKey}
+		s.env = []string{"ROOT_ACCESS_KEY=" + s.accessKey, "ROOT_SECRET_KEY=" + s.secretKey}
 	case GCS:
 		// The filesystem backend keeps objects across Restart.
 		s.args = []string{"-scheme", "http", "-host", "127.0.0.1", "-port", p, "-public-host", s.Addr,
@@ -380,8 +414,8 @@ func (s *Server) Env() []string {
 	switch s.Kind {
 	case S3:
 		return []string{
-			"AWS_ACCESS_KEY_ID=" + S3AccessKey,
-			"AWS_SECRET_ACCESS_KEY=" + S3SecretKey,
+			"AWS_ACCESS_KEY_ID=" + s.accessKey,
+			"AWS_SECRET_ACCESS_KEY=" + s.secretKey,
 			"AWS_REGION=" + S3Region,
 			"AWS_ENDPOINT_URL_S3=" + s.Endpoint,
 			"AWS_EC2_METADATA_DISABLED=true",
