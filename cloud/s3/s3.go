@@ -451,31 +451,49 @@ func (s *store) complete(ctx context.Context, key string, uploadID *string, part
 }
 
 // abort cleans up a failed multipart upload, even when ctx was cancelled:
-// left-over parts are invisible but billed. A part whose connection broke
-// may still be stored by the server after the abort, bringing the upload
-// back (S3's documentation says to check with ListParts and abort again);
-// so it is checked, and aborted again, a few times.
+// left-over parts are invisible but billed. A part whose body the server
+// had whole when its connection broke may still be stored after the
+// abort, bringing the upload back (S3's documentation says to abort again
+// until ListParts finds nothing). One "gone" is not enough: on a loaded
+// server such a part lands a second or more later. So the upload must
+// stay gone over a few widening checks (about 4 s in all), aborted again
+// each time it is back, within 10 s. Only a failed upload pays this.
 func (s *store) abort(ctx context.Context, k string, uploadID *string) {
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	for attempt := range 4 {
-		if attempt > 0 {
-			select {
-			case <-time.After(time.Duration(attempt) * 200 * time.Millisecond):
-			case <-actx.Done():
-				return
-			}
+	in := &awss3.AbortMultipartUploadInput{Bucket: aws.String(s.bucket), Key: aws.String(k), UploadId: uploadID}
+	_, _ = s.client.AbortMultipartUpload(actx, in)
+	for _, wait := range abortChecks {
+		select {
+		case <-time.After(wait):
+		case <-actx.Done():
+			return
 		}
-		_, _ = s.client.AbortMultipartUpload(actx, &awss3.AbortMultipartUploadInput{
-			Bucket: aws.String(s.bucket), Key: aws.String(k), UploadId: uploadID,
-		})
 		_, err := s.client.ListParts(actx, &awss3.ListPartsInput{
 			Bucket: aws.String(s.bucket), Key: aws.String(k), UploadId: uploadID,
 		})
-		if err != nil { // NoSuchUpload: gone (other errors: nothing more to learn)
-			return
+		if err != nil && !isNoSuchUpload(err) {
+			return // nothing more to learn from this server
+		}
+		if err == nil { // back (or never went): abort again
+			_, _ = s.client.AbortMultipartUpload(actx, in)
 		}
 	}
+}
+
+// abortChecks are the pauses before each check that an aborted upload is
+// still gone.
+var abortChecks = []time.Duration{100 * time.Millisecond, 250 * time.Millisecond, 500 * time.Millisecond, 1 * time.Second, 2 * time.Second}
+
+// isNoSuchUpload says whether err is S3's answer for an upload ID it does
+// not know (aborted, completed, or never made).
+func isNoSuchUpload(err error) bool {
+	var nsu *types.NoSuchUpload
+	if errors.As(err, &nsu) {
+		return true
+	}
+	var ae smithy.APIError
+	return errors.As(err, &ae) && ae.ErrorCode() == "NoSuchUpload"
 }
 
 func (s *store) Get(ctx context.Context, key string) (io.ReadCloser, cloud.ObjectInfo, error) {
