@@ -161,13 +161,8 @@ func putBuffer(b *boundedBuffer) {
 // as the upload will encode it again while streaming.
 func hashAndEncode(f *os.File, size int64, s codec.Settings, buf *boundedBuffer) (digest, []byte, error) {
 	if s.Compression != codec.None && size <= 8*encodeInMemoryLimit {
-		var d digest
-		var ok bool
-		var err error
-		if data, unmap, merr := mapFile(f, size); merr == nil {
-			d, ok, err = encodeMapped(data, f.Name(), walCodec(s), buf)
-			unmap()
-		} else {
+		d, ok, err := encodeMapped(f, size, walCodec(s), buf)
+		if errors.Is(err, errNotMappable) {
 			d, ok, err = encodeInMemory(io.NewSectionReader(f, 0, size), size, walCodec(s), buf)
 		}
 		if err != nil || ok {
@@ -208,23 +203,38 @@ func encodeInMemory(r io.Reader, size int64, s codec.Settings, buf *boundedBuffe
 
 // mappedChunk is how much of a mapped file is CRC-32C'd and then
 // compressed at a time: small enough to be read from the CPU's cache the
-// second time.
-const mappedChunk = 256 << 10
+// second time. mapWindow is how much of it is mapped at a time: mapped
+// pages count in the process's RSS, so a whole segment (or the several
+// push-ahead encodes at once) would add its size there.
+const (
+	mappedChunk = 256 << 10
+	mapWindow   = 1 << 20
+)
 
-// encodeMapped is encodeInMemory for a file mapped in memory: the
-// compressor reads the page cache in place (no copy), 64 KiB block after
+var errNotMappable = errors.New("file cannot be mapped")
+
+// encodeMapped is encodeInMemory reading f in place: the compressor reads
+// the page cache through a map of a window of the file (no copy, as read(2)
+// makes: a sixth of what archiving a segment cost), 64 KiB block after
 // block, each chunk CRC-32C'd just before. The file is one PostgreSQL no
 // longer writes; should it change meanwhile, the CRC-32C and the encoded
 // stream disagree and every reader refuses the object, and the agent (by
 // the file's size and mtime after the upload) does not count it archived.
-func encodeMapped(data []byte, name string, s codec.Settings, buf *boundedBuffer) (digest, bool, error) {
-	buf.Reset(len(data)/6 + 64<<10)
+// A file cut short under the map faults; that is an error, not a crash.
+// errNotMappable: nothing was read, read f instead.
+func encodeMapped(f *os.File, size int64, s codec.Settings, buf *boundedBuffer) (digest, bool, error) {
+	first, unmapFirst, err := mapFile(f, 0, min(size, mapWindow))
+	if err != nil {
+		return digest{}, false, fmt.Errorf("%w: %w", errNotMappable, err)
+	}
+	buf.Reset(int(size/6 + 64<<10))
 	eh, crc := sha256.New(), newCRC32C()
 	enc, err := codec.NewWriterTap(buf, s, eh)
 	if err != nil {
+		unmapFirst()
 		return digest{}, false, err
 	}
-	err = faultSafe(name, func() error {
+	window := func(data []byte) error {
 		for off := 0; off < len(data); off += mappedChunk {
 			c := data[off:min(off+mappedChunk, len(data))]
 			_, _ = crc.Write(c)
@@ -233,6 +243,17 @@ func encodeMapped(data []byte, name string, s codec.Settings, buf *boundedBuffer
 			}
 		}
 		return nil
+	}
+	err = faultSafe(f.Name(), func() error {
+		err := func() error { defer unmapFirst(); return window(first) }()
+		for off := int64(mapWindow); err == nil && off < size; off += mapWindow {
+			data, unmap, merr := mapFile(f, off, min(size-off, mapWindow))
+			if merr != nil {
+				return merr
+			}
+			err = func() error { defer unmap(); return window(data) }()
+		}
+		return err
 	})
 	if err == nil {
 		err = enc.Close()
@@ -243,7 +264,7 @@ func encodeMapped(data []byte, name string, s codec.Settings, buf *boundedBuffer
 	if err != nil {
 		return digest{}, false, err
 	}
-	return digest{size: int64(len(data)), crc32c: fmt.Sprintf("%08x", crc.Sum32()), encoded: hex.EncodeToString(eh.Sum(nil))}, true, nil
+	return digest{size: size, crc32c: fmt.Sprintf("%08x", crc.Sum32()), encoded: hex.EncodeToString(eh.Sum(nil))}, true, nil
 }
 
 // hashPlain states r by the SHA-256 (and CRC-32C) of its plain bytes.

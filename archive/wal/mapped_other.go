@@ -7,6 +7,8 @@ import (
 	"os"
 )
 
-func mapFile(*os.File, int64) ([]byte, func(), error) { return nil, nil, errors.New("not mappable") }
+func mapFile(*os.File, int64, int64) ([]byte, func(), error) {
+	return nil, nil, errors.New("not mappable")
+}
 
 func faultSafe(_ string, fn func() error) error { return fn() }

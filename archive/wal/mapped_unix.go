@@ -11,12 +11,11 @@ import (
 	"syscall"
 )
 
-// mapFile maps f's first size bytes read-only, its pages populated at once
-// (one fault per file rather than one per 64 KiB). The encode pass reads a
-// segment from the page cache in place: the 16 MiB copy read(2) makes is a
-// sixth of what archiving a segment costs.
-func mapFile(f *os.File, size int64) ([]byte, func(), error) {
-	if size <= 0 || int64(int(size)) != size {
+// mapFile maps n bytes of f from off (a multiple of the page size)
+// read-only, its pages populated at once (one fault rather than one per
+// 64 KiB).
+func mapFile(f *os.File, off, n int64) ([]byte, func(), error) {
+	if n <= 0 || int64(int(n)) != n {
 		return nil, nil, errors.New("not mappable")
 	}
 	sc, err := f.SyscallConn()
@@ -26,7 +25,7 @@ func mapFile(f *os.File, size int64) ([]byte, func(), error) {
 	var data []byte
 	var merr error
 	if err := sc.Control(func(fd uintptr) {
-		data, merr = syscall.Mmap(int(fd), 0, int(size), syscall.PROT_READ, syscall.MAP_SHARED|mapPopulate) // #nosec G115 -- a file descriptor
+		data, merr = syscall.Mmap(int(fd), off, int(n), syscall.PROT_READ, syscall.MAP_SHARED|mapPopulate) // #nosec G115 -- a file descriptor
 	}); err != nil {
 		return nil, nil, err
 	}
