@@ -80,12 +80,24 @@ $(CACHE)/walvault-$(PRE_AUTH):
 	git archive $(PRE_AUTH) | tar -x -C "$(CACHE)/src-$(PRE_AUTH)"
 	cd "$(CACHE)/src-$(PRE_AUTH)" && $(GO) build -trimpath -o "$@" ./cmd/walvault
 
-bench: build test-deps $(CACHE)/walvault-$(PRE_AUTH)
+# The build before "half the CPU per segment" (issue 24), for bench/segcpu.sh;
+# it needs walvault-wal beside it. WAL-G's daemon joins the run when WALG
+# names a wal-g binary (walg-daemon-client beside it; not built here).
+PRE_SEGCPU ?= 597ba65
+WALG ?=
+$(CACHE)/segcpu-$(PRE_SEGCPU)/walvault:
+	rm -rf "$(CACHE)/src-$(PRE_SEGCPU)" && mkdir -p "$(CACHE)/src-$(PRE_SEGCPU)" "$(@D)"
+	git archive $(PRE_SEGCPU) | tar -x -C "$(CACHE)/src-$(PRE_SEGCPU)"
+	cd "$(CACHE)/src-$(PRE_SEGCPU)" && $(GO) build -trimpath -o "$(@D)/walvault-wal" ./cmd/walvault-wal && \
+		$(GO) build -trimpath -o "$@" ./cmd/walvault
+
+bench: build test-deps $(CACHE)/walvault-$(PRE_AUTH) $(CACHE)/segcpu-$(PRE_SEGCPU)/walvault
 	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x -timeout 30m ./integration/
 	bash bench/backup.sh "$(CURDIR)/bin/walvault"
 	bash bench/auth.sh "$(CACHE)/walvault-$(PRE_AUTH)" "$(CURDIR)/bin/walvault"
 	WALVAULT_BENCH_SEGMENT= $(GO) test -count=6 -run '^$$' -bench Segment ./archive/wal/
 	bash bench/agent.sh "$(CURDIR)/bin/walvault"
+	WALG="$(WALG)" WALVAULT_TEST_CACHE="$(CACHE)" bash bench/segcpu.sh "$(CURDIR)/bin/walvault" "$(CACHE)/segcpu-$(PRE_SEGCPU)/walvault"
 	bash bench/incremental.sh "$(CURDIR)/bin/walvault"
 	bash bench/drill.sh "$(CURDIR)/bin/walvault"
 	bash bench/dbafeatures.sh "$(CURDIR)/bin/walvault"

@@ -69,6 +69,13 @@ type Settings struct {
 	// whose content the caller vouches for by its own means (WAL: a signed
 	// digest of the encoded stream and a CRC-32C of the plain bytes).
 	NoFrameChecksum bool
+	// SmallBlocks makes lz4 frames of 64 KiB blocks instead of 1 MiB:
+	// lz4's window is 64 KiB, so the larger blocks gain little (WAL
+	// stores about 2% bigger), while one goroutine compressing 64 KiB at a
+	// time keeps its input, output and hash table in the CPU's cache and
+	// touches no new memory (a fifth less CPU per WAL segment than 1 MiB
+	// blocks spread over goroutines). Readers take any block size.
+	SmallBlocks bool
 }
 
 type multiCloser struct {
@@ -183,7 +190,11 @@ func getLZ4Writer(dst io.Writer, s Settings) (io.WriteCloser, error) {
 	if conc == 0 {
 		conc = -1 // as many goroutines as GOMAXPROCS
 	}
-	opts := []lz4.Option{lz4.ChecksumOption(!s.NoFrameChecksum), lz4.BlockSizeOption(lz4.Block1Mb),
+	block := lz4.Block1Mb
+	if s.SmallBlocks {
+		block = lz4.Block64Kb
+	}
+	opts := []lz4.Option{lz4.ChecksumOption(!s.NoFrameChecksum), lz4.BlockSizeOption(block),
 		lz4.CompressionLevelOption(level), lz4.ConcurrencyOption(conc)}
 	if err := zw.Apply(opts...); err != nil {
 		return nil, err

@@ -41,9 +41,16 @@ func (d digest) meta() map[string]string {
 
 // walCodec is how pg_wal files are encoded in memory: the repo's settings
 // without the lz4 frame checksum, which the signed digest and the CRC-32C
-// make redundant.
+// make redundant, in 64 KiB lz4 blocks compressed by one goroutine. The
+// CPU a segment costs is what the archiver takes from the database;
+// parallelism comes from archiving several files at once (push-ahead, the
+// agent's uploads), not from splitting one: a goroutine per 1 MiB block
+// cost a fifth more CPU (new memory for every block, a copy through
+// channels, caches missed) for a shorter wall time of one file.
 func walCodec(s codec.Settings) codec.Settings {
 	s.NoFrameChecksum = true
+	s.SmallBlocks = true
+	s.Concurrency = 1
 	return s
 }
 
@@ -154,7 +161,10 @@ func putBuffer(b *boundedBuffer) {
 // as the upload will encode it again while streaming.
 func hashAndEncode(f *os.File, size int64, s codec.Settings, buf *boundedBuffer) (digest, []byte, error) {
 	if s.Compression != codec.None && size <= 8*encodeInMemoryLimit {
-		d, ok, err := encodeInMemory(io.NewSectionReader(f, 0, size), size, walCodec(s), buf)
+		d, ok, err := encodeMapped(f, size, walCodec(s), buf)
+		if errors.Is(err, errNotMappable) {
+			d, ok, err = encodeInMemory(io.NewSectionReader(f, 0, size), size, walCodec(s), buf)
+		}
 		if err != nil || ok {
 			return d, buf.Bytes(), err
 		}
@@ -189,6 +199,72 @@ func encodeInMemory(r io.Reader, size int64, s codec.Settings, buf *boundedBuffe
 		return digest{}, false, fmt.Errorf("file changed size while read: %d bytes, then %d", size, n)
 	}
 	return digest{size: n, crc32c: fmt.Sprintf("%08x", crc.Sum32()), encoded: hex.EncodeToString(eh.Sum(nil))}, true, nil
+}
+
+// mappedChunk is how much of a mapped file is CRC-32C'd and then
+// compressed at a time: small enough to be read from the CPU's cache the
+// second time. mapWindow is how much of it is mapped at a time: mapped
+// pages count in the process's RSS, so a whole segment (or the several
+// push-ahead encodes at once) would add its size there.
+const (
+	mappedChunk = 256 << 10
+	mapWindow   = 1 << 20
+)
+
+var errNotMappable = errors.New("file cannot be mapped")
+
+// encodeMapped is encodeInMemory reading f in place: the compressor reads
+// the page cache through a map of a window of the file (no copy, as read(2)
+// makes: a sixth of what archiving a segment cost), 64 KiB block after
+// block, each chunk CRC-32C'd just before. The file is one PostgreSQL no
+// longer writes; should it change meanwhile, the CRC-32C and the encoded
+// stream disagree and every reader refuses the object, and the agent (by
+// the file's size and mtime after the upload) does not count it archived.
+// A file cut short under the map faults; that is an error, not a crash.
+// errNotMappable: nothing was read, read f instead.
+func encodeMapped(f *os.File, size int64, s codec.Settings, buf *boundedBuffer) (digest, bool, error) {
+	first, unmapFirst, err := mapFile(f, 0, min(size, mapWindow))
+	if err != nil {
+		return digest{}, false, fmt.Errorf("%w: %w", errNotMappable, err)
+	}
+	buf.Reset(int(size/6 + 64<<10))
+	eh, crc := sha256.New(), newCRC32C()
+	enc, err := codec.NewWriterTap(buf, s, eh)
+	if err != nil {
+		unmapFirst()
+		return digest{}, false, err
+	}
+	window := func(data []byte) error {
+		for off := 0; off < len(data); off += mappedChunk {
+			c := data[off:min(off+mappedChunk, len(data))]
+			_, _ = crc.Write(c)
+			if _, err := enc.Write(c); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	err = faultSafe(f.Name(), func() error {
+		err := func() error { defer unmapFirst(); return window(first) }()
+		for off := int64(mapWindow); err == nil && off < size; off += mapWindow {
+			data, unmap, merr := mapFile(f, off, min(size-off, mapWindow))
+			if merr != nil {
+				return merr
+			}
+			err = func() error { defer unmap(); return window(data) }()
+		}
+		return err
+	})
+	if err == nil {
+		err = enc.Close()
+	}
+	if errors.Is(err, errTooBig) {
+		return digest{}, false, nil
+	}
+	if err != nil {
+		return digest{}, false, err
+	}
+	return digest{size: size, crc32c: fmt.Sprintf("%08x", crc.Sum32()), encoded: hex.EncodeToString(eh.Sum(nil))}, true, nil
 }
 
 // hashPlain states r by the SHA-256 (and CRC-32C) of its plain bytes.
