@@ -2,10 +2,7 @@ package status
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
 
@@ -41,36 +38,14 @@ const (
 // DefaultStateFile is where status keeps its state unless told:
 // $XDG_STATE_HOME/walvault/status.json, else /var/lib/walvault/status.json
 // for root, else ~/.local/state/walvault/status.json.
-func DefaultStateFile() string {
-	if d := os.Getenv("XDG_STATE_HOME"); filepath.IsAbs(d) {
-		return filepath.Join(d, "walvault", "status.json")
-	}
-	if os.Geteuid() == 0 {
-		return "/var/lib/walvault/status.json"
-	}
-	if h, err := os.UserHomeDir(); err == nil {
-		return filepath.Join(h, ".local", "state", "walvault", "status.json")
-	}
-	return ""
-}
+func DefaultStateFile() string { return fsutil.StateFile("status.json") }
 
 // readStateFile reads path; a missing file is an empty state.
 func readStateFile(path string) (*stateFile, error) {
 	sf := &stateFile{Format: stateFormat, Stores: map[string]*state{}}
-	f, err := os.Open(path) // #nosec G304 -- the operator's own state file
-	if errors.Is(err, fs.ErrNotExist) {
-		return sf, nil
-	}
-	if err != nil {
+	b, err := fsutil.ReadSmall(path, maxStateBytes)
+	if err != nil || b == nil {
 		return sf, err
-	}
-	defer func() { _ = f.Close() }()
-	b, err := io.ReadAll(io.LimitReader(f, maxStateBytes+1))
-	if err != nil {
-		return sf, err
-	}
-	if len(b) > maxStateBytes {
-		return sf, fmt.Errorf("larger than %d bytes", maxStateBytes)
 	}
 	var got stateFile
 	if err := json.Unmarshal(b, &got); err != nil || got.Format != stateFormat || got.Stores == nil {

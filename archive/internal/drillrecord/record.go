@@ -10,8 +10,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -79,18 +77,7 @@ const (
 // $XDG_STATE_HOME/walvault/drill.json, else /var/lib/walvault/drill.json
 // for root, else ~/.local/state/walvault/drill.json (status keeps its own
 // state beside it).
-func DefaultFile() string {
-	if d := os.Getenv("XDG_STATE_HOME"); filepath.IsAbs(d) {
-		return filepath.Join(d, "walvault", "drill.json")
-	}
-	if os.Geteuid() == 0 {
-		return "/var/lib/walvault/drill.json"
-	}
-	if h, err := os.UserHomeDir(); err == nil {
-		return filepath.Join(h, ".local", "state", "walvault", "drill.json")
-	}
-	return ""
-}
+func DefaultFile() string { return fsutil.StateFile("drill.json") }
 
 // Load returns what path records for store: nil, nil when the file or the
 // store's entry does not exist.
@@ -103,20 +90,12 @@ func Load(path, store string) (*Store, error) {
 }
 
 func read(path string) (*file, error) {
-	fh, err := os.Open(path) // #nosec G304 -- the operator's own state file
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
+	b, err := fsutil.ReadSmall(path, maxBytes)
+	if errors.Is(err, fsutil.ErrTooLarge) {
+		return nil, fmt.Errorf("%s is %w: not a walvault drill record", path, err)
 	}
-	if err != nil {
+	if err != nil || b == nil {
 		return nil, err
-	}
-	defer func() { _ = fh.Close() }()
-	b, err := io.ReadAll(io.LimitReader(fh, maxBytes+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(b) > maxBytes {
-		return nil, fmt.Errorf("%s is larger than %d bytes: not a walvault drill record", path, maxBytes)
 	}
 	var f file
 	if err := json.Unmarshal(b, &f); err != nil || f.Format != format || f.Stores == nil {
