@@ -60,8 +60,8 @@ func runAgent(c *cli.Context) error {
 	if n := c.Int("prefetch"); n < 0 || n > 1024 {
 		return usageError("--prefetch %d: use 0 (off) to 1024", n)
 	}
-	if n := c.Int("download-concurrency"); n < 1 || n > 256 {
-		return usageError("--download-concurrency %d: use 1 to 256", n)
+	if _, err := downloadConcurrency(c); err != nil {
+		return err
 	}
 	gid := -1
 	if g := c.String("socket-group"); g != "" {

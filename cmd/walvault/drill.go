@@ -154,9 +154,9 @@ func drillCmd(c *cli.Context) error {
 		}
 		maxSize = n
 	}
-	n := c.Int("download-concurrency")
-	if n < 1 || n > 256 {
-		return usageError("--download-concurrency %d: use 1 to 256", n)
+	n, err := downloadConcurrency(c)
+	if err != nil {
+		return err
 	}
 	interval, err := durationValue(c, "progress-interval")
 	if err != nil {

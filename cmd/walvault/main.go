@@ -416,6 +416,15 @@ func openArchive(c *cli.Context, a access) (*repo.Repo, error) {
 	return cfg, nil
 }
 
+// downloadConcurrency is --download-concurrency, checked.
+func downloadConcurrency(c *cli.Context) (int, error) {
+	n := c.Int("download-concurrency")
+	if n < 1 || n > 256 {
+		return 0, usageError("--download-concurrency %d: use 1 to 256", n)
+	}
+	return n, nil
+}
+
 // rateLimits are the process's buckets for --max-upload-rate and
 // --max-download-rate: every store this process opens with the same
 // rates, and every worker of each, shares them.

@@ -277,12 +277,13 @@ func verifyCmd(c *cli.Context) error {
 	if err := wantArgs(c, 0, "no arguments (use --backup NAME for one backup)"); err != nil {
 		return err
 	}
-	opts := verify.Options{Backup: c.String("backup"), Full: c.Bool("full"), Concurrency: c.Int("download-concurrency")}
+	n, err := downloadConcurrency(c)
+	if err != nil {
+		return err
+	}
+	opts := verify.Options{Backup: c.String("backup"), Full: c.Bool("full"), Concurrency: n}
 	if opts.Backup != "" && !c.IsSet("full") {
 		opts.Full = true
-	}
-	if opts.Concurrency < 1 || opts.Concurrency > 256 {
-		return usageError("--download-concurrency %d: use 1 to 256", opts.Concurrency)
 	}
 	cfg, err := openArchive(c, reads|decrypts)
 	if err != nil {

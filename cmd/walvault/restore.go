@@ -55,9 +55,12 @@ func restore(c *cli.Context) error {
 		}
 		tmap[k] = v
 	}
-	n := c.Int("download-concurrency")
-	if n < 1 || n > 256 {
-		return usageError("--download-concurrency %d: use 1 to 256", n)
+	if c.Bool("force") && (c.Bool("delta") || c.Bool("delta-by-time")) {
+		return usageError("--force and --delta: give one (--delta rebuilds DEST from the backup and removes what it does not have; --force only writes the backup's files over it)")
+	}
+	n, err := downloadConcurrency(c)
+	if err != nil {
+		return err
 	}
 	interval, err := durationValue(c, "progress-interval")
 	if err != nil {
@@ -72,9 +75,6 @@ func restore(c *cli.Context) error {
 		return err
 	}
 	defer cloud.Close(cfg.Store)
-	if c.Bool("force") && (c.Bool("delta") || c.Bool("delta-by-time")) {
-		return usageError("--force and --delta: give one (--delta rebuilds DEST from the backup and removes what it does not have; --force only writes the backup's files over it)")
-	}
 	res, err := restorepkg.Run(c.Context, cfg, restorepkg.Options{
 		Dest: c.Args().First(), Backup: c.String("backup"), Target: t, Standby: c.Bool("standby"),
 		TablespaceMap: tmap, Concurrency: n, Force: c.Bool("force"), Owner: c.String("owner"), FetchArgv: argv,

@@ -52,6 +52,9 @@ func TestJSONResult(t *testing.T) {
 		{"restore with no backup", []string{"restore", filepath.Join(dir, "new"), "--store", store, "--allow-unsigned", "--json"}, exitUsage, []string{"dest"}, "no complete backup"},
 		{"restore, a usage error", []string{"restore", "--json", "--store", store, "--download-concurrency", "0", filepath.Join(dir, "x")}, exitUsage, nil, "--download-concurrency"},
 		{"restore --delta with --force", []string{"restore", busy, "--delta", "--force", "--store", store, "--allow-unsigned", "--json"}, exitUsage, []string{"dest"}, "--force and --delta"},
+		// Refused before the store is opened: a store that is not there
+		// (exit 3 when opened) does not hide the usage error.
+		{"restore --delta with --force, no store", []string{"restore", busy, "--delta", "--force", "--store", "file://" + filepath.Join(dir, "absent"), "--allow-unsigned", "--json"}, exitUsage, []string{"dest"}, "--force and --delta"},
 		{"backup-push with no server", []string{"backup-push", "--store", store, "--allow-unsigned", "--json", "--dbname", "host=" + filepath.Join(dir, "nosocket") + " connect_timeout=2"}, exitPostgres, nil, "connecting"},
 		{"dump-push, a usage error", []string{"dump-push", "--json", "--store", store}, exitUsage, nil, "DBNAME"},
 		{"dump-fetch with no dump", []string{"dump-fetch", "LATEST", filepath.Join(dir, "out.dump"), "--json", "--store", store, "--allow-unsigned"}, -1, nil, "dump"},
