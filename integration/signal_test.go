@@ -21,22 +21,9 @@ import (
 // connections and never answers.
 func TestSIGQUITIsQuiet(t *testing.T) {
 	bin := pgtest.Walvault(t)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close() // hold it open, say nothing
-		}
-	}()
+	addr := silentServer(t)
 	dir := t.TempDir()
-	cmd := exec.Command(bin, "wal-fetch", "--store", "s3://stalled/prefix", "--s3-endpoint", "http://"+l.Addr().String(),
+	cmd := exec.Command(bin, "wal-fetch", "--store", "s3://stalled/prefix", "--s3-endpoint", "http://"+addr,
 		"--s3-path-style", "--allow-unsigned", "--prefetch", "0", "000000010000000000000001", filepath.Join(dir, "dest"))
 	cmd.Env = append(os.Environ(), "AWS_ACCESS_KEY_ID=x", "AWS_SECRET_ACCESS_KEY=y", "AWS_EC2_METADATA_DISABLED=true")
 	var stderr bytes.Buffer
@@ -70,22 +57,9 @@ func TestSIGQUITIsQuiet(t *testing.T) {
 // file"); the others exit 9 with one line.
 func TestSignalsEndEveryCommand(t *testing.T) {
 	bin := pgtest.Walvault(t)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close() // hold it open, say nothing
-		}
-	}()
+	addr := silentServer(t)
 	dir := t.TempDir()
-	store := []string{"--store", "s3://stalled/prefix", "--s3-endpoint", "http://" + l.Addr().String(), "--s3-path-style", "--allow-unsigned"}
+	store := []string{"--store", "s3://stalled/prefix", "--s3-endpoint", "http://" + addr, "--s3-path-style", "--allow-unsigned"}
 	for _, tc := range []struct {
 		sig  syscall.Signal
 		args []string
@@ -131,4 +105,35 @@ func TestSignalsEndEveryCommand(t *testing.T) {
 			}
 		})
 	}
+}
+
+// silentServer is the address of a server on 127.0.0.1 that accepts
+// connections and never answers, so that a command waits on its store
+// until a signal ends it. Stopped when the test ends.
+func silentServer(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns []net.Conn
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			conns = append(conns, c) // hold it open, say nothing
+		}
+	}()
+	t.Cleanup(func() {
+		_ = l.Close()
+		<-done
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	})
+	return l.Addr().String()
 }
