@@ -109,18 +109,7 @@ func TestStandbyBackup(t *testing.T) {
 	serverEnv := append([]string{"WALVAULT_RECIPIENT=" + recipient}, tg.Env...)
 	p.Run("pgbench", "-i", "-s", "2", "-q")
 
-	s := pgtest.New(t, pgtest.Options{NoInit: true, Env: serverEnv})
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	bb := s.Owner.Cmd(ctx, filepath.Join(p.Bin, "pg_basebackup"), "-D", s.Data, "-R", "-X", "stream", "-c", "fast",
-		"-h", "127.0.0.1", "-p", itoa(p.Port), "-U", "postgres")
-	if out, err := bb.CombinedOutput(); err != nil {
-		t.Fatalf("pg_basebackup: %v\n%s", err, out)
-	}
-	s.Start()
-	waitFor(t, "the standby streaming", func() bool {
-		return s.Psql("SELECT pg_is_in_recovery() AND EXISTS (SELECT 1 FROM pg_stat_wal_receiver WHERE status = 'streaming')") == "t"
-	})
+	s := streamingStandby(t, p, serverEnv)
 
 	// No switch on the primary: the backup's last segment, in which the
 	// standby has replayed this, is never archived.
@@ -246,4 +235,23 @@ func TestJSONResults(t *testing.T) {
 	if list := listDumps(t, tg); len(list) != len(dumps) {
 		t.Fatalf("after delete: %+v", list)
 	}
+}
+
+// streamingStandby makes a standby of p with pg_basebackup -R (its server
+// environment env), starts it and waits until it streams from p.
+func streamingStandby(t *testing.T, p *pgtest.Cluster, env []string) *pgtest.Cluster {
+	t.Helper()
+	s := pgtest.New(t, pgtest.Options{NoInit: true, Env: env})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	bb := s.Owner.Cmd(ctx, filepath.Join(p.Bin, "pg_basebackup"), "-D", s.Data, "-R", "-X", "stream", "-c", "fast",
+		"-h", "127.0.0.1", "-p", itoa(p.Port), "-U", "postgres")
+	if out, err := bb.CombinedOutput(); err != nil {
+		t.Fatalf("pg_basebackup: %v\n%s", err, out)
+	}
+	s.Start()
+	waitFor(t, "the standby streaming", func() bool {
+		return s.Psql("SELECT pg_is_in_recovery() AND EXISTS (SELECT 1 FROM pg_stat_wal_receiver WHERE status = 'streaming')") == "t"
+	})
+	return s
 }

@@ -711,18 +711,7 @@ func TestIncrementalStandby(t *testing.T) {
 	p.Run("pgbench", "-i", "-s", "2", "-q")
 	p.Psql("CREATE DATABASE db_old STRATEGY = FILE_COPY") // before the parent: not stored whole
 
-	s := pgtest.New(t, pgtest.Options{NoInit: true, Env: serverEnv})
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	bb := s.Owner.Cmd(ctx, filepath.Join(p.Bin, "pg_basebackup"), "-D", s.Data, "-R", "-X", "stream", "-c", "fast",
-		"-h", "127.0.0.1", "-p", itoa(p.Port), "-U", "postgres")
-	if out, err := bb.CombinedOutput(); err != nil {
-		t.Fatalf("pg_basebackup: %v\n%s", err, out)
-	}
-	s.Start()
-	waitFor(t, "the standby streaming", func() bool {
-		return s.Psql("SELECT pg_is_in_recovery() AND EXISTS (SELECT 1 FROM pg_stat_wal_receiver WHERE status = 'streaming')") == "t"
-	})
+	s := streamingStandby(t, p, serverEnv)
 
 	full := backupName(t, mustWalvault(t, tg, backupEnv(p, recipient), "backup-push", "--fast-checkpoint", "--full"))
 	p.Psql("CREATE DATABASE db_copy STRATEGY = FILE_COPY")
