@@ -319,6 +319,14 @@ func TestChooseAccount(t *testing.T) {
 	if _, err := chooseAccount("no-such-user-here", ""); !errors.Is(err, archive.ErrBadInput) {
 		t.Errorf("an unknown --owner: %v", err)
 	}
+	// restore takes a bare number with its group; the drill's server needs
+	// an entry in the user database as well.
+	if _, err := chooseAccount("4242424:0", ""); !errors.Is(err, archive.ErrBadInput) || !strings.Contains(err.Error(), "no entry here") {
+		t.Errorf("--owner of a uid with no entry: %v", err)
+	}
+	if a, err := chooseAccount(nobodyUID(t)+":0", ""); err != nil || a.Name != "nobody" || a.GID != 0 {
+		t.Errorf("--owner by number: %+v, %v", a, err)
+	}
 	nobody, err := user.Lookup("nobody")
 	if err != nil {
 		t.Fatalf("this test needs the user nobody: %v", err)
@@ -410,4 +418,13 @@ func TestLeftovers(t *testing.T) {
 	if got := leftovers(os.Geteuid(), []string{sleep}, other); len(got) != 1 {
 		t.Errorf("the process elsewhere: %v", got)
 	}
+}
+
+func nobodyUID(t *testing.T) string {
+	t.Helper()
+	u, err := user.Lookup("nobody")
+	if err != nil {
+		t.Fatalf("this test needs the user nobody: %v", err)
+	}
+	return u.Uid
 }

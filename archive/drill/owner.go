@@ -5,10 +5,10 @@ import (
 	"os"
 	"os/user"
 	"strconv"
-	"strings"
 	"syscall"
 
 	"github.com/walvault/walvault/archive"
+	"github.com/walvault/walvault/archive/restore"
 )
 
 // account is who the drill's server runs as, and owns its directory.
@@ -76,34 +76,19 @@ func chooseAccount(spec, dir string) (*account, error) {
 	return a, nil
 }
 
-// lookupAccount reads USER[:GROUP], each a name or a number; without
-// GROUP, the user's primary group.
+// lookupAccount reads USER[:GROUP] as restore's --owner does; the user
+// must have an entry here (the server's processes take its name and
+// supplementary groups).
 func lookupAccount(spec string) (*account, error) {
-	name, group, hasGroup := strings.Cut(spec, ":")
-	bad := func(why string) error {
-		return fmt.Errorf("%w: --owner %q: %s (expected USER or USER:GROUP)", archive.ErrBadInput, spec, why)
-	}
-	u, err := user.Lookup(name)
+	uid, gid, err := restore.ParseOwner(spec)
 	if err != nil {
-		if _, nerr := strconv.ParseUint(name, 10, 31); nerr != nil {
-			return nil, bad("no such user")
-		}
-		if u, err = user.LookupId(name); err != nil {
-			return nil, bad("no such user id")
-		}
+		return nil, err
 	}
-	a := &account{Name: u.Username}
-	a.UID, _ = strconv.Atoi(u.Uid)
-	a.GID, _ = strconv.Atoi(u.Gid)
-	if hasGroup && group != "" {
-		if g, err := user.LookupGroup(group); err == nil {
-			a.GID, _ = strconv.Atoi(g.Gid)
-		} else if n, err := strconv.ParseUint(group, 10, 31); err == nil {
-			a.GID = int(n)
-		} else {
-			return nil, bad("no such group")
-		}
+	u, err := user.LookupId(strconv.Itoa(uid))
+	if err != nil {
+		return nil, fmt.Errorf("%w: --owner %q: uid %d has no entry here, and the drill's server needs one", archive.ErrBadInput, spec, uid)
 	}
+	a := &account{Name: u.Username, UID: uid, GID: gid}
 	if ids, err := u.GroupIds(); err == nil {
 		for _, id := range ids {
 			if n, err := strconv.ParseUint(id, 10, 32); err == nil {

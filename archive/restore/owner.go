@@ -50,6 +50,18 @@ func chooseOwner(spec, dest string, destExisted bool) (own *owner, rootOwned boo
 	return nil, true, nil
 }
 
+// ParseOwner reads --owner USER[:GROUP], each a name or a number;
+// without GROUP, the user's primary group. A number without an entry in
+// the user database needs its GROUP. The drill reads its --owner with it
+// too.
+func ParseOwner(spec string) (uid, gid int, err error) {
+	o, err := parseOwner(spec)
+	if err != nil {
+		return 0, 0, err
+	}
+	return o.uid, o.gid, nil
+}
+
 // parseOwner reads USER[:GROUP], each a name or a number; without GROUP,
 // the user's primary group.
 func parseOwner(spec string) (*owner, error) {
