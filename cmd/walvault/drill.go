@@ -132,19 +132,8 @@ func drillCmd(c *cli.Context) error {
 		return err
 	}
 	t := restorepkg.Target{Immediate: c.Bool("target-immediate"), Action: c.String("target-action")}
-	if s := c.String("target-time"); s != "" {
-		tt, err := restorepkg.ParseTargetTime(s)
-		if err != nil {
-			return err
-		}
-		t.Time = &tt
-	}
-	if s := c.String("target-lsn"); s != "" {
-		l, err := archive.ParseLSN(s)
-		if err != nil {
-			return usageError("--target-lsn: %v", err)
-		}
-		t.LSN = &l
+	if err := targetPoint(c, &t); err != nil {
+		return err
 	}
 	var maxSize int64
 	if s := c.String("max-size"); s != "" {

@@ -23,19 +23,8 @@ func restore(c *cli.Context) error {
 	out.set("dest", c.Args().First())
 	t := restorepkg.Target{XID: c.String("target-xid"), Name: c.String("target-name"), Immediate: c.Bool("target-immediate"),
 		Timeline: c.String("target-timeline"), Action: c.String("target-action"), BeyondArchive: c.Bool("allow-target-beyond-archive")}
-	if s := c.String("target-time"); s != "" {
-		tt, err := restorepkg.ParseTargetTime(s)
-		if err != nil {
-			return err
-		}
-		t.Time = &tt
-	}
-	if s := c.String("target-lsn"); s != "" {
-		l, err := archive.ParseLSN(s)
-		if err != nil {
-			return usageError("--target-lsn: %v", err)
-		}
-		t.LSN = &l
+	if err := targetPoint(c, &t); err != nil {
+		return err
 	}
 	if s := c.String("target-inclusive"); s != "" {
 		b, err := strconv.ParseBool(s)
@@ -296,4 +285,24 @@ func serverReads(argv []string) []restorepkg.ServerFile {
 		}
 	}
 	return out
+}
+
+// targetPoint fills t's --target-time and --target-lsn, as restore and
+// drill take them.
+func targetPoint(c *cli.Context, t *restorepkg.Target) error {
+	if s := c.String("target-time"); s != "" {
+		tt, err := restorepkg.ParseTargetTime(s)
+		if err != nil {
+			return err
+		}
+		t.Time = &tt
+	}
+	if s := c.String("target-lsn"); s != "" {
+		l, err := archive.ParseLSN(s)
+		if err != nil {
+			return usageError("--target-lsn: %v", err)
+		}
+		t.LSN = &l
+	}
+	return nil
 }
