@@ -80,6 +80,8 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 cp "$BIN" "$WORK/walvault"
+# The front (make build) runs everything but WAL through walvault-full beside it.
+[ -x "$(dirname "$BIN")/walvault-full" ] && cp "$(dirname "$BIN")/walvault-full" "$WORK/"
 WV=$WORK/walvault
 WVC=
 if [ "$HAVE_AGENT" = 1 ]; then cp "$CLIENT" "$WORK/walvault-wal"; WVC=$WORK/walvault-wal; fi

@@ -30,6 +30,8 @@ cleanup() {
 trap cleanup EXIT
 
 cp "$BIN" "$WORK/walvault" && chmod 755 "$WORK/walvault"
+# The front (make build) runs everything but WAL through walvault-full beside it.
+[ -x "$(dirname "$BIN")/walvault-full" ] && cp "$(dirname "$BIN")/walvault-full" "$WORK/"
 WV="$WORK/walvault"
 as_pg "$WV" keygen "$WORK/key" --signing-key "$WORK/sign.key" >"$WORK/keys" 2>/dev/null
 RECIPIENT=$(sed -n 1p "$WORK/keys")

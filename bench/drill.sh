@@ -44,6 +44,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 cp "$BIN" "$WORK/walvault"
+# The front (make build) runs everything but WAL through walvault-full beside it.
+[ -x "$(dirname "$BIN")/walvault-full" ] && cp "$(dirname "$BIN")/walvault-full" "$WORK/"
 chmod 755 "$WORK/walvault"
 WV="$WORK/walvault"
 VERIFY_KEY=$(as_pg "$WV" keygen --signing-key "$WORK/signing.key" 2>/dev/null | tail -n 1)

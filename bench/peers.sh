@@ -57,6 +57,8 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 cp "$BIN" "$WORK/walvault"
+# The front (make build) runs everything but WAL through walvault-full beside it.
+[ -x "$(dirname "$BIN")/walvault-full" ] && cp "$(dirname "$BIN")/walvault-full" "$WORK/"
 chmod 755 "$WORK/walvault"
 WV="$WORK/walvault"
 # walvault signs what it stores and authenticates what it reads: one key

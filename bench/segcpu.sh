@@ -106,6 +106,7 @@ trap 'exit 130' INT TERM
 # The binaries, readable by postgres.
 mkdir -p "$WORK/new" "$WORK/old"
 cp "$NEW" "$(dirname "$NEW")/walvault-wal" "$WORK/new/"
+[ -x "$(dirname "$NEW")/walvault-full" ] && cp "$(dirname "$NEW")/walvault-full" "$WORK/new/"
 [ -n "$OLD" ] && cp "$OLD" "$(dirname "$OLD")/walvault-wal" "$WORK/old/"
 chmod -R 755 "$WORK/new" "$WORK/old"
 BUILDS=new

@@ -16,6 +16,9 @@ if [ "$(id -u)" = 0 ]; then
   chown postgres: "$work"
 fi
 cp "$wv" "$work/walvault"           # somewhere the server's user can run it from
+# make build's walvault is the front of archive_command and restore_command;
+# every other command runs in walvault-full beside it.
+[ -x "$(dirname "$wv")/walvault-full" ] && cp "$(dirname "$wv")/walvault-full" "$work/"
 wv="$work/walvault"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null || echo 54329)
 port2=$((port + 1))

@@ -1,3 +1,5 @@
+//go:build !walvault_front
+
 package main
 
 // The SDK backends (s3://, gs://, azure://) are linked here, registering

@@ -1,14 +1,14 @@
+//go:build !walvault_front
+
 package main
 
 import (
 	"fmt"
 	"io"
 	"os"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
-	"unicode"
 
 	"github.com/urfave/cli/v2"
 	"github.com/urfave/cli/v2/altsrc"
@@ -128,27 +128,6 @@ func durationValue(c *cli.Context, name string) (time.Duration, error) {
 		return 0, usageError("--%s %q: expected a duration such as 30s or 5m", name, c.String(name))
 	}
 	return d, nil
-}
-
-// parseSize reads 1GiB, 256MiB, 4M, 1048576 (binary units; kB/MB/GB are
-// taken as KiB/MiB/GiB, as PostgreSQL does).
-func parseSize(s string) (int64, error) {
-	t := strings.TrimSpace(s)
-	i := strings.IndexFunc(t, func(r rune) bool { return !unicode.IsDigit(r) })
-	num, unit := t, ""
-	if i >= 0 {
-		num, unit = t[:i], strings.ToLower(strings.TrimSpace(t[i:]))
-	}
-	n, err := strconv.ParseInt(num, 10, 64)
-	if err != nil || n <= 0 {
-		return 0, fmt.Errorf("size %q: expected e.g. 1GiB, 256MiB or a number of bytes", s)
-	}
-	mult := map[string]int64{"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mb": 1 << 20, "mib": 1 << 20,
-		"g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30, "t": 1 << 40, "tb": 1 << 40, "tib": 1 << 40}[unit]
-	if mult == 0 {
-		return 0, fmt.Errorf("size %q: unknown unit %q (use KiB, MiB, GiB)", s, unit)
-	}
-	return n * mult, nil
 }
 
 func backupPush(c *cli.Context) error {

@@ -93,8 +93,8 @@ func checkEnvironment(*cli.Context) error {
 		return nil
 	}
 	sort.Strings(bad)
-	return usageError("the environment sets %s, which %s no walvault setting: unset it, or name a setting (walvault COMMAND --help lists them with their variables)",
-		strings.Join(bad, ", "), plural(len(bad), "is", "are"))
+	return handOver(usageError("the environment sets %s, which %s no walvault setting: unset it, or name a setting (walvault COMMAND --help lists them with their variables)",
+		strings.Join(bad, ", "), plural(len(bad), "is", "are")))
 }
 
 func plural(n int, one, many string) string {
@@ -167,8 +167,8 @@ func checkConfigKeys(path string) error {
 		return nil
 	}
 	sort.Strings(bad)
-	return usageError("config file %s: %s %s no walvault setting: every key is a setting's name (README, Configuration)",
-		path, strings.Join(bad, ", "), plural(len(bad), "is", "are"))
+	return handOver(usageError("config file %s: %s %s no walvault setting: every key is a setting's name (README, Configuration)",
+		path, strings.Join(bad, ", "), plural(len(bad), "is", "are")))
 }
 
 // numbersAsText lets a setting that takes text be written as a YAML

@@ -1,3 +1,5 @@
+//go:build !walvault_front
+
 package main
 
 import (

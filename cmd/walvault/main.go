@@ -12,10 +12,12 @@ import (
 	"os/signal"
 	"runtime/pprof"
 	"sort"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unicode"
 
 	"github.com/urfave/cli/v2"
 
@@ -83,6 +85,10 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			c.Before = chain(applyConfigFile, c.Before)
 		}
 		c.Before = chain(checkEnvironment, c.Before)
+		if frontBuild && frontCommands[c.Name] {
+			// Once the config file is read: which stores it names.
+			c.Before = chain(c.Before, frontStores)
+		}
 		c.OnUsageError = onUsageError // else urfave/cli prints the whole help to stdout
 	}
 	return &cli.App{
@@ -151,6 +157,12 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 	}
 	out := &outputWriter{w: stdout}
 	app := newApp(out, stderr)
+	if !frontRuns(app, args) {
+		if err := execFull(args); err != nil {
+			fmt.Fprintln(stderr, graphicOnly(scrubURLs("walvault: "+oneLine(err.Error()))))
+		}
+		return exitUsage
+	}
 	rep.start(app, out, args)
 	// SIGQUIT is how PostgreSQL ends a running archive or restore command
 	// on an immediate shutdown: caught, it cancels the work like the others
@@ -200,6 +212,13 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 	ordered := reorderArgs(app, args)
 	cmdlineFlags = flagWords(ordered)
 	err := app.RunContext(ctx, ordered)
+	if errors.Is(err, errHandOver) && got.Load() == nil {
+		stop()
+		signal.Stop(sigs)
+		if err = execFull(args); err != nil {
+			return fail(err, exitUsage)
+		}
+	}
 	if unknown, ok := app.Metadata[unknownCommandKey].(string); ok {
 		say("walvault: unknown command %q%s: run 'walvault help' for the list of commands",
 			unknown, didYouMean(unknown, commandNames(app), func(n string) string { return n }))
@@ -464,4 +483,25 @@ func wantArgs(c *cli.Context, n int, names string) error {
 		return usageError("expected %s, got %d argument(s) %q: run 'walvault %s --help'", names, c.NArg(), c.Args().Slice(), c.Command.Name)
 	}
 	return nil
+}
+
+// parseSize reads 1GiB, 256MiB, 4M, 1048576 (binary units; kB/MB/GB are
+// taken as KiB/MiB/GiB, as PostgreSQL does).
+func parseSize(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	i := strings.IndexFunc(t, func(r rune) bool { return !unicode.IsDigit(r) })
+	num, unit := t, ""
+	if i >= 0 {
+		num, unit = t[:i], strings.ToLower(strings.TrimSpace(t[i:]))
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("size %q: expected e.g. 1GiB, 256MiB or a number of bytes", s)
+	}
+	mult := map[string]int64{"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mb": 1 << 20, "mib": 1 << 20,
+		"g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30, "t": 1 << 40, "tb": 1 << 40, "tib": 1 << 40}[unit]
+	if mult == 0 {
+		return 0, fmt.Errorf("size %q: unknown unit %q (use KiB, MiB, GiB)", s, unit)
+	}
+	return n * mult, nil
 }

@@ -1,3 +1,5 @@
+//go:build !walvault_front
+
 package main
 
 import (
@@ -162,12 +164,9 @@ func restoreResult(out result, res *restorepkg.Result) {
 // environment, and a store URL or endpoint that carries them must be given
 // in the --config file, which restore_command names instead.
 func fetchArgv(c *cli.Context) ([]string, error) {
-	exe, err := os.Executable()
+	exe, err := commandPath()
 	if err != nil {
 		return nil, fmt.Errorf("locating the walvault binary for restore_command: %w", err)
-	}
-	if p, err := filepath.EvalSymlinks(exe); err == nil {
-		exe = p
 	}
 	argv := []string{exe, "wal-fetch"}
 	abs := func(p string) (string, error) {

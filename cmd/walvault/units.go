@@ -1,9 +1,10 @@
+//go:build !walvault_front
+
 package main
 
 import (
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 
@@ -19,13 +20,7 @@ import (
 // output.
 
 // unitExecutable is the binary the units run; tests replace it.
-var unitExecutable = func() (string, error) {
-	p, err := os.Executable()
-	if err != nil {
-		return "", err
-	}
-	return filepath.EvalSymlinks(p)
-}
+var unitExecutable = commandPath
 
 func init() {
 	register(unitCommands)

@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"log/slog"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -195,7 +194,7 @@ func prefetchArgs(name string, segSize int64, spool string) []string {
 // startPrefetcher re-runs this binary, detached in its own session, as
 // "wal-prefetch" with the same settings. PostgreSQL does not wait for it.
 func startPrefetcher(c *cli.Context, name string, segSize int64, spool string) {
-	exe, err := os.Executable()
+	exe, err := commandPath()
 	if err != nil {
 		return
 	}

@@ -160,19 +160,27 @@ func Walvault(t testing.TB) string {
 		_ = os.Chmod(dir, 0o755) // #nosec G302 -- the server owner runs the binary in it
 		buildPath = filepath.Join(dir, "walvault")
 		if src := os.Getenv("WALVAULT_BIN"); src != "" {
-			data, err := os.ReadFile(src) // #nosec G304 G703 -- WALVAULT_BIN, the tester's choice
-			if err == nil {
-				err = os.WriteFile(buildPath, data, 0o755) // #nosec G306 G703 -- an executable, in our own temporary directory
+			buildErr = copyBinary(src, buildPath)
+			if full := filepath.Join(filepath.Dir(src), "walvault-full"); buildErr == nil && fileExists(full) {
+				buildErr = copyBinary(full, filepath.Join(dir, "walvault-full"))
 			}
-			buildErr = err
 			return
 		}
+		// As make build installs it: walvault is the front that runs
+		// wal-push and wal-fetch, walvault-full beside it everything else,
+		// so every test goes through the hand-over.
 		_, here, _, _ := runtime.Caller(0)
 		root := filepath.Join(filepath.Dir(here), "..", "..")
-		cmd := exec.Command("go", "build", "-o", buildPath, "./cmd/walvault") // #nosec G204 -- builds this repository's command
-		cmd.Dir = root
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("building walvault: %v\n%s", err, out)
+		for _, b := range [][]string{
+			{"build", "-tags", "walvault_front,urfave_cli_no_docs", "-o", buildPath, "./cmd/walvault"},
+			{"build", "-o", filepath.Join(dir, "walvault-full"), "./cmd/walvault"},
+		} {
+			cmd := exec.Command("go", b...) // #nosec G204 -- builds this repository's command
+			cmd.Dir = root
+			if out, err := cmd.CombinedOutput(); err != nil {
+				buildErr = fmt.Errorf("building walvault (go %s): %v\n%s", strings.Join(b, " "), err, out)
+				return
+			}
 		}
 	})
 	if buildErr != nil {
@@ -427,4 +435,17 @@ func (c *Cluster) WaitArchived(wal string, timeout time.Duration) {
 func (c *Cluster) SwitchWAL() string {
 	c.t.Helper()
 	return c.Psql("SELECT pg_walfile_name(pg_switch_wal())")
+}
+
+func copyBinary(src, dst string) error {
+	data, err := os.ReadFile(src) // #nosec G304 G703 -- WALVAULT_BIN, the tester's choice
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(dst, data, 0o755) // #nosec G306 G703 -- an executable, in our own temporary directory
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }
