@@ -66,6 +66,10 @@ func systemdUnits(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("cannot tell where this walvault binary is: %w", err)
 	}
+	if c.String("config") == "" {
+		// Abs("") would name the working directory.
+		return usageError("--config is empty: the units run walvault with a config file; name it (default %s)", systemd.DefaultConfig)
+	}
 	cfg, err := filepath.Abs(c.String("config"))
 	if err != nil {
 		return usageError("--config %q: %v", c.String("config"), err)

@@ -338,6 +338,7 @@ func TestSystemdUnitsBadInput(t *testing.T) {
 		{"env file with a backslash", []string{"--env-file", `/etc/a\b`}, "--env-file"},
 		{"config with a newline", []string{"--config", cfg + "\nx"}, "config file"},
 		{"config missing", []string{"--config", filepath.Join(dir, "none.yaml")}, "config file"},
+		{"config empty", []string{"--config", ""}, "--config is empty"},
 		{"bad delay", []string{"--randomized-delay", "soon"}, "--randomized-delay"},
 		{"dir and print", []string{"--dir", dir, "--print"}, "--dir and --print"},
 		{"an argument", []string{"extra"}, "no arguments"},
