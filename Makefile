@@ -21,12 +21,15 @@ FRONT_TAGS = walvault_front,urfave_cli_no_docs
 GO_SOURCES = $(shell find cmd archive cloud crypto -name '*.go' -not -name '*_test.go') go.mod go.sum
 
 # walvault is the front of archive_command and restore_command: wal-push and
-# wal-fetch over file://, s3:// and azure:// in a process that starts in a
-# third of the time, everything else handed to walvault-full (the same
+# wal-fetch over file:// and s3:// in a process that starts in a quarter of
+# the time, everything else handed to walvault-full (the same
 # command built whole; `go build ./cmd/walvault` alone gives that one
-# binary). See cmd/walvault/front.go.
+# binary). See cmd/walvault/front.go. Static (no cgo): no dynamic loader
+# and C library to start, ~1 ms less per process; the WAL commands look up
+# no user, and Go's own DNS resolver reads the same /etc/hosts and
+# resolv.conf.
 bin/walvault: $(GO_SOURCES)
-	$(GO) build -trimpath -tags $(FRONT_TAGS) -ldflags "-s -w -X main.version=$(VERSION)" -o $@ ./cmd/walvault
+	CGO_ENABLED=0 $(GO) build -trimpath -tags $(FRONT_TAGS) -ldflags "-s -w -X main.version=$(VERSION)" -o $@ ./cmd/walvault
 
 bin/walvault-full: $(GO_SOURCES)
 	$(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $@ ./cmd/walvault

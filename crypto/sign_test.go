@@ -26,7 +26,7 @@ func TestSigningKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sk.Verify().String() != vk.String() || sk.ID != vk.ID {
+	if sk.Verify().String() != vk.String() || sk.ID() != vk.ID {
 		t.Fatalf("loaded key verifies as %s, generated %s", sk.Verify(), vk)
 	}
 	keys, err := ParseVerifyKeys([]string{vk.String()})
@@ -35,10 +35,10 @@ func TestSigningKeys(t *testing.T) {
 	}
 	msg := []byte("walvault object")
 	sig := sk.Sign(msg)
-	if err := Check(keys, sk.ID, msg, sig); err != nil {
+	if err := Check(keys, sk.ID(), msg, sig); err != nil {
 		t.Fatalf("a good signature: %v", err)
 	}
-	if err := Check(keys, sk.ID, []byte("walvault objecT"), sig); !errors.Is(err, ErrBadProof) {
+	if err := Check(keys, sk.ID(), []byte("walvault objecT"), sig); !errors.Is(err, ErrBadProof) {
 		t.Fatalf("another message: %v", err)
 	}
 	if err := Check(keys, "0011223344556677", msg, sig); !errors.Is(err, ErrBadProof) || !strings.Contains(err.Error(), "not among") {
@@ -57,7 +57,7 @@ func TestSigningKeys(t *testing.T) {
 	if err != nil || len(keys) != 2 {
 		t.Fatalf("verify key file: %v, %v", keys, err)
 	}
-	if err := Check(keys, sk.ID, msg, sig); err != nil {
+	if err := Check(keys, sk.ID(), msg, sig); err != nil {
 		t.Fatalf("with two keys: %v", err)
 	}
 }
@@ -132,7 +132,7 @@ func BenchmarkProof(b *testing.B) {
 	})
 	b.Run("check", func(b *testing.B) {
 		for b.Loop() {
-			if err := Check(keys, sk.ID, msg, sig); err != nil {
+			if err := Check(keys, sk.ID(), msg, sig); err != nil {
 				b.Fatal(err)
 			}
 		}

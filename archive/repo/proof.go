@@ -101,7 +101,7 @@ func (r *Repo) prove(key string, meta map[string]string) error {
 		return fmt.Errorf("internal error: %s has no content digest and size to sign", key)
 	}
 	meta[MetaProof] = base64.StdEncoding.EncodeToString(r.Sign.Sign(msg))
-	meta[MetaSigner] = r.Sign.ID
+	meta[MetaSigner] = r.Sign.ID()
 	return nil
 }
 

@@ -21,10 +21,10 @@ import (
 // file, and a whole walvault spends ~17 ms of CPU initialising the
 // packages of every cloud SDK before main runs, more than compressing the
 // segment. The front links only what wal-push, wal-fetch and the
-// prefetcher need, with the file, S3 and Azure backends, and starts in
-// ~5-8 ms. Whatever it is not sure to run exactly as walvault-full would
-// (another command, --help, a flag, variable or config key it does not
-// know, a gs:// store) it hands over before doing anything: it execs
+// prefetcher need, with the file and S3 backends, and starts in ~4-6 ms.
+// Whatever it is not sure to run exactly as walvault-full would (another
+// command, --help, a flag, variable or config key it does not know, an
+// azure:// or gs:// store) it hands over before doing anything: it execs
 // walvault-full with the same arguments and environment, in the same
 // process, so PostgreSQL, signals and exit codes see one program.
 
@@ -112,6 +112,6 @@ func fullPath() (string, error) {
 		return p, nil
 	}
 	self, _ := os.Executable()
-	return "", usageError("this walvault is the front of archive_command and restore_command (wal-push and wal-fetch over file://, s3:// and azure:// stores); "+
+	return "", usageError("this walvault is the front of archive_command and restore_command (wal-push and wal-fetch over file:// and s3:// stores); "+
 		"everything else runs in %s, which is neither beside %s nor in PATH: install both (make install), or build one complete binary with 'go build ./cmd/walvault'", fullName, self)
 }

@@ -45,8 +45,7 @@ func loadKeys(c *cli.Context, r *repo.Repo, a access) error {
 			if err != nil {
 				return err
 			}
-			r.Sign = sk
-			r.Verify = append(r.Verify, sk.Verify()) // what it signed, it can read back
+			r.Sign = sk // what it signs, it can read back (Repo.verifyKeys)
 		case !r.AllowUnsigned:
 			return usageError("no signing key: give --signing-key (WALVAULT_SIGNING_KEY or 'signing-key:' in the config file; 'walvault keygen --signing-key FILE' makes one) so that restores can tell your objects from planted ones, or --allow-unsigned to write objects nobody can authenticate")
 		}
@@ -57,7 +56,7 @@ func loadKeys(c *cli.Context, r *repo.Repo, a access) error {
 			return err
 		}
 		r.Verify = append(r.Verify, keys...)
-		if len(r.Verify) == 0 && !r.AllowUnsigned {
+		if len(r.Verify) == 0 && r.Sign == nil && !r.AllowUnsigned {
 			return usageError("no verify key: give --verify-key (WALVAULT_VERIFY_KEY or 'verify-key:' in the config file; 'walvault keygen' printed it) to authenticate what is read from the store, or --allow-unsigned to read an archive written before walvault signed objects")
 		}
 	}
