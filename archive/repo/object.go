@@ -139,10 +139,10 @@ type encoder struct {
 	// indexed: index is the encoded stream's indexer, anew each attempt.
 	indexed bool
 	index   *blockIndexer
-	n      int64        // stored bytes
-	pr     *io.PipeReader
-	raw    *sourceReader
-	done   chan struct{}
+	n       int64 // stored bytes
+	pr      *io.PipeReader
+	raw     *sourceReader
+	done    chan struct{}
 	// srcErr is the source's own failure, kept once an attempt stopped on
 	// it (a Rewind may have stopped it before Put's last stop).
 	srcErr error
