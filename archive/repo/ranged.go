@@ -74,8 +74,8 @@ func (r *Repo) OpenPartRanges(ctx context.Context, m *Manifest, idx int, fetched
 	fetched.Add(p.IndexSize)
 	pr := &PartRanges{r: r, key: key, where: fmt.Sprintf("%s in %s", key, r.Store), p: p, x: x, fetched: fetched}
 	cache := &rangeCache{ctx: ctx, st: r.Store, key: key, size: p.StoredSize, fetched: fetched}
-	head := make([]byte, len(crypto.Header))
-	n, err := cache.ReadAt(head, 0)
+	head := make([]byte, min(int64(len(crypto.Header)), p.StoredSize))
+	n, err := readRange(ctx, r.Store, key, 0, head, fetched)
 	if err != nil && err != io.EOF {
 		return nil, pr.fail(err)
 	}
@@ -87,7 +87,6 @@ func (r *Repo) OpenPartRanges(ctx context.Context, m *Manifest, idx int, fetched
 		if x.EncodedSize != p.StoredSize {
 			return nil, fmt.Errorf("%w: %s: its block index describes %d encoded bytes, the part stores %d", archive.ErrIntegrity, pr.where, x.EncodedSize, p.StoredSize)
 		}
-		cache.drop()
 		pr.src = directReader{ctx: ctx, st: r.Store, key: key, size: p.StoredSize, fetched: fetched}
 		return pr, nil
 	}
@@ -281,7 +280,7 @@ func storeErr(err error) error {
 // rangeCache is the ciphertext of an encrypted part as age's ReaderAt
 // reads it: spans fetched by range reads (a whole run's chunks at once,
 // prefetch), held until dropped; a read no span covers fetches at least
-// 64 KiB from there.
+// 8 KiB from there (age reads its header 4 KiB at a time).
 type rangeCache struct {
 	ctx     context.Context
 	st      cloud.Store
@@ -297,7 +296,7 @@ type cspan struct {
 	b   []byte
 }
 
-const minFetch = 64 << 10
+const minFetch = 8 << 10
 
 func (c *rangeCache) ReadAt(p []byte, off int64) (int, error) {
 	c.mu.Lock()

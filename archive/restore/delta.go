@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -31,16 +32,23 @@ import (
 // as a normal restore writes it (authenticated, under a temporary name,
 // then renamed; an incremental's blocks from its chain), and what the
 // backup does not have is removed, except the server's log directories.
-// Only the parts that hold a file to rewrite are downloaded.
+// Only the parts that hold a file to rewrite are downloaded; of a full
+// backup's part with a block index, only the blocks that hold what must be
+// written (deltaranges.go): a relation file is compared range by range
+// against the manifest's per-range CRC-32Cs and only the ranges that
+// differ are fetched and written in place.
 
 // DeltaStats say what a delta restore kept, fetched and removed.
 type DeltaStats struct {
 	KeptFiles    int   `json:"kept_files"`
 	KeptBytes    int64 `json:"kept_bytes"`
 	FetchedFiles int   `json:"fetched_files"`
-	FetchedBytes int64 `json:"fetched_bytes"`
-	Removed      int   `json:"removed"` // files, links and directories
-	ByTime       bool  `json:"by_time"`
+	FetchedBytes int64 `json:"fetched_bytes"` // bytes written
+	// PatchedFiles are the fetched files of which only the ranges that
+	// differ were written, in place.
+	PatchedFiles int  `json:"patched_files"`
+	Removed      int  `json:"removed"` // files, links and directories
+	ByTime       bool `json:"by_time"`
 	// CompareSeconds is how long comparing the local files took.
 	CompareSeconds float64 `json:"compare_seconds"`
 }
@@ -121,8 +129,13 @@ type localEntry struct {
 type deltaPlan struct {
 	keep   map[string]bool // manifest paths of files kept as they are
 	remove []localEntry    // not in the backup, or in the way of what is
-	parts  map[int]bool    // parts of the restored backup that hold a file to write
-	stats  DeltaStats
+	parts  map[int]bool    // parts of the restored backup read whole
+	// ranged are the parts read through their block index: the files
+	// they hold to write, whole or (patch) in changed ranges.
+	ranged map[int]*rangedPart
+	// fetched counts the stored bytes range reads fetched.
+	fetched atomic.Int64
+	stats   DeltaStats
 }
 
 // kept says whether the file at manifest path p stays as it is.
@@ -137,7 +150,7 @@ func (x *extractor) planDelta(ctx context.Context, byTime bool, concurrency int)
 	if err != nil {
 		return nil, err
 	}
-	d := &deltaPlan{keep: map[string]bool{}, parts: map[int]bool{}, stats: DeltaStats{ByTime: byTime}}
+	d := &deltaPlan{keep: map[string]bool{}, parts: map[int]bool{}, ranged: map[int]*rangedPart{}, stats: DeltaStats{ByTime: byTime}}
 	inBackup := make(map[string]bool, len(x.m.Files))
 	// The tablespace links restore makes itself, and every directory a
 	// path of the backup lies in (a manifest need not list them).
@@ -156,7 +169,7 @@ func (x *extractor) planDelta(ctx context.Context, byTime bool, concurrency int)
 		case !ok:
 		case f.Type == repo.TypeDir && l.typ.IsDir():
 		case f.Type == repo.TypeFile && l.typ.IsRegular():
-			if l.size == f.Size && !deferredFiles[f.Path] {
+			if (l.size == f.Size || x.patchable(f)) && !deferredFiles[f.Path] {
 				candidates = append(candidates, f)
 			}
 		default:
@@ -168,14 +181,15 @@ func (x *extractor) planDelta(ctx context.Context, byTime bool, concurrency int)
 			d.remove = append(d.remove, l)
 		}
 	}
-	same, err := compareFiles(ctx, x, candidates, local, byTime, concurrency)
+	same, patches, err := compareFiles(ctx, x, candidates, local, byTime, concurrency)
 	if err != nil {
 		return nil, err
 	}
 	for _, f := range same {
 		d.keep[f.Path] = true
 	}
-	for _, f := range x.m.Files {
+	for i := range x.m.Files {
+		f := &x.m.Files[i]
 		if f.Type != repo.TypeFile {
 			continue
 		}
@@ -185,8 +199,27 @@ func (x *extractor) planDelta(ctx context.Context, byTime bool, concurrency int)
 			continue
 		}
 		d.stats.FetchedFiles++
+		if !x.indexed(f.Part) {
+			d.stats.FetchedBytes += f.Size
+			d.parts[f.Part] = true
+			continue
+		}
+		rp := d.ranged[f.Part]
+		if rp == nil {
+			rp = &rangedPart{idx: f.Part}
+			d.ranged[f.Part] = rp
+		}
+		if pf := patches[f.Path]; pf != nil {
+			rp.patch = append(rp.patch, pf)
+			d.stats.PatchedFiles++
+			d.stats.FetchedBytes += pf.bytes(x.m.RangeSize)
+			continue
+		}
+		rp.whole = append(rp.whole, f)
 		d.stats.FetchedBytes += f.Size
-		d.parts[f.Part] = true
+	}
+	if err := x.openRanged(ctx, d); err != nil {
+		return nil, err
 	}
 	d.stats.CompareSeconds = time.Since(began).Seconds()
 	return d, nil
@@ -259,19 +292,25 @@ func (x *extractor) listLocal() (map[string]localEntry, error) {
 // compareFiles returns the files whose local copy is the backup's: same
 // CRC-32C (read in full, concurrency at a time; never a file that ends
 // with its own CRC-32C, archive.SelfChecked), or with byTime the same
-// modification time to the second. Sizes were compared already.
-func compareFiles(ctx context.Context, x *extractor, files []*repo.File, local map[string]localEntry, byTime bool, concurrency int) ([]*repo.File, error) {
-	if byTime {
-		var same []*repo.File
-		for _, f := range files {
-			if local[f.Path].mtime.Unix() == f.MTime.Unix() {
-				same = append(same, f)
-			}
-		}
-		return same, nil
-	}
+// modification time to the second. A file that can be patched
+// (x.patchable) is compared range by range instead: the same when every
+// range matches, else patched in the ranges that differ. Sizes were
+// compared already, but for those.
+func compareFiles(ctx context.Context, x *extractor, files []*repo.File, local map[string]localEntry, byTime bool, concurrency int) ([]*repo.File, map[string]*patchFile, error) {
 	var mu sync.Mutex
 	var same []*repo.File
+	patches := map[string]*patchFile{}
+	if byTime {
+		var rest []*repo.File
+		for _, f := range files {
+			if l := local[f.Path]; l.size == f.Size && l.mtime.Unix() == f.MTime.Unix() {
+				same = append(same, f)
+			} else if x.patchable(f) {
+				rest = append(rest, f) // compared by ranges, to patch
+			}
+		}
+		files = rest
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(max(concurrency, 1))
 	bufs := sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
@@ -280,6 +319,34 @@ func compareFiles(ctx context.Context, x *extractor, files []*repo.File, local m
 			continue // same CRC-32C whatever it holds: always written
 		}
 		l := local[f.Path]
+		if x.patchable(f) {
+			g.Go(func() error {
+				if err := gctx.Err(); err != nil {
+					return err
+				}
+				buf := bufs.Get().(*[]byte)
+				defer bufs.Put(buf)
+				pf, err := x.compareRanges(f, l, *buf)
+				if err != nil {
+					return err
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				if pf == nil {
+					same = append(same, f)
+				} else {
+					patches[f.Path] = pf
+				}
+				return nil
+			})
+			continue
+		}
+		if byTime {
+			continue
+		}
+		if l.size != f.Size {
+			continue
+		}
 		g.Go(func() error {
 			if err := gctx.Err(); err != nil {
 				return err
@@ -303,7 +370,8 @@ func compareFiles(ctx context.Context, x *extractor, files []*repo.File, local m
 			return nil
 		})
 	}
-	return same, g.Wait()
+	err := g.Wait()
+	return same, patches, err
 }
 
 // removeStale removes what the plan says, deepest first, so a directory

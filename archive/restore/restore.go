@@ -283,7 +283,13 @@ func write(ctx context.Context, r *repo.Repo, m *repo.Manifest, links []link, pl
 	if plan != nil {
 		err = x.assembleChain(ctx, plan, max(1, opts.Concurrency))
 	} else {
-		err = x.extractAll(ctx, max(1, opts.Concurrency))
+		err = x.fetchRanged(ctx, max(1, opts.Concurrency))
+		if err == nil {
+			err = x.extractAll(ctx, max(1, opts.Concurrency))
+		}
+		if x.delta != nil {
+			res.StoredRead += x.delta.fetched.Load()
+		}
 	}
 	x.prog.Done()
 	if err != nil {
