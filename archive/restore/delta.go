@@ -10,6 +10,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -128,7 +129,11 @@ type localEntry struct {
 // deltaPlan is the outcome of comparing DEST with the backup.
 type deltaPlan struct {
 	keep   map[string]bool // manifest paths of files kept as they are
-	remove []localEntry    // not in the backup, or in the way of what is
+	// inTheWay are removed before anything is written (where the backup
+	// has something else, or under a name restore writes to), remove
+	// (what the backup does not have) while the backup is written.
+	inTheWay, remove []localEntry
+	removed          chan error // the removal's outcome, once
 	parts  map[int]bool    // parts of the restored backup read whole
 	// ranged are the parts read through their block index: the files
 	// they hold to write, whole or (patch) in changed ranges.
@@ -173,16 +178,36 @@ func (x *extractor) planDelta(ctx context.Context, byTime bool, concurrency int)
 				candidates = append(candidates, f)
 			}
 		default:
-			d.remove = append(d.remove, l) // a file where the backup has a directory, a link, ...
+			d.inTheWay = append(d.inTheWay, l) // a file where the backup has a directory, a link, ...
 		}
 	}
 	for p, l := range local {
-		if !inBackup[p] && !(l.oid == 0 && deltaKept[topDir(l.rel)]) {
+		switch {
+		case inBackup[p] || l.oid == 0 && deltaKept[topDir(l.rel)]:
+		case isTempName(l.rel):
+			d.inTheWay = append(d.inTheWay, l) // restore writes under such names
+		default:
 			d.remove = append(d.remove, l)
 		}
 	}
+	// From here on DEST changes: the marker goes in, the old pg_control
+	// out, and what the backup lacks is removed while the files are
+	// compared (nothing removed is compared).
+	if err := x.markDelta(); err != nil {
+		return nil, err
+	}
+	if err := removeEntries(d.inTheWay); err != nil {
+		return nil, err
+	}
+	// What is in nobody's way goes while the files are compared and
+	// written (slow on a file system that discards freed blocks): its
+	// paths are not the backup's, nor under one of them; finish waits.
+	d.stats.Removed = len(d.inTheWay) + len(d.remove)
+	d.removed = make(chan error, 1)
+	go func() { d.removed <- removeEntries(d.remove) }()
 	same, patches, err := compareFiles(ctx, x, candidates, local, byTime, concurrency)
 	if err != nil {
+		_ = d.waitRemoved()
 		return nil, err
 	}
 	for _, f := range same {
@@ -219,9 +244,11 @@ func (x *extractor) planDelta(ctx context.Context, byTime bool, concurrency int)
 		d.stats.FetchedBytes += f.Size
 	}
 	if err := x.openRanged(ctx, d); err != nil {
+		_ = d.waitRemoved()
 		return nil, err
 	}
 	d.stats.CompareSeconds = time.Since(began).Seconds()
+	slog.Debug("delta restore: compared, block indexes read", "seconds", d.stats.CompareSeconds)
 	return d, nil
 }
 
@@ -312,33 +339,33 @@ func compareFiles(ctx context.Context, x *extractor, files []*repo.File, local m
 		files = rest
 	}
 	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(max(concurrency, 1))
+	// Reading and summing is CPU work: a worker per core at least.
+	g.SetLimit(max(concurrency, runtime.GOMAXPROCS(0), 1))
 	bufs := sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
+	var ranged []*rangeCompare
 	for _, f := range files {
 		if archive.SelfChecked(f.Path) {
 			continue // same CRC-32C whatever it holds: always written
 		}
 		l := local[f.Path]
 		if x.patchable(f) {
-			g.Go(func() error {
-				if err := gctx.Err(); err != nil {
-					return err
-				}
-				buf := bufs.Get().(*[]byte)
-				defer bufs.Put(buf)
-				pf, err := x.compareRanges(f, l, *buf)
-				if err != nil {
-					return err
-				}
-				mu.Lock()
-				defer mu.Unlock()
-				if pf == nil {
-					same = append(same, f)
-				} else {
-					patches[f.Path] = pf
-				}
-				return nil
-			})
+			rc, err := x.newRangeCompare(f, l)
+			if err != nil {
+				return nil, nil, err
+			}
+			ranged = append(ranged, rc)
+			// The ranges in pieces, so one big file is compared on
+			// every worker.
+			for from := 0; from < len(rc.crcs); from += compareStride {
+				g.Go(func() error {
+					if err := gctx.Err(); err != nil {
+						return err
+					}
+					buf := bufs.Get().(*[]byte)
+					defer bufs.Put(buf)
+					return rc.compare(from, min(from+compareStride, len(rc.crcs)), *buf)
+				})
+			}
 			continue
 		}
 		if byTime {
@@ -370,21 +397,30 @@ func compareFiles(ctx context.Context, x *extractor, files []*repo.File, local m
 			return nil
 		})
 	}
-	err := g.Wait()
-	return same, patches, err
+	if err := g.Wait(); err != nil {
+		return nil, nil, err
+	}
+	for _, rc := range ranged {
+		if pf := rc.result(); pf != nil {
+			patches[rc.pf.f.Path] = pf
+		} else {
+			same = append(same, rc.pf.f)
+		}
+	}
+	return same, patches, nil
 }
 
-// removeStale removes what the plan says, deepest first, so a directory
-// goes after what it held.
-func (d *deltaPlan) removeStale() error {
-	sort.Slice(d.remove, func(i, j int) bool {
-		a, b := d.remove[i], d.remove[j]
+// removeEntries removes local entries, deepest first, so a directory goes
+// after what it held.
+func removeEntries(ents []localEntry) error {
+	sort.Slice(ents, func(i, j int) bool {
+		a, b := ents[i], ents[j]
 		if da, db := strings.Count(a.rel, "/"), strings.Count(b.rel, "/"); da != db {
 			return da > db
 		}
 		return a.rel > b.rel
 	})
-	for _, l := range d.remove {
+	for _, l := range ents {
 		var err error
 		if l.typ.IsDir() {
 			err = l.root.RemoveAll(l.rel)
@@ -394,24 +430,35 @@ func (d *deltaPlan) removeStale() error {
 		if err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("--delta: removing %s, which the backup does not have: %w", filepath.Join(l.root.Name(), l.rel), err)
 		}
-		d.stats.Removed++
 	}
 	return nil
 }
 
-// startDelta, before anything of the backup is written, leaves the
-// marker, removes the old pg_control and what the backup does not have.
-func (x *extractor) startDelta(dest string, d *deltaPlan) error {
-	x.delta = d
+// waitRemoved waits for the removal of what the backup does not have.
+func (d *deltaPlan) waitRemoved() error {
+	if d == nil || d.removed == nil {
+		return nil
+	}
+	err := <-d.removed
+	d.removed = nil
+	return err
+}
+
+// markDelta, before DEST changes, leaves the marker and removes the old
+// pg_control: from then on the directory cannot start until the delta
+// restore (or a re-run of it) has written everything.
+func (x *extractor) markDelta() error {
+	dest := x.roots[0].Name()
 	if err := os.WriteFile(filepath.Join(dest, deltaMarker), []byte(x.m.SystemIdentifier+"\n"), 0o600); err != nil {
 		return fmt.Errorf("--delta: writing %s: %w", filepath.Join(dest, deltaMarker), err)
 	}
-	if err := removeControl(dest); err != nil {
-		return err
-	}
-	if err := d.removeStale(); err != nil {
-		return err
-	}
+	return removeControl(dest)
+}
+
+// startDelta, once the plan is made (the marker written, pg_control and
+// what the backup lacks removed), logs it; the backup's files come next.
+func (x *extractor) startDelta(d *deltaPlan) error {
+	x.delta = d
 	s := d.stats
 	slog.Info("delta restore: compared DEST with the backup", "kept_files", s.KeptFiles, "kept", archive.HumanBytes(s.KeptBytes),
 		"fetch_files", s.FetchedFiles, "fetch", archive.HumanBytes(s.FetchedBytes), "removed", s.Removed,

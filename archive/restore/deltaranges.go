@@ -45,6 +45,7 @@ type patchFile struct {
 	f    *repo.File
 	l    localEntry
 	crcs []uint32 // the manifest's, per range
+	rs   int64    // the range size
 	diff []int    // ranges to write
 }
 
@@ -90,44 +91,70 @@ func (x *extractor) patchable(f *repo.File) bool {
 		x.indexed(f.Part) && !deferredFiles[f.Path] && !archive.SelfChecked(f.Path)
 }
 
-// compareRanges reads the local copy l of f and returns the ranges that
-// differ from the backup's (those past its end included), or nil when
-// none does and the sizes match.
-func (x *extractor) compareRanges(f *repo.File, l localEntry, buf []byte) (*patchFile, error) {
-	rs := x.m.RangeSize
-	crcs, err := repo.DecodeRangeCRCs(f.RangeCRCs, f.Size, rs)
+// compareStride is how many ranges one worker compares at a time.
+const compareStride = 16
+
+// rangeCompare compares a local file with the backup's range by range,
+// in pieces that run concurrently.
+type rangeCompare struct {
+	pf     patchFile
+	crcs   []uint32
+	differ []bool // per range; each piece sets its own
+}
+
+// newRangeCompare prepares comparing the local copy l of f.
+func (x *extractor) newRangeCompare(f *repo.File, l localEntry) (*rangeCompare, error) {
+	crcs, err := repo.DecodeRangeCRCs(f.RangeCRCs, f.Size, x.m.RangeSize)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", archive.ErrIntegrity, f.Path, err)
 	}
+	return &rangeCompare{pf: patchFile{f: f, l: l, crcs: crcs, rs: x.m.RangeSize}, crcs: crcs, differ: make([]bool, len(crcs))}, nil
+}
+
+// compare reads ranges [from, to) of the local file (a range past its end
+// differs).
+func (c *rangeCompare) compare(from, to int, buf []byte) error {
+	l, rs := c.pf.l, c.pf.rs
 	where := filepath.Join(l.root.Name(), l.rel)
 	in, err := l.root.Open(l.rel)
 	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", where, err)
+		return fmt.Errorf("reading %s: %w", where, err)
 	}
 	defer func() { _ = in.Close() }()
-	pf := &patchFile{f: f, l: l, crcs: crcs}
-	for i, want := range crcs {
-		lo := int64(i) * rs
-		n := pf.rangeLen(i, rs)
+	if int64(len(buf)) < rs {
+		buf = make([]byte, rs)
+	}
+	for i := from; i < to; i++ {
+		lo, n := int64(i)*rs, c.pf.rangeLen(i, rs)
 		if lo+n > l.size {
-			for k := i; k < len(crcs); k++ {
-				pf.diff = append(pf.diff, k)
+			c.differ[i] = true
+			continue
+		}
+		got, err := in.ReadAt(buf[:n], lo)
+		if err != nil && !(err == io.EOF && int64(got) == n) {
+			if err == io.EOF {
+				c.differ[i] = true // shorter than it was listed
+				continue
 			}
-			break
+			return fmt.Errorf("reading %s: %w", where, err)
 		}
-		var crc crcWriter
-		got, err := io.CopyBuffer(&crc, io.LimitReader(in, n), buf)
-		if err != nil {
-			return nil, fmt.Errorf("reading %s: %w", where, err)
-		}
-		if got != n || crc.sum != want {
-			pf.diff = append(pf.diff, i)
+		c.differ[i] = crc32.Checksum(buf[:n], castagnoli) != c.crcs[i]
+	}
+	return nil
+}
+
+// result is the file to patch, or nil when every range matches and the
+// sizes do.
+func (c *rangeCompare) result() *patchFile {
+	for i, d := range c.differ {
+		if d {
+			c.pf.diff = append(c.pf.diff, i)
 		}
 	}
-	if len(pf.diff) == 0 && l.size == f.Size {
-		return nil, nil
+	if len(c.pf.diff) == 0 && c.pf.l.size == c.pf.f.Size {
+		return nil
 	}
-	return pf, nil
+	return &c.pf
 }
 
 // crcWriter sums what is written to it.

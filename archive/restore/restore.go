@@ -15,6 +15,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/walvault/walvault/archive"
@@ -69,6 +70,7 @@ type Options struct {
 
 // Result says what restore did.
 type Result struct {
+	began       time.Time // of Run, for the debug log's phases
 	Manifest    *repo.Manifest
 	Dest        string
 	Tablespaces []repo.Tablespace // where they were restored
@@ -121,6 +123,12 @@ func tempName(rel string) string {
 	return path.Join(path.Dir(rel), fmt.Sprintf(".walvault-restore-%016x", h.Sum64()))
 }
 
+// isTempName says whether rel is a name tempName gives.
+func isTempName(rel string) bool {
+	base := path.Base(rel)
+	return strings.HasSuffix(base, tempSuffix) || strings.HasPrefix(base, ".walvault-restore-")
+}
+
 // Run restores a base backup into opts.Dest and writes the recovery
 // settings. Bad input (a non-empty DEST, no fitting backup, a key that
 // cannot decrypt) is reported before anything is written. A part or file
@@ -156,6 +164,7 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	slog.Debug("restore: backup chosen, its WAL authenticated", "backup", m.Name, "seconds", time.Since(began).Seconds())
 	if opts.Chosen != nil {
 		more, err := opts.Chosen(m, cat)
 		if err != nil {
@@ -201,7 +210,7 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Result, error) {
 	}
 	settings := renderRecovery(m.PGVersion, opts.FetchArgv, opts.Target, opts.Standby)
 	// From here on we write.
-	res := &Result{Manifest: m, Dest: dest, Tablespaces: spcs, Settings: settings, Bytes: m.DataSize}
+	res := &Result{began: began, Manifest: m, Dest: dest, Tablespaces: spcs, Settings: settings, Bytes: m.DataSize}
 	if err := write(ctx, r, m, links, plan, dest, spcs, settings, own, opts, res); err != nil {
 		return nil, err
 	}
@@ -267,7 +276,8 @@ func write(ctx context.Context, r *repo.Repo, m *repo.Manifest, links []link, pl
 				return err
 			}
 		}
-		if err := x.startDelta(dest, d); err != nil {
+		defer func() { _ = d.waitRemoved() }()
+		if err := x.startDelta(d); err != nil {
 			return err
 		}
 		total = d.stats.FetchedBytes
@@ -277,6 +287,7 @@ func write(ctx context.Context, r *repo.Repo, m *repo.Manifest, links []link, pl
 			return err
 		}
 	}
+	slog.Debug("restore: ready to write", "seconds", time.Since(res.began).Seconds())
 	res.PartsRead, res.PartsTotal, res.StoredRead, res.StoredTotal = x.partsRead(links, plan)
 	x.prog = opts.Progress.Start("restore", total)
 	var err error
@@ -284,6 +295,7 @@ func write(ctx context.Context, r *repo.Repo, m *repo.Manifest, links []link, pl
 		err = x.assembleChain(ctx, plan, max(1, opts.Concurrency))
 	} else {
 		err = x.fetchRanged(ctx, max(1, opts.Concurrency))
+		slog.Debug("restore: blocks read by ranges written", "seconds", time.Since(res.began).Seconds())
 		if err == nil {
 			err = x.extractAll(ctx, max(1, opts.Concurrency))
 		}
@@ -295,9 +307,15 @@ func write(ctx context.Context, r *repo.Repo, m *repo.Manifest, links []link, pl
 	if err != nil {
 		return err
 	}
+	slog.Debug("restore: parts written", "seconds", time.Since(res.began).Seconds())
+	if err := x.delta.waitRemoved(); err != nil {
+		return err
+	}
+	slog.Debug("restore: what the backup does not have removed", "seconds", time.Since(res.began).Seconds())
 	if err := x.finish(spcs, own); err != nil {
 		return err
 	}
+	slog.Debug("restore: links, modes, owner and directories done", "seconds", time.Since(res.began).Seconds())
 	// Every part of every link is authenticated: what makes the directory
 	// a server's to start goes in place now, pg_control last.
 	if err := x.placeDeferred(false); err != nil {
