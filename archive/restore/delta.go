@@ -128,13 +128,13 @@ type localEntry struct {
 
 // deltaPlan is the outcome of comparing DEST with the backup.
 type deltaPlan struct {
-	keep   map[string]bool // manifest paths of files kept as they are
+	keep map[string]bool // manifest paths of files kept as they are
 	// inTheWay are removed before anything is written (where the backup
 	// has something else, or under a name restore writes to), remove
 	// (what the backup does not have) while the backup is written.
 	inTheWay, remove []localEntry
-	removed          chan error // the removal's outcome, once
-	parts  map[int]bool    // parts of the restored backup read whole
+	removed          chan error   // the removal's outcome, once
+	parts            map[int]bool // parts of the restored backup read whole
 	// ranged are the parts read through their block index: the files
 	// they hold to write, whole or (patch) in changed ranges.
 	ranged map[int]*rangedPart
