@@ -18,6 +18,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/walvault/walvault/archive"
 	"github.com/walvault/walvault/archive/internal/fsutil"
 	"github.com/walvault/walvault/archive/repo"
@@ -294,11 +296,12 @@ func write(ctx context.Context, r *repo.Repo, m *repo.Manifest, links []link, pl
 	if plan != nil {
 		err = x.assembleChain(ctx, plan, max(1, opts.Concurrency))
 	} else {
-		err = x.fetchRanged(ctx, max(1, opts.Concurrency))
-		slog.Debug("restore: blocks read by ranges written", "seconds", time.Since(res.began).Seconds())
-		if err == nil {
-			err = x.extractAll(ctx, max(1, opts.Concurrency))
-		}
+		// The parts read by ranges and those read whole hold different
+		// files: both at once.
+		g, gctx := errgroup.WithContext(ctx)
+		g.Go(func() error { return x.fetchRanged(gctx, max(1, opts.Concurrency)) })
+		g.Go(func() error { return x.extractAll(gctx, max(1, opts.Concurrency)) })
+		err = g.Wait()
 		if x.delta != nil {
 			res.StoredRead += x.delta.fetched.Load()
 		}
@@ -311,7 +314,6 @@ func write(ctx context.Context, r *repo.Repo, m *repo.Manifest, links []link, pl
 	if err := x.delta.waitRemoved(); err != nil {
 		return err
 	}
-	slog.Debug("restore: what the backup does not have removed", "seconds", time.Since(res.began).Seconds())
 	if err := x.finish(spcs, own); err != nil {
 		return err
 	}
