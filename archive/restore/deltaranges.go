@@ -157,14 +157,6 @@ func (c *rangeCompare) result() *patchFile {
 	return &c.pf
 }
 
-// crcWriter sums what is written to it.
-type crcWriter struct{ sum uint32 }
-
-func (c *crcWriter) Write(p []byte) (int, error) {
-	c.sum = crc32.Update(c.sum, castagnoli, p)
-	return len(p), nil
-}
-
 // openRanged opens the block index of every part to read by ranges. A
 // part whose index cannot be read (missing, damaged) is read whole
 // instead, as an older backup's: nothing of it is used unauthenticated
