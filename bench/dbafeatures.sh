@@ -122,7 +122,10 @@ KEPT=$(jq -r '.delta.kept_bytes' "$WORK/delta.json")
 FETCHED=$(jq -r '.delta.fetched_bytes' "$WORK/delta.json")
 CMP=$(jq -r '.delta.compare_seconds' "$WORK/delta.json")
 PATCHED=$(jq -r '.delta.patched_files' "$WORK/delta.json")
-SAME=$(diff -rq --no-dereference "$WORK/d-clean" "$WORK/d-delta" >"$WORK/diff.txt" 2>&1 && echo yes || echo "NO: $(head -n 3 "$WORK/diff.txt" | tr '\n' ';')")
+# postgresql.auto.conf differs by the time its recovery settings were added.
+SAME=$({ diff -rq --no-dereference -x postgresql.auto.conf "$WORK/d-clean" "$WORK/d-delta" &&
+	diff <(grep -v '^# Added by walvault restore at' "$WORK/d-clean/postgresql.auto.conf") <(grep -v '^# Added by walvault restore at' "$WORK/d-delta/postgresql.auto.conf"); } >"$WORK/diff.txt" 2>&1 &&
+	echo yes || echo "NO: $(head -n 3 "$WORK/diff.txt" | tr '\n' ';')")
 RATIO=$(awk -v a="$SECS_delta" -v b="$SECS_clean" 'BEGIN { printf "%.1f", 100 * a / b }')
 RATIO_T=$(awk -v a="$SECS_bytime" -v b="$SECS_clean" 'BEGIN { printf "%.1f", 100 * a / b }')
 
