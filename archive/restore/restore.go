@@ -82,9 +82,12 @@ type Result struct {
 	// Delta is what a delta restore kept, fetched and removed (nil for
 	// a restore that is not one).
 	Delta *DeltaStats
-	// PartsRead and StoredRead are the parts downloaded (of every link)
-	// and their stored bytes; PartsTotal and StoredTotal all there are.
+	// PartsRead and StoredRead are the parts downloaded whole (of every
+	// link) and the stored bytes read (those of the parts a delta restore
+	// read by ranges, PartsRanged, included: their block indexes and the
+	// ranges fetched); PartsTotal and StoredTotal all there are.
 	PartsRead, PartsTotal   int
+	PartsRanged             int
 	StoredRead, StoredTotal int64
 }
 
@@ -304,6 +307,7 @@ func write(ctx context.Context, r *repo.Repo, m *repo.Manifest, links []link, pl
 		err = g.Wait()
 		if x.delta != nil {
 			res.StoredRead += x.delta.fetched.Load()
+			res.PartsRanged = len(x.delta.ranged)
 		}
 	}
 	x.prog.Done()
