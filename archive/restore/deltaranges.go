@@ -83,11 +83,17 @@ func (x *extractor) indexed(i int) bool {
 	return !x.m.Incremental() && p.Index != "" && p.StoredSize >= minRangedPart
 }
 
+// maxPatchRange bounds the range size a delta restore patches by (each
+// range is held in memory to be checked before it is written): backups
+// record 1 MiB ranges; a manifest that says more has its files written
+// whole.
+const maxPatchRange = 16 << 20
+
 // patchable says whether f can be compared range by range and patched in
 // place: a relation file with range checksums, in an indexed part, and
 // none of the files restore always writes anew.
 func (x *extractor) patchable(f *repo.File) bool {
-	return f.RangeCRCs != "" && x.m.RangeSize > 0 && f.TarOffset > 0 && f.Stored == repo.StoredWhole &&
+	return f.RangeCRCs != "" && x.m.RangeSize > 0 && x.m.RangeSize <= maxPatchRange && f.TarOffset > 0 && f.Stored == repo.StoredWhole &&
 		x.indexed(f.Part) && !deferredFiles[f.Path] && !archive.SelfChecked(f.Path)
 }
 
