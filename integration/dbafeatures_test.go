@@ -36,7 +36,15 @@ func jsonResult(t *testing.T, tg *target, env []string, want int, args ...string
 // the archive and gets the last state back; a delta restore is refused
 // while the server runs and into another cluster's directory.
 func TestDeltaRestore(t *testing.T) {
-	tg := newTarget(t, "file")
+	for _, kind := range []string{"file", "s3"} {
+		t.Run(kind, func(t *testing.T) { testDeltaRestore(t, kind) })
+	}
+}
+
+// testDeltaRestore is TestDeltaRestore on a store of kind: on S3 the
+// parts' blocks are fetched with Range requests.
+func testDeltaRestore(t *testing.T, kind string) {
+	tg := newTarget(t, kind)
 	c, identity, recipient := archivingCluster(t, tg)
 	serverEnv := append([]string{"WALVAULT_RECIPIENT=" + recipient}, tg.Env...)
 	c.Run("pgbench", "-i", "-s", "2", "-q")

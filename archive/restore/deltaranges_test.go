@@ -17,8 +17,6 @@ import (
 	"github.com/walvault/walvault/archive/internal/backuptest"
 	"github.com/walvault/walvault/archive/repo"
 	"github.com/walvault/walvault/cloud"
-	_ "github.com/walvault/walvault/cloud/all" // s3://
-	"github.com/walvault/walvault/integration/testenv"
 )
 
 // tableLike is n bytes that compress as a table does, about 5:1: rows of
@@ -36,7 +34,8 @@ func tableLike(n int, seed byte) []byte {
 // indexes and range checksums fetches only the blocks of the ranges that
 // differ (a small fraction of the stored bytes), patches the relation
 // file in place, writes the other files that differ whole, and leaves
-// DEST equal to a clean restore; encrypted or not, from file:// and S3.
+// DEST equal to a clean restore; encrypted or not (S3: the integration
+// test TestDeltaRestore).
 // A block changed in the store stops it before a byte of it is written.
 func TestDeltaRestoreRanges(t *testing.T) {
 	stores := []struct {
@@ -50,9 +49,6 @@ func TestDeltaRestoreRanges(t *testing.T) {
 			}
 			return st
 		}},
-		{"s3", func(t *testing.T) cloud.Store {
-			return s3Server(t).NewTarget(t).Open(t)
-		}},
 	}
 	for _, sv := range stores {
 		for _, encrypted := range []bool{false, true} {
@@ -61,38 +57,6 @@ func TestDeltaRestoreRanges(t *testing.T) {
 			})
 		}
 	}
-}
-
-var s3Srv struct {
-	srv *testenv.Server
-	err error
-	dir string
-}
-
-// s3Server is one versitygw for the package's tests.
-func s3Server(t *testing.T) *testenv.Server {
-	t.Helper()
-	if s3Srv.srv == nil && s3Srv.err == nil {
-		dir, err := os.MkdirTemp("", "walvault-restore-s3-")
-		if err != nil {
-			t.Fatal(err)
-		}
-		s3Srv.dir = dir
-		s3Srv.srv, s3Srv.err = testenv.Start(testenv.S3, dir)
-	}
-	if s3Srv.err != nil {
-		t.Fatalf("cannot start the S3 test server: %v", s3Srv.err)
-	}
-	return s3Srv.srv
-}
-
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if s3Srv.srv != nil {
-		_ = s3Srv.srv.Stop()
-		_ = os.RemoveAll(s3Srv.dir)
-	}
-	os.Exit(code)
 }
 
 func testDeltaRanges(t *testing.T, st cloud.Store, encrypted bool) {
