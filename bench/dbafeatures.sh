@@ -3,6 +3,7 @@
 #
 #   bash bench/dbafeatures.sh [path/to/walvault]      (default: bin/walvault)
 #   SCALE=50 TPS_SCALE=20 TPS_SECONDS=20 bash bench/dbafeatures.sh
+#   SECTIONS=1 bash bench/dbafeatures.sh              (only section 1; default 123)
 #
 # 1. Delta restore: pgbench -i -s SCALE archiving to a file store, a full
 #    backup, UPDATE 1% of pgbench_accounts in one range (aid <= 1%), a
@@ -25,6 +26,7 @@ BIN=$(readlink -f "${1:-bin/walvault}")
 SCALE=${SCALE:-50}
 TPS_SCALE=${TPS_SCALE:-20}
 TPS_SECONDS=${TPS_SECONDS:-20}
+SECTIONS=${SECTIONS:-123}
 PGBIN=${PG_BINDIR:-/usr/lib/postgresql/15/bin}
 die() { echo "dbafeatures: $*" >&2; exit 2; }
 say() { echo "dbafeatures: $* ($(date -u +%H:%M:%S))" >&2; }
@@ -89,6 +91,7 @@ wait_archived() {
 }
 
 # --- 1. delta restore
+if [[ $SECTIONS == *1* ]]; then
 say "delta restore: pgbench -s $SCALE"
 cluster delta 5561 --data-checksums
 "$PGBIN/pgbench" -p 5561 -i -s "$SCALE" -q >/dev/null 2>&1
@@ -120,6 +123,11 @@ restore_timed bytime "$WORK/d-bytime" --delta-by-time
 KEPT=$(jq -r '.delta.kept_bytes' "$WORK/delta.json")
 FETCHED=$(jq -r '.delta.fetched_bytes' "$WORK/delta.json")
 CMP=$(jq -r '.delta.compare_seconds' "$WORK/delta.json")
+PATCHED=$(jq -r '.delta.patched_files' "$WORK/delta.json")
+# postgresql.auto.conf differs by the time its recovery settings were added.
+SAME=$({ diff -rq --no-dereference -x postgresql.auto.conf "$WORK/d-clean" "$WORK/d-delta" &&
+	diff <(grep -v '^# Added by walvault restore at' "$WORK/d-clean/postgresql.auto.conf") <(grep -v '^# Added by walvault restore at' "$WORK/d-delta/postgresql.auto.conf"); } >"$WORK/diff.txt" 2>&1 &&
+	echo yes || echo "NO: $(head -n 3 "$WORK/diff.txt" | tr '\n' ';')")
 RATIO=$(awk -v a="$SECS_delta" -v b="$SECS_clean" 'BEGIN { printf "%.1f", 100 * a / b }')
 RATIO_T=$(awk -v a="$SECS_bytime" -v b="$SECS_clean" 'BEGIN { printf "%.1f", 100 * a / b }')
 
@@ -130,11 +138,14 @@ Issue 21 targets, one run ($(date -u +%F), $(nproc) cores), walvault $("$WV" ver
 1. Delta restore, pgbench -s $SCALE, backup $(mib "$STORED") MiB stored, then UPDATE of aid <= $rows (1%), server stopped
    clean restore into an empty directory   ${SECS_clean} s, read $(mib "$READ_clean") MiB
    restore --delta                         ${SECS_delta} s (${RATIO}% of clean; target <= 25%: $(verdict "$RATIO" 25)), read $(mib "$READ_delta") MiB = $(pct "$READ_delta" "$STORED")% of stored (target <= 5%: $(verdict "$(pct "$READ_delta" "$STORED")" 5))
-                                           kept $(mib "$KEPT") MiB, wrote $(mib "$FETCHED") MiB, compare ${CMP} s
+                                           kept $(mib "$KEPT") MiB, wrote $(mib "$FETCHED") MiB ($PATCHED files patched in place), compare ${CMP} s
+                                           the directory equals the clean restore's (diff -r): $SAME
    restore --delta-by-time                 ${SECS_bytime} s (${RATIO_T}% of clean), read $(mib "$READ_bytime") MiB
 EOT
+fi
 
 # --- 2. standby backups and the primary's TPS
+if [[ $SECTIONS == *2* ]]; then
 say "standby: pgbench -s $TPS_SCALE, $TPS_SECONDS s per case"
 cluster prim 5562
 "$PGBIN/pgbench" -p 5562 -i -s "$TPS_SCALE" -q >/dev/null 2>&1
@@ -172,8 +183,11 @@ cat <<EOT
    backups of the primary, back to back    $TPS_PRIM ($N_PRIM backups; cost ${COST_PRIM}%)
    backups of the standby, back to back    $TPS_STBY ($N_STBY backups; cost ${COST_STBY}%; target <= 5%: $(verdict "$COST_STBY" 5)); from_standby backups listed: $STBY_FLAG
 EOT
+fi
 
 # --- 3. rate limits
+if [[ $SECTIONS == *3* ]]; then
+[[ $SECTIONS == *2* ]] || die "section 3 uses section 2's clusters: SECTIONS=23 or 123"
 say "rate limits: 20MiB/s"
 LIMIT=$((20 << 20))
 PGPORT=5562 as_pg "$WV" backup-push --store "file://$WORK/store-prim" --compression none --fast-checkpoint --log-level warn --json \
@@ -203,3 +217,4 @@ cat <<EOT
    backup-push, compression none            $(awk -v r="$RATE_BK" 'BEGIN { printf "%.0f B/s = %.1f%% of the limit", r, 100 * r / 20971520 }')
    agent, $READY ready segments, 10 s window  $RATE_AG B/s = $(pct "$RATE_AG" "$LIMIT")% of the limit
 EOT
+fi

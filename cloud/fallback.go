@@ -83,6 +83,22 @@ func (f *fallbackStore) Get(ctx context.Context, key string) (io.ReadCloser, Obj
 	return nil, ObjectInfo{}, err
 }
 
+func (f *fallbackStore) GetRange(ctx context.Context, key string, off, n int64) (io.ReadCloser, error) {
+	rc, err := f.Store.GetRange(ctx, key, off, n)
+	if !errors.Is(err, ErrNotFound) {
+		return rc, err
+	}
+	for _, o := range f.others {
+		if rc, oerr := o.GetRange(ctx, key, off, n); oerr == nil {
+			f.noted(key, o, err)
+			return rc, nil
+		} else if !errors.Is(oerr, ErrNotFound) {
+			return nil, oerr
+		}
+	}
+	return nil, err
+}
+
 func (f *fallbackStore) Load(ctx context.Context, key string, fn func(io.Reader, ObjectInfo) error) error {
 	err := f.Store.Load(ctx, key, fn)
 	if !errors.Is(err, ErrNotFound) {

@@ -376,6 +376,25 @@ func (s *fileStore) Get(ctx context.Context, key string) (io.ReadCloser, ObjectI
 	return ctxReadCloser{ctxReader{ctx, f}, f}, info, nil
 }
 
+func (s *fileStore) GetRange(ctx context.Context, key string, off, n int64) (io.ReadCloser, error) {
+	if err := CheckRange(key, off, n); err != nil {
+		return nil, err
+	}
+	f, info, err := s.open(key)
+	if err != nil {
+		return nil, err
+	}
+	if off >= info.Size || n == 0 {
+		_ = f.Close()
+		return EmptyBody(), nil
+	}
+	if _, err := f.Seek(off, io.SeekCurrent); err != nil {
+		_ = f.Close()
+		return nil, err
+	}
+	return ctxReadCloser{ctxReader{ctx, io.LimitReader(f, min(n, info.Size-off))}, f}, nil
+}
+
 func (s *fileStore) Stat(_ context.Context, key string) (ObjectInfo, error) {
 	f, info, err := s.open(key)
 	if err != nil {

@@ -3,6 +3,7 @@ package cloud
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -172,6 +173,17 @@ func (r *retryStore) Get(ctx context.Context, key string) (rc io.ReadCloser, inf
 	return rc, info, err
 }
 
+// GetRange retries the opening, and a body whose connection breaks midway
+// is opened again where it broke, for what is left, within the same
+// budget of attempts.
+func (r *retryStore) GetRange(ctx context.Context, key string, off, n int64) (io.ReadCloser, error) {
+	rr := &rangeReader{ctx: ctx, s: r, key: key, off: off, left: n}
+	if err := rr.open(); err != nil {
+		return nil, err
+	}
+	return rr, nil
+}
+
 func (r *retryStore) Stat(ctx context.Context, key string) (info ObjectInfo, err error) {
 	err = Retry(ctx, r.p, "stat "+key, func() error {
 		var e error
@@ -202,4 +214,58 @@ func (r *retryStore) List(ctx context.Context, prefix string, opts ListOptions, 
 
 func (r *retryStore) Delete(ctx context.Context, key string) error {
 	return Retry(ctx, r.p, "delete "+key, func() error { return r.Store.Delete(ctx, key) })
+}
+
+// rangeReader is a range body that resumes after a broken connection.
+type rangeReader struct {
+	ctx      context.Context
+	s        *retryStore
+	key      string
+	off      int64 // of the next byte
+	left     int64 // bytes still wanted (an object that ends first ends it)
+	rc       io.ReadCloser
+	attempts int // opened so far
+}
+
+func (r *rangeReader) open() error {
+	return Retry(r.ctx, r.s.p, "get range of "+r.key, func() error {
+		r.attempts++
+		rc, err := r.s.Store.GetRange(r.ctx, r.key, r.off, r.left)
+		if err == nil {
+			r.rc = rc
+		}
+		return err
+	})
+}
+
+func (r *rangeReader) Read(p []byte) (int, error) {
+	if r.rc == nil {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > r.left {
+		p = p[:r.left]
+	}
+	if len(p) == 0 {
+		return 0, io.EOF
+	}
+	w := &watchedReader{r: r.rc}
+	n, err := w.Read(p)
+	r.off += int64(n)
+	r.left -= int64(n)
+	if err == nil || err == io.EOF || !w.broke(r.ctx) || r.attempts >= r.s.p.Attempts {
+		return n, err
+	}
+	_ = r.rc.Close()
+	r.rc = nil
+	if oerr := r.open(); oerr != nil {
+		return n, fmt.Errorf("%s: reading %s: %w: %w", r.s, r.key, ErrInterrupted, oerr)
+	}
+	return n, nil
+}
+
+func (r *rangeReader) Close() error {
+	if r.rc == nil {
+		return nil
+	}
+	return r.rc.Close()
 }

@@ -10,6 +10,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"time"
 )
@@ -88,6 +89,12 @@ type Store interface {
 	// LoadOnce for what counts as broken). fn's own errors are returned as
 	// fn returned them, never retried. Backends implement it with LoadOnce.
 	Load(ctx context.Context, key string, fn func(r io.Reader, info ObjectInfo) error) error
+	// GetRange opens bytes [off, off+n) of key for reading: fewer when the
+	// object ends first, none when off is at or past its end or n is 0 (a
+	// missing key is ErrNotFound all the same). off and n must not be
+	// negative. It is for a reader that fetches a few authenticated pieces
+	// of a large object (delta restore); the body carries no metadata.
+	GetRange(ctx context.Context, key string, off, n int64) (io.ReadCloser, error)
 	// Stat returns the object's size and metadata, or ErrNotFound.
 	Stat(ctx context.Context, key string) (ObjectInfo, error)
 	// List calls fn for every key under prefix, in lexical order. Returning
@@ -110,6 +117,36 @@ type Store interface {
 type Body interface {
 	io.Reader
 	Rewind() error
+}
+
+// CheckRange refuses a range GetRange cannot mean: a negative offset or
+// length.
+func CheckRange(key string, off, n int64) error {
+	if off < 0 || n < 0 {
+		return Permanent(fmt.Errorf("%s: a range of %d bytes at offset %d", key, n, off))
+	}
+	return nil
+}
+
+// EmptyBody is the body of a range that holds no byte.
+func EmptyBody() io.ReadCloser { return io.NopCloser(bytes.NewReader(nil)) }
+
+// RangeAfterError is what a backend answers when its server refused a
+// range request with err: a range that starts at or past the end of an
+// object that exists is empty (servers answer 416 there); anything else
+// is err.
+func RangeAfterError(ctx context.Context, s Store, key string, off int64, err error) (io.ReadCloser, error) {
+	info, serr := s.Stat(ctx, key)
+	if serr != nil {
+		if errors.Is(serr, ErrNotFound) {
+			return nil, serr
+		}
+		return nil, err
+	}
+	if off >= info.Size {
+		return EmptyBody(), nil
+	}
+	return nil, err
 }
 
 // ErrNoRewind is Rewind's answer for a body that can be read only once.

@@ -36,7 +36,15 @@ func jsonResult(t *testing.T, tg *target, env []string, want int, args ...string
 // the archive and gets the last state back; a delta restore is refused
 // while the server runs and into another cluster's directory.
 func TestDeltaRestore(t *testing.T) {
-	tg := newTarget(t, "file")
+	for _, kind := range []string{"file", "s3"} {
+		t.Run(kind, func(t *testing.T) { testDeltaRestore(t, kind) })
+	}
+}
+
+// testDeltaRestore is TestDeltaRestore on a store of kind: on S3 the
+// parts' blocks are fetched with Range requests.
+func testDeltaRestore(t *testing.T, kind string) {
+	tg := newTarget(t, kind)
 	c, identity, recipient := archivingCluster(t, tg)
 	serverEnv := append([]string{"WALVAULT_RECIPIENT=" + recipient}, tg.Env...)
 	c.Run("pgbench", "-i", "-s", "2", "-q")
@@ -86,6 +94,12 @@ func TestDeltaRestore(t *testing.T) {
 	if obj["parts_read"].(float64) >= obj["parts_total"].(float64) {
 		t.Errorf("the delta restore read %v of %v parts", obj["parts_read"], obj["parts_total"])
 	}
+	// The big parts (encrypted) by ranges, through their block indexes:
+	// fewer bytes than the parts hold.
+	if obj["parts_read_by_ranges"].(float64) == 0 || d["patched_files"].(float64) == 0 || obj["stored_bytes_read"].(float64) >= obj["stored_bytes_total"].(float64) {
+		t.Errorf("the delta restore read %v parts by ranges, patched %v files, read %v of %v stored bytes", obj["parts_read_by_ranges"], d["patched_files"], obj["stored_bytes_read"], obj["stored_bytes_total"])
+	}
+	t.Logf("delta restore: %v of %v stored bytes read, %v parts whole, %v by ranges, delta %v", obj["stored_bytes_read"], obj["stored_bytes_total"], obj["parts_read"], obj["parts_read_by_ranges"], d)
 	if _, err := os.Stat(stray); !os.IsNotExist(err) {
 		t.Errorf("the stray file survived the delta restore: %v", err)
 	}

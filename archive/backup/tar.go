@@ -39,7 +39,8 @@ func tarEntryName(p, typ string) string {
 // inc, when not nil, makes it an incremental backup's part: files the
 // parent has may be stored as changed blocks or not at all.
 func writeTar(ctx context.Context, w io.Writer, ents []walkEntry, part int, buf []byte, onRead func(int64), inc *incremental) ([]repo.File, error) {
-	tw := tar.NewWriter(w)
+	cw := &countWriter{w: w}
+	tw := tar.NewWriter(cw)
 	var files []repo.File
 	for _, e := range ents {
 		if err := ctx.Err(); err != nil {
@@ -69,6 +70,10 @@ func writeTar(ctx context.Context, w io.Writer, ents []walkEntry, part int, buf 
 			}
 			if !done {
 				continue
+			}
+			if inc == nil {
+				// The content went straight through after its header.
+				f.TarOffset = cw.n - f.Size
 			}
 		}
 		files = append(files, f)
@@ -165,6 +170,19 @@ func tarFile(tw *tar.Writer, e walkEntry, f *repo.File, buf []byte, onRead func(
 	return true, nil
 }
 
+// countWriter counts what goes through it: where in the tar stream a
+// file's content starts (repo.File.TarOffset).
+type countWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
 // localErr marks a local read failure as not worth retrying the upload for.
 func localErr(err error) error { return cloud.Permanent(err) }
 
@@ -176,18 +194,20 @@ type memFile struct {
 
 // writeMemTar writes in-memory files as a tar archive.
 func writeMemTar(w io.Writer, files []memFile, part int, mtime time.Time) ([]repo.File, error) {
-	tw := tar.NewWriter(w)
+	cw := &countWriter{w: w}
+	tw := tar.NewWriter(cw)
 	var out []repo.File
 	for _, m := range files {
 		hdr := &tar.Header{Name: m.Path, Mode: 0o600, Size: int64(len(m.Data)), ModTime: mtime, Typeflag: tar.TypeReg}
 		if err := tw.WriteHeader(hdr); err != nil {
 			return nil, err
 		}
+		at := cw.n
 		if _, err := tw.Write(m.Data); err != nil {
 			return nil, err
 		}
 		out = append(out, repo.File{Path: m.Path, Part: part, Size: int64(len(m.Data)), Mode: "0600", MTime: mtime.UTC().Truncate(time.Second),
-			CRC32C: crcHex(crc32.Checksum(m.Data, castagnoli))})
+			CRC32C: crcHex(crc32.Checksum(m.Data, castagnoli)), TarOffset: at})
 	}
 	return out, tw.Close()
 }

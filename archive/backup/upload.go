@@ -71,13 +71,16 @@ func (u *uploader) uploadParts(ctx context.Context, plans []partPlan, concurrenc
 func (u *uploader) uploadPart(ctx context.Context, idx int, spc uint32, sizeHint int64, produce func(io.Writer) ([]repo.File, error)) (repo.Part, []repo.File, error) {
 	key := repo.BackupKey(u.name, repo.PartName(idx))
 	u.mu.Lock()
-	u.written = append(u.written, key, repo.SumsKey(key))
+	u.written = append(u.written, key, repo.SumsKey(key), repo.IndexKey(key))
 	u.mu.Unlock()
 	src := &partSource{produce: produce}
 	stored, sums, err := u.r.PutChunked(ctx, key, src.open, repo.PutOptions{
 		PutOptions:  cloud.PutOptions{IfAbsent: true, SizeHint: sizeHint},
 		Concurrency: codecConcurrency(),
 		OnStored:    u.prog.AddStored,
+		// A full backup's parts are indexed block by block, for delta
+		// restore; an incremental's are read whole.
+		Indexed: u.inc == nil,
 	})
 	if err != nil {
 		if cause := src.cause(); cause != nil {
@@ -89,14 +92,24 @@ func (u *uploader) uploadPart(ctx context.Context, idx int, spc uint32, sizeHint
 		return repo.Part{}, nil, err
 	}
 	files := src.files()
+	var index string
+	var indexSize int64
+	if stored.Index != nil {
+		if index, indexSize, err = u.r.PutBlockIndex(ctx, key, stored.Index); err != nil {
+			return repo.Part{}, nil, err
+		}
+	}
 	n := 0
-	for _, f := range files {
+	for i, f := range files {
 		if f.Type == repo.TypeFile && f.Stored != repo.StoredParent {
 			n++
 		}
+		if index == "" {
+			files[i].TarOffset = 0 // nothing to find it with
+		}
 	}
 	part := repo.Part{Name: repo.PartName(idx), Tablespace: spc, Files: n, Size: stored.Size,
-		StoredSize: stored.StoredSize, SHA256: stored.SHA256, Sums: sums}
+		StoredSize: stored.StoredSize, SHA256: stored.SHA256, Sums: sums, Index: index, IndexSize: indexSize}
 	return part, files, nil
 }
 

@@ -2,12 +2,15 @@ package backup
 
 import (
 	"archive/tar"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -55,12 +58,35 @@ func TestUploadPartRetry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Two attempts at the part, then its sums object.
-	if produced.Load() != 2 || flaky.Calls(storetest.Put) != 3 {
-		t.Fatalf("produced %d times, %d puts: want the part read again for the second attempt, then its sums", produced.Load(), flaky.Calls(storetest.Put))
+	// Two attempts at the part, then its sums object and block index.
+	if produced.Load() != 2 || flaky.Calls(storetest.Put) != 4 {
+		t.Fatalf("produced %d times, %d puts: want the part read again for the second attempt, then its sums and index", produced.Load(), flaky.Calls(storetest.Put))
 	}
 	if _, err := u.r.LoadSums(ctx, repo.BackupKey(u.name, part.Name), part.Sums, part.StoredSize); err != nil {
 		t.Fatalf("the part's sums object does not authenticate it: %v", err)
+	}
+	// The index is the attempt's that succeeded: every file's content
+	// reads back through it at its tar offset.
+	var fetched atomic.Int64
+	pr, err := u.r.OpenPartRanges(ctx, &repo.Manifest{Name: u.name, Parts: []repo.Part{part}}, 0, &fetched)
+	if err != nil {
+		t.Fatalf("the part's block index: %v", err)
+	}
+	for _, f := range files {
+		if f.Type != repo.TypeFile {
+			continue
+		}
+		want, err := os.ReadFile(filepath.Join(dir, f.Path))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []byte
+		if err := pr.Read(ctx, []repo.TarRange{{Off: f.TarOffset, N: f.Size, Sink: func(_ int64, b []byte) error { got = append(got, b...); return nil }}}); err != nil {
+			t.Fatal(err)
+		}
+		if f.TarOffset < 512 || !bytes.Equal(got, want) {
+			t.Fatalf("%s at tar offset %d: %d bytes that are not its content", f.Path, f.TarOffset, len(got))
+		}
 	}
 	if part.Name != repo.PartName(0) || part.Files != 2 || len(files) != len(w.Base) {
 		t.Fatalf("part %+v with %d files, want 2 regular files of %d entries", part, len(files), len(w.Base))

@@ -76,7 +76,14 @@ type Settings struct {
 	// touches no new memory (a fifth less CPU per WAL segment than 1 MiB
 	// blocks spread over goroutines). Readers take any block size.
 	SmallBlocks bool
+	// LZ4Block, when not 0, is the lz4 block size in bytes (64 KiB,
+	// 256 KiB, 1 MiB or 4 MiB), over SmallBlocks: backup parts use
+	// 256 KiB, the unit a delta restore fetches (see repo's block index).
+	LZ4Block int
 }
+
+// lz4BlockSizes are the block sizes an lz4 frame can declare.
+var lz4BlockSizes = map[int]lz4.BlockSize{64 << 10: lz4.Block64Kb, 256 << 10: lz4.Block256Kb, 1 << 20: lz4.Block1Mb, 4 << 20: lz4.Block4Mb}
 
 type multiCloser struct {
 	io.Writer
@@ -193,6 +200,13 @@ func getLZ4Writer(dst io.Writer, s Settings) (io.WriteCloser, error) {
 	block := lz4.Block1Mb
 	if s.SmallBlocks {
 		block = lz4.Block64Kb
+	}
+	if s.LZ4Block != 0 {
+		b, ok := lz4BlockSizes[s.LZ4Block]
+		if !ok {
+			return nil, fmt.Errorf("lz4 has no block size of %d bytes", s.LZ4Block)
+		}
+		block = b
 	}
 	opts := []lz4.Option{lz4.ChecksumOption(!s.NoFrameChecksum), lz4.BlockSizeOption(block),
 		lz4.CompressionLevelOption(level), lz4.ConcurrencyOption(conc)}

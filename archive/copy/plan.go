@@ -142,14 +142,14 @@ func planBackups(ctx context.Context, src *repo.Repo, plan *Plan, have map[strin
 }
 
 // backupObject says whether file of backup m's folder is part of its copy:
-// its parts, their sums, its mark records and its manifest (never a
+// its parts, their sums and block indexes, its mark records and its manifest (never a
 // deleting.json, nor what walvault does not write).
 func backupObject(m *repo.Manifest, file string) bool {
 	if file == repo.ManifestFile || strings.HasPrefix(file, repo.MarkPrefix) {
 		return true
 	}
 	for _, p := range m.Parts {
-		if file == p.Name || p.Sums != "" && file == p.Name+repo.SumsSuffix {
+		if file == p.Name || p.Sums != "" && file == p.Name+repo.SumsSuffix || p.Index != "" && file == p.Name+repo.IndexSuffix {
 			return true
 		}
 	}

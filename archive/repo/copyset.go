@@ -99,7 +99,7 @@ func (r *Repo) CopyWAL(ctx context.Context, dst cloud.Store, key string, segCap 
 }
 
 // CopyBackup copies backup m, whose folder in r's store is f, to dst: its
-// parts and their sums objects (Concurrency at a time), then its mark
+// parts, their sums objects and block indexes (Concurrency at a time), then its mark
 // records, then its manifest, whose SHA-256 must be the one read (sum).
 // Objects opts.Have shows are left. An incremental's ancestors are the
 // caller's to copy first.
@@ -108,7 +108,15 @@ func (r *Repo) CopyBackup(ctx context.Context, dst cloud.Store, m *Manifest, f *
 	g.SetLimit(max(opts.Concurrency, 1))
 	for _, p := range m.Parts {
 		g.Go(func() error {
-			return r.copyChunked(gctx, dst, BackupKey(m.Name, p.Name), p.SHA256, p.StoredSize, p.Sums, opts)
+			key := BackupKey(m.Name, p.Name)
+			if err := r.copyChunked(gctx, dst, key, p.SHA256, p.StoredSize, p.Sums, opts); err != nil {
+				return err
+			}
+			if p.Index == "" || opts.has(IndexKey(key), p.IndexSize) {
+				return nil
+			}
+			_, err := r.copyOne(gctx, dst, IndexKey(key), CopyCheck{SHA256: p.Index, Size: p.IndexSize}, opts)
+			return err
 		})
 	}
 	if err := g.Wait(); err != nil {

@@ -141,6 +141,13 @@ type Part struct {
 	// Sums is the SHA-256 of the part's sums object (see sums.go), which
 	// authenticates it chunk by chunk: manifest format 3 and later.
 	Sums string `json:"sums_sha256,omitempty"`
+	// Index and IndexSize are the SHA-256 and size of the stored bytes of
+	// the part's block index (see blockindex.go), which lets a delta
+	// restore fetch only some blocks; written since delta restore reads
+	// ranges, for parts in lz4 or without compression. Readers that do not
+	// know them ignore them (the part is as it always was).
+	Index     string `json:"index_sha256,omitempty"`
+	IndexSize int64  `json:"index_stored_size,omitempty"`
 }
 
 // File types in the manifest.
@@ -185,6 +192,10 @@ type File struct {
 	// RangeCRCs are the CRC-32C of each Manifest.RangeSize bytes of the
 	// file's content (ranges.go), for relation files.
 	RangeCRCs string `json:"range_crc32c,omitempty"`
+	// TarOffset is where the file's content starts in its part's tar
+	// stream (after its header), for a regular file of a part with a
+	// block index.
+	TarOffset int64 `json:"tar_offset,omitempty"`
 }
 
 // Incremental says whether m is an incremental backup.
@@ -340,6 +351,10 @@ func (m *Manifest) validate(full bool) error {
 		}
 		if p.Size < 0 || p.StoredSize < 0 {
 			return fmt.Errorf("part %s has a negative size", p.Name)
+		}
+		if p.Index != "" && (!isHex(p.Index, 64) || p.IndexSize <= 0 || p.IndexSize > maxIndexLen(p.Size)+1<<20 || p.Sums == "") ||
+			p.Index == "" && p.IndexSize != 0 {
+			return fmt.Errorf("part %s: index_sha256 %s with index_stored_size %d", p.Name, short(p.Index), p.IndexSize)
 		}
 	}
 	if !full {
@@ -516,6 +531,12 @@ func (f *File) check(parts int, m *Manifest) error {
 	case TypeDir, TypeSymlink:
 	default:
 		return fmt.Errorf("%s: unknown type %s", short(f.Path), short(f.Type))
+	}
+	if f.TarOffset != 0 {
+		p := m.Parts[f.Part]
+		if f.Type != TypeFile || f.Stored != StoredWhole || p.Index == "" || f.TarOffset < 0 || f.TarOffset > p.Size-f.Size {
+			return fmt.Errorf("%s: tar_offset %d does not fit in part %s", short(f.Path), f.TarOffset, p.Name)
+		}
 	}
 	if f.RangeCRCs != "" {
 		if f.Type != TypeFile {

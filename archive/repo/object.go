@@ -30,6 +30,10 @@ type PutOptions struct {
 	// Chunked makes Put sum the stored bytes chunk by chunk (Stored.Sums),
 	// for an object a reader authenticates as it streams (see sums.go).
 	Chunked bool
+	// Indexed makes Put index the encoded stream block by block
+	// (Stored.Index, see blockindex.go): lz4 in IndexBlockSize blocks, or
+	// no compression; a zstd object is not indexed.
+	Indexed bool
 }
 
 // Stored describes an object as Put stored it.
@@ -39,6 +43,9 @@ type Stored struct {
 	SHA256     string // hex SHA-256 of the stored object
 	// Sums is the stored object's digest list, with PutOptions.Chunked.
 	Sums *Sums
+	// Index is the encoded stream's block index, with PutOptions.Indexed
+	// (nil when it could not be indexed).
+	Index *BlockIndex
 }
 
 // Put streams the content src opens through compression and encryption
@@ -52,6 +59,9 @@ func (r *Repo) Put(ctx context.Context, key string, src func() (io.ReadCloser, e
 	if opts.Concurrency > 0 {
 		s.Concurrency = opts.Concurrency
 	}
+	if opts.Indexed && (s.Compression == codec.LZ4 || s.Compression == "") {
+		s.LZ4Block = IndexBlockSize
+	}
 	var err error
 	if opts.Metadata, err = r.withProof(key, opts.Metadata); err != nil {
 		return Stored{}, err
@@ -60,6 +70,7 @@ func (r *Repo) Put(ctx context.Context, key string, src func() (io.ReadCloser, e
 	if opts.Chunked {
 		enc.chunks = newChunkSummer()
 	}
+	enc.indexed = opts.Indexed
 	if err := enc.start(); err != nil {
 		return Stored{}, err
 	}
@@ -73,6 +84,9 @@ func (r *Repo) Put(ctx context.Context, key string, src func() (io.ReadCloser, e
 	st := Stored{Size: enc.raw.n, StoredSize: enc.n, SHA256: hex.EncodeToString(enc.h.Sum(nil))}
 	if enc.chunks != nil {
 		st.Sums = enc.chunks.sums()
+	}
+	if enc.index != nil {
+		st.Index = enc.index.index(st.Size)
 	}
 	return st, nil
 }
@@ -122,10 +136,13 @@ type encoder struct {
 
 	h      hash.Hash    // of the stored bytes
 	chunks *chunkSummer // of the stored bytes, chunk by chunk (nil: not asked)
-	n      int64        // stored bytes
-	pr     *io.PipeReader
-	raw    *sourceReader
-	done   chan struct{}
+	// indexed: index is the encoded stream's indexer, anew each attempt.
+	indexed bool
+	index   *blockIndexer
+	n       int64 // stored bytes
+	pr      *io.PipeReader
+	raw     *sourceReader
+	done    chan struct{}
 	// srcErr is the source's own failure, kept once an attempt stopped on
 	// it (a Rewind may have stopped it before Put's last stop).
 	srcErr error
@@ -158,12 +175,18 @@ func (e *encoder) start() error {
 		e.chunks = newChunkSummer()
 	}
 	e.n = 0
+	var tap io.Writer
+	if e.indexed {
+		if e.index = newBlockIndexer(e.settings); e.index != nil {
+			tap = e.index
+		}
+	}
 	e.raw = &sourceReader{rc: rc}
 	pr, pw := io.Pipe()
 	e.pr, e.done = pr, make(chan struct{})
 	go func() {
 		defer close(e.done)
-		w, err := codec.NewWriter(pw, e.settings)
+		w, err := codec.NewWriterTap(pw, e.settings, tap)
 		if err == nil {
 			_, err = io.Copy(w, e.raw)
 			if cerr := w.Close(); err == nil {

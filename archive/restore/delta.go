@@ -10,10 +10,12 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -31,16 +33,23 @@ import (
 // as a normal restore writes it (authenticated, under a temporary name,
 // then renamed; an incremental's blocks from its chain), and what the
 // backup does not have is removed, except the server's log directories.
-// Only the parts that hold a file to rewrite are downloaded.
+// Only the parts that hold a file to rewrite are downloaded; of a full
+// backup's part with a block index, only the blocks that hold what must be
+// written (deltaranges.go): a relation file is compared range by range
+// against the manifest's per-range CRC-32Cs and only the ranges that
+// differ are fetched and written in place.
 
 // DeltaStats say what a delta restore kept, fetched and removed.
 type DeltaStats struct {
 	KeptFiles    int   `json:"kept_files"`
 	KeptBytes    int64 `json:"kept_bytes"`
 	FetchedFiles int   `json:"fetched_files"`
-	FetchedBytes int64 `json:"fetched_bytes"`
-	Removed      int   `json:"removed"` // files, links and directories
-	ByTime       bool  `json:"by_time"`
+	FetchedBytes int64 `json:"fetched_bytes"` // bytes written
+	// PatchedFiles are the fetched files of which only the ranges that
+	// differ were written, in place.
+	PatchedFiles int  `json:"patched_files"`
+	Removed      int  `json:"removed"` // files, links and directories
+	ByTime       bool `json:"by_time"`
 	// CompareSeconds is how long comparing the local files took.
 	CompareSeconds float64 `json:"compare_seconds"`
 }
@@ -119,10 +128,19 @@ type localEntry struct {
 
 // deltaPlan is the outcome of comparing DEST with the backup.
 type deltaPlan struct {
-	keep   map[string]bool // manifest paths of files kept as they are
-	remove []localEntry    // not in the backup, or in the way of what is
-	parts  map[int]bool    // parts of the restored backup that hold a file to write
-	stats  DeltaStats
+	keep map[string]bool // manifest paths of files kept as they are
+	// inTheWay are removed before anything is written (where the backup
+	// has something else, or under a name restore writes to), remove
+	// (what the backup does not have) while the backup is written.
+	inTheWay, remove []localEntry
+	removed          chan error   // the removal's outcome, once
+	parts            map[int]bool // parts of the restored backup read whole
+	// ranged are the parts read through their block index: the files
+	// they hold to write, whole or (patch) in changed ranges.
+	ranged map[int]*rangedPart
+	// fetched counts the stored bytes range reads fetched.
+	fetched atomic.Int64
+	stats   DeltaStats
 }
 
 // kept says whether the file at manifest path p stays as it is.
@@ -137,7 +155,7 @@ func (x *extractor) planDelta(ctx context.Context, byTime bool, concurrency int)
 	if err != nil {
 		return nil, err
 	}
-	d := &deltaPlan{keep: map[string]bool{}, parts: map[int]bool{}, stats: DeltaStats{ByTime: byTime}}
+	d := &deltaPlan{keep: map[string]bool{}, parts: map[int]bool{}, ranged: map[int]*rangedPart{}, stats: DeltaStats{ByTime: byTime}}
 	inBackup := make(map[string]bool, len(x.m.Files))
 	// The tablespace links restore makes itself, and every directory a
 	// path of the backup lies in (a manifest need not list them).
@@ -156,26 +174,52 @@ func (x *extractor) planDelta(ctx context.Context, byTime bool, concurrency int)
 		case !ok:
 		case f.Type == repo.TypeDir && l.typ.IsDir():
 		case f.Type == repo.TypeFile && l.typ.IsRegular():
-			if l.size == f.Size && !deferredFiles[f.Path] {
+			if (l.size == f.Size || x.patchable(f)) && !deferredFiles[f.Path] {
 				candidates = append(candidates, f)
 			}
 		default:
-			d.remove = append(d.remove, l) // a file where the backup has a directory, a link, ...
+			d.inTheWay = append(d.inTheWay, l) // a file where the backup has a directory, a link, ...
 		}
 	}
 	for p, l := range local {
-		if !inBackup[p] && !(l.oid == 0 && deltaKept[topDir(l.rel)]) {
+		switch {
+		case inBackup[p] || l.oid == 0 && deltaKept[topDir(l.rel)]:
+		case isTempName(l.rel):
+			d.inTheWay = append(d.inTheWay, l) // restore writes under such names
+		default:
 			d.remove = append(d.remove, l)
 		}
 	}
-	same, err := compareFiles(ctx, x, candidates, local, byTime, concurrency)
+	// From here on DEST changes: the marker goes in, the old pg_control
+	// out, and what the backup lacks is removed while the files are
+	// compared (nothing removed is compared).
+	if err := x.markDelta(); err != nil {
+		return nil, err
+	}
+	if err := removeEntries(d.inTheWay); err != nil {
+		return nil, err
+	}
+	// What is in nobody's way goes while the files are compared and
+	// written (slow on a file system that discards freed blocks): its
+	// paths are not the backup's, nor under one of them; finish waits.
+	d.stats.Removed = len(d.inTheWay) + len(d.remove)
+	d.removed = make(chan error, 1)
+	go func() {
+		t := time.Now()
+		err := removeEntries(d.remove)
+		slog.Debug("delta restore: what the backup lacks removed", "entries", len(d.remove), "seconds", time.Since(t).Seconds())
+		d.removed <- err
+	}()
+	same, patches, err := compareFiles(ctx, x, candidates, local, byTime, concurrency)
 	if err != nil {
+		_ = d.waitRemoved()
 		return nil, err
 	}
 	for _, f := range same {
 		d.keep[f.Path] = true
 	}
-	for _, f := range x.m.Files {
+	for i := range x.m.Files {
+		f := &x.m.Files[i]
 		if f.Type != repo.TypeFile {
 			continue
 		}
@@ -185,10 +229,31 @@ func (x *extractor) planDelta(ctx context.Context, byTime bool, concurrency int)
 			continue
 		}
 		d.stats.FetchedFiles++
+		if !x.indexed(f.Part) {
+			d.stats.FetchedBytes += f.Size
+			d.parts[f.Part] = true
+			continue
+		}
+		rp := d.ranged[f.Part]
+		if rp == nil {
+			rp = &rangedPart{idx: f.Part}
+			d.ranged[f.Part] = rp
+		}
+		if pf := patches[f.Path]; pf != nil {
+			rp.patch = append(rp.patch, pf)
+			d.stats.PatchedFiles++
+			d.stats.FetchedBytes += pf.bytes(x.m.RangeSize)
+			continue
+		}
+		rp.whole = append(rp.whole, f)
 		d.stats.FetchedBytes += f.Size
-		d.parts[f.Part] = true
+	}
+	if err := x.openRanged(ctx, d); err != nil {
+		_ = d.waitRemoved()
+		return nil, err
 	}
 	d.stats.CompareSeconds = time.Since(began).Seconds()
+	slog.Debug("delta restore: compared, block indexes read", "seconds", d.stats.CompareSeconds)
 	return d, nil
 }
 
@@ -259,27 +324,61 @@ func (x *extractor) listLocal() (map[string]localEntry, error) {
 // compareFiles returns the files whose local copy is the backup's: same
 // CRC-32C (read in full, concurrency at a time; never a file that ends
 // with its own CRC-32C, archive.SelfChecked), or with byTime the same
-// modification time to the second. Sizes were compared already.
-func compareFiles(ctx context.Context, x *extractor, files []*repo.File, local map[string]localEntry, byTime bool, concurrency int) ([]*repo.File, error) {
-	if byTime {
-		var same []*repo.File
-		for _, f := range files {
-			if local[f.Path].mtime.Unix() == f.MTime.Unix() {
-				same = append(same, f)
-			}
-		}
-		return same, nil
-	}
+// modification time to the second. A file that can be patched
+// (x.patchable) is compared range by range instead: the same when every
+// range matches, else patched in the ranges that differ. Sizes were
+// compared already, but for those.
+func compareFiles(ctx context.Context, x *extractor, files []*repo.File, local map[string]localEntry, byTime bool, concurrency int) ([]*repo.File, map[string]*patchFile, error) {
 	var mu sync.Mutex
 	var same []*repo.File
+	patches := map[string]*patchFile{}
+	if byTime {
+		var rest []*repo.File
+		for _, f := range files {
+			if l := local[f.Path]; l.size == f.Size && l.mtime.Unix() == f.MTime.Unix() {
+				same = append(same, f)
+			} else if x.patchable(f) {
+				rest = append(rest, f) // compared by ranges, to patch
+			}
+		}
+		files = rest
+	}
 	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(max(concurrency, 1))
+	// Reading and summing is CPU work: a worker per core at least.
+	g.SetLimit(max(concurrency, runtime.GOMAXPROCS(0), 1))
 	bufs := sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
+	var ranged []*rangeCompare
 	for _, f := range files {
 		if archive.SelfChecked(f.Path) {
 			continue // same CRC-32C whatever it holds: always written
 		}
 		l := local[f.Path]
+		if x.patchable(f) {
+			rc, err := x.newRangeCompare(f, l)
+			if err != nil {
+				return nil, nil, err
+			}
+			ranged = append(ranged, rc)
+			// The ranges in pieces, so one big file is compared on
+			// every worker.
+			for from := 0; from < len(rc.crcs); from += compareStride {
+				g.Go(func() error {
+					if err := gctx.Err(); err != nil {
+						return err
+					}
+					buf := bufs.Get().(*[]byte)
+					defer bufs.Put(buf)
+					return rc.compare(from, min(from+compareStride, len(rc.crcs)), *buf)
+				})
+			}
+			continue
+		}
+		if byTime {
+			continue
+		}
+		if l.size != f.Size {
+			continue
+		}
 		g.Go(func() error {
 			if err := gctx.Err(); err != nil {
 				return err
@@ -303,47 +402,93 @@ func compareFiles(ctx context.Context, x *extractor, files []*repo.File, local m
 			return nil
 		})
 	}
-	return same, g.Wait()
+	if err := g.Wait(); err != nil {
+		return nil, nil, err
+	}
+	for _, rc := range ranged {
+		if pf := rc.result(); pf != nil {
+			patches[rc.pf.f.Path] = pf
+		} else {
+			same = append(same, rc.pf.f)
+		}
+	}
+	return same, patches, nil
 }
 
-// removeStale removes what the plan says, deepest first, so a directory
-// goes after what it held.
-func (d *deltaPlan) removeStale() error {
-	sort.Slice(d.remove, func(i, j int) bool {
-		a, b := d.remove[i], d.remove[j]
+// removeEntries removes local entries: the files first, a few at a time
+// (a file system that discards freed blocks makes each unlink wait for
+// its discard), then the directories deepest first, each after what it
+// held.
+func removeEntries(ents []localEntry) error {
+	var dirs []localEntry
+	g := new(errgroup.Group)
+	g.SetLimit(removers)
+	for _, l := range ents {
+		if l.typ.IsDir() {
+			dirs = append(dirs, l)
+			continue
+		}
+		g.Go(func() error { return removeEntry(l) })
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	sort.Slice(dirs, func(i, j int) bool {
+		a, b := dirs[i], dirs[j]
 		if da, db := strings.Count(a.rel, "/"), strings.Count(b.rel, "/"); da != db {
 			return da > db
 		}
 		return a.rel > b.rel
 	})
-	for _, l := range d.remove {
-		var err error
-		if l.typ.IsDir() {
-			err = l.root.RemoveAll(l.rel)
-		} else {
-			err = l.root.Remove(l.rel)
+	for _, l := range dirs {
+		if err := removeEntry(l); err != nil {
+			return err
 		}
-		if err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("--delta: removing %s, which the backup does not have: %w", filepath.Join(l.root.Name(), l.rel), err)
-		}
-		d.stats.Removed++
 	}
 	return nil
 }
 
-// startDelta, before anything of the backup is written, leaves the
-// marker, removes the old pg_control and what the backup does not have.
-func (x *extractor) startDelta(dest string, d *deltaPlan) error {
-	x.delta = d
+// removers is how many files removeEntries removes at a time.
+const removers = 4
+
+func removeEntry(l localEntry) error {
+	var err error
+	if l.typ.IsDir() {
+		err = l.root.RemoveAll(l.rel)
+	} else {
+		err = l.root.Remove(l.rel)
+	}
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("--delta: removing %s, which the backup does not have: %w", filepath.Join(l.root.Name(), l.rel), err)
+	}
+	return nil
+}
+
+// waitRemoved waits for the removal of what the backup does not have.
+func (d *deltaPlan) waitRemoved() error {
+	if d == nil || d.removed == nil {
+		return nil
+	}
+	err := <-d.removed
+	d.removed = nil
+	return err
+}
+
+// markDelta, before DEST changes, leaves the marker and removes the old
+// pg_control: from then on the directory cannot start until the delta
+// restore (or a re-run of it) has written everything.
+func (x *extractor) markDelta() error {
+	dest := x.roots[0].Name()
 	if err := os.WriteFile(filepath.Join(dest, deltaMarker), []byte(x.m.SystemIdentifier+"\n"), 0o600); err != nil {
 		return fmt.Errorf("--delta: writing %s: %w", filepath.Join(dest, deltaMarker), err)
 	}
-	if err := removeControl(dest); err != nil {
-		return err
-	}
-	if err := d.removeStale(); err != nil {
-		return err
-	}
+	return removeControl(dest)
+}
+
+// startDelta, once the plan is made (the marker written, pg_control and
+// what the backup lacks removed), logs it; the backup's files come next.
+func (x *extractor) startDelta(d *deltaPlan) error {
+	x.delta = d
 	s := d.stats
 	slog.Info("delta restore: compared DEST with the backup", "kept_files", s.KeptFiles, "kept", archive.HumanBytes(s.KeptBytes),
 		"fetch_files", s.FetchedFiles, "fetch", archive.HumanBytes(s.FetchedBytes), "removed", s.Removed,

@@ -16,6 +16,7 @@ import (
 
 	"github.com/walvault/walvault/archive"
 	"github.com/walvault/walvault/archive/internal/backuptest"
+	"github.com/walvault/walvault/archive/repo"
 	"github.com/walvault/walvault/cloud"
 )
 
@@ -62,6 +63,42 @@ func deadPid(t *testing.T) int {
 // it needs, removes what the backup lacks but the logs, and leaves
 // nothing of the tablespace directory outside the backup's own.
 func TestDeltaRestore(t *testing.T) {
+	for _, v := range pushVariants {
+		t.Run(v.name, func(t *testing.T) { testDeltaRestore(t, v.push, v.ranged) })
+	}
+}
+
+// pushFunc stores a test backup of src.
+type pushFunc func(t testing.TB, r *repo.Repo, src, name string, mutate func(*repo.Manifest)) *repo.Manifest
+
+// pushVariants: parts without a block index (backups taken before delta
+// restore read ranges: every part with a file to write is read whole),
+// and with one and range checksums (only the blocks needed are read).
+// The test parts are tiny: ranged makes even them be read by ranges
+// (which then costs more than reading them whole).
+var pushVariants = []struct {
+	name   string
+	push   pushFunc
+	ranged bool
+}{
+	{"whole parts", backuptest.Push, false},
+	{"block index", func(t testing.TB, r *repo.Repo, src, name string, mutate func(*repo.Manifest)) *repo.Manifest {
+		return backuptest.PushWith(t, r, src, name, backuptest.PushOptions{Indexed: true, RangeSize: 1024}, mutate)
+	}, true},
+}
+
+// rangedParts makes every indexed part be read by ranges until the test
+// ends.
+func rangedParts(t *testing.T) {
+	old := minRangedPart
+	minRangedPart = 0
+	t.Cleanup(func() { minRangedPart = old })
+}
+
+func testDeltaRestore(t *testing.T, pushTestBackup pushFunc, ranged bool) {
+	if ranged {
+		rangedParts(t)
+	}
 	ctx := context.Background()
 	root := t.TempDir()
 	src, spc := filepath.Join(root, "src"), filepath.Join(root, "spc")
@@ -139,7 +176,11 @@ func TestDeltaRestore(t *testing.T) {
 	if d == nil || d.KeptFiles == 0 || d.FetchedFiles == 0 || d.Removed < 6 {
 		t.Fatalf("delta stats %+v", d)
 	}
-	if res.PartsRead >= res.PartsTotal || res.StoredRead >= res.StoredTotal {
+	if ranged {
+		if res.PartsRead != 0 || res.StoredRead == 0 || d.PatchedFiles == 0 {
+			t.Errorf("the delta restore read %d of %d parts whole and %d bytes (patched %d files): it should read them all by ranges", res.PartsRead, res.PartsTotal, res.StoredRead, d.PatchedFiles)
+		}
+	} else if res.PartsRead >= res.PartsTotal || res.StoredRead >= res.StoredTotal {
 		t.Errorf("the delta restore read %d of %d parts (%d of %d bytes): it should read only those it needs", res.PartsRead, res.PartsTotal, res.StoredRead, res.StoredTotal)
 	}
 	auto := readAll(t, filepath.Join(dest, "postgresql.auto.conf"))
@@ -266,6 +307,17 @@ func TestDeltaRestoreChain(t *testing.T) {
 // unstartable but recognisable: a delta restore of another backup of the
 // same cluster finishes the job.
 func TestDeltaRestoreAgainAfterAFailure(t *testing.T) {
+	for _, v := range pushVariants {
+		t.Run(v.name, func(t *testing.T) {
+			if v.ranged {
+				rangedParts(t)
+			}
+			testDeltaRestoreAgainAfterAFailure(t, v.push)
+		})
+	}
+}
+
+func testDeltaRestoreAgainAfterAFailure(t *testing.T, pushTestBackup pushFunc) {
 	ctx := context.Background()
 	root := t.TempDir()
 	src := filepath.Join(root, "src")

@@ -15,7 +15,10 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"strings"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/walvault/walvault/archive"
 	"github.com/walvault/walvault/archive/internal/fsutil"
@@ -69,6 +72,7 @@ type Options struct {
 
 // Result says what restore did.
 type Result struct {
+	began       time.Time // of Run, for the debug log's phases
 	Manifest    *repo.Manifest
 	Dest        string
 	Tablespaces []repo.Tablespace // where they were restored
@@ -78,9 +82,12 @@ type Result struct {
 	// Delta is what a delta restore kept, fetched and removed (nil for
 	// a restore that is not one).
 	Delta *DeltaStats
-	// PartsRead and StoredRead are the parts downloaded (of every link)
-	// and their stored bytes; PartsTotal and StoredTotal all there are.
+	// PartsRead and StoredRead are the parts downloaded whole (of every
+	// link) and the stored bytes read (those of the parts a delta restore
+	// read by ranges, PartsRanged, included: their block indexes and the
+	// ranges fetched); PartsTotal and StoredTotal all there are.
 	PartsRead, PartsTotal   int
+	PartsRanged             int
 	StoredRead, StoredTotal int64
 }
 
@@ -121,6 +128,12 @@ func tempName(rel string) string {
 	return path.Join(path.Dir(rel), fmt.Sprintf(".walvault-restore-%016x", h.Sum64()))
 }
 
+// isTempName says whether rel is a name tempName gives.
+func isTempName(rel string) bool {
+	base := path.Base(rel)
+	return strings.HasSuffix(base, tempSuffix) || strings.HasPrefix(base, ".walvault-restore-")
+}
+
 // Run restores a base backup into opts.Dest and writes the recovery
 // settings. Bad input (a non-empty DEST, no fitting backup, a key that
 // cannot decrypt) is reported before anything is written. A part or file
@@ -156,6 +169,7 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	slog.Debug("restore: backup chosen, its WAL authenticated", "backup", m.Name, "seconds", time.Since(began).Seconds())
 	if opts.Chosen != nil {
 		more, err := opts.Chosen(m, cat)
 		if err != nil {
@@ -201,7 +215,7 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Result, error) {
 	}
 	settings := renderRecovery(m.PGVersion, opts.FetchArgv, opts.Target, opts.Standby)
 	// From here on we write.
-	res := &Result{Manifest: m, Dest: dest, Tablespaces: spcs, Settings: settings, Bytes: m.DataSize}
+	res := &Result{began: began, Manifest: m, Dest: dest, Tablespaces: spcs, Settings: settings, Bytes: m.DataSize}
 	if err := write(ctx, r, m, links, plan, dest, spcs, settings, own, opts, res); err != nil {
 		return nil, err
 	}
@@ -267,7 +281,8 @@ func write(ctx context.Context, r *repo.Repo, m *repo.Manifest, links []link, pl
 				return err
 			}
 		}
-		if err := x.startDelta(dest, d); err != nil {
+		defer func() { _ = d.waitRemoved() }()
+		if err := x.startDelta(d); err != nil {
 			return err
 		}
 		total = d.stats.FetchedBytes
@@ -277,21 +292,36 @@ func write(ctx context.Context, r *repo.Repo, m *repo.Manifest, links []link, pl
 			return err
 		}
 	}
+	slog.Debug("restore: ready to write", "seconds", time.Since(res.began).Seconds())
 	res.PartsRead, res.PartsTotal, res.StoredRead, res.StoredTotal = x.partsRead(links, plan)
 	x.prog = opts.Progress.Start("restore", total)
 	var err error
 	if plan != nil {
 		err = x.assembleChain(ctx, plan, max(1, opts.Concurrency))
 	} else {
-		err = x.extractAll(ctx, max(1, opts.Concurrency))
+		// The parts read by ranges and those read whole hold different
+		// files: both at once.
+		g, gctx := errgroup.WithContext(ctx)
+		g.Go(func() error { return x.fetchRanged(gctx, max(1, opts.Concurrency)) })
+		g.Go(func() error { return x.extractAll(gctx, max(1, opts.Concurrency)) })
+		err = g.Wait()
+		if x.delta != nil {
+			res.StoredRead += x.delta.fetched.Load()
+			res.PartsRanged = len(x.delta.ranged)
+		}
 	}
 	x.prog.Done()
 	if err != nil {
 		return err
 	}
+	slog.Debug("restore: parts written", "seconds", time.Since(res.began).Seconds())
+	if err := x.delta.waitRemoved(); err != nil {
+		return err
+	}
 	if err := x.finish(spcs, own); err != nil {
 		return err
 	}
+	slog.Debug("restore: links, modes, owner and directories done", "seconds", time.Since(res.began).Seconds())
 	// Every part of every link is authenticated: what makes the directory
 	// a server's to start goes in place now, pg_control last.
 	if err := x.placeDeferred(false); err != nil {

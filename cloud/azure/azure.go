@@ -349,6 +349,29 @@ func (s *store) Get(ctx context.Context, key string) (io.ReadCloser, cloud.Objec
 	return resp.Body, info, nil
 }
 
+// GetRange downloads the bytes with a Range header (a Count of 0 would
+// mean "to the end": n == 0 asks nothing); a range past the end is an
+// empty body.
+func (s *store) GetRange(ctx context.Context, key string, off, n int64) (io.ReadCloser, error) {
+	if err := cloud.CheckRange(key, off, n); err != nil {
+		return nil, err
+	}
+	if n == 0 {
+		if _, err := s.Stat(ctx, key); err != nil {
+			return nil, err
+		}
+		return cloud.EmptyBody(), nil
+	}
+	resp, err := s.client.NewBlobClient(s.key(key)).DownloadStream(ctx, &blob.DownloadStreamOptions{Range: blob.HTTPRange{Offset: off, Count: n}})
+	if err != nil {
+		return cloud.RangeAfterError(ctx, s, key, off, s.mapErr(ctx, "get", key, err))
+	}
+	return struct {
+		io.Reader
+		io.Closer
+	}{io.LimitReader(resp.Body, n), resp.Body}, nil
+}
+
 // Load is cloud.LoadOnce over Get; the retry decorator retries it.
 func (s *store) Load(ctx context.Context, key string, fn func(io.Reader, cloud.ObjectInfo) error) error {
 	return cloud.LoadOnce(ctx, s, key, fn)

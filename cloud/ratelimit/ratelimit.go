@@ -120,6 +120,15 @@ func (s *store) Get(ctx context.Context, key string) (io.ReadCloser, cloud.Objec
 	return readCloser{reader: &reader{ctx: ctx, r: rc, b: s.l.Download}, c: rc}, info, nil
 }
 
+// GetRange paces the range's body.
+func (s *store) GetRange(ctx context.Context, key string, off, n int64) (io.ReadCloser, error) {
+	rc, err := s.Store.GetRange(ctx, key, off, n)
+	if err != nil || s.l.Download == nil {
+		return rc, err
+	}
+	return readCloser{reader: &reader{ctx: ctx, r: rc, b: s.l.Download}, c: rc}, nil
+}
+
 // Load paces what fn reads; the decorated store's own Load (and its
 // retries) runs underneath.
 func (s *store) Load(ctx context.Context, key string, fn func(io.Reader, cloud.ObjectInfo) error) error {

@@ -510,6 +510,40 @@ func (s *store) Get(ctx context.Context, key string) (io.ReadCloser, cloud.Objec
 	}, nil
 }
 
+// GetRange asks for the bytes with a Range header; the server's 416 for a
+// range past the end is an empty body (cloud.RangeAfterError).
+func (s *store) GetRange(ctx context.Context, key string, off, n int64) (io.ReadCloser, error) {
+	if err := cloud.CheckRange(key, off, n); err != nil {
+		return nil, err
+	}
+	if n == 0 {
+		if _, err := s.Stat(ctx, key); err != nil {
+			return nil, err
+		}
+		return cloud.EmptyBody(), nil
+	}
+	out, err := s.client.GetObject(ctx, &awss3.GetObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(s.key(key)),
+		Range: aws.String(fmt.Sprintf("bytes=%d-%d", off, off+n-1))})
+	if err != nil {
+		return cloud.RangeAfterError(ctx, s, key, off, s.mapErr(ctx, "get", key, err))
+	}
+	// A server that ignored the header sends the whole object: at most
+	// the bytes asked for are handed on, from the right offset.
+	if out.ContentRange == nil && off > 0 {
+		_ = out.Body.Close()
+		return nil, cloud.Permanent(fmt.Errorf("%s: %s: the server ignored a range request", s, key))
+	}
+	return limitBody(out.Body, n), nil
+}
+
+// limitBody reads at most n bytes of rc.
+func limitBody(rc io.ReadCloser, n int64) io.ReadCloser {
+	return struct {
+		io.Reader
+		io.Closer
+	}{io.LimitReader(rc, n), rc}
+}
+
 // checksumBody marks the SDK's failed validation of a response checksum,
 // which it reports only as text, with cloud.ErrChecksum.
 func checksumBody(body io.ReadCloser) io.ReadCloser {

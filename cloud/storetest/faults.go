@@ -151,6 +151,26 @@ func (f *Faults) Get(ctx context.Context, key string) (io.ReadCloser, cloud.Obje
 	return b, info, nil
 }
 
+// GetRange follows the rules for Get (Cut: a fraction of the range).
+func (f *Faults) GetRange(ctx context.Context, key string, off, n int64) (io.ReadCloser, error) {
+	r := f.match(Get, key)
+	if r != nil && r.Cut == 0 && !r.AtEnd {
+		return nil, r.Err
+	}
+	rc, err := f.Store.GetRange(ctx, key, off, n)
+	if err != nil || r == nil {
+		return rc, err
+	}
+	b := &faultyBody{rc: rc, left: -1, err: r.Err}
+	if r.Cut > 0 {
+		b.left = int64(float64(n) * r.Cut)
+		if b.err == nil {
+			b.err = syscall.ECONNRESET
+		}
+	}
+	return b, nil
+}
+
 // Load goes through Get, so that the rules apply to it.
 func (f *Faults) Load(ctx context.Context, key string, fn func(io.Reader, cloud.ObjectInfo) error) error {
 	return cloud.LoadOnce(ctx, f, key, fn)

@@ -84,6 +84,7 @@ func Run(t *testing.T, newStore func(t *testing.T) cloud.Store, hooks Hooks) {
 		{"Load", testLoad},
 		{"LoadRetry", testLoadRetry},
 		{"RetryBudget", testRetryBudget},
+		{"GetRange", testGetRange},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -703,5 +704,64 @@ func checkLeftovers(t *testing.T, s cloud.Store, h Hooks) {
 	}
 	if l := h.Leftovers(t, s); len(l) > 0 {
 		t.Errorf("failed uploads left %v behind", l)
+	}
+}
+
+// testGetRange reads ranges of a small object and of one the backend
+// uploaded in several requests: at its start, middle and end, past its
+// end, of no byte, and of a missing key.
+func testGetRange(t *testing.T, s cloud.Store, h Hooks) {
+	small := patternBytes(21, 1000)
+	put(t, s, "range/small", small, cloud.PutOptions{})
+	big := patternBytes(22, h.MultipartSize+12345)
+	put(t, s, "range/big", big, cloud.PutOptions{})
+	size := int64(len(big))
+	cases := []struct {
+		key    string
+		data   []byte
+		off, n int64
+	}{
+		{"range/small", small, 0, 10},
+		{"range/small", small, 0, 1000},
+		{"range/small", small, 500, 100},
+		{"range/small", small, 999, 1},
+		{"range/small", small, 990, 100},          // past the end: what there is
+		{"range/small", small, 1000, 10},          // at the end
+		{"range/small", small, 5000, 10},          // beyond it
+		{"range/small", small, 10, 0},             // no byte
+		{"range/big", big, 0, 1 << 20},            // its start
+		{"range/big", big, size/2 - 7, 3<<20 + 1}, // its middle (across its upload's parts)
+		{"range/big", big, size - 100, 1 << 20},   // its end
+	}
+	for _, c := range cases {
+		rc, err := s.GetRange(ctxT(t), c.key, c.off, c.n)
+		if err != nil {
+			t.Fatalf("GetRange(%s, %d, %d): %v", c.key, c.off, c.n, err)
+		}
+		got, err := io.ReadAll(rc)
+		_ = rc.Close()
+		if err != nil {
+			t.Fatalf("reading GetRange(%s, %d, %d): %v", c.key, c.off, c.n, err)
+		}
+		var want []byte
+		if end := min(c.off+c.n, int64(len(c.data))); c.off < end {
+			want = c.data[c.off:end]
+		}
+		if !bytes.Equal(got, want) {
+			t.Errorf("GetRange(%s, %d, %d): %d bytes (sha %x), want %d (sha %x)", c.key, c.off, c.n, len(got), sha256.Sum256(got), len(want), sha256.Sum256(want))
+		}
+	}
+	for _, n := range []int64{0, 10} {
+		rc, err := s.GetRange(ctxT(t), "range/missing", 0, n)
+		if !errors.Is(err, cloud.ErrNotFound) {
+			if rc != nil {
+				_ = rc.Close()
+			}
+			t.Errorf("GetRange of a missing key (n=%d): %v; want ErrNotFound", n, err)
+		}
+	}
+	if rc, err := s.GetRange(ctxT(t), "range/small", -1, 10); err == nil {
+		_ = rc.Close()
+		t.Errorf("GetRange at offset -1: no error")
 	}
 }

@@ -90,9 +90,9 @@ func restore(c *cli.Context) error {
 		if d.ByTime {
 			by = "size and mtime"
 		}
-		fmt.Fprintf(w, "delta: %d files kept (%s, matched by %s), %d written (%s), %d removed; read %d of %d parts (%s of %s stored)\n",
-			d.KeptFiles, archive.HumanBytes(d.KeptBytes), by, d.FetchedFiles, archive.HumanBytes(d.FetchedBytes), d.Removed,
-			res.PartsRead, res.PartsTotal, archive.HumanBytes(res.StoredRead), archive.HumanBytes(res.StoredTotal))
+		fmt.Fprintf(w, "delta: %d files kept (%s, matched by %s), %d written (%s; %d patched in place), %d removed; read %d of %d parts whole and %d by ranges (%s of %s stored)\n",
+			d.KeptFiles, archive.HumanBytes(d.KeptBytes), by, d.FetchedFiles, archive.HumanBytes(d.FetchedBytes), d.PatchedFiles, d.Removed,
+			res.PartsRead, res.PartsTotal, res.PartsRanged, archive.HumanBytes(res.StoredRead), archive.HumanBytes(res.StoredTotal))
 	}
 	for _, ts := range res.Tablespaces {
 		name := ""
@@ -148,7 +148,7 @@ func restoreResult(out result, res *restorepkg.Result) {
 		"backup": m.Name, "dest": res.Dest, "pg_version": m.PGVersion, "timeline": m.Timeline, "system_identifier": m.SystemIdentifier,
 		"start_wal": m.StartWAL, "stop_wal": m.StopWAL, "stop_lsn": m.StopLSN.String(), "stop_time": m.StopTime,
 		"data_size": m.DataSize, "file_count": m.FileCount, "duration_seconds": res.Duration.Seconds(),
-		"parts_read": res.PartsRead, "parts_total": res.PartsTotal, "stored_bytes_read": res.StoredRead, "stored_bytes_total": res.StoredTotal,
+		"parts_read": res.PartsRead, "parts_read_by_ranges": res.PartsRanged, "parts_total": res.PartsTotal, "stored_bytes_read": res.StoredRead, "stored_bytes_total": res.StoredTotal,
 		"delta": res.Delta, "tablespaces": spcs, "settings_file": res.SettingsFile(), "signal_file": res.SignalFile(),
 		"settings": res.SettingLines(),
 	} {

@@ -89,8 +89,33 @@ func walkTestTree(t testing.TB, src string) (map[uint32][]testEntry, []repo.Tabl
 	return out, spcs
 }
 
+// PushOptions shape a test backup.
+type PushOptions struct {
+	// Indexed stores every part with its block index and every file's
+	// tar offset, as backup-push does for a full backup.
+	Indexed bool
+	// RangeSize, when not 0, records the CRC-32C of every RangeSize bytes
+	// of the relation files (paths whose last element is a number).
+	RangeSize int64
+}
+
+// isRelation says whether p names a relation file's main fork.
+func isRelation(p string) bool {
+	_, err := strconv.ParseUint(path.Base(p), 10, 32)
+	return err == nil
+}
+
+// rangeCRCs are the CRC-32C of each rangeSize bytes of data.
+func rangeCRCs(data []byte, rangeSize int64) string {
+	var crcs []uint32
+	for off := int64(0); off < int64(len(data)); off += rangeSize {
+		crcs = append(crcs, crc32.Checksum(data[off:min(off+rangeSize, int64(len(data)))], crc32.MakeTable(crc32.Castagnoli)))
+	}
+	return repo.EncodeRangeCRCs(crcs)
+}
+
 // tarPart writes the entries of one part as a tar stream.
-func tarPart(t testing.TB, ents []testEntry, part int) ([]byte, []repo.File) {
+func tarPart(t testing.TB, ents []testEntry, part int, o PushOptions) ([]byte, []repo.File) {
 	t.Helper()
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
@@ -117,6 +142,14 @@ func tarPart(t testing.TB, ents []testEntry, part int) ([]byte, []repo.File) {
 		if err := tw.WriteHeader(hdr); err != nil {
 			t.Fatal(err)
 		}
+		if e.typ == repo.TypeFile {
+			if o.Indexed {
+				f.TarOffset = int64(buf.Len())
+			}
+			if o.RangeSize > 0 && len(data) > 0 && isRelation(e.rel) {
+				f.RangeCRCs = rangeCRCs(data, o.RangeSize)
+			}
+		}
 		if _, err := tw.Write(data); err != nil {
 			t.Fatal(err)
 		}
@@ -132,6 +165,12 @@ func tarPart(t testing.TB, ents []testEntry, part int) ([]byte, []repo.File) {
 // PostgreSQL: tar parts of about 64 bytes (a tablespace in parts of its
 // own), then the manifest.
 func Push(t testing.TB, r *repo.Repo, src, name string, mutate func(*repo.Manifest)) *repo.Manifest {
+	t.Helper()
+	return PushWith(t, r, src, name, PushOptions{}, mutate)
+}
+
+// PushWith is Push as o says.
+func PushWith(t testing.TB, r *repo.Repo, src, name string, o PushOptions, mutate func(*repo.Manifest)) *repo.Manifest {
 	t.Helper()
 	ctx := context.Background()
 	ents, spcs := walkTestTree(t, src)
@@ -156,8 +195,8 @@ func Push(t testing.TB, r *repo.Repo, src, name string, mutate func(*repo.Manife
 	var files []repo.File
 	var dataSize int64
 	for i, plan := range plans {
-		body, fs := tarPart(t, plan, i)
-		part := PutPart(t, r, name, i, body)
+		body, fs := tarPart(t, plan, i, o)
+		part := putPart(t, r, name, i, body, o.Indexed)
 		n := 0
 		for _, f := range fs {
 			if f.Type == repo.TypeFile {
@@ -172,7 +211,8 @@ func Push(t testing.TB, r *repo.Repo, src, name string, mutate func(*repo.Manife
 	stop := time.Now().UTC()
 	m := &repo.Manifest{Format: repo.ManifestFormat, Name: name, PGVersion: 150004, SystemIdentifier: "1", Timeline: 1,
 		StartLSN: 0x2000028, StopLSN: 0x2000100, StartWAL: "000000010000000000000002", StopWAL: "000000010000000000000002",
-		StartTime: stop, StopTime: stop, SegmentSize: 16 << 20, DataSize: dataSize, Tablespaces: spcs, Parts: parts, Files: files, FileCount: len(files)}
+		StartTime: stop, StopTime: stop, SegmentSize: 16 << 20, DataSize: dataSize, Tablespaces: spcs, Parts: parts, Files: files, FileCount: len(files),
+		RangeSize: o.RangeSize, Encrypted: len(r.Codec.Recipients) > 0}
 	if mutate != nil {
 		mutate(m)
 		// Written as it is, signed, even when WriteManifest would refuse it:
@@ -198,13 +238,28 @@ func Push(t testing.TB, r *repo.Repo, src, name string, mutate func(*repo.Manife
 // object, as backup-push does.
 func PutPart(t testing.TB, r *repo.Repo, name string, idx int, body []byte) repo.Part {
 	t.Helper()
-	st, sums, err := r.PutChunked(context.Background(), repo.BackupKey(name, repo.PartName(idx)), func() (io.ReadCloser, error) {
+	return putPart(t, r, name, idx, body, false)
+}
+
+func putPart(t testing.TB, r *repo.Repo, name string, idx int, body []byte, indexed bool) repo.Part {
+	t.Helper()
+	key := repo.BackupKey(name, repo.PartName(idx))
+	st, sums, err := r.PutChunked(context.Background(), key, func() (io.ReadCloser, error) {
 		return io.NopCloser(bytes.NewReader(body)), nil
-	}, repo.PutOptions{})
+	}, repo.PutOptions{Indexed: indexed})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return repo.Part{Name: repo.PartName(idx), Size: st.Size, StoredSize: st.StoredSize, SHA256: st.SHA256, Sums: sums}
+	p := repo.Part{Name: repo.PartName(idx), Size: st.Size, StoredSize: st.StoredSize, SHA256: st.SHA256, Sums: sums}
+	if indexed {
+		if st.Index == nil {
+			t.Fatalf("part %d of %s: no block index", idx, name)
+		}
+		if p.Index, p.IndexSize, err = r.PutBlockIndex(context.Background(), key, st.Index); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return p
 }
 
 // SignedRepo is a repository over st that signs what it writes and checks
