@@ -150,6 +150,22 @@ func verifyPart(ctx context.Context, r *repo.Repo, m *repo.Manifest, idx int, fi
 	if err == nil {
 		c.checkAllSeen(files)
 	}
+	if p := m.Parts[idx]; p.Index != "" {
+		// The block index restore --delta reads the part by: present,
+		// the bytes the manifest records, and well formed.
+		_, err := r.LoadBlockIndex(ctx, key, p, repo.PartsMustBeEncrypted(r, m))
+		switch {
+		case err == nil:
+		case ctx.Err() != nil:
+			return nil, ctx.Err()
+		case repo.IsKeyErr(err), errors.Is(err, archive.ErrStore), archive.IsContextErr(err):
+			return nil, err
+		default:
+			c.key = repo.IndexKey(key)
+			c.bad("block index: %s", relative(err, fmt.Sprintf("%s in %s", repo.IndexKey(key), r.Store)))
+			c.key = key
+		}
+	}
 	return c, nil
 }
 

@@ -424,3 +424,50 @@ func TestVerifyAuthenticatesWAL(t *testing.T) {
 		t.Fatalf("--full with a replaced body: %v %s", err, problemsText(rep))
 	}
 }
+
+// The block index restore --delta reads a part by is checked by the full
+// verify: a damaged or missing one is named (restore would fall back to
+// reading the part whole, but the archive is no longer what was written).
+func TestVerifyBlockIndex(t *testing.T) {
+	s := newSynth(t)
+	src := filepath.Join(t.TempDir(), "src")
+	writeTree(t, src, map[string]string{
+		"PG_VERSION": "15\n", "global/pg_control": "control", "base/1/1259": strings.Repeat("relation data ", 5000),
+		"postgresql.auto.conf": "# auto\n", "pg_wal/archive_status/.keep": "",
+	})
+	m := backuptest.PushWith(t, s.R, src, "base_1", backuptest.PushOptions{Indexed: true}, func(m *repo.Manifest) {
+		m.SegmentSize = backuptest.SynthSegSize
+		m.StartWAL, m.StopWAL = archive.SegmentOf(1, m.StartLSN, backuptest.SynthSegSize), stopSegment(1, m.StopLSN, backuptest.SynthSegSize)
+	})
+	s.Segs(1, 0x20, 0x30, func(n uint64) time.Time { return tmin(int(n)) })
+	path, part := partPath(s, m)
+	if part.Index == "" {
+		t.Fatal("the indexed test backup's part has no block index")
+	}
+	if rep, err := Run(s.Ctx, s.R, Options{Full: true}); err != nil || !rep.OK {
+		t.Fatalf("intact: %v\n%s", err, problemsText(rep))
+	}
+	ipath := path + repo.IndexSuffix
+	orig, err := os.ReadFile(ipath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	flipped := bytes.Clone(orig)
+	flipped[len(flipped)/2] ^= 0x01
+	want := repo.IndexKey(repo.BackupKey("base_1", part.Name)) + ": block index: "
+	for _, tc := range []struct {
+		name string
+		fn   func() error
+	}{
+		{"flipped byte", func() error { return os.WriteFile(ipath, flipped, 0o600) }},
+		{"missing", func() error { return os.Remove(ipath) }},
+	} {
+		if err := tc.fn(); err != nil {
+			t.Fatal(err)
+		}
+		rep, err := Run(s.Ctx, s.R, Options{Full: true})
+		if err != nil || rep.OK || !strings.Contains(problemsText(rep), want) {
+			t.Fatalf("%s index: %v\n%s", tc.name, err, problemsText(rep))
+		}
+	}
+}
