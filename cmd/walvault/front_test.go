@@ -209,6 +209,8 @@ func TestFrontAlone(t *testing.T) {
 		{[]string{"wal-push", "--store", "gs://bucket/db", seg}, exitUsage},
 		{[]string{"wal-push", "--store", "azure://account/container/db", seg}, exitUsage},
 		{[]string{"wal-push", "--azure-endpoint", "http://127.0.0.1:9", "--store", store, seg}, exitUsage},
+		{[]string{"wal-fetch", "--azure-endpoint", "http://127.0.0.1:9", "--store", store, "000000010000000000000002", dest + "2"}, exitStopRecovery},
+		{[]string{"wal-fetch", "--help"}, exitStopRecovery},
 		{[]string{"wal-fetch", "--store", "gs://bucket/db", "000000010000000000000002", dest + "2"}, exitStopRecovery},
 	} {
 		r := runProgram(t, front, nil, tt.args...)

@@ -158,9 +158,14 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 	out := &outputWriter{w: stdout}
 	app := newApp(out, stderr)
 	if !frontRuns(app, args) {
-		if err := execFull(args); err != nil {
-			fmt.Fprintln(stderr, graphicOnly(scrubURLs("walvault: "+oneLine(err.Error()))))
+		err := execFull(args)
+		if len(args) > 1 && args[1] == "wal-fetch" {
+			// As any failure of restore_command but an absent file:
+			// recovery must stop, not end.
+			fmt.Fprintln(stderr, graphicOnly(scrubURLs("walvault wal-fetch: "+oneLine(err.Error())+wal.StopRecoveryHint)))
+			return exitStopRecovery
 		}
+		fmt.Fprintln(stderr, graphicOnly(scrubURLs("walvault: "+oneLine(err.Error()))))
 		return exitUsage
 	}
 	rep.start(app, out, args)
