@@ -513,14 +513,8 @@ func (s *store) Get(ctx context.Context, key string) (io.ReadCloser, cloud.Objec
 // GetRange asks for the bytes with a Range header; the server's 416 for a
 // range past the end is an empty body (cloud.RangeAfterError).
 func (s *store) GetRange(ctx context.Context, key string, off, n int64) (io.ReadCloser, error) {
-	if err := cloud.CheckRange(key, off, n); err != nil {
-		return nil, err
-	}
-	if n == 0 {
-		if _, err := s.Stat(ctx, key); err != nil {
-			return nil, err
-		}
-		return cloud.EmptyBody(), nil
+	if body, done, err := cloud.TrivialRange(ctx, s, key, off, n); done {
+		return body, err
 	}
 	out, err := s.client.GetObject(ctx, &awss3.GetObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(s.key(key)),
 		Range: aws.String(fmt.Sprintf("bytes=%d-%d", off, off+n-1))})
