@@ -107,7 +107,10 @@ trap 'exit 130' INT TERM
 mkdir -p "$WORK/new" "$WORK/old"
 cp "$NEW" "$(dirname "$NEW")/walvault-wal" "$WORK/new/"
 [ -x "$(dirname "$NEW")/walvault-full" ] && cp "$(dirname "$NEW")/walvault-full" "$WORK/new/"
-[ -n "$OLD" ] && cp "$OLD" "$(dirname "$OLD")/walvault-wal" "$WORK/old/"
+if [ -n "$OLD" ]; then
+	cp "$OLD" "$(dirname "$OLD")/walvault-wal" "$WORK/old/"
+	[ -x "$(dirname "$OLD")/walvault-full" ] && cp "$(dirname "$OLD")/walvault-full" "$WORK/old/"
+fi
 chmod -R 755 "$WORK/new" "$WORK/old"
 BUILDS=new
 [ -n "$OLD" ] && BUILDS="old new"

@@ -206,20 +206,7 @@ func (s *fileStore) Put(ctx context.Context, key string, r Body, opts PutOptions
 	if err != nil {
 		return err
 	}
-	w := bufio.NewWriterSize(f, 256<<10)
-	var hdr [8]byte
-	copy(hdr[:4], fileMagic)
-	binary.BigEndian.PutUint32(hdr[4:], uint32(len(meta))) // #nosec G115 -- metadata is small
-	if _, err = w.Write(hdr[:]); err != nil {
-		return err
-	}
-	if _, err = w.Write(meta); err != nil {
-		return err
-	}
-	if _, err = io.Copy(w, ctxReader{ctx, r}); err != nil {
-		return err
-	}
-	if err = w.Flush(); err != nil {
+	if err = writeObject(ctx, f, meta, r); err != nil {
 		return err
 	}
 	if err = f.Sync(); err != nil {
@@ -241,6 +228,34 @@ func (s *fileStore) Put(ctx context.Context, key string, r Body, opts PutOptions
 		return err
 	}
 	return s.syncDir(dir)
+}
+
+// writeObject writes the object file: the magic, the metadata's length,
+// the metadata, the body. A body in memory (a WAL segment encoded by
+// wal-push or the agent) goes in one write, not copied through a buffer.
+func writeObject(ctx context.Context, f *os.File, meta []byte, r Body) error {
+	head := make([]byte, 8, 8+len(meta))
+	copy(head[:4], fileMagic)
+	binary.BigEndian.PutUint32(head[4:], uint32(len(meta))) // #nosec G115 -- metadata is small
+	head = append(head, meta...)
+	if b, ok := r.(*BytesBody); ok {
+		if _, err := f.Write(head); err != nil {
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		_, err := f.Write(b.Unread())
+		return err
+	}
+	w := bufio.NewWriterSize(f, 256<<10)
+	if _, err := w.Write(head); err != nil {
+		return err
+	}
+	if _, err := io.Copy(w, ctxReader{ctx, r}); err != nil {
+		return err
+	}
+	return w.Flush()
 }
 
 // mkdirAllSync creates dir and its missing parents inside the store,

@@ -187,6 +187,9 @@ func (b *BytesBody) Rewind() error {
 // Bytes are the body's bytes, for a backend that sends them in one request.
 func (b *BytesBody) Bytes() []byte { return b.b }
 
+// Unread is what a read of the body would return from here.
+func (b *BytesBody) Unread() []byte { return b.b[len(b.b)-b.Reader.Len():] }
+
 // Seekable is a Body over r that starts over at the offset r is at now.
 func Seekable(r io.ReadSeeker) Body {
 	start, err := r.Seek(0, io.SeekCurrent)

@@ -201,13 +201,16 @@ func encodeInMemory(r io.Reader, size int64, s codec.Settings, buf *boundedBuffe
 	return digest{size: n, crc32c: fmt.Sprintf("%08x", crc.Sum32()), encoded: hex.EncodeToString(eh.Sum(nil))}, true, nil
 }
 
-// mappedChunk is how much of a mapped file is CRC-32C'd and then
-// compressed at a time: small enough to be read from the CPU's cache the
-// second time. mapWindow is how much of it is mapped at a time: mapped
+// mappedChunk is how much of a mapped file is compressed and then
+// CRC-32C'd at a time: one lz4 block, read from the CPU's cache the
+// second time. The compressor reads it first: its work hides the wait for
+// memory (the page cache is rarely in the CPU's caches), which a CRC-32C
+// alone would stall on (it then cost 2.6 ms of a 16 MiB segment instead
+// of under 1). mapWindow is how much of it is mapped at a time: mapped
 // pages count in the process's RSS, so a whole segment (or the several
 // push-ahead encodes at once) would add its size there.
 const (
-	mappedChunk = 256 << 10
+	mappedChunk = 64 << 10
 	mapWindow   = 1 << 20
 )
 
@@ -216,7 +219,7 @@ var errNotMappable = errors.New("file cannot be mapped")
 // encodeMapped is encodeInMemory reading f in place: the compressor reads
 // the page cache through a map of a window of the file (no copy, as read(2)
 // makes: a sixth of what archiving a segment cost), 64 KiB block after
-// block, each chunk CRC-32C'd just before. The file is one PostgreSQL no
+// block, each chunk CRC-32C'd just after. The file is one PostgreSQL no
 // longer writes; should it change meanwhile, the CRC-32C and the encoded
 // stream disagree and every reader refuses the object, and the agent (by
 // the file's size and mtime after the upload) does not count it archived.
@@ -237,10 +240,10 @@ func encodeMapped(f *os.File, size int64, s codec.Settings, buf *boundedBuffer) 
 	window := func(data []byte) error {
 		for off := 0; off < len(data); off += mappedChunk {
 			c := data[off:min(off+mappedChunk, len(data))]
-			_, _ = crc.Write(c)
 			if _, err := enc.Write(c); err != nil {
 				return err
 			}
+			_, _ = crc.Write(c)
 		}
 		return nil
 	}
