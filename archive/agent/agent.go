@@ -124,6 +124,12 @@ type Agent struct {
 
 	wake   chan struct{}
 	rescan atomic.Bool // archive_status must be read again
+
+	// arrived are the .ready files inotify saw created since they were
+	// last taken: each is queued by itself, without reading the whole
+	// archive_status (hundreds of .done files on a busy primary) again.
+	arrMu   sync.Mutex
+	arrived []string
 	pf     *prefetchState
 
 	seconds []*second
@@ -339,7 +345,10 @@ func (a *Agent) Run(ctx context.Context) error {
 			// A finished upload only needs the next one started; reading
 			// archive_status again is for new files and the rescan period.
 			if a.rescan.Swap(false) {
+				a.takeArrived()
 				a.scan()
+			} else if names := a.takeArrived(); len(names) > 0 {
+				a.enqueueArrived(names)
 			}
 			a.dispatch(ctx, &wg)
 		}
@@ -386,8 +395,12 @@ func (a *Agent) watch(ctx context.Context, w *fsnotify.Watcher) {
 			if !ok {
 				return
 			}
-			if strings.HasSuffix(ev.Name, ".ready") {
-				a.rescan.Store(true)
+			// A .ready created (or renamed into place) is queued by
+			// name; one renamed away (to .done) or removed needs nothing.
+			if name, ok := strings.CutSuffix(filepath.Base(ev.Name), ".ready"); ok && ev.Has(fsnotify.Create) {
+				a.arrMu.Lock()
+				a.arrived = append(a.arrived, name)
+				a.arrMu.Unlock()
 				a.poke()
 			}
 		case err, ok := <-w.Errors:
@@ -465,6 +478,43 @@ func (a *Agent) scan() {
 		a.enqueueLocked(f.name, f.id, false)
 	}
 	a.backlog = bl
+}
+
+// takeArrived returns the names inotify reported since the last call.
+func (a *Agent) takeArrived() []string {
+	a.arrMu.Lock()
+	defer a.arrMu.Unlock()
+	names := a.arrived
+	a.arrived = nil
+	return names
+}
+
+// enqueueArrived queues the files whose .ready inotify saw created, as a
+// scan would have (the backlog figures wait for the next scan).
+func (a *Agent) enqueueArrived(names []string) {
+	sortReady(names)
+	now := time.Now()
+	for _, name := range names {
+		if _, err := archive.ParseWALName(name); err != nil {
+			continue
+		}
+		if _, err := os.Lstat(filepath.Join(a.status, name+".ready")); err != nil {
+			continue // archived meanwhile
+		}
+		id, err := statID(filepath.Join(a.walDir, name))
+		if err != nil {
+			continue
+		}
+		a.mu.Lock()
+		_, queued := a.jobs[name]
+		d, durable := a.durable[name]
+		fl := a.failures[name]
+		waiting := fl != nil && fl.id == id && now.Before(fl.next)
+		if !queued && !(durable && d == id) && !waiting {
+			a.enqueueLocked(name, id, false)
+		}
+		a.mu.Unlock()
+	}
 }
 
 func sortReady(ready []string) {

@@ -94,7 +94,9 @@ func runAgent(t *testing.T, r *repo.Repo, cfg Config) *Agent {
 	cfg.ExitCode = exitCode
 	cfg.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	cfg.SocketGID = -1
-	cfg.PollInterval = 50 * time.Millisecond
+	if cfg.PollInterval == 0 {
+		cfg.PollInterval = 50 * time.Millisecond
+	}
 	a, err := Open(r, cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -289,6 +291,50 @@ func mustID(t *testing.T, p string) fileID {
 		t.Fatal(err)
 	}
 	return id
+}
+
+// TestAgentQueuesArrivals: with no rescan period to fall back on, files
+// whose .ready appears after the first scan are archived on inotify's word
+// alone, and a .ready renamed to .done starts nothing.
+func TestAgentQueuesArrivals(t *testing.T) {
+	r, storeDir := testRepo(t)
+	data, wal := pgdata(t)
+	first, _ := writeSegment(t, wal, 1)
+	a := runAgent(t, r, Config{PGData: data, Concurrency: 1, PollInterval: time.Hour})
+	waitArchived := func(n int64) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for a.Stats().SegmentsArchived < n {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d archived, want %d: %+v", a.Stats().SegmentsArchived, n, a.Stats())
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	waitArchived(1) // the first scan is over
+	var names []string
+	for i := uint64(2); i <= 4; i++ {
+		n, _ := writeSegment(t, wal, i)
+		names = append(names, n)
+	}
+	// Not a WAL file's name: ignored, as a scan ignores it.
+	if err := os.WriteFile(filepath.Join(wal, "archive_status", "junk.ready"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	waitArchived(4)
+	for _, n := range names {
+		if _, err := os.Stat(filepath.Join(storeDir, repo.WALKey(mustParse(t, n)))); err != nil {
+			t.Errorf("%s: %v", n, err)
+		}
+	}
+	st := filepath.Join(wal, "archive_status", first)
+	if err := os.Rename(st+".ready", st+".done"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if s := a.Stats(); s.SegmentsArchived != 4 || s.AlreadyArchived != 0 || s.UploadErrors != 0 {
+		t.Errorf("after .ready became .done: %+v", s)
+	}
 }
 
 func TestOneAgentPerDataDirectory(t *testing.T) {
