@@ -208,10 +208,13 @@ func encodeInMemory(r io.Reader, size int64, s codec.Settings, buf *boundedBuffe
 // alone would stall on (it then cost 2.6 ms of a 16 MiB segment instead
 // of under 1). mapWindow is how much of it is mapped at a time: mapped
 // pages count in the process's RSS, so a whole segment (or the several
-// push-ahead encodes at once) would add its size there.
+// push-ahead encodes at once) would add its size there, while each unmap
+// costs the other cores a TLB flush: 2 MiB windows took 5-7% less of
+// wal-push's CPU than 1 MiB ones (peak RSS 24.2 MiB against 22.9), 4 MiB
+// and whole 16 MiB segments no less again (33.8 MiB at 4 MiB).
 const (
 	mappedChunk = 64 << 10
-	mapWindow   = 1 << 20
+	mapWindow   = 2 << 20
 )
 
 var errNotMappable = errors.New("file cannot be mapped")
