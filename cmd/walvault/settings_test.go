@@ -3,8 +3,11 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/urfave/cli/v2"
 
 	"github.com/walvault/walvault/archive/check"
 )
@@ -147,4 +150,39 @@ func TestResolveWALPushSettings(t *testing.T) {
 		t.Fatalf("recipients with the environment unseen: %+v", res.Recipients)
 	}
 	var _ check.Resolver = walPushResolver()
+}
+
+// TestNamedFlags: every flag that carries its names carries the ones
+// urfave/cli would compute, so looking flags up by name finds the same.
+func TestNamedFlags(t *testing.T) {
+	n := 0
+	for _, mk := range commandMakers {
+		for _, c := range mk() {
+			for _, f := range c.Flags {
+				var name string
+				var aliases []string
+				switch f := f.(type) {
+				case *namedString:
+					name, aliases = f.Name, f.Aliases
+				case *namedInt:
+					name, aliases = f.Name, f.Aliases
+				case *namedBool:
+					name, aliases = f.Name, f.Aliases
+				case *namedSlice:
+					name, aliases = f.Name, f.Aliases
+				case *namedCLIString:
+					name, aliases = f.Name, f.Aliases
+				default:
+					continue
+				}
+				n++
+				if got, want := f.Names(), cli.FlagNames(name, aliases); !slices.Equal(got, want) {
+					t.Errorf("%s --%s: names %q, urfave/cli says %q", c.Name, name, got, want)
+				}
+			}
+		}
+	}
+	if n < 50 {
+		t.Fatalf("only %d named flags checked", n)
+	}
 }
