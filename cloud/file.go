@@ -239,6 +239,9 @@ func writeObject(ctx context.Context, f *os.File, meta []byte, r Body) error {
 	binary.BigEndian.PutUint32(head[4:], uint32(len(meta))) // #nosec G115 -- metadata is small
 	head = append(head, meta...)
 	if b, ok := r.(*BytesBody); ok {
+		if done, err := writeDirect(f, head, b.Unread()); done || err != nil {
+			return err
+		}
 		if _, err := f.Write(head); err != nil {
 			return err
 		}
