@@ -130,7 +130,7 @@ type Agent struct {
 	// archive_status (hundreds of .done files on a busy primary) again.
 	arrMu   sync.Mutex
 	arrived []string
-	pf     *prefetchState
+	pf      *prefetchState
 
 	seconds []*second
 
