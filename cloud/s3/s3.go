@@ -106,6 +106,7 @@ func Open(ctx context.Context, loc cloud.Location, opts cloud.Options) (cloud.St
 	httpClient := awshttp.NewBuildableClient().WithTransportOptions(func(tr *http.Transport) {
 		tr.DialContext = cloud.IdleDialer(opts.IdleTimeout())
 		tr.IdleConnTimeout = min(tr.IdleConnTimeout, opts.IdleTimeout()/2)
+		cloud.ResumeTLS(tr)
 	})
 	loadOpts = append(loadOpts, config.WithHTTPClient(httpClient))
 	// Reads only environment and shared config files: no network.
