@@ -24,7 +24,9 @@
 #    DURATION seconds, then until the backlog is archived: CPU ms per
 #    archived segment, and WAL MB/s the load achieved. Every row runs
 #    plain and encrypted (ENC); WAL-G's daemon, which has no age, runs
-#    plain, and the /walg column compares every row with it.
+#    plain and with its OpenPGP encryption (when gpg is installed): /walg
+#    compares a row with WAL-G under the same encryption, /walg0 with
+#    WAL-G unencrypted.
 # With WV_PROFILE_DIR set, the agents write CPU profiles there.
 # Needs root (cgroups; PostgreSQL runs as postgres), PostgreSQL 15's server
 # binaries, pgbackrest (installed from Debian when missing), for S3 rows
@@ -194,9 +196,23 @@ pbr_conf() { # pbr_conf STORE NAME ENC PGDATA PORT: a pgBackRest configuration (
 	[ "$1" = s3 ] || as_pg mkdir -p "$WORK/stores/$2"
 	echo "$f"
 }
-# walg_env STORE NAME PGDATA PORT: WAL-G's settings, as env assignments
+# WAL-G has no age: its encrypted rows use its OpenPGP encryption, to a
+# public key made here (when gpg is installed).
+WALG_PGP=
+if [ -n "$WALG" ] && command -v gpg >/dev/null; then
+	GH=$WORK/gnupg
+	mkdir -m 700 "$GH"
+	gpg --homedir "$GH" --batch --pinentry-mode loopback --passphrase '' --quick-gen-key 'walvault bench <bench@walvault.invalid>' rsa2048 sign never 2>/dev/null
+	fpr=$(gpg --homedir "$GH" --list-keys --with-colons 2>/dev/null | awk -F: '$1 == "fpr" { print $10; exit }')
+	gpg --homedir "$GH" --batch --pinentry-mode loopback --passphrase '' --quick-add-key "$fpr" rsa2048 encr never 2>/dev/null
+	gpg --homedir "$GH" --armor --export >"$WORK/walg-pgp.pub" 2>/dev/null
+	chmod 644 "$WORK/walg-pgp.pub"
+	[ -s "$WORK/walg-pgp.pub" ] && WALG_PGP=$WORK/walg-pgp.pub
+fi
+# walg_env STORE NAME PGDATA PORT ENC: WAL-G's settings, as env assignments
 walg_env() {
 	local e="WALG_COMPRESSION_METHOD=lz4 PGDATA=$3 PGPORT=$4 PGHOST=$WORK PGUSER=postgres WALG_LOG_LEVEL=ERROR"
+	[ "$5" = enc ] && e="$e WALG_PGP_KEY_PATH=$WALG_PGP"
 	if [ "$1" = s3 ]; then
 		e="$e WALG_S3_PREFIX=s3://bench/$2 AWS_ENDPOINT=https://127.0.0.1:$VGW_PORT AWS_S3_FORCE_PATH_STYLE=true WALG_S3_CA_CERT_FILE=$WORK/tls.crt"
 	else
@@ -239,7 +255,7 @@ archiver() {
 	walg)
 		SOCK=$WORK/walg-$name.sock
 		CMD="$WALG_CLIENT $SOCK wal-push %f"
-		RES="env $(walg_env "$store" "$name" "$d" "$port") $WALG daemon $SOCK" ;;
+		RES="env $(walg_env "$store" "$name" "$d" "$port" "$enc") $WALG daemon $SOCK" ;;
 	esac
 }
 # The rows: KIND:BUILD:ENCRYPTED
@@ -248,7 +264,7 @@ rows() {
 	for e in $ENC; do
 		for b in $BUILDS; do r="$r agent:$b:$e walpush:$b:$e"; done
 		r="$r pbr:-:$e"
-		[ -n "$WALG" ] && [ "$e" = plain ] && r="$r walg:-:plain"
+		[ -n "$WALG" ] && { [ "$e" = plain ] || [ -n "$WALG_PGP" ]; } && r="$r walg:-:$e"
 	done
 	echo "$r"
 }
@@ -380,20 +396,20 @@ label() { # label KIND BUILD
 }
 echo
 echo "new: $("$NEW" version 2>/dev/null | head -n 1)${OLD:+; old: $("$OLD" version 2>/dev/null | head -n 1)}; $($PBR version)${WALG:+; WAL-G $("$WALG" --version 2>/dev/null | head -n 1 | cut -f1-2)}"
-echo "lz4; /pbr: against pgBackRest with the same encryption (aes-256-cbc for enc); /walg: against WAL-G's daemon unencrypted"
+echo "lz4; /pbr and /walg: against pgBackRest (aes-256-cbc) and WAL-G's daemon (OpenPGP) with the same encryption; /walg0: against WAL-G unencrypted"
 echo "$(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); CPU from a cgroup holding the archiver process and the resident process"
 for store in $STORES; do
-	wc_=$(get sustain "$store-walg---plain" 3)
+	wc0=$(get sustain "$store-walg---plain" 3)
 	echo
 	echo "$store store: cold drain of $BACKLOG ready segments (segments/s, CPU ms/segment), sustained bulk load ${DURATION}s (CPU ms/segment, WAL MB/s)"
-	printf '%-28s %-6s %8s %8s %8s %8s | %8s %8s %8s %8s\n' "" "" "seg/s" "/pbr" "cpu ms" "/pbr" "cpu ms" "/walg" "/pbr" "WAL MB/s"
+	printf '%-28s %-6s %8s %8s %8s %8s | %8s %8s %8s %8s %8s\n' "" "" "seg/s" "/pbr" "cpu ms" "/pbr" "cpu ms" "/walg" "/walg0" "/pbr" "WAL MB/s"
 	for row in $(rows); do
 		IFS=: read -r kind b enc <<<"$row"
 		key="$store-$kind-$b-$enc"
-		pbr="$store-pbr---$enc" # each row against pgBackRest with the same encryption
+		pbr="$store-pbr---$enc" # each row against the peers with the same encryption
 		s=$(get drain "$key" 4); c=$(get drain "$key" 5); sc=$(get sustain "$key" 3)
-		printf '%-28s %-6s %8s %8s %8s %8s | %8s %8s %8s %8s\n' "$(label "$kind" "$b")" "$enc" "$s" "$(ratio "$s" "$(get drain "$pbr" 4)")" "$c" "$(ratio "$c" "$(get drain "$pbr" 5)")" \
-			"$sc" "$(ratio "$sc" "$wc_")" "$(ratio "$sc" "$(get sustain "$pbr" 3)")" "$(get sustain "$key" 4)"
+		printf '%-28s %-6s %8s %8s %8s %8s | %8s %8s %8s %8s %8s\n' "$(label "$kind" "$b")" "$enc" "$s" "$(ratio "$s" "$(get drain "$pbr" 4)")" "$c" "$(ratio "$c" "$(get drain "$pbr" 5)")" \
+			"$sc" "$(ratio "$sc" "$(get sustain "$store-walg---$enc" 3)")" "$(ratio "$sc" "$wc0")" "$(ratio "$sc" "$(get sustain "$pbr" 3)")" "$(get sustain "$key" 4)"
 	done
 done
 echo
