@@ -128,6 +128,23 @@ func CheckRange(key string, off, n int64) error {
 	return nil
 }
 
+type writeNextKey struct{}
+
+// WriteNext marks ctx for a Stat whose caller writes the key when it is
+// missing (wal-push before its conditional upload). A backend whose HEAD
+// answers 404 alike for a missing object and a missing bucket, and spends
+// a second request to tell them apart, may skip that request there: the
+// write that follows reports a missing bucket itself.
+func WriteNext(ctx context.Context) context.Context {
+	return context.WithValue(ctx, writeNextKey{}, true)
+}
+
+// WritesNext reports whether ctx was marked by WriteNext.
+func WritesNext(ctx context.Context) bool {
+	v, _ := ctx.Value(writeNextKey{}).(bool)
+	return v
+}
+
 // TrivialRange settles a GetRange that needs no ranged request: a range
 // GetRange cannot mean (refused), and one of no byte (an empty body once
 // the object is known to exist: servers read a length of 0 as "to the

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -13,7 +14,9 @@ import (
 
 	"github.com/walvault/walvault/archive"
 	"github.com/walvault/walvault/archive/repo"
+	fp "github.com/walvault/walvault/integration/faultproxy"
 	"github.com/walvault/walvault/integration/pgtest"
+	"github.com/walvault/walvault/integration/testenv"
 )
 
 // archivingCluster starts PostgreSQL 15 with 1 MiB segments (so pgbench
@@ -255,5 +258,63 @@ func TestWALBadStore(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestWALPushRequests: archiving a new segment to S3 costs two requests
+// (the HEAD of its key, which finds nothing, then the conditional PUT),
+// not a third to tell a missing bucket from a missing object: the PUT
+// would report a missing bucket itself (TestWALBadStore).
+func TestWALPushRequests(t *testing.T) {
+	srv := testenv.StartT(t, testenv.S3)
+	p := fp.Start(t, srv.Addr)
+	raw := srv.NewTarget(t)
+	tg := &target{Kind: "s3", URL: raw.URL, Env: raw.Env, Server: srv}
+	env := []string{"AWS_ENDPOINT_URL_S3=" + p.URL()}
+	c := pgtest.New(t, pgtest.Options{InitdbArgs: []string{"--wal-segsize=1"}})
+	first, err := filepath.Glob(filepath.Join(c.Data, "pg_wal", "0000000100000000000000*"))
+	if err != nil || len(first) == 0 {
+		t.Fatalf("no WAL segment after initdb: %v", err)
+	}
+	data, err := os.ReadFile(first[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The next segment: the same pages, its first page header moved on.
+	wf, err := archive.ParseWALName(filepath.Base(first[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const segSize = 1 << 20
+	dir := pgtest.WorkDir(t)
+	segA := filepath.Join(dir, filepath.Base(first[0]))
+	segB := filepath.Join(dir, wf.Next(segSize))
+	next := bytes.Clone(data)
+	binary.LittleEndian.PutUint64(next[8:], (wf.SegNo(segSize)+1)*segSize)
+	for path, b := range map[string][]byte{segA: data, segB: next} {
+		if err := os.WriteFile(path, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if code, _, stderr := tg.walvault(t, env, "wal-push", segA); code != 0 {
+		t.Fatalf("wal-push %s: exit %d: %s", segA, code, stderr)
+	}
+	before := len(p.Requests())
+	if code, _, stderr := tg.walvault(t, env, "wal-push", segB); code != 0 {
+		t.Fatalf("wal-push %s: exit %d: %s", segB, code, stderr)
+	}
+	var heads, puts, other []string
+	for _, r := range p.Requests()[before:] {
+		switch {
+		case r.Method == "HEAD" && strings.HasSuffix(strings.SplitN(r.Target, "?", 2)[0], "/"+filepath.Base(segB)):
+			heads = append(heads, r.String())
+		case r.Method == "PUT" && strings.Contains(r.Target, "/"+filepath.Base(segB)):
+			puts = append(puts, r.String())
+		default:
+			other = append(other, r.String())
+		}
+	}
+	if len(heads) != 1 || len(puts) != 1 || len(other) != 0 {
+		t.Fatalf("pushing a new segment: HEAD %v, PUT %v, other requests %v; want one HEAD and one PUT of the segment, nothing else", heads, puts, other)
 	}
 }

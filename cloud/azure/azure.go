@@ -485,7 +485,7 @@ func (s *store) mapErr(ctx context.Context, op, key string, err error) error {
 	case bloberror.HasCode(err, bloberror.ContainerNotFound, bloberror.ContainerBeingDeleted):
 		return cloud.Permanent(cloud.NewStoreError(fmt.Sprintf("%s: container %q does not exist: create it or fix the store URL", what, s.container), err))
 	case bloberror.HasCode(err, bloberror.BlobNotFound) || status == http.StatusNotFound && op != "list" && op != "put":
-		if status == http.StatusNotFound && code == "" && op == "stat" && s.containerMissing(ctx) {
+		if status == http.StatusNotFound && code == "" && op == "stat" && !cloud.WritesNext(ctx) && s.containerMissing(ctx) {
 			return cloud.Permanent(cloud.NewStoreError(fmt.Sprintf("%s: container %q does not exist: create it or fix the store URL", what, s.container), err))
 		}
 		return cloud.NewStoreError(fmt.Sprintf("%s: %v", what, cloud.ErrNotFound), cloud.ErrNotFound, err)

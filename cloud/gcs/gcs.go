@@ -338,7 +338,7 @@ func (s *store) mapErr(ctx context.Context, op, key string, err error) error {
 		op == "put" && code == http.StatusNotFound: // an upload has no object to miss
 		return cloud.Permanent(cloud.NewStoreError(fmt.Sprintf("%s: bucket %q does not exist: create it or fix the store URL", what, s.bkt), err))
 	case errors.Is(err, storage.ErrObjectNotExist) || code == http.StatusNotFound:
-		if op == "stat" || op == "get" {
+		if op == "stat" && !cloud.WritesNext(ctx) || op == "get" {
 			if s.bucketMissing(ctx) {
 				return cloud.Permanent(cloud.NewStoreError(fmt.Sprintf("%s: bucket %q does not exist: create it or fix the store URL", what, s.bkt), err))
 			}

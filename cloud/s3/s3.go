@@ -688,7 +688,7 @@ func (s *store) mapErr(ctx context.Context, op, key string, err error) error {
 	case code == "NoSuchBucket":
 		return s.noBucket(what, err)
 	case code == "NoSuchKey" || code == "NotFound" || status == http.StatusNotFound:
-		if op == "stat" && s.bucketMissing(ctx) {
+		if op == "stat" && !cloud.WritesNext(ctx) && s.bucketMissing(ctx) {
 			return s.noBucket(what, err)
 		}
 		return cloud.NewStoreError(fmt.Sprintf("%s: %v", what, cloud.ErrNotFound), cloud.ErrNotFound, err)
