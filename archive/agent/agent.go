@@ -144,7 +144,9 @@ type Agent struct {
 	lastErrT time.Time
 	lastArch string
 	lastArT  time.Time
-	backlog  backlog
+	// ready are the .ready files of the last scan and the arrivals since,
+	// for the backlog figures (those durable meanwhile are left out).
+	ready map[string]readyFile
 
 	st struct {
 		segments, bytes, stored, already, uploadErrs, retries      atomic.Int64
@@ -153,9 +155,9 @@ type Agent struct {
 	}
 }
 
-type backlog struct {
-	count, bytes int64
-	oldest       time.Time
+type readyFile struct {
+	id      fileID
+	readyAt time.Time
 }
 
 // job is one upload of one version of a file.
@@ -198,7 +200,7 @@ func Open(r *repo.Repo, cfg Config) (*Agent, error) {
 	}
 	a := &Agent{cfg: cfg, log: cfg.Log, started: time.Now(),
 		wake:    make(chan struct{}, 1),
-		durable: map[string]fileID{}, jobs: map[string]*job{}, failures: map[string]*failure{}}
+		durable: map[string]fileID{}, jobs: map[string]*job{}, failures: map[string]*failure{}, ready: map[string]readyFile{}}
 	a.cfg.PGData = pgdata
 	a.walDir = filepath.Join(pgdata, "pg_wal")
 	a.status = filepath.Join(a.walDir, "archive_status")
@@ -428,7 +430,6 @@ func (a *Agent) scan() {
 	}
 	now := time.Now()
 	var ready []string
-	var bl backlog
 	for _, e := range ents {
 		name, ok := strings.CutSuffix(e.Name(), ".ready")
 		if !ok {
@@ -460,15 +461,12 @@ func (a *Agent) scan() {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.ready = make(map[string]readyFile, len(files))
 	for _, f := range files {
 		if d, ok := a.durable[f.name]; ok && d == f.id {
 			continue
 		}
-		bl.count++
-		bl.bytes += f.id.size
-		if !f.readyAt.IsZero() && (bl.oldest.IsZero() || f.readyAt.Before(bl.oldest)) {
-			bl.oldest = f.readyAt
-		}
+		a.ready[f.name] = readyFile{f.id, f.readyAt}
 		if _, ok := a.jobs[f.name]; ok {
 			continue
 		}
@@ -477,7 +475,6 @@ func (a *Agent) scan() {
 		}
 		a.enqueueLocked(f.name, f.id, false)
 	}
-	a.backlog = bl
 }
 
 // takeArrived returns the names inotify reported since the last call.
@@ -490,7 +487,7 @@ func (a *Agent) takeArrived() []string {
 }
 
 // enqueueArrived queues the files whose .ready inotify saw created, as a
-// scan would have (the backlog figures wait for the next scan).
+// scan would have.
 func (a *Agent) enqueueArrived(names []string) {
 	sortReady(names)
 	now := time.Now()
@@ -498,7 +495,8 @@ func (a *Agent) enqueueArrived(names []string) {
 		if _, err := archive.ParseWALName(name); err != nil {
 			continue
 		}
-		if _, err := os.Lstat(filepath.Join(a.status, name+".ready")); err != nil {
+		st, err := os.Lstat(filepath.Join(a.status, name+".ready"))
+		if err != nil {
 			continue // archived meanwhile
 		}
 		id, err := statID(filepath.Join(a.walDir, name))
@@ -510,6 +508,9 @@ func (a *Agent) enqueueArrived(names []string) {
 		d, durable := a.durable[name]
 		fl := a.failures[name]
 		waiting := fl != nil && fl.id == id && now.Before(fl.next)
+		if !(durable && d == id) {
+			a.ready[name] = readyFile{id, st.ModTime()}
+		}
 		if !queued && !(durable && d == id) && !waiting {
 			a.enqueueLocked(name, id, false)
 		}
@@ -661,7 +662,21 @@ func (a *Agent) sweep() {
 // Stats is a snapshot of the counters.
 func (a *Agent) Stats() Stats {
 	a.mu.Lock()
-	bl := a.backlog
+	// The backlog: ready files not durable (as of the last scan and the
+	// arrivals since; one archived by another process stays until the
+	// next scan, within the poll interval).
+	var count, bytes int64
+	var oldest time.Time
+	for name, f := range a.ready {
+		if d, ok := a.durable[name]; ok && d == f.id {
+			continue
+		}
+		count++
+		bytes += f.id.size
+		if !f.readyAt.IsZero() && (oldest.IsZero() || f.readyAt.Before(oldest)) {
+			oldest = f.readyAt
+		}
+	}
 	s := Stats{PID: os.Getpid(), PGData: a.cfg.PGData, Store: a.r.Store.String(), Started: a.started, Updated: time.Now(),
 		LastArchived: a.lastArch, LastArchivedTime: a.lastArT, LastError: a.lastErr, LastErrorTime: a.lastErrT}
 	a.mu.Unlock()
@@ -677,9 +692,9 @@ func (a *Agent) Stats() Stats {
 	s.NotInArchive = a.st.notInArchive.Load()
 	s.FetchSeconds = float64(a.st.fetchMicros.Load()) / 1e6
 	s.Uploading = a.st.uploading.Load()
-	s.ReadyCount, s.ReadyBytes = bl.count, bl.bytes
-	if !bl.oldest.IsZero() {
-		s.OldestReadyAgeSec = time.Since(bl.oldest).Seconds()
+	s.ReadyCount, s.ReadyBytes = count, bytes
+	if !oldest.IsZero() {
+		s.OldestReadyAgeSec = time.Since(oldest).Seconds()
 	}
 	s.StoreRequests = a.counted.counts()
 	for _, sc := range a.seconds {
