@@ -343,14 +343,15 @@ func (a *Agent) Run(ctx context.Context) error {
 	lastState, lastSweep := time.Time{}, time.Now()
 	a.rescan.Store(true)
 	for {
+		// Taken whether or not this agent archives, so they never pile up.
+		arrived := a.takeArrived()
 		if !a.cfg.NoArchive {
 			// A finished upload only needs the next one started; reading
 			// archive_status again is for new files and the rescan period.
 			if a.rescan.Swap(false) {
-				a.takeArrived()
 				a.scan()
-			} else if names := a.takeArrived(); len(names) > 0 {
-				a.enqueueArrived(names)
+			} else if len(arrived) > 0 {
+				a.enqueueArrived(arrived)
 			}
 			a.dispatch(ctx, &wg)
 		}
@@ -463,18 +464,24 @@ func (a *Agent) scan() {
 	defer a.mu.Unlock()
 	a.ready = make(map[string]readyFile, len(files))
 	for _, f := range files {
-		if d, ok := a.durable[f.name]; ok && d == f.id {
-			continue
-		}
-		a.ready[f.name] = readyFile{f.id, f.readyAt}
-		if _, ok := a.jobs[f.name]; ok {
-			continue
-		}
-		if fl := a.failures[f.name]; fl != nil && fl.id == f.id && now.Before(fl.next) {
-			continue
-		}
-		a.enqueueLocked(f.name, f.id, false)
+		a.readyLocked(f.name, readyFile{f.id, f.readyAt}, now)
 	}
+}
+
+// readyLocked takes note of a .ready file, for the backlog, and queues it
+// unless it is durable in this version, queued, or waiting for a retry.
+func (a *Agent) readyLocked(name string, f readyFile, now time.Time) {
+	if d, ok := a.durable[name]; ok && d == f.id {
+		return
+	}
+	a.ready[name] = f
+	if _, ok := a.jobs[name]; ok {
+		return
+	}
+	if fl := a.failures[name]; fl != nil && fl.id == f.id && now.Before(fl.next) {
+		return
+	}
+	a.enqueueLocked(name, f.id, false)
 }
 
 // takeArrived returns the names inotify reported since the last call.
@@ -504,16 +511,7 @@ func (a *Agent) enqueueArrived(names []string) {
 			continue
 		}
 		a.mu.Lock()
-		_, queued := a.jobs[name]
-		d, durable := a.durable[name]
-		fl := a.failures[name]
-		waiting := fl != nil && fl.id == id && now.Before(fl.next)
-		if !(durable && d == id) {
-			a.ready[name] = readyFile{id, st.ModTime()}
-		}
-		if !queued && !(durable && d == id) && !waiting {
-			a.enqueueLocked(name, id, false)
-		}
+		a.readyLocked(name, readyFile{id, st.ModTime()}, now)
 		a.mu.Unlock()
 	}
 }

@@ -462,3 +462,23 @@ func TestCheckSocketDir(t *testing.T) {
 		}
 	}
 }
+
+// TestFetchOnlyAgentDropsArrivals: an agent that does not archive takes
+// no upload for a new .ready, and keeps none of inotify's reports.
+func TestFetchOnlyAgentDropsArrivals(t *testing.T) {
+	r, _ := testRepo(t)
+	data, wal := pgdata(t)
+	a := runAgent(t, r, Config{PGData: data, Concurrency: 1, NoArchive: true, PollInterval: time.Hour})
+	for i := uint64(1); i <= 3; i++ {
+		writeSegment(t, wal, i)
+	}
+	time.Sleep(300 * time.Millisecond)
+	a.poke()
+	time.Sleep(100 * time.Millisecond)
+	a.arrMu.Lock()
+	left := len(a.arrived)
+	a.arrMu.Unlock()
+	if s := a.Stats(); left != 0 || s.SegmentsArchived != 0 {
+		t.Fatalf("fetch-only agent: %d reports kept, %d segments archived", left, s.SegmentsArchived)
+	}
+}

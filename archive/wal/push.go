@@ -222,7 +222,7 @@ func pushFile(ctx context.Context, r *repo.Repo, path string, wf archive.WALFile
 	up, err := upload(ctx, r, key, f, size, pass.encoded, opts)
 	if errors.Is(err, cloud.ErrExists) {
 		// Another writer won the race; it is fine if it wrote the same thing.
-		info, statErr := r.Store.Stat(cloud.WriteNext(ctx), key)
+		info, statErr := r.Store.Stat(ctx, key)
 		if errors.Is(statErr, cloud.ErrNotFound) {
 			return res, archive.StoreErr(fmt.Errorf("uploading %s: %w", wf.Name, err))
 		}
