@@ -41,7 +41,7 @@ func configFlag() cli.Flag {
 // The flags built here carry their names, computed once. urfave/cli
 // computes a flag's names with a regular expression at every Names call
 // and finds a flag by calling Names on each in turn (IsSet, which applying
-// the config file calls for every flag): 5-7% of the CPU of a wal-push
+// the config file calls for every flag): 4.6% of the CPU of a wal-push
 // with --config. Each type keeps every method of the flag it wraps.
 type (
 	namedString struct {
