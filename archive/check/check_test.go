@@ -19,6 +19,7 @@ import (
 	"github.com/walvault/walvault/archive/pg"
 	"github.com/walvault/walvault/archive/repo"
 	"github.com/walvault/walvault/cloud"
+	"github.com/walvault/walvault/cloud/storetest"
 )
 
 func TestShellSplit(t *testing.T) {
@@ -271,6 +272,18 @@ func TestCheckCryptoAndProbe(t *testing.T) {
 	rep := &Report{}
 	if !checkProbe(context.Background(), st, rep) || rep.Results[0].Status != OK {
 		t.Fatalf("%+v", rep.Results)
+	}
+	if keys := storeKeys(t, st); len(keys) != 0 {
+		t.Fatalf("the probe left %v", keys)
+	}
+	// A server that writes over a key it was asked to create only if
+	// absent works, with a warning.
+	ignoring := storetest.NewFaults(st)
+	ignoring.IgnoreIfAbsent = true
+	rep = &Report{}
+	if !checkProbe(context.Background(), ignoring, rep) || len(rep.Results) != 2 || rep.Results[0].Status != Warn ||
+		!strings.Contains(rep.Results[0].Detail, "only if absent") || rep.Results[1].Status != OK {
+		t.Fatalf("a store ignoring If-None-Match: %+v", rep.Results)
 	}
 	if keys := storeKeys(t, st); len(keys) != 0 {
 		t.Fatalf("the probe left %v", keys)

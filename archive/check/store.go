@@ -34,6 +34,21 @@ func checkProbeAs(ctx context.Context, st cloud.Store, rep *Report, name string)
 		return false
 	}
 	defer func() { _ = st.Delete(context.WithoutCancel(ctx), key) }()
+	// WAL and manifests are written only if absent, so that two writers
+	// can never both win; a server that ignores the condition (some
+	// S3-compatible ones) loses that, and wal-push then looks at each key
+	// before writing it (one more request per segment).
+	second := []byte("walvault check probe, second write")
+	again := st.Put(ctx, key, cloud.Bytes(second), cloud.PutOptions{IfAbsent: true, NoLock: true})
+	switch {
+	case errors.Is(again, cloud.ErrExists):
+	case again == nil:
+		rep.add(name+" conditional writes", Warn, fmt.Sprintf("%s: the store wrote over the probe object %s although asked to write it only if absent (If-None-Match: *)", st, key),
+			"use a server that honours If-None-Match: * on PUT (AWS S3 does): without it two writers of one key can both succeed; wal-push looks at each key before writing it instead, one more request per segment")
+	default:
+		rep.add(name+" conditional writes", Fail, fmt.Sprintf("%s: a second create-if-absent write of the probe object %s: %v", st, key, again), fix)
+		return false
+	}
 	rc, _, err := st.Get(ctx, key)
 	if err != nil {
 		rep.add(name, Fail, fmt.Sprintf("%s: reading back the probe object %s: %v", st, key, err), fix)
@@ -41,6 +56,9 @@ func checkProbeAs(ctx context.Context, st cloud.Store, rep *Report, name string)
 	}
 	got, err := io.ReadAll(io.LimitReader(rc, 1<<20))
 	_ = rc.Close()
+	if again == nil {
+		body = second // written over
+	}
 	if err != nil || !bytes.Equal(got, body) {
 		rep.add(name, Fail, fmt.Sprintf("%s: the probe object %s read back differs from what was written (%v)", st, key, err), "the store (or a proxy before it) alters objects: walvault cannot be used with it")
 		return false

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/walvault/walvault/archive"
@@ -118,8 +119,9 @@ func (r *Repo) SegmentSizeCap(ctx context.Context) int64 {
 // EnsureCluster checks that sysid owns the store, claiming it if nobody
 // does, and that its WAL segment size (segSize; 0 when unknown) is the one
 // recorded. With a cache directory the answer is remembered there (keyed
-// by store), so the hot path of wal-push costs no round trip after the
-// first push.
+// by store, for clusterCacheLife), so the hot path of wal-push costs no
+// round trip after the first push; that first push also learns whether the
+// store refuses a second create of one key (RefusesSecondCreate).
 func (r *Repo) EnsureCluster(ctx context.Context, sysid uint64, segSize int64, cacheDir string) error {
 	st := r.Store
 	want := strconv.FormatUint(sysid, 10)
@@ -130,9 +132,14 @@ func (r *Repo) EnsureCluster(ctx context.Context, sysid uint64, segSize int64, c
 	cache, cached := "", fmt.Sprintf("%s %d", want, segSize)
 	if cacheDir != "" {
 		cache = filepath.Join(cacheDir, "cluster-v2-"+hex.EncodeToString(sum[:8]))
-		if b, err := os.ReadFile(cache); err == nil && string(bytes.TrimSpace(b)) == cached { // #nosec G304 -- our spool
-			r.bind(want)
-			return nil
+		if b, err := readFresh(cache, clusterCacheLife); err == nil {
+			line := string(bytes.TrimSpace(b))
+			refuses := strings.HasSuffix(line, " "+refusesWord)
+			if strings.TrimSuffix(line, " "+refusesWord) == cached {
+				r.bind(want)
+				r.noteRefusal(refuses)
+				return nil
+			}
 		}
 	}
 	allow := *r
@@ -169,11 +176,72 @@ func (r *Repo) EnsureCluster(ctx context.Context, sysid uint64, segSize int64, c
 		// under this prefix could never be fetched.
 		return fmt.Errorf("%w: %s holds WAL segments of %d bytes, this cluster writes %d-byte segments (changed by pg_resetwal --wal-segsize?): give it a new store prefix", archive.ErrOtherCluster, st, ci.WALSegmentSize, segSize)
 	}
+	r.bind(want)
 	if cache != "" {
+		// Only a push with a cache asks: once per store and data directory.
+		refuses := r.probeRefusal(ctx)
+		r.noteRefusal(refuses)
+		if refuses {
+			cached += " " + refusesWord
+		}
 		_ = fsutil.WriteFileAtomic(cache, []byte(cached+"\n"), false)
 	}
-	r.bind(want)
 	return nil
+}
+
+// clusterCacheLife is how long EnsureCluster trusts its cache: a day, so
+// that a store changed under the same name (another server behind the
+// same bucket and prefix) is asked again within one.
+const clusterCacheLife = 24 * time.Hour
+
+// readFresh reads a small cache file written less than life ago.
+func readFresh(name string, life time.Duration) ([]byte, error) {
+	f, err := os.Open(name) // #nosec G304 -- our spool
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = f.Close() }()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if age := time.Since(fi.ModTime()); age < 0 || age > life {
+		return nil, fmt.Errorf("%s is %s old", name, age.Round(time.Second))
+	}
+	return io.ReadAll(io.LimitReader(f, 1<<10))
+}
+
+// refusesWord marks, in EnsureCluster's cache, a store seen refusing a
+// second create-if-absent write of one key.
+const refusesWord = "refuses-second-create"
+
+// noteRefusal records what probeRefusal found. Like bind, it writes r
+// only when that changes: concurrent pushes of a bound repository only
+// read it.
+func (r *Repo) noteRefusal(refuses bool) {
+	if r.RefusesSecondCreate != refuses {
+		r.RefusesSecondCreate = refuses
+	}
+}
+
+// probeRefusal asks the store to create cluster.json again, byte for byte
+// and with the same metadata as it holds it, only if absent: a store that
+// keeps its word answers ErrExists, and the existing object is untouched.
+// One that ignores the condition (some S3-compatible servers do) rewrites
+// the very same object, which is harmless, and the answer is false: its
+// writes are then looked at before they are made. Any error is false too.
+func (r *Repo) probeRefusal(ctx context.Context) bool {
+	rc, info, err := r.Store.Get(ctx, ClusterKey)
+	if err != nil {
+		return false
+	}
+	body, err := io.ReadAll(io.LimitReader(rc, MaxClusterBytes+1))
+	_ = rc.Close()
+	if err != nil || len(body) > MaxClusterBytes {
+		return false
+	}
+	err = r.Store.Put(ctx, ClusterKey, cloud.Bytes(body), cloud.PutOptions{IfAbsent: true, Metadata: info.Metadata, SizeHint: int64(len(body))})
+	return errors.Is(err, cloud.ErrExists)
 }
 
 // bind records the cluster r writes for. It writes r only when that

@@ -1,15 +1,20 @@
 package repo
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
+	"maps"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/walvault/walvault/archive"
 	"github.com/walvault/walvault/cloud"
+	"github.com/walvault/walvault/cloud/storetest"
 	"github.com/walvault/walvault/crypto"
 )
 
@@ -205,5 +210,87 @@ func TestProofBindsCluster(t *testing.T) {
 	r.Cluster = "7300000000000000002"
 	if _, err := load(r, "wal/history/00000002.history", Want{Proof: true}); !errors.Is(err, crypto.ErrBadProof) {
 		t.Fatalf("a relabelled object: %v", err)
+	}
+}
+
+// TestClusterProbesSecondCreate: the first push with a cache learns
+// whether the store refuses to create an object that exists, by asking it
+// to create cluster.json again as it is; a store that ignores the
+// condition is marked so (its writes are looked at first), and its
+// cluster.json is the same afterwards, bytes and metadata. The answer is
+// cached for a day, then asked again; without a cache nothing is asked.
+func TestClusterProbesSecondCreate(t *testing.T) {
+	ctx := context.Background()
+	for _, ignores := range []bool{false, true} {
+		t.Run(map[bool]string{false: "refuses", true: "ignores"}[ignores], func(t *testing.T) {
+			f := storetest.NewFaults(clusterRepo(t).Store)
+			f.IgnoreIfAbsent = ignores
+			w := &Repo{Store: f}
+			key := filepath.Join(t.TempDir(), "sign.key")
+			if _, err := crypto.GenerateSigningKey(key); err != nil {
+				t.Fatal(err)
+			}
+			sk, err := crypto.LoadSigningKey(key, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			w.Sign = sk
+			if err := w.EnsureCluster(ctx, 7300000000000000001, 16<<20, ""); err != nil {
+				t.Fatal(err)
+			}
+			if w.RefusesSecondCreate {
+				t.Fatal("without a cache the store was judged")
+			}
+			stored := func() ([]byte, map[string]string) {
+				rc, info, err := f.Get(ctx, ClusterKey)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer func() { _ = rc.Close() }()
+				b, err := io.ReadAll(rc)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return b, info.Metadata
+			}
+			body, meta := stored()
+			cache := t.TempDir()
+			f.Set()
+			if err := w.EnsureCluster(ctx, 7300000000000000001, 16<<20, cache); err != nil {
+				t.Fatal(err)
+			}
+			if w.RefusesSecondCreate != !ignores || f.Calls(storetest.Put) != 1 {
+				t.Fatalf("RefusesSecondCreate %v after %d puts; want %v after 1", w.RefusesSecondCreate, f.Calls(storetest.Put), !ignores)
+			}
+			if b, m := stored(); !bytes.Equal(b, body) || !maps.Equal(m, meta) {
+				t.Fatalf("cluster.json changed: %q %v, was %q %v", b, m, body, meta)
+			}
+			// From the cache: no request.
+			again := &Repo{Store: f, Sign: sk}
+			f.Set()
+			if err := again.EnsureCluster(ctx, 7300000000000000001, 16<<20, cache); err != nil {
+				t.Fatal(err)
+			}
+			if again.RefusesSecondCreate != !ignores || f.Calls(storetest.Get)+f.Calls(storetest.Put) != 0 {
+				t.Fatalf("from the cache: RefusesSecondCreate %v after %d gets, %d puts", again.RefusesSecondCreate, f.Calls(storetest.Get), f.Calls(storetest.Put))
+			}
+			// A day later the store is asked again.
+			files, _ := filepath.Glob(filepath.Join(cache, "cluster-v2-*"))
+			if len(files) != 1 {
+				t.Fatalf("cache files %v", files)
+			}
+			old := time.Now().Add(-25 * time.Hour)
+			if err := os.Chtimes(files[0], old, old); err != nil {
+				t.Fatal(err)
+			}
+			later := &Repo{Store: f, Sign: sk}
+			f.Set()
+			if err := later.EnsureCluster(ctx, 7300000000000000001, 16<<20, cache); err != nil {
+				t.Fatal(err)
+			}
+			if later.RefusesSecondCreate != !ignores || f.Calls(storetest.Put) != 1 {
+				t.Fatalf("a day later: RefusesSecondCreate %v after %d puts", later.RefusesSecondCreate, f.Calls(storetest.Put))
+			}
+		})
 	}
 }

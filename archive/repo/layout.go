@@ -102,4 +102,9 @@ type Repo struct {
 	// it from the authenticated cluster.json, or wal-fetch from the
 	// pg_control of the data directory it restores into).
 	Cluster string
+	// RefusesSecondCreate: the store was seen refusing to create an object
+	// that exists (EnsureCluster's probe, cached per store), so a write
+	// with PutOptions.IfAbsent can never replace one and needs no look
+	// before it. False when not known.
+	RefusesSecondCreate bool
 }

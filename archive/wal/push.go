@@ -202,20 +202,33 @@ func pushFile(ctx context.Context, r *repo.Repo, path string, wf archive.WALFile
 	}
 
 	key := repo.WALKey(wf)
-	// A missing bucket needs no request of its own here: the upload
-	// that follows a "not found" reports it.
-	info, statErr := r.Store.Stat(cloud.WriteNext(ctx), key)
+	// A store known to refuse a second create of one key needs no look
+	// before the conditional upload: a segment archived before (the same,
+	// or not) makes the upload fail with ErrExists, settled below. Any
+	// other store is asked first, so that no upload can replace an object.
+	// A missing bucket needs no request of its own here: the upload that
+	// follows a "not found" reports it.
+	var (
+		info    cloud.ObjectInfo
+		statErr error
+	)
+	look := !r.RefusesSecondCreate
+	if look {
+		info, statErr = r.Store.Stat(cloud.WriteNext(ctx), key)
+	}
 	pass.wait()
 	if pass.err != nil {
 		return res, fmt.Errorf("%w: cannot read %s: %w", archive.ErrBadInput, path, pass.err)
 	}
 	d := pass.digest
-	if already, err := alreadyStored(ctx, r, key, f, d, info, statErr); already || err != nil {
-		res.Already = already
-		if already && keep != keepNone {
-			res.Object = alreadyObject(key, wf.Name, info, path)
+	if look {
+		if already, err := alreadyStored(ctx, r, key, f, d, info, statErr); already || err != nil {
+			res.Already = already
+			if already && keep != keepNone {
+				res.Object = alreadyObject(key, wf.Name, info, path)
+			}
+			return res, err
 		}
-		return res, err
 	}
 
 	opts := cloud.PutOptions{Metadata: d.meta(), IfAbsent: true, SizeHint: size}

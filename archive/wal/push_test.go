@@ -20,6 +20,7 @@ import (
 	"github.com/walvault/walvault/archive/codec"
 	"github.com/walvault/walvault/archive/repo"
 	"github.com/walvault/walvault/cloud"
+	"github.com/walvault/walvault/cloud/storetest"
 )
 
 // writeCompressible writes segment segNo of timeline 1 into dir: a valid
@@ -124,8 +125,18 @@ func TestPushStatesEncodedDigest(t *testing.T) {
 // settings (encrypted too: age is not deterministic), other compression
 // settings (settled by reading the object back), or by an older walvault
 // (the plain SHA-256); other content of the same size is a conflict in
-// every case, and the stored copy is kept.
+// every case, and the stored copy is kept: on a store that refuses a
+// second create of a key (the upload is tried, its refusal settled) and on
+// one that ignores the condition (the key is looked at first).
 func TestPushAgain(t *testing.T) {
+	for _, ignores := range []bool{false, true} {
+		t.Run(map[bool]string{false: "store refuses", true: "store ignores"}[ignores], func(t *testing.T) {
+			testPushAgain(t, ignores)
+		})
+	}
+}
+
+func testPushAgain(t *testing.T, ignores bool) {
 	ctx := context.Background()
 	level9 := func(r *repo.Repo) *repo.Repo { c := *r; c.Codec.Level = 9; return &c }
 	zstd := func(r *repo.Repo) *repo.Repo { c := *r; c.Codec.Compression = codec.Zstd; return &c }
@@ -148,6 +159,11 @@ func TestPushAgain(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := openRepo(t, t.TempDir(), codec.LZ4)
+			if ignores {
+				f := storetest.NewFaults(r.Store)
+				f.IgnoreIfAbsent = true
+				r.Store = f
+			}
 			if tc.encrypt {
 				r = withAge(t, r)
 			}
@@ -169,6 +185,9 @@ func TestPushAgain(t *testing.T) {
 				again = &c
 			}
 			res, err := Push(ctx, again, src, PushOptions{})
+			if again.RefusesSecondCreate == ignores {
+				t.Fatalf("RefusesSecondCreate %v on a store that ignores the condition: %v", again.RefusesSecondCreate, ignores)
+			}
 			switch {
 			case tc.wantErr == "" && (err != nil || !res.Already):
 				t.Fatalf("same content again: %+v, %v; want Already", res, err)
@@ -395,5 +414,36 @@ func TestBoundedBuffer(t *testing.T) {
 	}
 	if _, err := b.Write([]byte("abc")); err != nil || string(b.Bytes()) != "abc" {
 		t.Fatalf("after Reset: %q, %v", b.Bytes(), err)
+	}
+}
+
+// TestPushNewSegmentRequests: a new segment costs one request, its
+// conditional upload, on a store that refuses a second create of a key;
+// on one that ignores the condition, a look at the key comes first.
+func TestPushNewSegmentRequests(t *testing.T) {
+	ctx := context.Background()
+	for _, ignores := range []bool{false, true} {
+		r := openRepo(t, t.TempDir(), codec.LZ4)
+		f := storetest.NewFaults(r.Store)
+		f.IgnoreIfAbsent = ignores
+		r.Store = f
+		dir := t.TempDir()
+		first, _ := writeCompressible(t, dir, 5, 1<<20, 0)
+		if _, err := Push(ctx, r, first, PushOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		f.Set()
+		next, _ := writeCompressible(t, dir, 6, 1<<20, 0)
+		if _, err := Push(ctx, r, next, PushOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		stats, puts, gets := f.Calls(storetest.Stat), f.Calls(storetest.Put), f.Calls(storetest.Get)
+		want := 0
+		if ignores {
+			want = 1
+		}
+		if stats != want || puts != 1 || gets != 0 {
+			t.Errorf("store ignoring the condition %v: %d stats, %d puts, %d gets for a new segment; want %d, 1, 0", ignores, stats, puts, gets, want)
+		}
 	}
 }

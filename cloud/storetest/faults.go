@@ -18,9 +18,13 @@ import (
 // suite itself when no rule is set.
 type Faults struct {
 	cloud.Store
-	mu    sync.Mutex
-	rules []*rule
-	calls map[Op]int
+	// IgnoreIfAbsent makes Put write over an existing key although asked
+	// not to (PutOptions.IfAbsent), as some S3-compatible servers do. Set
+	// it before the store is used.
+	IgnoreIfAbsent bool
+	mu             sync.Mutex
+	rules          []*rule
+	calls          map[Op]int
 }
 
 // Op is a store operation.
@@ -128,6 +132,9 @@ func (f *Faults) Put(ctx context.Context, key string, body cloud.Body, opts clou
 	if r := f.match(Put, key); r != nil {
 		_, _ = io.CopyN(io.Discard, body, 100)
 		return r.Err
+	}
+	if f.IgnoreIfAbsent {
+		opts.IfAbsent = false
 	}
 	return f.Store.Put(ctx, key, body, opts)
 }
