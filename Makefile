@@ -99,9 +99,10 @@ $(CACHE)/walvault-$(PRE_AUTH):
 	git archive $(PRE_AUTH) | tar -x -C "$(CACHE)/src-$(PRE_AUTH)"
 	cd "$(CACHE)/src-$(PRE_AUTH)" && $(GO) build -trimpath -o "$@" ./cmd/walvault
 
-# The build before "half the CPU per segment" (issue 24), for bench/segcpu.sh;
-# it needs walvault-wal beside it. WAL-G's daemon joins the run when WALG
-# names a wal-g binary (walg-daemon-client beside it; not built here).
+# The build before "half the CPU per segment" (issue 24), for bench/segcpu.sh
+# and bench/regress.sh; it needs walvault-wal beside it. WAL-G's daemon joins
+# segcpu.sh's run when WALG names a wal-g binary (walg-daemon-client beside
+# it; not built here).
 PRE_SEGCPU ?= 597ba65
 WALG ?=
 $(CACHE)/segcpu-$(PRE_SEGCPU)/walvault:
@@ -117,6 +118,7 @@ bench: build test-deps $(CACHE)/walvault-$(PRE_AUTH) $(CACHE)/segcpu-$(PRE_SEGCP
 	WALVAULT_BENCH_SEGMENT= $(GO) test -count=6 -run '^$$' -bench Segment ./archive/wal/
 	bash bench/agent.sh "$(CURDIR)/bin/walvault"
 	WALG="$(WALG)" WALVAULT_TEST_CACHE="$(CACHE)" bash bench/segcpu.sh "$(CURDIR)/bin/walvault" "$(CACHE)/segcpu-$(PRE_SEGCPU)/walvault"
+	WALVAULT_TEST_CACHE="$(CACHE)" bash bench/regress.sh "$(CURDIR)/bin/walvault" "$(CACHE)/segcpu-$(PRE_SEGCPU)/walvault"
 	bash bench/incremental.sh "$(CURDIR)/bin/walvault"
 	bash bench/drill.sh "$(CURDIR)/bin/walvault"
 	bash bench/dbafeatures.sh "$(CURDIR)/bin/walvault"
