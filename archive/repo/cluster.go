@@ -178,10 +178,12 @@ func (r *Repo) EnsureCluster(ctx context.Context, sysid uint64, segSize int64, c
 	}
 	r.bind(want)
 	if cache != "" {
-		// Only a push with a cache asks: once per store and data directory.
-		refuses := r.probeRefusal(ctx)
-		r.noteRefusal(refuses)
-		if refuses {
+		// Only a push with a cache asks: once per store and data directory
+		// (and day). No answer (an error) leaves what this process knew.
+		if refuses, ok := r.probeRefusal(ctx); ok {
+			r.noteRefusal(refuses)
+		}
+		if r.RefusesSecondCreate {
 			cached += " " + refusesWord
 		}
 		_ = fsutil.WriteFileAtomic(cache, []byte(cached+"\n"), false)
@@ -229,19 +231,26 @@ func (r *Repo) noteRefusal(refuses bool) {
 // keeps its word answers ErrExists, and the existing object is untouched.
 // One that ignores the condition (some S3-compatible servers do) rewrites
 // the very same object, which is harmless, and the answer is false: its
-// writes are then looked at before they are made. Any error is false too.
-func (r *Repo) probeRefusal(ctx context.Context) bool {
+// writes are then looked at before they are made. ok is false when there
+// is no answer (an error).
+func (r *Repo) probeRefusal(ctx context.Context) (refuses, ok bool) {
 	rc, info, err := r.Store.Get(ctx, ClusterKey)
 	if err != nil {
-		return false
+		return false, false
 	}
 	body, err := io.ReadAll(io.LimitReader(rc, MaxClusterBytes+1))
 	_ = rc.Close()
 	if err != nil || len(body) > MaxClusterBytes {
-		return false
+		return false, false
 	}
 	err = r.Store.Put(ctx, ClusterKey, cloud.Bytes(body), cloud.PutOptions{IfAbsent: true, Metadata: info.Metadata, SizeHint: int64(len(body))})
-	return errors.Is(err, cloud.ErrExists)
+	switch {
+	case errors.Is(err, cloud.ErrExists):
+		return true, true
+	case err == nil:
+		return false, true
+	}
+	return false, false
 }
 
 // bind records the cluster r writes for. It writes r only when that

@@ -294,3 +294,27 @@ func TestClusterProbesSecondCreate(t *testing.T) {
 		})
 	}
 }
+
+// TestClusterProbeWithoutAnswer: a probe that fails (here its write) is no
+// answer: a repository that knew the store refuses keeps knowing it, one
+// that did not know keeps looking first.
+func TestClusterProbeWithoutAnswer(t *testing.T) {
+	ctx := context.Background()
+	f := storetest.NewFaults(clusterRepo(t).Store)
+	if err := (&Repo{Store: f, AllowUnsigned: true}).EnsureCluster(ctx, 7300000000000000001, 16<<20, ""); err != nil {
+		t.Fatal(err)
+	}
+	f.Set(storetest.Rule{Op: storetest.Put, Keys: ClusterKey, Err: cloud.Permanent(errors.New("injected"))})
+	for _, knew := range []bool{false, true} {
+		r := &Repo{Store: f, AllowUnsigned: true, RefusesSecondCreate: knew}
+		if err := r.EnsureCluster(ctx, 7300000000000000001, 16<<20, t.TempDir()); err != nil {
+			t.Fatal(err)
+		}
+		if r.RefusesSecondCreate != knew {
+			t.Errorf("knew %v: after a failed probe RefusesSecondCreate is %v", knew, r.RefusesSecondCreate)
+		}
+	}
+	if f.Injected() != 2 {
+		t.Fatalf("%d probes failed, want 2", f.Injected())
+	}
+}
