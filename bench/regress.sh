@@ -314,6 +314,7 @@ timed() {
 record_timed() { # record_timed STORE ENC OP BUILD
 	record "$1" "$2" "$3_s" "$4" "$T_WALL"
 	record "$1" "$2" "$3_cpu" "$4" "$(awk -v u="$T_USER" -v s="$T_SYS" 'BEGIN { printf "%.2f", u + s }')"
+	record "$1" "$2" "$3_user" "$4" "$T_USER"
 	record "$1" "$2" "$3_rss" "$4" "$(awk -v k="$T_RSS" 'BEGIN { printf "%.1f", k / 1024 }')"
 }
 
@@ -431,10 +432,12 @@ label() {
 	drain_rss) echo "drain agent peak RSS MiB" ;;
 	backup_s) echo "backup wall s" ;;
 	backup_cpu) echo "backup CPU s (u+s)" ;;
+	backup_user) echo "backup CPU s (user)" ;;
 	backup_rss) echo "backup peak RSS MiB" ;;
 	backup_mib) echo "backup stored MiB" ;;
 	restore_s) echo "restore wall s" ;;
 	restore_cpu) echo "restore CPU s (u+s)" ;;
+	restore_user) echo "restore CPU s (user)" ;;
 	restore_rss) echo "restore peak RSS MiB" ;;
 	recovery_s) echo "recovery wall s" ;;
 	esac
@@ -451,7 +454,7 @@ for store in $STORES; do
 	for enc in plain enc; do
 		elabel=lz4
 		[ "$enc" = enc ] && elabel=lz4+age
-		for m in drain_sps drain_cpu drain_rss backup_s backup_cpu backup_rss backup_mib restore_s restore_cpu restore_rss recovery_s; do
+		for m in drain_sps drain_cpu drain_rss backup_s backup_cpu backup_user backup_rss backup_mib restore_s restore_cpu restore_user restore_rss recovery_s; do
 			grep -q "^$store $enc $m " "$WORK/results" || continue
 			read -r om omin omax <<<"$(stats "$store" "$enc" "$m" old)"
 			read -r nm nmin nmax <<<"$(stats "$store" "$enc" "$m" new)"
