@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -111,6 +113,9 @@ type faultCase struct {
 	// stored, with wantFailure: whether the object must be whole in the
 	// store afterwards (the server had committed it before the fault).
 	stored bool
+	// saw, when set, is a request the push must have made (the one the
+	// case's fault is about).
+	saw func(fp.Request) bool
 }
 
 // runFaultCase runs one wal-push through a fresh proxy to a fresh bucket
@@ -133,6 +138,9 @@ func runFaultCase(t *testing.T, srv *testenv.Server, identity, recipient string,
 	t.Logf("exit %d in %s; %d connections, %d requests, faults %v; stderr: %s", code, took.Round(time.Millisecond), st.Conns, st.Requests, st.Fired, strings.TrimSpace(stderr))
 	if st.Faults() == 0 {
 		t.Fatalf("no fault struck: the case tests nothing (requests: %v)", p.Requests())
+	}
+	if fc.saw != nil && !slices.ContainsFunc(p.Requests(), fc.saw) {
+		t.Fatalf("the request this case breaks was never made: the case tests nothing (requests: %v)", p.Requests())
 	}
 	if fc.want == wantEither {
 		t.Logf("requests: %v", p.Requests())
@@ -246,6 +254,7 @@ func TestFaultWALPush(t *testing.T) {
 	}
 
 	walPut := fp.Match("PUT", "/wal/")
+	walHead := fp.Match("HEAD", "/wal/")
 	once := fp.Once
 	cases := []faultCase{
 		{name: "reset-at-connect", file: seg, connRule: func(n int) fp.Fault {
@@ -262,8 +271,15 @@ func TestFaultWALPush(t *testing.T) {
 		{name: "stall-put-3s", file: seg, rule: once(walPut, fp.Fault{Kind: fp.Stall, Dir: fp.Up, After: 100 << 10, Duration: 3 * time.Second}), want: wantSuccess},
 		{name: "throttle-put", file: seg, rule: once(walPut, fp.Fault{Kind: fp.Throttle, Dir: fp.Up, Rate: 8 << 20}), want: wantSuccess},
 		{name: "stall-put-response-2s", file: seg, rule: once(walPut, fp.Fault{Kind: fp.Stall, Dir: fp.Down, Duration: 2 * time.Second}), want: wantSuccess},
-		{name: "throttle-head-response", file: seg, rule: once(fp.Match("HEAD", "/wal/"), fp.Fault{Kind: fp.Throttle, Dir: fp.Down, Rate: 2 << 10}), want: wantSuccess},
-		{name: "reset-head", file: seg, rule: once(fp.Match("HEAD", "/wal/"), fp.Fault{Kind: fp.Reset, Dir: fp.Up}), want: wantSuccess},
+		// The probe of conditional writes: cluster.json read and written
+		// again (the second GET and PUT of it); broken, it is retried or
+		// gives no answer, and the segment is pushed all the same.
+		{name: "reset-probe-put", file: seg, rule: nth(2, fp.Match("PUT", "cluster.json"), fp.Fault{Kind: fp.Reset, Dir: fp.Up}), want: wantSuccess},
+		{name: "cut-probe-put-response", file: seg, rule: nth(2, fp.Match("PUT", "cluster.json"), fp.Fault{Kind: fp.Cut, Dir: fp.Down}), want: wantSuccess},
+		{name: "cut-probe-get-response", file: seg, rule: nth(2, fp.Match("GET", "cluster.json"), fp.Fault{Kind: fp.Cut, Dir: fp.Down, After: 200}), want: wantSuccess},
+		// Without an answer, the segment's key is looked at first (HEAD).
+		{name: "throttle-head-response", file: seg, rule: noProbe(walHead, fp.Fault{Kind: fp.Throttle, Dir: fp.Down, Rate: 2 << 10}), saw: walHead, want: wantSuccess},
+		{name: "reset-head", file: seg, rule: noProbe(walHead, fp.Fault{Kind: fp.Reset, Dir: fp.Up}), saw: walHead, want: wantSuccess},
 		{name: "cut-cluster-json-put", file: seg, rule: once(fp.Match("PUT", "cluster.json"), fp.Fault{Kind: fp.Cut, Dir: fp.Down}), want: wantSuccess},
 		{name: "streaming-reset-put-mid-body", file: seg, args: []string{"--compression", "none"}, rule: once(walPut, fp.Fault{Kind: fp.Reset, Dir: fp.Up, After: 5 << 20}), want: wantSuccess},
 		{name: "streaming-cut-put-response", file: seg, args: []string{"--compression", "none"}, rule: once(walPut, fp.Fault{Kind: fp.Cut, Dir: fp.Down}), want: wantSuccess},
@@ -285,6 +301,44 @@ func TestFaultWALPush(t *testing.T) {
 		t.Run(fc.name, func(t *testing.T) { runFaultCase(t, srv, identity, recipient, fc) })
 	}
 	t.Logf("faults injected so far: %d", faultsInjected.Load())
+}
+
+// nth applies f to the n-th request that matches, and to no other.
+func nth(n int, match func(fp.Request) bool, f fp.Fault) fp.Rule {
+	var mu sync.Mutex
+	seen := 0
+	return func(r fp.Request) fp.Fault {
+		mu.Lock()
+		defer mu.Unlock()
+		if !match(r) {
+			return fp.Fault{}
+		}
+		if seen++; seen == n {
+			return f
+		}
+		return fp.Fault{}
+	}
+}
+
+// noProbe resets every read of cluster.json after the first (the cluster
+// check's), so that the probe of conditional writes has no answer and
+// wal-push looks at the segment's key before its upload, and applies f to
+// the first request that matches.
+func noProbe(match func(fp.Request) bool, f fp.Fault) fp.Rule {
+	var mu sync.Mutex
+	reads := 0
+	first := fp.Once(match, f)
+	return func(r fp.Request) fp.Fault {
+		if fp.Match("GET", "cluster.json")(r) {
+			mu.Lock()
+			defer mu.Unlock()
+			if reads++; reads > 1 {
+				return fp.Fault{Kind: fp.Reset, Dir: fp.Up}
+			}
+			return fp.Fault{}
+		}
+		return first(r)
+	}
 }
 
 // TestFaultWALFetch fetches a real segment through the proxy while it
