@@ -27,6 +27,20 @@ func clusterRepo(t *testing.T) *Repo {
 	return &Repo{Store: st}
 }
 
+// newSigningKey makes a signing key in a file of its own, as keygen does.
+func newSigningKey(t *testing.T) *crypto.SigningKey {
+	t.Helper()
+	key := filepath.Join(t.TempDir(), "sign.key")
+	if _, err := crypto.GenerateSigningKey(key); err != nil {
+		t.Fatal(err)
+	}
+	sk, err := crypto.LoadSigningKey(key, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sk
+}
+
 func putCluster(t *testing.T, r *Repo, body string) {
 	t.Helper()
 	if err := r.Store.Put(context.Background(), ClusterKey, cloud.Bytes([]byte(body)), cloud.PutOptions{}); err != nil {
@@ -39,15 +53,7 @@ func putCluster(t *testing.T, r *Repo, body string) {
 func TestClusterRecordsSegmentSize(t *testing.T) {
 	ctx := context.Background()
 	w := clusterRepo(t)
-	key := filepath.Join(t.TempDir(), "sign.key")
-	if _, err := crypto.GenerateSigningKey(key); err != nil {
-		t.Fatal(err)
-	}
-	sk, err := crypto.LoadSigningKey(key, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w.Sign = sk
+	w.Sign = newSigningKey(t)
 	cache := t.TempDir()
 	if got := w.SegmentSizeCap(ctx); got != MaxWALSegmentBytes {
 		t.Fatalf("no cluster.json yet: cap %d", got)
@@ -225,16 +231,8 @@ func TestClusterProbesSecondCreate(t *testing.T) {
 		t.Run(map[bool]string{false: "refuses", true: "ignores"}[ignores], func(t *testing.T) {
 			f := storetest.NewFaults(clusterRepo(t).Store)
 			f.IgnoreIfAbsent = ignores
-			w := &Repo{Store: f}
-			key := filepath.Join(t.TempDir(), "sign.key")
-			if _, err := crypto.GenerateSigningKey(key); err != nil {
-				t.Fatal(err)
-			}
-			sk, err := crypto.LoadSigningKey(key, false)
-			if err != nil {
-				t.Fatal(err)
-			}
-			w.Sign = sk
+			sk := newSigningKey(t)
+			w := &Repo{Store: f, Sign: sk}
 			if err := w.EnsureCluster(ctx, 7300000000000000001, 16<<20, ""); err != nil {
 				t.Fatal(err)
 			}
