@@ -234,7 +234,9 @@ func pushFile(ctx context.Context, r *repo.Repo, path string, wf archive.WALFile
 	opts := cloud.PutOptions{Metadata: d.meta(), IfAbsent: true, SizeHint: size}
 	up, err := upload(ctx, r, key, f, size, pass.encoded, opts)
 	if errors.Is(err, cloud.ErrExists) {
-		// Another writer won the race; it is fine if it wrote the same thing.
+		// Archived before (a store that refuses a second create is not
+		// asked first) or another writer won the race: fine if it is the
+		// same content.
 		info, statErr := r.Store.Stat(ctx, key)
 		if errors.Is(statErr, cloud.ErrNotFound) {
 			return res, archive.StoreErr(fmt.Errorf("uploading %s: %w", wf.Name, err))
